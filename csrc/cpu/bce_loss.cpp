@@ -1,0 +1,2 @@
+// BCE adversarial losses: filled in by the losses work.
+#include "ganx.h"

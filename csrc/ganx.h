@@ -1,0 +1,61 @@
+// Shared declarations of the ganx extension: argument checks and the geometry of the
+// phase-decomposed upsample-conv, used by both the CPU and the CUDA kernels.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace ganx {
+
+// ----------------------------------------------------------------- upsample_conv2d
+
+enum class Act : int64_t { None = 0, ReLU = 1, LeakyReLU = 2, Tanh = 3 };
+
+// "none" | "relu" | "leaky_relu" | "tanh"; anything else is a ValueError naming the op.
+Act parse_activation(const std::string& name, double negative_slope);
+
+// Largest supported scale factor and the supported (odd) kernel sizes.
+constexpr int64_t kMaxScale = 4;
+constexpr int64_t kMaxTaps = 5;  // taps per phase never exceed the kernel size (<= 5)
+
+// Nearest upsampling by s followed by a k x k "same" convolution (padding p = k/2) is, for
+// output row oy = s*i + a (phase a), a correlation of the *input* rows i + d0[a] + t,
+// t = 0..T-1, with a phase kernel whose tap t is the sum of the original taps ky with
+// floor((a + ky - p) / s) == d0[a] + t. Phases with fewer distinct offsets than T get zero
+// taps at the end, so every phase has the same T x T kernel.
+struct UpConvGeometry {
+  int64_t s = 2, k = 3, p = 1;
+  int64_t T = 2;                            // taps per phase (per dimension)
+  std::array<int64_t, kMaxScale> d0{};      // first input offset of each phase
+  int64_t pad_lo = 0, pad_hi = 0;           // zero padding of x that covers every phase
+};
+
+UpConvGeometry upconv_geometry(int64_t scale, int64_t kernel_size, int64_t padding);
+
+// Every user-facing check of upsample_conv2d (raises with the op and argument named).
+void check_upsample_conv2d_inputs(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, int64_t scale,
+                                  int64_t padding);
+
+// Folded phase kernels [s, s, C_out, C_in, T, T] from a [C_out, C_in, k, k] weight, in
+// dtype `acc` (fp32 for half inputs so the sums of taps keep their precision).
+at::Tensor fold_weight(const at::Tensor& weight, const UpConvGeometry& g, at::ScalarType acc);
+// The transpose of the folding: gradient of the phase kernels -> gradient of the k x k kernel.
+at::Tensor unfold_weight_grad(const at::Tensor& grad_folded, const UpConvGeometry& g);
+
+// Gradient of the fused activation computed from its output (see upsample_conv2d.cpp).
+at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& out, Act act,
+                               double negative_slope);
+
+inline int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+}  // namespace ganx

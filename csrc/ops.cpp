@@ -1,0 +1,59 @@
+// The ganx._C module. Importing it registers every ganx op with torch's dispatcher; the
+// kernels register themselves per device in cpu/ and cuda/ (files named after the op).
+#include <pybind11/pybind11.h>
+#include <torch/library.h>
+
+#include "ganx.h"
+
+// All schemas live here, each with a one-line statement of its math.
+TORCH_LIBRARY(ganx, m) {
+  // out = act(conv2d(interpolate(x, scale_factor=scale, mode="nearest"), weight, bias, padding))
+  // computed per output phase from the original x (the upsampled tensor is never built).
+  m.def("upsample_conv2d(Tensor x, Tensor weight, Tensor? bias, int scale, int padding, "
+        "str activation, float negative_slope) -> Tensor");
+  // (grad_x, grad_weight, grad_bias) of upsample_conv2d given grad_out and its output `out`
+  // (used only for the activation's derivative); entries not in output_mask come back empty.
+  m.def("upsample_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor out, "
+        "bool has_bias, int scale, int padding, str activation, float negative_slope, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // ---- BCE adversarial losses (schemas) ----
+  // (loss, grad_real, grad_fake, stats): loss = red(softplus-BCE(real, t_r)) + red(BCE(fake, t_f))
+  // in one pass; grads are d loss / d logits; stats = [acc_real, acc_fake, mean D(x), mean D(G(z))].
+  m.def("bce_discriminator_loss(Tensor real, Tensor fake, float real_target, float fake_target, "
+        "int reduction) -> (Tensor, Tensor, Tensor, Tensor)");
+  // (loss, grad): non-saturating mode: BCE(fake, target); minimax mode: -BCE(fake, 0) = log(1 - D(G(z))).
+  m.def("bce_generator_loss(Tensor fake, int mode, float target, int reduction) -> (Tensor, Tensor)");
+  // (loss, grad) of BCE-with-logits with optional weight and pos_weight, torch's semantics:
+  // l = w * [pw * t * softplus(-x) + (1 - t) * softplus(x)].
+  m.def("bce_with_logits(Tensor input, Tensor target, Tensor? weight, Tensor? pos_weight, "
+        "int reduction) -> (Tensor, Tensor)");
+}
+
+namespace {
+
+bool cuda_built() {
+#ifdef GANX_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string cuda_archs() {
+#ifdef GANX_WITH_CUDA
+  return GANX_CUDA_ARCHS;
+#else
+  return "";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ganx fused kernels; importing this module registers the torch.ops.ganx operators";
+  m.attr("torch_version") = GANX_TORCH_VERSION;
+  m.attr("version") = GANX_VERSION;
+  m.attr("cuda") = cuda_built();
+  m.attr("cuda_archs") = cuda_archs();
+}
