@@ -1,5 +1,5 @@
 """ganx: a GAN toolkit for PyTorch whose hot paths are fused C++/CUDA kernels."""
 from ganx import _ext  # noqa: F401  (loads _C; raises ImportError with a fix if it cannot)
-from ganx import functional, ops  # noqa: F401
+from ganx import functional, nn, ops  # noqa: F401
 
 __version__ = "0.1.0"

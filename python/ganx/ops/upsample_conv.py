@@ -1,0 +1,131 @@
+"""upsample_conv2d: nearest upsampling followed by a "same" convolution, fused.
+
+Math (scale s, odd kernel k, padding p = k // 2): output row ``oy = s*i + a`` (phase a) of
+``conv2d(interpolate(x, s), w, padding=p)`` reads input rows ``i + floor((a + ky - p) / s)``
+only, so each of the s*s output phases is a small dense correlation of the *original* x
+with a folded kernel whose taps are sums of the original taps. For s = 2, k = 3 every phase
+kernel is 2x2: 16 multiply-adds per 2x2 output block instead of 36, and the 4x larger
+upsampled tensor is never built. The backward maps the phase-kernel gradients back to the
+k x k kernel by the transpose of that folding.
+
+The op is ``torch.ops.ganx.upsample_conv2d`` (kernels in csrc/), with a fake kernel for
+torch.compile and its autograd formula registered here.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import torch
+
+from ganx import _ext  # noqa: F401  (registers torch.ops.ganx)
+
+__all__ = ["upsample_conv2d", "ACTIVATIONS"]
+
+ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh")
+_MAX_SCALE = 4
+
+
+def _check_python_args(weight, scale_factor, padding, activation, negative_slope):
+    if isinstance(scale_factor, bool) or not isinstance(scale_factor, numbers.Real):
+        raise TypeError(f"upsample_conv2d: scale_factor must be an integer, got {type(scale_factor).__name__}")
+    if float(scale_factor) != int(scale_factor) or not 1 <= int(scale_factor) <= _MAX_SCALE:
+        raise ValueError(f"upsample_conv2d: scale_factor must be an integer in [1, {_MAX_SCALE}], got {scale_factor}")
+    act = "none" if activation is None else activation
+    if act not in ACTIVATIONS:
+        raise ValueError(f"upsample_conv2d: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        dims = f"{weight.dim()}-D" if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"upsample_conv2d: weight must be 4-D (C_out, C_in, kH, kW), got {dims}")
+    k = weight.shape[-1]
+    if padding is None:
+        padding = k // 2
+    if isinstance(padding, bool) or not isinstance(padding, numbers.Integral):
+        raise TypeError(f"upsample_conv2d: padding must be an integer or None, got {padding!r}")
+    return int(scale_factor), int(padding), act, float(negative_slope)
+
+
+def upsample_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    scale_factor: int = 2,
+    padding: Optional[int] = None,
+    activation: Optional[str] = None,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """``act(conv2d(interpolate(x, scale_factor, mode="nearest"), weight, bias, padding))``, fused.
+
+    Args:
+        x: (N, C_in, H, W), float32/float64 (float16/bfloat16 too on CUDA); contiguous,
+            channels_last or any strided view. The output has x's memory format.
+        weight: (C_out, C_in, k, k) with k in {1, 3, 5}.
+        bias: (C_out,) or None.
+        scale_factor: integer nearest-upsampling factor, 1 to 4.
+        padding: must be k // 2 ("same"); None means that.
+        activation: None, "relu", "leaky_relu" or "tanh", applied after the bias.
+        negative_slope: slope of leaky_relu (>= 0).
+
+    Under ``torch.autocast("cuda")`` the inputs are cast to the autocast dtype, like conv2d.
+    Gradients for x, weight and bias (only those needed are computed). Double backward is
+    not supported (a clear error).
+    """
+    s, p, act, slope = _check_python_args(weight, scale_factor, padding, activation, negative_slope)
+    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast("cuda", enabled=False):
+            return torch.ops.ganx.upsample_conv2d(x, weight, bias, s, p, act, slope)
+    return torch.ops.ganx.upsample_conv2d(x, weight, bias, s, p, act, slope)
+
+
+# ----------------------------------------------------------------- fake kernels (shapes only)
+
+def _out_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+                                   and not x.is_contiguous()) else torch.contiguous_format
+
+
+@torch.library.register_fake("ganx::upsample_conv2d")
+def _upsample_conv2d_fake(x, weight, bias, scale, padding, activation, negative_slope):
+    torch._check(x.dim() == 4, lambda: f"upsample_conv2d: x must be 4-D (N, C_in, H, W), got {x.dim()}-D")
+    torch._check(weight.dim() == 4, lambda: "upsample_conv2d: weight must be 4-D (C_out, C_in, kH, kW)")
+    torch._check(weight.shape[1] == x.shape[1], lambda: "upsample_conv2d: weight and x channel mismatch")
+    n, _, h, w = x.shape
+    return x.new_empty((n, weight.shape[0], h * scale, w * scale)).contiguous(memory_format=_out_format(x))
+
+
+@torch.library.register_fake("ganx::upsample_conv2d_backward")
+def _upsample_conv2d_backward_fake(grad_out, x, weight, out, has_bias, scale, padding, activation,
+                                   negative_slope, output_mask):
+    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
+    gw = torch.empty_like(weight) if output_mask[1] else weight.new_empty((0,))
+    gb = x.new_empty((weight.shape[0],)) if (output_mask[2] and has_bias) else x.new_empty((0,))
+    return gx, gw, gb
+
+
+# ----------------------------------------------------------------- autograd
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, scale, padding, activation, negative_slope = inputs
+    ctx.save_for_backward(x, weight, output if activation != "none" else None)
+    ctx.has_bias = bias is not None
+    ctx.args = (scale, padding, activation, negative_slope)
+
+
+def _backward(ctx, grad_out):
+    x, weight, out = ctx.saved_tensors
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (grad_out, x, weight)):
+        raise RuntimeError("upsample_conv2d: double backward (create_graph=True) is not supported")
+    scale, padding, activation, negative_slope = ctx.args
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    if out is None:
+        out = grad_out.new_empty((0,))
+    gx, gw, gb = torch.ops.ganx.upsample_conv2d_backward(
+        grad_out, x, weight, out, ctx.has_bias, scale, padding, activation, negative_slope, mask)
+    return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None,
+            None, None, None, None)
+
+
+torch.library.register_autograd("ganx::upsample_conv2d", _backward, setup_context=_setup_context)
