@@ -18,7 +18,7 @@ namespace ganx {
 enum class Act : int64_t { None = 0, ReLU = 1, LeakyReLU = 2, Tanh = 3 };
 
 // "none" | "relu" | "leaky_relu" | "tanh"; anything else is a ValueError naming the op.
-Act parse_activation(const std::string& name, double negative_slope);
+Act parse_activation(const std::string& name, double negative_slope, const char* op = "upsample_conv2d");
 
 // Largest supported scale factor and the supported (odd) kernel sizes.
 constexpr int64_t kMaxScale = 4;
@@ -29,7 +29,14 @@ constexpr int64_t kMaxTaps = 5;  // taps per phase never exceed the kernel size 
 // t = 0..T-1, with a phase kernel whose tap t is the sum of the original taps ky with
 // floor((a + ky - p) / s) == d0[a] + t. Phases with fewer distinct offsets than T get zero
 // taps at the end, so every phase has the same T x T kernel.
+enum class Fold : int64_t {
+  UpsampleConv = 0,       // weight (C_out, C_in, k, k): phase taps are sums of original taps
+  ConvTranspose4s2 = 1,   // weight (C_in, C_out, 4, 4) of ConvTranspose2d(4, stride 2, padding 1):
+                          // phase taps are a selection of the original taps
+};
+
 struct UpConvGeometry {
+  Fold fold = Fold::UpsampleConv;
   int64_t s = 2, k = 3, p = 1;
   int64_t T = 2;                            // taps per phase (per dimension)
   std::array<int64_t, kMaxScale> d0{};      // first input offset of each phase
@@ -37,13 +44,39 @@ struct UpConvGeometry {
 };
 
 UpConvGeometry upconv_geometry(int64_t scale, int64_t kernel_size, int64_t padding);
+// ConvTranspose2d(k=4, s=2, p=1): out[2i + a] = sum_t x[i + d0[a] + t] * w[ky = a + 1 - 2 (d0[a] + t)]
+// with d0 = {-1, 0} and T = 2 -- the geometry of upsample-conv with s = 2, k = 3.
+UpConvGeometry conv_transpose4s2_geometry();
+
+// Checks of conv_transpose2d_4s2 (weight in ConvTranspose2d's (C_in, C_out, 4, 4) layout).
+void check_conv_transpose4s2_inputs(const at::Tensor& x, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias);
+
+// Device kernels of the phase-decomposed layer, shared by both ops (cpu/ and cuda/):
+//   forward:  out[n, o, s*i + a, s*j + b] = act(bias[o] + sum_{c,t,u} Wf[a,b,o,c,t,u] x[n, c, i+d0[a]+t, j+d0[b]+u])
+//   backward: (grad_x, grad_Wf) given the pre-activation gradient.
+using PhaseForwardFn = at::Tensor (*)(const at::Tensor& x, const at::Tensor& wf, const at::Tensor& bias,
+                                      const UpConvGeometry& g, Act act, double slope, int64_t c_out);
+using PhaseBackwardFn = std::tuple<at::Tensor, at::Tensor> (*)(const at::Tensor& gpre, const at::Tensor& x,
+                                                               const at::Tensor& wf, const UpConvGeometry& g,
+                                                               bool need_x, bool need_w);
+
+// The registered ops, written once over the device kernels.
+at::Tensor phase_conv_op(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, const UpConvGeometry& g,
+                         const std::string& activation, double negative_slope, PhaseForwardFn fwd,
+                         at::ScalarType acc_type);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
+    const char* op, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& out, bool has_bias, const UpConvGeometry& g, const std::string& activation,
+    double negative_slope, std::array<bool, 3> output_mask, PhaseBackwardFn bwd, at::ScalarType acc_type);
 
 // Every user-facing check of upsample_conv2d (raises with the op and argument named).
 void check_upsample_conv2d_inputs(const at::Tensor& x, const at::Tensor& weight,
                                   const std::optional<at::Tensor>& bias, int64_t scale,
                                   int64_t padding);
 
-// Folded phase kernels [s, s, C_out, C_in, T, T] from a [C_out, C_in, k, k] weight, in
+// Folded phase kernels [s, s, C_out, C_in, T, T] from the layer's weight, in
 // dtype `acc` (fp32 for half inputs so the sums of taps keep their precision).
 at::Tensor fold_weight(const at::Tensor& weight, const UpConvGeometry& g, at::ScalarType acc);
 // The transpose of the folding: gradient of the phase kernels -> gradient of the k x k kernel.

@@ -17,17 +17,36 @@ TORCH_LIBRARY(ganx, m) {
         "bool has_bias, int scale, int padding, str activation, float negative_slope, "
         "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
+  // out = act(conv_transpose2d(x, weight, bias, stride=2, padding=1)) for a (C_in, C_out, 4, 4)
+  // weight: the same phase-decomposed kernels (each output phase reads a 2x2 input patch
+  // with a 2x2 slice of the 4x4 kernel).
+  m.def("conv_transpose2d_4s2(Tensor x, Tensor weight, Tensor? bias, str activation, "
+        "float negative_slope) -> Tensor");
+  // (grad_x, grad_weight, grad_bias) of conv_transpose2d_4s2, like upsample_conv2d_backward.
+  m.def("conv_transpose2d_4s2_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor out, "
+        "bool has_bias, str activation, float negative_slope, bool[3] output_mask) "
+        "-> (Tensor, Tensor, Tensor)");
+
   // ---- BCE adversarial losses (schemas) ----
-  // (loss, grad_real, grad_fake, stats): loss = red(softplus-BCE(real, t_r)) + red(BCE(fake, t_f))
-  // in one pass; grads are d loss / d logits; stats = [acc_real, acc_fake, mean D(x), mean D(G(z))].
+  // reduction: 0 none, 1 mean, 2 sum (torch's codes). Each op returns d loss / d input computed
+  // in the same pass (empty when need_grad is false), so its backward is a scale by grad_output.
+  // (loss, grad_real, grad_fake, stats): loss = red(BCE(real, t_r)) + red(BCE(fake, t_f)) on logits
+  // (none: the per-element losses of real then fake, flattened into one 1-D tensor);
+  // stats (float32) = [acc_real, acc_fake, mean D(x), mean D(G(z))], "real" meaning logit > 0.
   m.def("bce_discriminator_loss(Tensor real, Tensor fake, float real_target, float fake_target, "
-        "int reduction) -> (Tensor, Tensor, Tensor, Tensor)");
-  // (loss, grad): non-saturating mode: BCE(fake, target); minimax mode: -BCE(fake, 0) = log(1 - D(G(z))).
-  m.def("bce_generator_loss(Tensor fake, int mode, float target, int reduction) -> (Tensor, Tensor)");
+        "int reduction, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+  // (loss, grad): mode 0 (non-saturating): BCE(fake, target) = -log D(G(z)) for target 1;
+  // mode 1 (minimax): -BCE(fake, 1 - target) = log(1 - D(G(z))) for target 1.
+  m.def("bce_generator_loss(Tensor fake, int mode, float target, int reduction, bool need_grad) "
+        "-> (Tensor, Tensor)");
   // (loss, grad) of BCE-with-logits with optional weight and pos_weight, torch's semantics:
   // l = w * [pw * t * softplus(-x) + (1 - t) * softplus(x)].
   m.def("bce_with_logits(Tensor input, Tensor target, Tensor? weight, Tensor? pos_weight, "
-        "int reduction) -> (Tensor, Tensor)");
+        "int reduction, bool need_grad) -> (Tensor, Tensor)");
+  // (loss, grad) of BCE on probabilities p, torch's semantics (logs clamped at -100):
+  // l = -w * [t * log(p) + (1 - t) * log(1 - p)].
+  m.def("binary_cross_entropy(Tensor input, Tensor target, Tensor? weight, int reduction, "
+        "bool need_grad) -> (Tensor, Tensor)");
 }
 
 namespace {

@@ -1,8 +1,9 @@
-// CPU kernels of upsample_conv2d. Each of the s*s output phases is a dense T x T
-// correlation of the (padded) input with its folded kernel, so each phase runs as one
-// GEMM-backed at::conv2d (oneDNN / the im2col+GEMM path), multi-threaded by ATen. For
-// s = 2, k = 3 that is 4 convolutions with 2x2 kernels on the H x W input: 16 instead of 36
-// multiply-adds per 2x2 output block, and no 4x larger upsampled tensor in memory.
+// CPU kernels of the phase-decomposed layer (upsample_conv2d and conv_transpose2d_4s2).
+// Each of the s*s output phases is a dense T x T correlation of the (padded) input with its
+// folded kernel, so each phase runs as one GEMM-backed at::conv2d (oneDNN or im2col+GEMM),
+// multi-threaded by ATen. For s = 2, k = 3 that is 4 convolutions with 2x2 kernels on the
+// H x W input: 16 instead of 36 multiply-adds per 2x2 output block, and no 4x larger
+// upsampled tensor in memory.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -30,63 +31,31 @@ void apply_activation_(at::Tensor& y, Act act, double slope) {
   }
 }
 
-at::Tensor upsample_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight,
-                               const std::optional<at::Tensor>& bias, int64_t scale,
-                               int64_t padding, c10::string_view activation,
-                               double negative_slope) {
-  check_upsample_conv2d_inputs(x, weight, bias, scale, padding);
-  const Act act = parse_activation(std::string(activation), negative_slope);
-  const auto g = upconv_geometry(scale, weight.size(2), padding);
-  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), Co = weight.size(0);
+at::Tensor phase_forward_cpu(const at::Tensor& x, const at::Tensor& wf, const at::Tensor& bias,
+                             const UpConvGeometry& g, Act act, double slope, int64_t c_out) {
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
   const auto fmt = x.suggest_memory_format();
-  auto out = at::empty({N, Co, H * g.s, W * g.s}, x.options().memory_format(fmt));
+  auto out = at::empty({N, c_out, H * g.s, W * g.s}, x.options().memory_format(fmt));
   if (out.numel() == 0) return out;
-
-  const auto wf = fold_weight(weight, g, x.scalar_type());
   const auto xp = padded_input(x, g, fmt);
-  const auto b = (bias.has_value() && bias->defined()) ? std::optional<at::Tensor>(*bias) : std::nullopt;
+  const auto b = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
   for (int64_t a = 0; a < g.s; ++a) {
     for (int64_t c = 0; c < g.s; ++c) {
       auto y = at::conv2d(phase_window(xp, g, a, c, H, W), wf[a][c], b);
-      apply_activation_(y, act, negative_slope);
-      // out[:, :, a::s, c::s] = y
-      out.slice(2, a, c10::nullopt, g.s).slice(3, c, c10::nullopt, g.s).copy_(y);
+      apply_activation_(y, act, slope);
+      out.slice(2, a, c10::nullopt, g.s).slice(3, c, c10::nullopt, g.s).copy_(y);  // out[:, :, a::s, c::s]
     }
   }
   return out;
 }
 
-// Backward (derivation): out_ab[n,o,i,j] = b[o] + sum_{c,t,u} Wf_ab[o,c,t,u] xp[n,c,i+t',j+u']
-// with t' = pad_lo + d0[a] + t. Each phase is an ordinary stride-1 valid correlation, so its
-// input and weight gradients are those of conv2d on the phase window; the windows overlap in
-// xp, so their input gradients add. The k x k weight gradient is the transpose of the
-// folding applied to the stacked phase-kernel gradients, and the bias gradient sums the
-// pre-activation gradient over N, H, W.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& out, bool has_bias, int64_t scale, int64_t padding,
-    c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
-  check_upsample_conv2d_inputs(x, weight, std::nullopt, scale, padding);
-  const Act act = parse_activation(std::string(activation), negative_slope);
-  const auto g = upconv_geometry(scale, weight.size(2), padding);
-  const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = weight.size(0);
-  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == N && grad_out.size(1) == Co &&
-                  grad_out.size(2) == H * g.s && grad_out.size(3) == W * g.s,
-              "upsample_conv2d_backward: grad_out must have shape ",
-              std::vector<int64_t>{N, Co, H * g.s, W * g.s}, ", got ", grad_out.sizes());
-  const bool need_x = output_mask[0], need_w = output_mask[1], need_b = output_mask[2] && has_bias;
+// Each phase's input and kernel gradients are those of a stride-1 valid conv2d on the
+// phase window; the windows overlap in the padded input, so their input gradients add.
+std::tuple<at::Tensor, at::Tensor> phase_backward_cpu(const at::Tensor& gpre, const at::Tensor& x,
+                                                      const at::Tensor& wf, const UpConvGeometry& g,
+                                                      bool need_x, bool need_w) {
+  const int64_t H = x.size(2), W = x.size(3);
   const auto fmt = x.suggest_memory_format();
-
-  at::Tensor gx = need_x ? at::zeros_like(x, at::MemoryFormat::Preserve) : at::empty({0}, x.options());
-  at::Tensor gw = need_w ? at::zeros_like(weight) : at::empty({0}, weight.options());
-  at::Tensor gb = need_b ? at::zeros({Co}, x.options()) : at::empty({0}, x.options());
-  if (grad_out.numel() == 0 || (!need_x && !need_w && !need_b)) return {gx, gw, gb};
-
-  const auto gpre = activation_backward(grad_out, out, act, negative_slope);
-  if (need_b) gb = gpre.sum({0, 2, 3});
-  if (!need_x && !need_w) return {gx, gw, gb};
-
-  const auto wf = fold_weight(weight, g, x.scalar_type());
   const auto xp = padded_input(x, g, fmt);
   at::Tensor gxp = need_x ? at::zeros_like(xp) : at::Tensor();
   at::Tensor gwf = need_w ? at::empty_like(wf) : at::Tensor();
@@ -102,10 +71,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cpu(
       if (need_w) gwf[a][c].copy_(gk);
     }
   }
-  if (need_x) gx = gxp.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W).contiguous(fmt);
-  if (need_w) gw = unfold_weight_grad(gwf, g).contiguous();
-  (void)Ci;
-  return {gx, gw, gb};
+  at::Tensor gx = need_x ? gxp.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W).contiguous(fmt) : at::Tensor();
+  return {gx, gwf};
+}
+
+at::Tensor upsample_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, int64_t scale, int64_t padding,
+                               c10::string_view activation, double negative_slope) {
+  check_upsample_conv2d_inputs(x, weight, bias, scale, padding);
+  return phase_conv_op("upsample_conv2d", x, weight, bias, upconv_geometry(scale, weight.size(2), padding),
+                       std::string(activation), negative_slope, &phase_forward_cpu, x.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, int64_t scale, int64_t padding, c10::string_view activation, double negative_slope,
+    std::array<bool, 3> output_mask) {
+  check_upsample_conv2d_inputs(x, weight, std::nullopt, scale, padding);
+  return phase_conv_backward_op("upsample_conv2d", grad_out, x, weight, out, has_bias,
+                                upconv_geometry(scale, weight.size(2), padding), std::string(activation),
+                                negative_slope, output_mask, &phase_backward_cpu, x.scalar_type());
+}
+
+at::Tensor conv_transpose2d_4s2_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, c10::string_view activation,
+                                   double negative_slope) {
+  check_conv_transpose4s2_inputs(x, weight, bias);
+  return phase_conv_op("conv_transpose2d_4s2", x, weight, bias, conv_transpose4s2_geometry(),
+                       std::string(activation), negative_slope, &phase_forward_cpu, x.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_4s2_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
+  check_conv_transpose4s2_inputs(x, weight, std::nullopt);
+  return phase_conv_backward_op("conv_transpose2d_4s2", grad_out, x, weight, out, has_bias,
+                                conv_transpose4s2_geometry(), std::string(activation), negative_slope,
+                                output_mask, &phase_backward_cpu, x.scalar_type());
 }
 
 }  // namespace
@@ -113,6 +115,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cpu(
 TORCH_LIBRARY_IMPL(ganx, CPU, m) {
   m.impl("upsample_conv2d", &upsample_conv2d_cpu);
   m.impl("upsample_conv2d_backward", &upsample_conv2d_backward_cpu);
+  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2_cpu);
+  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward_cpu);
 }
 
 }  // namespace ganx

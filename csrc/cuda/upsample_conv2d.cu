@@ -251,24 +251,16 @@ __global__ void __launch_bounds__(kThreads) upconv_grad_wf_kernel(
 
 int act_code(Act a) { return static_cast<int>(a); }
 
-at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
-                                const std::optional<at::Tensor>& bias, int64_t scale,
-                                int64_t padding, c10::string_view activation,
-                                double negative_slope) {
-  check_upsample_conv2d_inputs(x, weight, bias, scale, padding);
-  const Act act = parse_activation(std::string(activation), negative_slope);
-  const auto g = upconv_geometry(scale, weight.size(2), padding);
+at::Tensor phase_forward_cuda(const at::Tensor& x, const at::Tensor& wf, const at::Tensor& bias,
+                              const UpConvGeometry& g, Act act, double slope, int64_t c_out) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = weight.size(0);
+  const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = c_out;
   const auto fmt = x.suggest_memory_format();
   auto out = at::empty({N, Co, H * g.s, W * g.s}, x.options().memory_format(fmt));
   if (out.numel() == 0) return out;
-  TORCH_CHECK(Ci < INT32_MAX && Co < INT32_MAX && N < INT32_MAX,
-              "upsample_conv2d: channel and batch sizes must fit in 32 bits");
-
-  const auto acc_type = at::toOpMathType(x.scalar_type());
-  const auto wf = fold_weight(weight, g, acc_type);
-  const at::Tensor b = (bias.has_value() && bias->defined()) ? bias->contiguous() : at::Tensor();
+  TORCH_CHECK(Ci < INT32_MAX && Co < INT32_MAX && N < INT32_MAX && H * W < INT32_MAX,
+              "upsample_conv2d: channel, batch and spatial sizes must fit in 32 bits");
+  const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
   const int tiles_h = static_cast<int>((H + kTile - 1) / kTile), tiles_w = static_cast<int>((W + kTile - 1) / kTile);
   const int64_t co_blocks = (Co + kChanBlk - 1) / kChanBlk;
   TORCH_CHECK(co_blocks <= kMaxGridYZ, "upsample_conv2d: too many output channels (", Co, ")");
@@ -279,6 +271,8 @@ at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upsample_conv2d_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    TORCH_CHECK(wf.scalar_type() == c10::CppTypeToScalarType<acc_t>::value && wf.is_contiguous(),
+                "upsample_conv2d: internal error: folded weight has the wrong dtype/layout");
     for (int64_t n0 = 0; n0 < N; n0 += n_chunk) {
       const int64_t nn = std::min(n_chunk, N - n0);
       const dim3 grid(static_cast<unsigned>(tiles_h * tiles_w), static_cast<unsigned>(co_blocks),
@@ -288,7 +282,7 @@ at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
           b.defined() ? b.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(), strides_of(out),
           static_cast<int>(n0), static_cast<int>(Ci), static_cast<int>(H), static_cast<int>(W),
           static_cast<int>(Co), static_cast<int>(g.s), static_cast<int>(g.T), offsets_of(g), tiles_w,
-          act_code(act), static_cast<acc_t>(negative_slope));
+          act_code(act), static_cast<acc_t>(slope));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
@@ -308,37 +302,21 @@ void launch_grad_wf(const at::Tensor& gpre, const at::Tensor& x, at::Tensor& gwf
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& out, bool has_bias, int64_t scale, int64_t padding,
-    c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
-  check_upsample_conv2d_inputs(x, weight, std::nullopt, scale, padding);
-  const Act act = parse_activation(std::string(activation), negative_slope);
-  const auto g = upconv_geometry(scale, weight.size(2), padding);
+std::tuple<at::Tensor, at::Tensor> phase_backward_cuda(const at::Tensor& gpre, const at::Tensor& x,
+                                                       const at::Tensor& wf, const UpConvGeometry& g,
+                                                       bool need_x, bool need_w) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = weight.size(0);
-  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == N && grad_out.size(1) == Co &&
-                  grad_out.size(2) == H * g.s && grad_out.size(3) == W * g.s,
-              "upsample_conv2d_backward: grad_out must have shape ",
-              std::vector<int64_t>{N, Co, H * g.s, W * g.s}, ", got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.device() == x.device(), "upsample_conv2d_backward: grad_out must be on ", x.device());
-  const bool need_x = output_mask[0], need_w = output_mask[1], need_b = output_mask[2] && has_bias;
-
-  at::Tensor gx = need_x ? at::zeros_like(x, at::MemoryFormat::Preserve) : at::empty({0}, x.options());
-  at::Tensor gw = need_w ? at::zeros_like(weight) : at::empty({0}, weight.options());
-  at::Tensor gb = need_b ? at::zeros({Co}, x.options()) : at::empty({0}, x.options());
-  if (grad_out.numel() == 0 || (!need_x && !need_w && !need_b)) return {gx, gw, gb};
-
-  const auto gpre = activation_backward(grad_out, out, act, negative_slope).to(x.scalar_type());
-  if (need_b) gb = gpre.sum({0, 2, 3}, /*keepdim=*/false, at::toOpMathType(x.scalar_type())).to(x.scalar_type());
-  if (!need_x && !need_w) return {gx, gw, gb};
-
-  const auto acc_type = at::toOpMathType(x.scalar_type());
+  const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = gpre.size(1);
+  TORCH_CHECK(Ci < INT32_MAX && Co < INT32_MAX && N < INT32_MAX && H * W < INT32_MAX,
+              "upsample_conv2d_backward: channel, batch and spatial sizes must fit in 32 bits");
+  at::Tensor gx, gwf;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upsample_conv2d_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    TORCH_CHECK(wf.scalar_type() == c10::CppTypeToScalarType<acc_t>::value && wf.is_contiguous(),
+                "upsample_conv2d_backward: internal error: folded weight has the wrong dtype/layout");
     if (need_x) {
-      const auto wf = fold_weight(weight, g, acc_type);
+      gx = at::empty_like(x, at::MemoryFormat::Preserve);
       const int tiles_h = static_cast<int>((H + kTile - 1) / kTile), tiles_w = static_cast<int>((W + kTile - 1) / kTile);
       const int64_t c_blocks = (Ci + kChanBlk - 1) / kChanBlk;
       TORCH_CHECK(c_blocks <= kMaxGridYZ, "upsample_conv2d_backward: too many input channels (", Ci, ")");
@@ -355,7 +333,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cuda(
       }
     }
     if (need_w) {
-      auto gwf = at::empty({g.s, g.s, Co, Ci, g.T, g.T}, x.options().dtype(acc_type));
+      gwf = at::empty({g.s, g.s, Co, Ci, g.T, g.T}, x.options().dtype(wf.scalar_type()));
       switch (g.T) {
         case 1: launch_grad_wf<scalar_t, acc_t, 1>(gpre, x, gwf, g, stream); break;
         case 2: launch_grad_wf<scalar_t, acc_t, 2>(gpre, x, gwf, g, stream); break;
@@ -364,10 +342,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cuda(
         case 5: launch_grad_wf<scalar_t, acc_t, 5>(gpre, x, gwf, g, stream); break;
         default: TORCH_CHECK(false, "upsample_conv2d_backward: unsupported phase kernel size ", g.T);
       }
-      gw = unfold_weight_grad(gwf, g).to(weight.scalar_type()).contiguous();
     }
   });
-  return {gx, gw, gb};
+  return {gx, gwf};
+}
+
+at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, int64_t scale, int64_t padding,
+                                c10::string_view activation, double negative_slope) {
+  check_upsample_conv2d_inputs(x, weight, bias, scale, padding);
+  return phase_conv_op("upsample_conv2d", x, weight, bias, upconv_geometry(scale, weight.size(2), padding),
+                       std::string(activation), negative_slope, &phase_forward_cuda,
+                       at::toOpMathType(x.scalar_type()));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, int64_t scale, int64_t padding, c10::string_view activation, double negative_slope,
+    std::array<bool, 3> output_mask) {
+  check_upsample_conv2d_inputs(x, weight, std::nullopt, scale, padding);
+  return phase_conv_backward_op("upsample_conv2d", grad_out, x, weight, out, has_bias,
+                                upconv_geometry(scale, weight.size(2), padding), std::string(activation),
+                                negative_slope, output_mask, &phase_backward_cuda,
+                                at::toOpMathType(x.scalar_type()));
+}
+
+at::Tensor conv_transpose2d_4s2_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias, c10::string_view activation,
+                                    double negative_slope) {
+  check_conv_transpose4s2_inputs(x, weight, bias);
+  return phase_conv_op("conv_transpose2d_4s2", x, weight, bias, conv_transpose4s2_geometry(),
+                       std::string(activation), negative_slope, &phase_forward_cuda,
+                       at::toOpMathType(x.scalar_type()));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_4s2_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
+  check_conv_transpose4s2_inputs(x, weight, std::nullopt);
+  return phase_conv_backward_op("conv_transpose2d_4s2", grad_out, x, weight, out, has_bias,
+                                conv_transpose4s2_geometry(), std::string(activation), negative_slope,
+                                output_mask, &phase_backward_cuda, at::toOpMathType(x.scalar_type()));
 }
 
 }  // namespace
@@ -375,6 +390,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cuda(
 TORCH_LIBRARY_IMPL(ganx, CUDA, m) {
   m.impl("upsample_conv2d", &upsample_conv2d_cuda);
   m.impl("upsample_conv2d_backward", &upsample_conv2d_backward_cuda);
+  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2_cuda);
+  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward_cuda);
 }
 
 }  // namespace ganx

@@ -1,4 +1,4 @@
 """Functional API of ganx's fused ops (see ganx.ops for the math of each)."""
-from ganx.ops.upsample_conv import upsample_conv2d
+from ganx.ops.upsample_conv import conv_transpose2d_4s2, upsample_conv2d
 
-__all__ = ["upsample_conv2d"]
+__all__ = ["upsample_conv2d", "conv_transpose2d_4s2"]

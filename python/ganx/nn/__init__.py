@@ -1,2 +1,2 @@
 """ganx modules: fused layers and losses."""
-from ganx.nn.upsample_conv import UpsampleConv2d  # noqa: F401
+from ganx.nn.upsample_conv import FusedConvTranspose2d, UpsampleConv2d  # noqa: F401

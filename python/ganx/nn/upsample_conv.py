@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from ganx.ops import reference
-from ganx.ops.upsample_conv import ACTIVATIONS, upsample_conv2d
+from ganx.ops.upsample_conv import ACTIVATIONS, conv_transpose2d_4s2, upsample_conv2d
 
-__all__ = ["UpsampleConv2d"]
+__all__ = ["UpsampleConv2d", "FusedConvTranspose2d"]
 
 IMPLS = ("fused", "reference")
 
@@ -81,4 +81,49 @@ class UpsampleConv2d(nn.Module):
                 s += f", negative_slope={self.negative_slope}"
         if self.impl != "fused":
             s += f", impl={self.impl!r}"
+        return s
+
+
+class FusedConvTranspose2d(nn.Module):
+    """``nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)`` (the DCGAN
+    generator layer), optionally followed by an activation, on ganx's phase-decomposed
+    kernels (each output phase reads a 2x2 input patch with a 2x2 slice of the 4x4 kernel).
+
+    Parameters are named, shaped (``weight``: (in_channels, out_channels, 4, 4)) and
+    initialised like ``nn.ConvTranspose2d``'s, so its state_dict loads unchanged.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, activation: Optional[str] = None,
+                 negative_slope: float = 0.01, impl: str = "fused", device=None, dtype=None):
+        super().__init__()
+        if activation not in (None,) + ACTIVATIONS:
+            raise ValueError(f"FusedConvTranspose2d: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"FusedConvTranspose2d: impl must be 'fused' or 'reference', got {impl!r}")
+        factory = {"device": device, "dtype": dtype}
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.activation = None if activation == "none" else activation
+        self.negative_slope = float(negative_slope)
+        self.impl = impl
+        self.weight = nn.Parameter(torch.empty(in_channels, out_channels, 4, 4, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.ConvTranspose2d's initialisation (fan_in computed from weight dim 1 * k * k).
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.out_channels * 16
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = conv_transpose2d_4s2 if self.impl == "fused" else reference.conv_transpose2d_4s2
+        return fn(x, self.weight, self.bias, self.activation, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size=4, stride=2, padding=1, bias={self.bias is not None}"
+        if self.activation:
+            s += f", activation={self.activation!r}"
         return s

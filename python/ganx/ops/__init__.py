@@ -1,3 +1,3 @@
 """Fused ops (autograd + fake kernels over torch.ops.ganx) and their pure-torch references."""
 from ganx.ops import reference  # noqa: F401
-from ganx.ops.upsample_conv import upsample_conv2d  # noqa: F401
+from ganx.ops.upsample_conv import conv_transpose2d_4s2, upsample_conv2d  # noqa: F401

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upsample_conv2d", "apply_activation"]
+__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation"]
 
 
 def apply_activation(y: torch.Tensor, activation: Optional[str], negative_slope: float = 0.01) -> torch.Tensor:
@@ -39,3 +39,14 @@ def upsample_conv2d(
         padding = weight.shape[-1] // 2
     up = F.interpolate(x, scale_factor=scale_factor, mode="nearest")
     return apply_activation(F.conv2d(up, weight, bias, padding=padding), activation, negative_slope)
+
+
+def conv_transpose2d_4s2(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: Optional[str] = None,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """act(conv_transpose2d(x, weight (C_in, C_out, 4, 4), bias, stride=2, padding=1))."""
+    return apply_activation(F.conv_transpose2d(x, weight, bias, stride=2, padding=1), activation, negative_slope)

@@ -20,7 +20,7 @@ import torch
 
 from ganx import _ext  # noqa: F401  (registers torch.ops.ganx)
 
-__all__ = ["upsample_conv2d", "ACTIVATIONS"]
+__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "ACTIVATIONS"]
 
 ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh")
 _MAX_SCALE = 4
@@ -80,6 +80,37 @@ def upsample_conv2d(
     return torch.ops.ganx.upsample_conv2d(x, weight, bias, s, p, act, slope)
 
 
+def conv_transpose2d_4s2(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: Optional[str] = None,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """``act(conv_transpose2d(x, weight, bias, stride=2, padding=1))`` for a 4x4 kernel, fused.
+
+    The classic DCGAN generator layer ``nn.ConvTranspose2d(C_in, C_out, 4, 2, 1)``. Output
+    row ``2i + a`` reads input rows ``i - 1 + a`` and ``i + a`` with kernel rows
+    ``3 - a`` and ``1 - a``: the same phase-decomposed kernels as :func:`upsample_conv2d`
+    with scale 2 and a 3x3 kernel, with phase kernels selected (not summed) from the 4x4 one.
+
+    Args:
+        x: (N, C_in, H, W); weight: (C_in, C_out, 4, 4) (ConvTranspose2d's layout);
+        bias: (C_out,) or None; activation / negative_slope as in :func:`upsample_conv2d`.
+    """
+    act = "none" if activation is None else activation
+    if act not in ACTIVATIONS:
+        raise ValueError(f"conv_transpose2d_4s2: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+    slope = float(negative_slope)
+    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast("cuda", enabled=False):
+            return torch.ops.ganx.conv_transpose2d_4s2(x, weight, bias, act, slope)
+    return torch.ops.ganx.conv_transpose2d_4s2(x, weight, bias, act, slope)
+
+
 # ----------------------------------------------------------------- fake kernels (shapes only)
 
 def _out_format(x: torch.Tensor) -> torch.memory_format:
@@ -102,6 +133,23 @@ def _upsample_conv2d_backward_fake(grad_out, x, weight, out, has_bias, scale, pa
     gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
     gw = torch.empty_like(weight) if output_mask[1] else weight.new_empty((0,))
     gb = x.new_empty((weight.shape[0],)) if (output_mask[2] and has_bias) else x.new_empty((0,))
+    return gx, gw, gb
+
+
+@torch.library.register_fake("ganx::conv_transpose2d_4s2")
+def _conv_transpose2d_4s2_fake(x, weight, bias, activation, negative_slope):
+    torch._check(x.dim() == 4, lambda: f"conv_transpose2d_4s2: x must be 4-D (N, C_in, H, W), got {x.dim()}-D")
+    torch._check(weight.dim() == 4, lambda: "conv_transpose2d_4s2: weight must be 4-D (C_in, C_out, 4, 4)")
+    torch._check(weight.shape[0] == x.shape[1], lambda: "conv_transpose2d_4s2: weight and x channel mismatch")
+    n, _, h, w = x.shape
+    return x.new_empty((n, weight.shape[1], 2 * h, 2 * w)).contiguous(memory_format=_out_format(x))
+
+
+@torch.library.register_fake("ganx::conv_transpose2d_4s2_backward")
+def _conv_transpose2d_4s2_backward_fake(grad_out, x, weight, out, has_bias, activation, negative_slope, output_mask):
+    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
+    gw = torch.empty_like(weight) if output_mask[1] else weight.new_empty((0,))
+    gb = x.new_empty((weight.shape[1],)) if (output_mask[2] and has_bias) else x.new_empty((0,))
     return gx, gw, gb
 
 
@@ -129,3 +177,26 @@ def _backward(ctx, grad_out):
 
 
 torch.library.register_autograd("ganx::upsample_conv2d", _backward, setup_context=_setup_context)
+
+
+def _setup_context_ct(ctx, inputs, output):
+    x, weight, bias, activation, negative_slope = inputs
+    ctx.save_for_backward(x, weight, output if activation != "none" else None)
+    ctx.has_bias = bias is not None
+    ctx.args = (activation, negative_slope)
+
+
+def _backward_ct(ctx, grad_out):
+    x, weight, out = ctx.saved_tensors
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (grad_out, x, weight)):
+        raise RuntimeError("conv_transpose2d_4s2: double backward (create_graph=True) is not supported")
+    activation, negative_slope = ctx.args
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    if out is None:
+        out = grad_out.new_empty((0,))
+    gx, gw, gb = torch.ops.ganx.conv_transpose2d_4s2_backward(
+        grad_out, x, weight, out, ctx.has_bias, activation, negative_slope, mask)
+    return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None
+
+
+torch.library.register_autograd("ganx::conv_transpose2d_4s2", _backward_ct, setup_context=_setup_context_ct)
