@@ -1,0 +1,6 @@
+"""`python -m ganx` = the `ganx` command."""
+import sys
+
+from ganx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,300 @@
+"""Loaders that turn a data source into an in-memory :class:`ImageDataset`.
+
+Why in memory: the GAN datasets this toolkit targets (digits, small image folders, arrays)
+fit in RAM, and an in-memory tensor makes the data order a pure function of (seed, epoch),
+which is what lets a resumed run be bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DataError", "ImageDataset", "load_dataset", "load_digits_dataset", "load_image_folder",
+           "load_array", "load_torchvision", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+class DataError(ValueError):
+    """A data source that cannot be used as given (the message says which file and why)."""
+
+
+@dataclass
+class ImageDataset:
+    """Images (N, C, H, W) float32 in [-1, 1], labels (N,) int64 or None, class names."""
+
+    images: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    class_names: List[str] = field(default_factory=list)
+    name: str = ""
+
+    def __post_init__(self):
+        if self.images.dim() != 4:
+            raise DataError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.labels is not None and not self.class_names:
+            self.class_names = [str(i) for i in range(int(self.labels.max()) + 1)]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        return len(self.class_names) if self.labels is not None else None
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def split(self, holdout: float = 0.2, seed: int = 0):
+        """Deterministic (train, held-out) split: stratified by label when there are labels."""
+        g = torch.Generator().manual_seed(seed)
+        n = len(self)
+        if self.labels is None:
+            perm = torch.randperm(n, generator=g)
+            k = int(round(n * holdout))
+            return self._subset(perm[k:]), self._subset(perm[:k])
+        train_idx, test_idx = [], []
+        for c in range(self.num_classes):
+            idx = torch.nonzero(self.labels == c).flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)]
+            k = int(round(len(idx) * holdout))
+            test_idx.append(idx[:k])
+            train_idx.append(idx[k:])
+        return self._subset(torch.cat(train_idx).sort().values), self._subset(torch.cat(test_idx).sort().values)
+
+    def _subset(self, idx: torch.Tensor) -> "ImageDataset":
+        return ImageDataset(self.images[idx], None if self.labels is None else self.labels[idx],
+                            list(self.class_names), self.name)
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, h, w) in [0, 1] -> (N, C, size, size): shorter side to ``size``, centre crop.
+
+    Antialiased bilinear when shrinking (no aliasing), plain bilinear when enlarging.
+    """
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top:top + size, left:left + size].clamp_(0, 1)
+
+
+def _set_channels(x: torch.Tensor, channels: Optional[int], what: str) -> torch.Tensor:
+    if channels is None or x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    if x.shape[1] == 3 and channels == 1:  # ITU-R 601 luma, what PIL's "L" conversion uses
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True)
+    raise DataError(f"{what}: cannot convert {x.shape[1]} channels to {channels}")
+
+
+def _finish(x01: torch.Tensor, labels, class_names, image_size: int, channels: Optional[int],
+            name: str) -> ImageDataset:
+    x = _set_channels(_resize(x01.float(), image_size), channels, name)
+    return ImageDataset(x.mul_(2).sub_(1).contiguous(), labels, class_names or [], name)
+
+
+def load_digits_dataset(image_size: int = 16, channels: int = 1) -> ImageDataset:
+    """sklearn's embedded digits (1,797 8x8 grey images, 10 classes; no download), resized."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # pixel values are 0..16
+    y = torch.tensor(d.target, dtype=torch.int64)
+    return _finish(x, y, [str(i) for i in range(10)], image_size, channels, "digits")
+
+
+def _pil_to_tensor(img) -> torch.Tensor:
+    a = np.asarray(img, dtype=np.uint8)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _normalise_mode(img):
+    """PIL image -> mode "L" (grey) or "RGB" (colour); alpha is dropped, and a palette image
+    whose palette is all greys counts as grey."""
+    if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return img.convert("L")
+    rgb = img.convert("RGB")
+    if img.mode == "P":
+        a = np.asarray(rgb)
+        if (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+            return img.convert("L")
+    return rgb
+
+
+def load_image_folder(root, image_size: int, channels: Optional[int] = None) -> ImageDataset:
+    """All PNG/JPEG files under ``root`` (recursive). When every image lies inside a
+    subfolder of ``root``, the first-level subfolder names (sorted) are the class labels.
+
+    Channels: grey images give 1 channel, colour ones 3 (alpha is dropped). A folder that
+    mixes both is an error unless ``channels`` is given, in which case all are converted.
+    Images of different sizes are resized (shorter side, then centre crop).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"image folder {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise DataError(f"{str(root)!r} is not a folder (expected a folder of PNG/JPEG images, "
+                        f"a .npy/.npz file, 'digits' or 'torchvision:NAME:ROOT')")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise DataError(f"image folder {str(root)!r} contains no PNG/JPEG images (searched recursively)")
+
+    rel_parts = [p.relative_to(root).parts for p in files]
+    labelled = all(len(parts) >= 2 for parts in rel_parts)
+    class_names = sorted({parts[0] for parts in rel_parts}) if labelled else []
+    if labelled and len(class_names) < 2:  # a single subfolder is just a folder, not classes
+        labelled, class_names = False, []
+    class_index = {c: i for i, c in enumerate(class_names)}
+
+    tensors, modes = [], {}
+    for p in files:
+        try:
+            with Image.open(p) as img:
+                img.load()
+                img = _normalise_mode(img)
+                grey = img.mode == "L"
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"cannot read image {str(p)!r}: {e}") from e
+        c = 1 if grey else 3
+        modes.setdefault(c, p)
+        t = _pil_to_tensor(img).unsqueeze(0)
+        # Resize one by one: mixed sizes are allowed and are all brought to image_size.
+        t = _resize(t, image_size)
+        tensors.append(_set_channels(t, channels, str(p)) if channels else t)
+    if channels is None and len(modes) > 1:
+        raise DataError(f"image folder {str(root)!r} mixes greyscale and colour images "
+                        f"(e.g. {str(modes[1])!r} is greyscale, {str(modes[3])!r} is colour); "
+                        f"set channels to 1 or 3 to convert them all")
+    x = torch.cat(tensors)
+    labels = torch.tensor([class_index[parts[0]] for parts in rel_parts]) if labelled else None
+    return _finish(x, labels, class_names, image_size, channels, str(root))
+
+
+def _array_to_unit(a: np.ndarray, what: str) -> torch.Tensor:
+    """Images array -> (N, C, H, W) float in [0, 1]. Accepts (N, H, W), (N, H, W, C) or
+    (N, C, H, W) with C in {1, 3}; uint8 is 0..255, floats are taken as [-1, 1] if they go
+    below 0, as [0, 1] if they stay in it, else as 0..255."""
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4:
+        if a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
+            a = a.transpose(0, 3, 1, 2)
+        elif a.shape[1] not in (1, 3):
+            raise DataError(f"{what}: cannot find the channel axis in shape {a.shape} (need 1 or 3 channels)")
+    else:
+        raise DataError(f"{what}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {a.shape}")
+    if len(a) == 0:
+        raise DataError(f"{what}: the array holds no images")
+    if a.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0
+    if not np.issubdtype(a.dtype, np.number):
+        raise DataError(f"{what}: images must be numeric, got dtype {a.dtype}")
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if not torch.isfinite(t).all():
+        raise DataError(f"{what}: the array contains NaN or infinity")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < 0:
+        if lo < -1 or hi > 1:
+            raise DataError(f"{what}: float images with negative values must lie in [-1, 1], got [{lo}, {hi}]")
+        return (t + 1) / 2
+    return t if hi <= 1 else t / 255.0
+
+
+def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDataset:
+    """A .npy file of images, or a .npz with ``images`` (or ``x``) and optional ``labels`` (or ``y``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"array file {str(path)!r} does not exist")
+    labels = None
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                key = next((k for k in ("images", "x", "X") if k in z.files), None)
+                if key is None:
+                    raise DataError(f"{str(path)!r}: a .npz needs an 'images' (or 'x') array, found {z.files}")
+                a = z[key]
+                lkey = next((k for k in ("labels", "y", "Y") if k in z.files), None)
+                labels = z[lkey] if lkey else None
+        else:
+            a = np.load(path, allow_pickle=False)
+    except DataError:
+        raise
+    except (ValueError, OSError) as e:
+        raise DataError(f"cannot read array file {str(path)!r}: {e}") from e
+    x = _array_to_unit(a, str(path))
+    class_names = []
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(x):
+            raise DataError(f"{str(path)!r}: {len(x)} images but {len(labels)} labels")
+        # Any label values (ints or strings) map to 0..K-1 in sorted order.
+        uniq, inv = np.unique(labels, return_inverse=True)
+        class_names = [str(u) for u in uniq]
+        labels = torch.from_numpy(inv.astype(np.int64))
+        if len(class_names) < 2:
+            labels, class_names = None, []
+    return _finish(x, labels, class_names, image_size, channels, str(path))
+
+
+def load_torchvision(name: str, root, image_size: int, channels: Optional[int] = None) -> ImageDataset:
+    """A torchvision dataset (e.g. MNIST, CIFAR10) already on disk under ``root``; never downloads."""
+    try:
+        import torchvision.datasets as tvd
+    except ImportError as e:
+        raise DataError(f"data 'torchvision:{name}' needs torchvision, which is not installed "
+                        f"(pip install torchvision matching your torch)") from e
+    cls = getattr(tvd, name, None)
+    if cls is None:
+        raise DataError(f"torchvision.datasets has no dataset {name!r}")
+    try:
+        ds = cls(root=str(root), train=True, download=False)
+    except TypeError:
+        ds = cls(root=str(root), download=False)
+    except RuntimeError as e:  # torchvision's "Dataset not found. You can use download=True"
+        raise DataError(f"torchvision dataset {name} not found under {str(root)!r} (ganx never downloads): {e}") from e
+    xs, ys = [], []
+    for img, y in ds:
+        xs.append(_resize(_pil_to_tensor(img.convert("RGB") if img.mode not in ("L", "RGB") else img)
+                          .unsqueeze(0), image_size))
+        ys.append(int(y))
+    if not xs:
+        raise DataError(f"torchvision dataset {name} under {str(root)!r} is empty")
+    names = [str(c) for c in getattr(ds, "classes", [])] or [str(i) for i in range(max(ys) + 1)]
+    return _finish(torch.cat(xs), torch.tensor(ys), names, image_size, channels, f"torchvision:{name}")
+
+
+def load_dataset(spec: str, image_size: int, channels: Optional[int] = None) -> ImageDataset:
+    """Resolve a data spec: ``"digits"``, ``"torchvision:NAME:ROOT"``, a ``.npy``/``.npz`` file,
+    or a folder of images."""
+    if spec == "digits":
+        return load_digits_dataset(image_size, channels or 1)
+    if spec.startswith("torchvision:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise DataError(f"torchvision data spec must be 'torchvision:NAME:ROOT', got {spec!r}")
+        return load_torchvision(parts[1], parts[2], image_size, channels)
+    if spec.endswith((".npy", ".npz")):
+        return load_array(spec, image_size, channels)
+    return load_image_folder(os.path.expanduser(spec), image_size, channels)

@@ -1,0 +1,53 @@
+"""A resumable batch iterator over an in-memory dataset.
+
+The order of epoch ``e`` is ``randperm(N)`` from a generator seeded with ``(seed, e)``, so
+the whole data order is a pure function of the seed and the iterator's position is just
+two integers (epoch, index): that is the "data order" part of a checkpoint's RNG state.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = ["BatchIterator"]
+
+
+class BatchIterator:
+    """Infinite iterator of (images, labels-or-None) batches; the last partial batch of an
+    epoch is dropped (a constant batch size keeps BatchNorm statistics comparable)."""
+
+    def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor], batch_size: int, seed: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(images) < batch_size:
+            raise ValueError(f"batch_size {batch_size} is larger than the dataset ({len(images)} images)")
+        self.images, self.labels = images, labels
+        self.batch_size, self.seed = batch_size, seed
+        self.epoch, self.index = 0, 0
+        self._perm = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.images) // self.batch_size
+
+    def _order(self) -> torch.Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(len(self.images), generator=g)
+        return self._perm
+
+    def next(self) -> Tuple[torch.Tensor, Optional[torch.Tensor], bool]:
+        """Next batch, and whether it ended an epoch."""
+        idx = self._order()[self.index * self.batch_size:(self.index + 1) * self.batch_size]
+        self.index += 1
+        epoch_end = self.index >= self.batches_per_epoch
+        if epoch_end:
+            self.epoch, self.index, self._perm = self.epoch + 1, 0, None
+        return self.images[idx], (None if self.labels is None else self.labels[idx]), epoch_end
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index, self.seed, self._perm = int(state["epoch"]), int(state["index"]), int(state["seed"]), None

@@ -1,0 +1,98 @@
+"""Strided-convolution discriminator with optional spectral norm and projection conditioning."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+from ganx.models.generator import _check_common
+
+__all__ = ["Discriminator"]
+
+
+class Discriminator(nn.Module):
+    """Maps an image in [-1, 1] to one logit per sample (``sigmoid(logit)`` = P(real)).
+
+    ``log2(size/4)`` blocks of ``Conv2d(k=4, s=2, p=1) -> LeakyReLU(0.2)`` halve the image down
+    to 4x4 while the channels double from ``width``; a final linear layer gives the logit.
+    There is no BatchNorm: the trainer puts real and fake samples through D in one batch,
+    which is only equivalent to two separate passes when no layer mixes samples.
+
+    ``spectral_norm=True`` wraps every conv/linear in spectral normalisation (a Lipschitz
+    bound that stabilises training, at one power iteration per forward).
+
+    Conditioning (``num_classes`` set) is by projection (Miyato & Koyama 2018):
+    ``logit = psi(h) + <embed(y), h>`` with ``h`` the pooled features, so the class enters
+    as an inner product rather than as extra input channels.
+
+    ``impl`` is accepted for symmetry with the Generator; D has no fused layer yet.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 1,
+        width: int = 32,
+        num_classes: Optional[int] = None,
+        spectral_norm: bool = False,
+        impl: str = "fused",
+    ):
+        super().__init__()
+        _check_common(image_size, channels, width, num_classes, impl)
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.width = int(width)
+        self.num_classes = num_classes
+        self.spectral_norm = bool(spectral_norm)
+        self.impl = impl
+        sn = _sn if spectral_norm else (lambda m: m)
+
+        n_blocks = (image_size // 4).bit_length() - 1
+        layers = []
+        c_in, c = channels, width
+        for _ in range(n_blocks):
+            layers += [sn(nn.Conv2d(c_in, c, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+            c_in, c = c, c * 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        feat_dim = c_in * 4 * 4
+        self.feat_dim = feat_dim
+        self.head = sn(nn.Linear(feat_dim, 1))
+        self.embed = sn(nn.Embedding(num_classes, feat_dim)) if num_classes is not None else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # DCGAN initialisation (N(0, 0.02)); with spectral norm the scale is normalised away anyway.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+                nn.init.normal_(w, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+                nn.init.normal_(w, 0.0, 0.02)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: (N, C, H, W); ``labels``: (N,) int64 for conditional models. Returns (N,) logits."""
+        if x.dim() != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
+            raise ValueError(f"Discriminator: x must be (N, {self.channels}, {self.image_size}, "
+                             f"{self.image_size}), got {tuple(x.shape)}")
+        h = self.features(x)
+        logit = self.head(h).squeeze(1)
+        if self.conditional:
+            if labels is None:
+                raise ValueError("Discriminator: this discriminator is conditional; pass labels (N,) int64")
+            logit = logit + (self.embed(labels).to(h.dtype) * h).sum(dim=1)
+        elif labels is not None:
+            raise ValueError("Discriminator: this discriminator is unconditional; labels must be None")
+        return logit
+
+    def config(self) -> dict:
+        return {"image_size": self.image_size, "channels": self.channels, "width": self.width,
+                "num_classes": self.num_classes, "spectral_norm": self.spectral_norm, "impl": self.impl}

@@ -1,0 +1,138 @@
+"""DCGAN-style generator whose upsampling layers are ganx's fused UpsampleConv2d."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ganx.nn.upsample_conv import UpsampleConv2d
+
+__all__ = ["Generator", "IMAGE_SIZES"]
+
+IMAGE_SIZES = (16, 32, 64, 128)
+_BASE = 4  # spatial size after the linear projection; every block doubles it
+
+
+def _check_common(image_size: int, channels: int, width: int, num_classes: Optional[int], impl: str) -> None:
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(f"num_classes must be None (unconditional) or >= 2, got {num_classes}")
+    if impl not in ("fused", "reference"):
+        raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
+
+
+class Generator(nn.Module):
+    """Maps a Gaussian latent ``z`` (and optionally a class label) to an image in [-1, 1].
+
+    Architecture (DCGAN): ``z -> Linear -> (C0, 4, 4) -> BN -> ReLU``, then ``log2(size/4)``
+    upsampling blocks. Every block but the last is ``UpsampleConv2d(bias=False) -> BN -> ReLU``
+    (the conv bias would be cancelled by BN, so it is left out); the last block is an
+    ``UpsampleConv2d`` straight to the image channels with the ``tanh`` fused into its
+    epilogue. Channels halve at every block, from ``width * 2**(blocks-1)`` down to ``width``.
+
+    Conditioning: with ``num_classes`` set, the label goes in *with the noise*: an
+    ``nn.Embedding(num_classes, embed_dim)`` is concatenated to ``z`` before the projection,
+    so ``G(z, y)`` draws an image of class ``y``.
+
+    ``impl="reference"`` swaps the fused upsample+conv for ``nn.Upsample`` + ``nn.Conv2d``
+    (same parameters, same state_dict), for comparison and debugging.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        image_size: int = 32,
+        channels: int = 1,
+        width: int = 32,
+        num_classes: Optional[int] = None,
+        embed_dim: Optional[int] = None,
+        impl: str = "fused",
+    ):
+        super().__init__()
+        _check_common(image_size, channels, width, num_classes, impl)
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.latent_dim = int(latent_dim)
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.width = int(width)
+        self.num_classes = num_classes
+        self.impl = impl
+        n_blocks = (image_size // _BASE).bit_length() - 1  # log2(size / 4)
+        c0 = width * 2 ** (n_blocks - 1)
+
+        in_dim = latent_dim
+        if num_classes is not None:
+            self.embed_dim = int(embed_dim or latent_dim)
+            self.embed = nn.Embedding(num_classes, self.embed_dim)
+            in_dim += self.embed_dim
+        else:
+            self.embed_dim = 0
+            self.embed = None
+
+        self.project = nn.Sequential(
+            nn.Linear(in_dim, c0 * _BASE * _BASE, bias=False),
+            nn.Unflatten(1, (c0, _BASE, _BASE)),
+            nn.BatchNorm2d(c0),
+            nn.ReLU(inplace=True),
+        )
+        blocks = []
+        c = c0
+        for _ in range(n_blocks - 1):
+            blocks += [
+                UpsampleConv2d(c, c // 2, 3, 2, bias=False, impl=impl),
+                nn.BatchNorm2d(c // 2),
+                nn.ReLU(inplace=True),
+            ]
+            c //= 2
+        blocks.append(UpsampleConv2d(c, channels, 3, 2, bias=True, activation="tanh", impl=impl))
+        self.blocks = nn.Sequential(*blocks)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # DCGAN initialisation: N(0, 0.02) weights, BN gamma ~ N(1, 0.02). It keeps the early
+        # generator output in tanh's linear range, which matters for the first few hundred steps.
+        for m in self.modules():
+            if isinstance(m, (UpsampleConv2d, nn.Linear, nn.Conv2d)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, 0.0, 1.0)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``z``: (N, latent_dim); ``labels``: (N,) int64 class indices (conditional models only)."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"Generator: z must be (N, {self.latent_dim}), got {tuple(z.shape)}")
+        if self.conditional:
+            if labels is None:
+                raise ValueError("Generator: this generator is conditional; pass labels (N,) int64")
+            z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+        elif labels is not None:
+            raise ValueError("Generator: this generator is unconditional; labels must be None")
+        return self.blocks(self.project(z))
+
+    def sample_latent(self, n: int, generator: Optional[torch.Generator] = None,
+                      device=None) -> torch.Tensor:
+        """n standard-normal latents, drawn on the CPU (so a seed gives the same z on any device)."""
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        return z.to(device) if device is not None else z
+
+    def config(self) -> dict:
+        """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint."""
+        return {"latent_dim": self.latent_dim, "image_size": self.image_size, "channels": self.channels,
+                "width": self.width, "num_classes": self.num_classes,
+                "embed_dim": self.embed_dim or None, "impl": self.impl}

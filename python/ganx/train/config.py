@@ -1,0 +1,195 @@
+"""Training configuration: one dataclass, its help text, and strict loading from dicts,
+YAML/TOML files and command-line flags (unknown keys and wrong types are errors)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Optional, Union, get_args, get_origin, get_type_hints
+
+__all__ = ["TrainConfig", "ConfigError", "load_config_file"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that ganx cannot use; the message names it."""
+
+
+def _opt(default, help: str, choices=None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Defaults train a conditional GAN on the embedded
+    sklearn digits at 16x16 and meet the quality bar on a 2-core CPU (see scripts/quality.py)."""
+
+    # data
+    data: str = _opt("digits", "data source: 'digits' (embedded sklearn digits), a folder of PNG/JPEG "
+                     "images (class subfolders become labels), a .npy/.npz array file, or "
+                     "'torchvision:NAME:ROOT' for a torchvision dataset already on disk")
+    image_size: int = _opt(16, "image side in pixels (16, 32, 64 or 128); data is resized to it",
+                           choices=(16, 32, 64, 128))
+    channels: Optional[int] = _opt(None, "image channels, 1 or 3; default: those of the data",
+                                   choices=(None, 1, 3))
+    conditional: bool = _opt(True, "class-conditional GAN (needs labels); --no-conditional for unconditional")
+    # models
+    latent_dim: int = _opt(64, "size of the Gaussian latent z")
+    g_width: int = _opt(32, "generator width: channels of its last hidden block (doubling towards the input)")
+    d_width: int = _opt(32, "discriminator width: channels of its first conv (doubling at every block)")
+    spectral_norm: bool = _opt(False, "spectral normalisation on every discriminator layer")
+    impl: str = _opt("fused", "'fused' = ganx's C++/CUDA kernels (upsample+conv, BCE losses); "
+                     "'reference' = plain PyTorch layers and losses, for comparison",
+                     choices=("fused", "reference"))
+    # optimisation
+    steps: int = _opt(3000, "generator updates to train for")
+    batch_size: int = _opt(64, "images per batch (real and fake alike)")
+    d_steps: int = _opt(1, "discriminator updates per generator update")
+    g_loss: str = _opt("non_saturating", "generator loss: 'non_saturating' (-log D(G(z))) or "
+                       "'minimax' (log(1 - D(G(z))))", choices=("non_saturating", "minimax"))
+    real_target: float = _opt(1.0, "target for real images in D's loss; < 1 is one-sided label smoothing")
+    lr_g: float = _opt(2e-4, "Adam learning rate of the generator")
+    lr_d: float = _opt(2e-4, "Adam learning rate of the discriminator")
+    beta1: float = _opt(0.5, "Adam beta1 (both optimisers)")
+    beta2: float = _opt(0.999, "Adam beta2 (both optimisers)")
+    ema_decay: float = _opt(0.999, "decay of the exponential moving average of G's weights used for "
+                            "sampling (0 disables it: samples come from G itself)")
+    # runtime
+    device: str = _opt("auto", "'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'")
+    amp: str = _opt("off", "mixed precision on CUDA: 'off', 'bf16' or 'fp16' (fp16 uses a gradient scaler)",
+                    choices=("off", "bf16", "fp16"))
+    seed: int = _opt(0, "seed of everything random: weights, noise, data order")
+    deterministic: bool = _opt(False, "deterministic algorithms only (slower on CUDA; CPU runs are "
+                               "reproducible anyway)")
+    threads: int = _opt(0, "CPU threads for torch (0 = torch's default)")
+    # outputs
+    out: Optional[str] = _opt(None, "run folder; default runs/<data>-<date>-<time>")
+    log_every: int = _opt(10, "steps between log lines (JSONL, TensorBoard, progress bar); "
+                          "each line holds the mean of the figures since the previous one")
+    checkpoint_every: int = _opt(1000, "steps between checkpoints (one is always written at the end)")
+    sample_every: int = _opt(1, "epochs between sample grids (0 = only at the end)")
+    metrics: bool = _opt(True, "compute FID/KID and classifier metrics at the end of training")
+    metric_samples: int = _opt(2000, "generated images used for the final metrics")
+    feature_space: str = _opt("auto", "features for FID/KID: 'classifier' (a small CNN trained on the "
+                              "labelled real data, cached in the run folder), 'inception' (needs "
+                              "--inception-weights and torchvision) or 'auto' (classifier when the data "
+                              "has labels)", choices=("auto", "classifier", "inception"))
+    inception_weights: Optional[str] = _opt(None, "path to torchvision Inception-v3 weights (a state_dict "
+                                            "file); ganx never downloads")
+    progress: bool = _opt(True, "show a tqdm progress bar")
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> "TrainConfig":
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise ConfigError(f"config key {f.name!r}: must be one of "
+                                  f"{', '.join(map(repr, choices))}; got {getattr(self, f.name)!r}")
+        for name in ("latent_dim", "g_width", "d_width", "steps", "batch_size", "d_steps", "log_every",
+                     "checkpoint_every", "metric_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name in ("lr_g", "lr_d"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"config key {name!r}: must be > 0, got {getattr(self, name)}")
+        for name in ("beta1", "beta2", "ema_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"config key {name!r}: must be in [0, 1), got {getattr(self, name)}")
+        if not 0 < self.real_target <= 1:
+            raise ConfigError(f"config key 'real_target': must be in (0, 1], got {self.real_target}")
+        if self.sample_every < 0 or self.threads < 0:
+            raise ConfigError("config keys 'sample_every' and 'threads' must be >= 0")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"config key 'device': must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+        return self
+
+    # ------------------------------------------------------------------ (de)serialisation
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        """Strict: unknown keys are an error that lists the valid ones. Dashes work like underscores."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}")
+        d = {str(k).replace("-", "_"): v for k, v in d.items()}
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
+                              f"{', '.join(sorted(names))}")
+        return cls(**d)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def help_of(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+
+def _coerce(name: str, value: Any, typ) -> Any:
+    """Check ``value`` against the annotated type. Ints are accepted where floats are expected
+    (YAML writes 1e-3 as a string, so numeric strings are accepted for floats too); nothing
+    else is converted silently."""
+    optional = get_origin(typ) is Union and type(None) in get_args(typ)
+    if optional:
+        if value is None:
+            return None
+        typ = next(a for a in get_args(typ) if a is not type(None))
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+    tname = getattr(typ, "__name__", str(typ)) + (" or null" if optional else "")
+    raise ConfigError(f"config key {name!r}: expected {tname}, got {type(value).__name__} {value!r}")
+
+
+def load_config_file(path) -> Dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict (not yet validated)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".toml":
+            import tomllib  # Python >= 3.11
+
+            with open(path, "rb") as f:
+                d = tomllib.load(f)
+        elif ext in (".yaml", ".yml"):
+            import yaml
+
+            with open(path) as f:
+                d = yaml.safe_load(f) or {}
+        else:
+            raise ConfigError(f"config file {path!r}: use a .yaml, .yml or .toml file")
+    except ConfigError:
+        raise
+    except ImportError as e:
+        raise ConfigError(f"config file {path!r}: TOML needs Python >= 3.11 (tomllib)") from e
+    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError: show the parser's message
+        raise ConfigError(f"config file {path!r} could not be parsed: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of keys to values")
+    return d

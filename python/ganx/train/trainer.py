@@ -1,0 +1,366 @@
+"""The GAN training loop: alternating D and G updates, EMA, AMP, logging, samples,
+atomic resumable checkpoints and end-of-run metrics."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import os
+import time
+from typing import Any, Dict, Optional
+
+import torch
+
+from ganx.data import BatchIterator, DataError, ImageDataset, load_dataset
+from ganx.models import Discriminator, Generator
+from ganx.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_atomic
+from ganx.train.config import ConfigError, TrainConfig
+from ganx.train.ema import EMA
+from ganx.train.images import plot_log, save_grid
+from ganx.train.losses import AdversarialLoss
+
+__all__ = ["Trainer", "resolve_device"]
+
+FIGURES = ("d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake")
+CHECKPOINT_FORMAT = "ganx-checkpoint-v1"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; an explicit cuda device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available (use 'cpu' or 'auto')")
+    return dev
+
+
+class Trainer:
+    """Trains a :class:`~ganx.models.Generator` against a :class:`~ganx.models.Discriminator`.
+
+    One *step* is ``d_steps`` discriminator updates followed by one generator update:
+
+    * D update: a real batch (target ``real_target``) and a generated batch (target 0) made
+      under ``torch.no_grad()`` (so G's output is detached and G gets no gradient) go through
+      D in one forward pass; only D's optimiser steps.
+    * G update: fresh noise, D's parameters frozen (``requires_grad_(False)``, so no gradient
+      is even computed for them, and D's optimiser is not stepped); only G's optimiser steps;
+      then G's EMA is updated.
+
+    Randomness: the global torch RNG (seeded with ``seed``) draws the initial weights; the
+    latents come from a dedicated CPU generator (same noise on any device); the data order
+    is a function of (seed, epoch). All three are in a checkpoint, so on the CPU a resumed run
+    is bit-identical to an uninterrupted one.
+
+    ``dataset`` overrides ``config.data`` (useful from Python); ``run_dir`` overrides
+    ``config.out``.
+    """
+
+    def __init__(self, config: TrainConfig, dataset: Optional[ImageDataset] = None,
+                 run_dir: Optional[str] = None):
+        cfg = config.validate()
+        self.device = resolve_device(cfg.device)
+        if cfg.amp != "off" and self.device.type != "cuda":
+            raise ConfigError(f"amp={cfg.amp!r} needs a CUDA device (got {self.device}); use amp='off' on the CPU")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            # cuBLAS reads this when it initialises; it must be set before the first CUDA matmul.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(cfg.seed)
+
+        if dataset is None:
+            dataset = load_dataset(cfg.data, cfg.image_size, cfg.channels)
+        elif dataset.image_size != cfg.image_size:
+            raise ConfigError(f"dataset images are {dataset.image_size}px but image_size={cfg.image_size}")
+        if cfg.conditional and dataset.labels is None:
+            raise ConfigError(f"conditional=True needs labelled data, but {dataset.name!r} has no labels "
+                              f"(use class subfolders or a .npz with 'labels', or set conditional to false)")
+        if cfg.channels is None:
+            cfg = cfg.replace(channels=dataset.channels)
+        if cfg.out is None:
+            stem = os.path.basename(os.path.normpath(cfg.data)).split(":")[-1] or "run"
+            cfg = cfg.replace(out=os.path.join("runs", f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
+        if run_dir is not None:
+            cfg = cfg.replace(out=os.fspath(run_dir))
+        self.config, self.dataset = cfg, dataset
+        self.run_dir = cfg.out
+        self.num_classes = dataset.num_classes if cfg.conditional else None
+
+        self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, self.num_classes,
+                           impl=cfg.impl).to(self.device)
+        self.D = Discriminator(cfg.image_size, cfg.channels, cfg.d_width, self.num_classes,
+                               spectral_norm=cfg.spectral_norm, impl=cfg.impl).to(self.device)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.ema = EMA(self.G, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.loss = AdversarialLoss(cfg.impl, cfg.g_loss, cfg.real_target)
+
+        # fp16 needs loss scaling (its range underflows small gradients); bf16 does not.
+        # One scaler per optimiser: D and G steps interleave unevenly (d_steps) and their
+        # gradient magnitudes differ, so each gets its own scale.
+        use_scaler = cfg.amp == "fp16"
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.scaler_g = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+
+        self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        images = dataset.images.to(self.device)
+        labels = dataset.labels.to(self.device) if (cfg.conditional and dataset.labels is not None) else None
+        self.data = BatchIterator(images, labels, cfg.batch_size, cfg.seed)
+        self.step = 0
+        self.elapsed = 0.0  # training seconds over all sessions of this run
+
+        # The fixed latents of the per-epoch sample grids (one row per class if conditional,
+        # the same z along each column so a column shows one "style" across the classes).
+        g = torch.Generator().manual_seed(cfg.seed + 2)
+        if self.num_classes:
+            self.grid_cols = 10
+            z = torch.randn(self.grid_cols, cfg.latent_dim, generator=g)
+            self.grid_z = z.repeat(self.num_classes, 1)
+            self.grid_y = torch.arange(self.num_classes).repeat_interleave(self.grid_cols)
+        else:
+            self.grid_cols = 8
+            self.grid_z, self.grid_y = torch.randn(64, cfg.latent_dim, generator=g), None
+        self._tb = None
+        self._last_labels = None
+
+    # ------------------------------------------------------------------ one update each
+    def _autocast(self):
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self._amp_dtype)
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=self.noise_gen).to(self.device, non_blocking=True)
+
+    def d_step(self, real: torch.Tensor, labels: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """One discriminator update on a real batch and a detached generated batch."""
+        n = real.shape[0]
+        z = self._noise(n)
+        with torch.no_grad(), self._autocast():
+            fake = self.G(z, labels)
+        both_y = torch.cat([labels, labels]) if labels is not None else None
+        with self._autocast():
+            # One pass for both halves: D has no layer that mixes samples (no BatchNorm).
+            logits = self.D(torch.cat([real, fake.to(real.dtype)]), both_y)
+            loss, stats = self.loss.d_loss(logits[:n], logits[n:])
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        return {"d_loss": loss.detach(), **stats}
+
+    def g_step(self, labels: Optional[torch.Tensor], n: Optional[int] = None) -> torch.Tensor:
+        """One generator update through a frozen D; updates the EMA."""
+        n = n if n is not None else (labels.shape[0] if labels is not None else self.config.batch_size)
+        z = self._noise(n)
+        self.D.requires_grad_(False)
+        try:
+            with self._autocast():
+                loss = self.loss.g_loss(self.D(self.G(z, labels), labels))
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler_g.scale(loss).backward()
+            self.scaler_g.step(self.opt_g)
+            self.scaler_g.update()
+        finally:
+            self.D.requires_grad_(True)
+        if self.ema is not None:
+            self.ema.update(self.G)
+        return loss.detach()
+
+    def train_step(self) -> Dict[str, torch.Tensor]:
+        """``d_steps`` D updates (each on the next real batch), then one G update on the labels
+        of the last real batch (so G trains on the data's class frequencies). Returns the
+        figures of the step as 0-dim tensors (D figures averaged over its updates)."""
+        self.G.train()
+        self.D.train()
+        acc = None
+        epoch_ended = False
+        for _ in range(self.config.d_steps):
+            real, labels, end = self.data.next()
+            epoch_ended |= end
+            s = self.d_step(real, labels)
+            acc = s if acc is None else {k: acc[k] + s[k] for k in s}
+        figs = {k: v / self.config.d_steps for k, v in acc.items()}
+        figs["g_loss"] = self.g_step(labels, real.shape[0])
+        self.step += 1
+        self._epoch_ended = epoch_ended
+        return figs
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def sampler(self) -> Generator:
+        """The generator used for samples: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.G
+
+    @torch.no_grad()
+    def save_samples(self, path) -> None:
+        G = self.sampler
+        was = G.training
+        G.eval()
+        y = self.grid_y.to(self.device) if self.grid_y is not None else None
+        with self._autocast():
+            imgs = G(self.grid_z.to(self.device), y)
+        G.train(was)
+        save_grid(imgs, path, self.grid_cols)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to continue the run exactly: tensors and plain types only."""
+        import ganx
+
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "ganx_version": str(ganx.__version__),
+            "torch_version": str(torch.__version__),
+            "step": self.step,
+            "epoch": self.data.epoch,
+            "elapsed": self.elapsed,
+            "config": self.config.to_dict(),
+            "generator_config": self.G.config(),
+            "discriminator_config": self.D.config(),
+            "class_names": list(self.dataset.class_names) if self.num_classes else [],
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "rng": {"global": capture_rng(), "noise": self.noise_gen.get_state(),
+                    "data": self.data.state_dict()},
+        }
+
+    def load_state_dict(self, ckpt: Dict[str, Any]) -> None:
+        self.G.load_state_dict(ckpt["G"])
+        self.D.load_state_dict(ckpt["D"])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.opt_d.load_state_dict(ckpt["opt_d"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        if ckpt.get("scaler_g"):
+            self.scaler_g.load_state_dict(ckpt["scaler_g"])
+        if ckpt.get("scaler_d"):
+            self.scaler_d.load_state_dict(ckpt["scaler_d"])
+        restore_rng(ckpt["rng"]["global"])
+        self.noise_gen.set_state(ckpt["rng"]["noise"])
+        self.data.load_state_dict(ckpt["rng"]["data"])
+        self.step = int(ckpt["step"])
+        self.elapsed = float(ckpt.get("elapsed", 0.0))
+
+    @property
+    def checkpoint_path(self) -> str:
+        return os.path.join(self.run_dir, "checkpoints", "last.pt")
+
+    def save_checkpoint(self, path: Optional[str] = None) -> str:
+        path = path or self.checkpoint_path
+        save_atomic(self.state_dict(), path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, path, overrides: Optional[Dict[str, Any]] = None,
+                        dataset: Optional[ImageDataset] = None) -> "Trainer":
+        """Resume: rebuild the run from the checkpoint's config (``overrides`` on top, e.g. a
+        larger ``steps``) and restore its state. ``path`` is a checkpoint or a run folder."""
+        ckpt = load_checkpoint(path)
+        cfg = TrainConfig.from_dict({**ckpt["config"], **(overrides or {})})
+        trainer = cls(cfg, dataset=dataset)
+        trainer.load_state_dict(ckpt)
+        return trainer
+
+    # ------------------------------------------------------------------ the loop
+    def _log(self, row: Dict[str, Any]) -> None:
+        with open(os.path.join(self.run_dir, "log.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k in FIGURES:
+                self._tb.add_scalar(f"train/{k}", row[k], row["step"])
+
+    def _open_tensorboard(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # ImportError, or a tensorboard too old/new for this torch
+            print("ganx: tensorboard is not installed; logging to log.jsonl only")
+            return
+        self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=self.step + 1)
+
+    def _prepare_run_dir(self) -> None:
+        import yaml
+
+        os.makedirs(os.path.join(self.run_dir, "samples"), exist_ok=True)
+        with open(os.path.join(self.run_dir, "config.yaml"), "w") as f:
+            yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+        # After a resume, drop log lines written after the checkpoint (they will be redone).
+        log = os.path.join(self.run_dir, "log.jsonl")
+        if os.path.isfile(log):
+            with open(log) as f:
+                rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            with open(log, "w") as f:
+                f.writelines(rows)
+
+    def fit(self, tensorboard: bool = True) -> Dict[str, Any]:
+        """Train until ``config.steps``; returns the metrics that are also written to metrics.json."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        self._prepare_run_dir()
+        if tensorboard:
+            self._open_tensorboard()
+        window: Dict[str, torch.Tensor] = {}
+        n_window = 0
+        last_row: Dict[str, Any] = {}
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, dynamic_ncols=True,
+                   desc="ganx train", unit="step")
+        t0 = time.perf_counter()
+        try:
+            while self.step < cfg.steps:
+                figs = self.train_step()
+                # Accumulate on the device; read back (one host sync) only every log_every steps.
+                window = figs if not window else {k: window[k] + figs[k] for k in figs}
+                n_window += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    vals = torch.stack([window[k] for k in FIGURES]).div(n_window).tolist()
+                    last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(FIGURES, vals))}
+                    if not all(math.isfinite(v) for v in vals):
+                        raise FloatingPointError(f"non-finite losses at step {self.step}: {last_row}")
+                    self._log(last_row)
+                    bar.set_postfix({k: f"{last_row[k]:.3f}" for k in FIGURES}, refresh=False)
+                    window, n_window = {}, 0
+                bar.update(1)
+                if self._epoch_ended and cfg.sample_every and self.data.epoch % cfg.sample_every == 0:
+                    self.save_samples(os.path.join(self.run_dir, "samples", f"epoch_{self.data.epoch:04d}.png"))
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.elapsed += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        self.elapsed += time.perf_counter() - t0
+        self.save_checkpoint()
+        self.save_samples(os.path.join(self.run_dir, "samples", "final.png"))
+        plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"))
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+        metrics: Dict[str, Any] = {"steps": self.step, "epochs": self.data.epoch,
+                                   "train_seconds": round(self.elapsed, 3), "device": str(self.device),
+                                   "final": {k: last_row.get(k) for k in FIGURES}}
+        if cfg.metrics:
+            from ganx.metrics import evaluate_generator
+
+            t = time.perf_counter()
+            metrics.update(evaluate_generator(self.sampler, self.dataset, self.run_dir, n=cfg.metric_samples,
+                                              seed=cfg.seed + 3, feature_space=cfg.feature_space,
+                                              inception_weights=cfg.inception_weights, device=self.device))
+            metrics["metrics_seconds"] = round(time.perf_counter() - t, 3)
+        with open(os.path.join(self.run_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        return metrics
