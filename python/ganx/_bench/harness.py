@@ -578,8 +578,8 @@ def compare_md(rows: List[Dict[str, Any]], old: Dict[str, Any], keys: Sequence[s
 
 def finish(ctx: Context, title: str, body_md: str, results: List[Dict[str, Any]],
            extra: Dict[str, Any], plots: Sequence[Callable[[Path], Optional[Path]]] = (),
-           compare_keys: Sequence[str] = ()) -> str:
-    """Assembles the Markdown, writes .md/.json/.png under ctx.out, prints and returns the Markdown.
+           compare_keys: Sequence[str] = (), echo: bool = True) -> str:
+    """Assembles the Markdown, writes .md/.json/.png under ctx.out, prints (``echo``) and returns it.
 
     ``plots`` are callables taking the output stem path and returning the PNG they wrote.
     """
@@ -603,10 +603,11 @@ def finish(ctx: Context, title: str, body_md: str, results: List[Dict[str, Any]]
         payload["plots"] = pngs
         base.with_suffix(".md").write_text(md)
         base.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-        md_path = base.with_suffix(".md")
-        print(md)
-        print(f"wrote {md_path} and {base.with_suffix('.json')}" + (f" and {len(pngs)} plot(s)" if pngs else ""))
-    else:
+        if echo:
+            print(md)
+        print(f"wrote {base.with_suffix('.md')} and {base.with_suffix('.json')}"
+              + (f" and {len(pngs)} plot(s)" if pngs else ""))
+    elif echo:
         print(md)
     return md
 

@@ -296,6 +296,13 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None) -> int:
+    """Command-line entry point (benchmarks/bench_*.py); returns the exit status."""
+    run_main(argv, default_out)
+    return 0
+
+
+def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None, echo: bool = True) -> str:
+    """Parses ``argv``, checks, times, writes the results; returns the Markdown report."""
     args = parser(default_out).parse_args(argv)
     why = available()
     if why:
@@ -319,7 +326,6 @@ def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = Non
     body = tmd + "\n\n" + tables_md(rows, contenders, ctx.is_cuda)
     if notes:
         body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
-    H.finish(ctx, f"BCE adversarial losses benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
+    return H.finish(ctx, f"BCE adversarial losses benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"targets": tres, "dropped": notes}, plots(ctx, rows, contenders),
-             compare_keys=("loss", "n", "phase", "contender"))
-    return 0
+             compare_keys=("loss", "n", "phase", "contender"), echo=echo)

@@ -409,12 +409,21 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     p.add_argument("--shapes", default=None,
                    help="comma-separated substrings; only shapes whose id or label contains one run")
     p.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of fwd,fwd+bwd")
+    p.add_argument("--shape-set", choices=["default", "issue2"], default="default",
+                   help="'issue2': only the 4 shapes of the issue-2 CPU target (what `ganx bench` runs)")
     p.add_argument("--max-autotune", choices=["marked", "all"], default="marked",
                    help="CUDA: run compile-max-autotune on the few marked shapes (default) or on all")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None) -> int:
+    """Command-line entry point (benchmarks/bench_*.py); returns the exit status."""
+    run_main(argv, default_out)
+    return 0
+
+
+def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None, echo: bool = True) -> str:
+    """Parses ``argv``, checks, times, writes the results; returns the Markdown report."""
     args = parser(default_out).parse_args(argv)
     ctx = H.setup(BENCH, args)
     contenders = args.contenders.split(",") if args.contenders else default_contenders(ctx.device.type)
@@ -424,7 +433,7 @@ def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = Non
     phases = [p for p in args.phases.split(",") if p]
     if any(p not in PHASES for p in phases):
         raise SystemExit(f"--phases must be a subset of {PHASES}, got {args.phases!r}")
-    shapes = shapes_for(ctx.device.type, ctx.tiny)
+    shapes = quick_shapes() if args.shape_set == "issue2" and not ctx.tiny else shapes_for(ctx.device.type, ctx.tiny)
     if args.shapes:
         keys = args.shapes.split(",")
         shapes = [s for s in shapes if any(k in s.id or k in s.label for k in keys)]
@@ -435,7 +444,6 @@ def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = Non
     body = head + "\n\n" + detail_md(rows, contenders, ctx.is_cuda)
     if notes:
         body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
-    H.finish(ctx, f"upsample_conv2d benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
+    return H.finish(ctx, f"upsample_conv2d benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"summary": extra, "dropped": notes}, plots(ctx, rows, contenders),
-             compare_keys=("shape", "phase", "contender"))
-    return 0
+             compare_keys=("shape", "phase", "contender"), echo=echo)
