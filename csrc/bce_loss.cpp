@@ -1,2 +1,106 @@
-// BCE adversarial losses: filled in by the losses work.
-#include "ganx.h"
+// Device-independent parts of the fused BCE losses: every user-facing argument check (each
+// names the op and the argument) and the preparation of broadcast weights.
+#include "bce_loss.h"
+
+#include <cmath>
+
+namespace ganx {
+
+Reduction check_reduction(const char* op, int64_t reduction) {
+  TORCH_CHECK_VALUE(reduction >= 0 && reduction <= 2, op,
+                    ": reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
+  return static_cast<Reduction>(reduction);
+}
+
+void check_logits(const char* op, const char* arg, const at::Tensor& t) {
+  TORCH_CHECK(t.defined(), op, ": ", arg, " must be a tensor");
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", arg,
+                   " must be a floating-point tensor, got ", t.scalar_type());
+  TORCH_CHECK(t.device().is_cpu() || t.device().is_cuda(), op, ": ", arg,
+              " must be on a CPU or CUDA device, got ", t.device());
+}
+
+void check_target_value(const char* op, const char* arg, double target) {
+  TORCH_CHECK_VALUE(target >= 0.0 && target <= 1.0, op, ": ", arg,
+                    " must be in [0, 1], got ", target);
+}
+
+void check_bce_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, double real_target,
+                                    double fake_target, int64_t reduction) {
+  constexpr const char* op = "bce_discriminator_loss";
+  check_logits(op, "real", real);
+  check_logits(op, "fake", fake);
+  TORCH_CHECK(real.device() == fake.device(), op, ": real and fake must be on the same device, got real on ",
+              real.device(), " and fake on ", fake.device());
+  TORCH_CHECK_TYPE(real.scalar_type() == fake.scalar_type(), op,
+                   ": real and fake must have the same dtype, got real ", real.scalar_type(), " and fake ",
+                   fake.scalar_type());
+  check_target_value(op, "real_target", real_target);
+  check_target_value(op, "fake_target", fake_target);
+  check_reduction(op, reduction);
+}
+
+GenMode check_bce_generator_inputs(const at::Tensor& fake, int64_t mode, double target, int64_t reduction) {
+  constexpr const char* op = "bce_generator_loss";
+  check_logits(op, "fake", fake);
+  TORCH_CHECK_VALUE(mode == 0 || mode == 1, op,
+                    ": mode must be 0 (non_saturating) or 1 (minimax), got ", mode);
+  check_target_value(op, "target", target);
+  check_reduction(op, reduction);
+  return static_cast<GenMode>(mode);
+}
+
+namespace {
+
+void check_companion(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& input) {
+  TORCH_CHECK(t.device() == input.device(), op, ": ", arg, " must be on the device of input (",
+              input.device(), "), got ", t.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", arg,
+                   " must be a floating-point tensor, got ", t.scalar_type());
+}
+
+void check_factor(const char* op, const char* arg, const std::optional<at::Tensor>& f, const at::Tensor& input) {
+  if (!f.has_value() || !f->defined()) return;
+  check_companion(op, arg, *f, input);
+  // Broadcasting must leave the loss with the input's shape (torch refuses the other case too).
+  const auto shape = at::infer_size(f->sizes(), input.sizes());
+  TORCH_CHECK(c10::IntArrayRef(shape) == input.sizes(), op, ": ", arg, " of shape ", f->sizes(),
+              " must broadcast to the input's shape ", input.sizes());
+}
+
+}  // namespace
+
+void check_bce_with_logits_inputs(const at::Tensor& input, const at::Tensor& target,
+                                  const std::optional<at::Tensor>& weight,
+                                  const std::optional<at::Tensor>& pos_weight, int64_t reduction) {
+  constexpr const char* op = "bce_with_logits";
+  check_logits(op, "input", input);
+  check_companion(op, "target", target, input);
+  TORCH_CHECK_VALUE(target.sizes() == input.sizes(), op, ": target size (", target.sizes(),
+                    ") must be the same as input size (", input.sizes(), ")");
+  check_factor(op, "weight", weight, input);
+  check_factor(op, "pos_weight", pos_weight, input);
+  check_reduction(op, reduction);
+}
+
+void check_bce_probs_inputs(const at::Tensor& input, const at::Tensor& target,
+                            const std::optional<at::Tensor>& weight, int64_t reduction) {
+  constexpr const char* op = "binary_cross_entropy";
+  check_logits(op, "input", input);
+  check_companion(op, "target", target, input);
+  TORCH_CHECK_VALUE(target.sizes() == input.sizes(), op, ": target size (", target.sizes(),
+                    ") must be the same as input size (", input.sizes(), ")");
+  check_factor(op, "weight", weight, input);
+  check_reduction(op, reduction);
+}
+
+at::Tensor broadcast_factor(const char* op, const char* arg, const std::optional<at::Tensor>& f,
+                            const at::Tensor& input) {
+  if (!f.has_value() || !f->defined()) return at::Tensor();
+  const auto& w = *f;
+  // Kernels read factors in the input's dtype; a single value is read once per element at offset 0.
+  if (w.numel() == 1) return w.reshape({1}).to(input.scalar_type());
+  return w.to(input.scalar_type()).expand(input.sizes()).contiguous();
+}
+
+}  // namespace ganx

@@ -1,2 +1,388 @@
-// BCE adversarial losses: filled in by the losses work.
-#include "ganx.h"
+// CPU kernels of the fused BCE losses. One pass over the logits produces the loss (reduced or
+// per element), the gradient d loss / d logits and, for the discriminator, its statistics.
+//
+// Determinism: the input is cut into fixed chunks of kChunk elements whatever the thread count;
+// each chunk's partial sums are computed in a fixed order (kLanes interleaved double
+// accumulators) and the chunks are combined in index order, so a result never depends on
+// scheduling. Speed: the per-element work is branch-free (selects) with an inline float
+// exp/log1p, so the inner loop vectorises; it writes to small stack buffers, and the stores to
+// the outputs and the reductions are separate simple loops.
+//
+// GCC only if-converts (and so vectorises) the selects of the element loop without
+// -ftrapping-math; we never enable FP exceptions, so this file turns it off for itself (before
+// any include, so inlining across headers is unaffected).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3,no-trapping-math")
+#endif
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "bce_loss.h"
+
+namespace ganx {
+namespace {
+
+constexpr int64_t kChunk = 16384;  // elements per parallel task (fixed: results are deterministic)
+constexpr int kBlk = 64;           // elements per register block
+constexpr int kLanes = 8;          // interleaved accumulators per sum
+
+// ------------------------------------------------------------------ float math that vectorises
+
+// exp(x) for x <= 0 (Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n by bits).
+// Below -87 the result is flushed to 0 (the true value is < 1.7e-38); NaN stays NaN.
+inline float exp_nonpos(float x) {
+  const bool tiny = x < -87.0f;
+  float xs = tiny ? -87.0f : x;
+  const bool nan = !(xs == xs);
+  xs = nan ? 0.0f : xs;
+  const int n = static_cast<int>(xs * 1.44269504088896341f - 0.5f);  // round to nearest for xs <= 0
+  const float fn = static_cast<float>(n);
+  float r = xs - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  float y = p * r * r + r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;  // n in [-126, 0]
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));  // 2^n
+  y *= scale;
+  y = tiny ? 0.0f : y;
+  return nan ? x : y;
+}
+
+// log1p(e) for e in [0, 1] (Cephes logf on 1 + e = 2^k (1 + f), f in [sqrt(.5) - 1, sqrt(2) - 1],
+// with f computed from e without forming 1 + e, so tiny e keep their full precision).
+inline float log1p_unit(float e) {
+  const bool hi = e > 0.41421356237f;
+  const float fh = (e - 1.0f) * 0.5f;
+  const float f = hi ? fh : e;
+  const float k = hi ? 1.0f : 0.0f;
+  const float z = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  float y = p * f * z;
+  y += -2.12194440e-4f * k;
+  y += -0.5f * z;
+  return f + y + 0.693359375f * k;
+}
+
+template <typename T>
+struct Math;
+template <>
+struct Math<float> {
+  static float exp_nonpos(float x) { return ganx::exp_nonpos(x); }
+  static float log1p_unit(float e) { return ganx::log1p_unit(e); }
+};
+template <>
+struct Math<double> {  // double is the precision reference (gradcheck): the libm functions
+  static double exp_nonpos(double x) { return std::exp(x); }
+  static double log1p_unit(double e) { return std::log1p(e); }
+};
+
+// ------------------------------------------------------------------ per-element functors
+// Each returns the (weighted) loss of element i with logit/probability v, and sets the
+// unscaled gradient g and the statistic s (sigmoid for logits, "out of range" for probabilities).
+
+template <typename acc_t>
+struct LogitConst {  // scalar targets: discriminator and generator losses
+  acc_t cpos, cneg, w;
+  acc_t operator()(int64_t, acc_t l, acc_t& g, acc_t& s) const {
+    const acc_t e = Math<acc_t>::exp_nonpos(-std::abs(l));
+    const acc_t L = Math<acc_t>::log1p_unit(e);
+    const acc_t v = bce_elem(l, e, L, cpos, cneg, g, s);
+    g *= w;
+    return w * v;
+  }
+};
+
+// BCE-with-logits with a target tensor; weight / pos_weight either full (input-shaped,
+// contiguous) or one value (w0, pw0; 1 when absent).
+template <typename scalar_t, typename acc_t, bool WFull, bool PWFull>
+struct LogitTensor {
+  const scalar_t* t;
+  const scalar_t* w;
+  const scalar_t* pw;
+  acc_t w0, pw0;
+  acc_t operator()(int64_t i, acc_t l, acc_t& g, acc_t& s) const {
+    const acc_t ti = static_cast<acc_t>(t[i]);
+    const acc_t wi = WFull ? static_cast<acc_t>(w[i]) : w0;
+    const acc_t pwi = PWFull ? static_cast<acc_t>(pw[i]) : pw0;
+    const acc_t e = Math<acc_t>::exp_nonpos(-std::abs(l));
+    const acc_t L = Math<acc_t>::log1p_unit(e);
+    const acc_t v = bce_elem(l, e, L, pwi * ti, acc_t(1) - ti, g, s);
+    g *= wi;
+    return wi * v;
+  }
+};
+
+// BCE on probabilities (torch.nn.functional.binary_cross_entropy); s = 1 flags p outside [0, 1].
+template <typename scalar_t, typename acc_t, bool WFull>
+struct ProbTensor {
+  const scalar_t* t;
+  const scalar_t* w;
+  acc_t w0;
+  acc_t operator()(int64_t i, acc_t p, acc_t& g, acc_t& s) const {
+    const acc_t ti = static_cast<acc_t>(t[i]);
+    const acc_t wi = WFull ? static_cast<acc_t>(w[i]) : w0;
+    s = (p >= acc_t(0) && p <= acc_t(1)) ? acc_t(0) : acc_t(1);
+    const acc_t v = bce_prob_elem(p, ti, std::log(p), std::log1p(-p), g);
+    g *= wi;
+    return wi * v;
+  }
+};
+
+struct Sums {
+  double loss = 0, stat = 0, pos = 0;
+};
+
+// One chunk [begin, end): per-element loss into loss_out (reduction none) or into the sum,
+// gradient * grad_scale into grad_out (if not null), statistics sums when want_stats.
+template <typename scalar_t, typename acc_t, typename Elem>
+Sums run_range(const scalar_t* x, int64_t begin, int64_t end, const Elem& elem, scalar_t* loss_out,
+               scalar_t* grad_out, acc_t grad_scale, bool want_stats) {
+  acc_t lb[kBlk], gb[kBlk], sb[kBlk], pb[kBlk];
+  double al[kLanes] = {}, as[kLanes] = {}, ap[kLanes] = {};
+  for (int64_t i0 = begin; i0 < end; i0 += kBlk) {
+    const int n = static_cast<int>(std::min<int64_t>(kBlk, end - i0));
+    for (int j = 0; j < n; ++j) {
+      const acc_t v = static_cast<acc_t>(x[i0 + j]);
+      acc_t g, s;
+      lb[j] = elem(i0 + j, v, g, s);
+      gb[j] = g * grad_scale;
+      sb[j] = s;
+      pb[j] = v > acc_t(0) ? acc_t(1) : acc_t(0);
+    }
+    if (grad_out != nullptr) {
+      for (int j = 0; j < n; ++j) grad_out[i0 + j] = static_cast<scalar_t>(gb[j]);
+    }
+    if (loss_out != nullptr) {
+      for (int j = 0; j < n; ++j) loss_out[i0 + j] = static_cast<scalar_t>(lb[j]);
+    } else {
+      for (int j = n; j < kBlk; ++j) lb[j] = acc_t(0);
+      for (int j = 0; j < kBlk; j += kLanes)
+        for (int k = 0; k < kLanes; ++k) al[k] += static_cast<double>(lb[j + k]);
+    }
+    if (want_stats) {
+      for (int j = n; j < kBlk; ++j) sb[j] = pb[j] = acc_t(0);
+      for (int j = 0; j < kBlk; j += kLanes)
+        for (int k = 0; k < kLanes; ++k) {
+          as[k] += static_cast<double>(sb[j + k]);
+          ap[k] += static_cast<double>(pb[j + k]);
+        }
+    }
+  }
+  Sums r;
+  for (int k = 0; k < kLanes; ++k) {
+    r.loss += al[k];
+    r.stat += as[k];
+    r.pos += ap[k];
+  }
+  return r;
+}
+
+// Runs f(begin, end) -> Sums over fixed chunks in parallel and adds the partials in index order.
+template <typename F>
+Sums chunked(int64_t n, const F& f) {
+  const int64_t nchunks = (n + kChunk - 1) / kChunk;
+  if (nchunks <= 1) return f(0, n);
+  std::vector<Sums> parts(nchunks);
+  at::parallel_for(0, nchunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) parts[c] = f(c * kChunk, std::min(n, (c + 1) * kChunk));
+  });
+  Sums tot;
+  for (const auto& p : parts) {
+    tot.loss += p.loss;
+    tot.stat += p.stat;
+    tot.pos += p.pos;
+  }
+  return tot;
+}
+
+template <typename scalar_t, typename Elem>
+Sums run(const at::Tensor& x, const Elem& elem, scalar_t* loss_out, scalar_t* grad_out,
+         at::opmath_type<scalar_t> grad_scale, bool want_stats) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  return chunked(x.numel(), [&](int64_t b, int64_t e) {
+    return run_range<scalar_t, acc_t>(xp, b, e, elem, loss_out ? loss_out : nullptr, grad_out,
+                                      grad_scale, want_stats);
+  });
+}
+
+template <typename scalar_t>
+scalar_t* ptr_or_null(at::Tensor& t, bool use) {
+  return use ? t.mutable_data_ptr<scalar_t>() : nullptr;
+}
+
+double reduce(Reduction red, double sum, int64_t n) {
+  return red == Reduction::Mean ? sum / static_cast<double>(n) : sum;
+}
+
+// ------------------------------------------------------------------ ops
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
+    const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target,
+    int64_t reduction, bool need_grad) {
+  check_bce_discriminator_inputs(real, fake, real_target, fake_target, reduction);
+  const auto red = static_cast<Reduction>(reduction);
+  const auto r = real.contiguous(), f = fake.contiguous();
+  const int64_t nr = r.numel(), nf = f.numel();
+  const auto opts = r.options();
+  auto loss = red == Reduction::None ? at::empty({nr + nf}, opts) : at::empty({}, opts);
+  auto gr = at::empty(need_grad ? r.sizes() : at::IntArrayRef{0}, opts);
+  auto gf = at::empty(need_grad ? f.sizes() : at::IntArrayRef{0}, opts);
+  auto stats = at::empty({4}, opts.dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "bce_discriminator_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const bool none = red == Reduction::None;
+    scalar_t* lp = ptr_or_null<scalar_t>(loss, none);
+    const acc_t sr = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(nr, 1)) : acc_t(1);
+    const acc_t sf = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(nf, 1)) : acc_t(1);
+    const acc_t rt = static_cast<acc_t>(real_target), ft = static_cast<acc_t>(fake_target);
+    const Sums a = run<scalar_t>(r, LogitConst<acc_t>{rt, acc_t(1) - rt, acc_t(1)}, lp,
+                                 ptr_or_null<scalar_t>(gr, need_grad), sr, true);
+    const Sums b = run<scalar_t>(f, LogitConst<acc_t>{ft, acc_t(1) - ft, acc_t(1)}, lp ? lp + nr : nullptr,
+                                 ptr_or_null<scalar_t>(gf, need_grad), sf, true);
+    if (!none) {
+      loss.mutable_data_ptr<scalar_t>()[0] =
+          static_cast<scalar_t>(reduce(red, a.loss, nr) + reduce(red, b.loss, nf));
+    }
+    float* s = stats.mutable_data_ptr<float>();
+    s[0] = static_cast<float>(a.pos / static_cast<double>(nr));               // D says "real" on real
+    s[1] = static_cast<float>((static_cast<double>(nf) - b.pos) / static_cast<double>(nf));  // "fake" on fake
+    s[2] = static_cast<float>(a.stat / static_cast<double>(nr));
+    s[3] = static_cast<float>(b.stat / static_cast<double>(nf));
+  });
+  return {loss, gr, gf, stats};
+}
+
+std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cpu(const at::Tensor& fake, int64_t mode, double target,
+                                                          int64_t reduction, bool need_grad) {
+  const auto m = check_bce_generator_inputs(fake, mode, target, reduction);
+  const auto red = static_cast<Reduction>(reduction);
+  const auto f = fake.contiguous();
+  const int64_t n = f.numel();
+  const auto opts = f.options();
+  auto loss = red == Reduction::None ? at::empty(f.sizes(), opts) : at::empty({}, opts);
+  auto g = at::empty(need_grad ? f.sizes() : at::IntArrayRef{0}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "bce_generator_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const bool none = red == Reduction::None;
+    const acc_t t = static_cast<acc_t>(target);
+    const acc_t sc = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(n, 1)) : acc_t(1);
+    // non-saturating: BCE(l, t); minimax: -BCE(l, 1 - t), = log(1 - D(G(z))) for t = 1.
+    const auto elem = m == GenMode::NonSaturating ? LogitConst<acc_t>{t, acc_t(1) - t, acc_t(1)}
+                                                  : LogitConst<acc_t>{acc_t(1) - t, t, acc_t(-1)};
+    const Sums a = run<scalar_t>(f, elem, ptr_or_null<scalar_t>(loss, none), ptr_or_null<scalar_t>(g, need_grad),
+                                 sc, false);
+    if (!none) loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
+  });
+  return {loss, g};
+}
+
+std::tuple<at::Tensor, at::Tensor> bce_with_logits_cpu(const at::Tensor& input, const at::Tensor& target,
+                                                       const std::optional<at::Tensor>& weight,
+                                                       const std::optional<at::Tensor>& pos_weight,
+                                                       int64_t reduction, bool need_grad) {
+  constexpr const char* op = "bce_with_logits";
+  check_bce_with_logits_inputs(input, target, weight, pos_weight, reduction);
+  const auto red = static_cast<Reduction>(reduction);
+  const auto x = input.contiguous();
+  const auto t = target.to(x.scalar_type()).contiguous();
+  const auto w = broadcast_factor(op, "weight", weight, x);
+  const auto pw = broadcast_factor(op, "pos_weight", pos_weight, x);
+  const int64_t n = x.numel();
+  const auto opts = x.options();
+  auto loss = red == Reduction::None ? at::empty(x.sizes(), opts) : at::empty({}, opts);
+  auto g = at::empty(need_grad ? x.sizes() : at::IntArrayRef{0}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bce_with_logits_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const bool none = red == Reduction::None;
+    const acc_t sc = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(n, 1)) : acc_t(1);
+    const bool wfull = w.defined() && w.numel() > 1, pwfull = pw.defined() && pw.numel() > 1;
+    const scalar_t* tp = t.const_data_ptr<scalar_t>();
+    const scalar_t* wp = w.defined() ? w.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pwp = pw.defined() ? pw.const_data_ptr<scalar_t>() : nullptr;
+    const acc_t w0 = (w.defined() && !wfull) ? static_cast<acc_t>(wp[0]) : acc_t(1);
+    const acc_t pw0 = (pw.defined() && !pwfull) ? static_cast<acc_t>(pwp[0]) : acc_t(1);
+    scalar_t* lp = ptr_or_null<scalar_t>(loss, none);
+    scalar_t* gp = ptr_or_null<scalar_t>(g, need_grad);
+    Sums a;
+    if (wfull && pwfull) {
+      a = run<scalar_t>(x, LogitTensor<scalar_t, acc_t, true, true>{tp, wp, pwp, w0, pw0}, lp, gp, sc, false);
+    } else if (wfull) {
+      a = run<scalar_t>(x, LogitTensor<scalar_t, acc_t, true, false>{tp, wp, pwp, w0, pw0}, lp, gp, sc, false);
+    } else if (pwfull) {
+      a = run<scalar_t>(x, LogitTensor<scalar_t, acc_t, false, true>{tp, wp, pwp, w0, pw0}, lp, gp, sc, false);
+    } else {
+      a = run<scalar_t>(x, LogitTensor<scalar_t, acc_t, false, false>{tp, wp, pwp, w0, pw0}, lp, gp, sc, false);
+    }
+    if (!none) loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
+  });
+  return {loss, g};
+}
+
+std::tuple<at::Tensor, at::Tensor> bce_probs_cpu(const at::Tensor& input, const at::Tensor& target,
+                                                 const std::optional<at::Tensor>& weight, int64_t reduction,
+                                                 bool need_grad) {
+  constexpr const char* op = "binary_cross_entropy";
+  check_bce_probs_inputs(input, target, weight, reduction);
+  const auto red = static_cast<Reduction>(reduction);
+  const auto x = input.contiguous();
+  const auto t = target.to(x.scalar_type()).contiguous();
+  const auto w = broadcast_factor(op, "weight", weight, x);
+  const int64_t n = x.numel();
+  const auto opts = x.options();
+  auto loss = red == Reduction::None ? at::empty(x.sizes(), opts) : at::empty({}, opts);
+  auto g = at::empty(need_grad ? x.sizes() : at::IntArrayRef{0}, opts);
+  double bad = 0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "binary_cross_entropy_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const bool none = red == Reduction::None;
+    const acc_t sc = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(n, 1)) : acc_t(1);
+    const bool wfull = w.defined() && w.numel() > 1;
+    const scalar_t* tp = t.const_data_ptr<scalar_t>();
+    const scalar_t* wp = w.defined() ? w.const_data_ptr<scalar_t>() : nullptr;
+    const acc_t w0 = (w.defined() && !wfull) ? static_cast<acc_t>(wp[0]) : acc_t(1);
+    scalar_t* lp = ptr_or_null<scalar_t>(loss, none);
+    scalar_t* gp = ptr_or_null<scalar_t>(g, need_grad);
+    const Sums a = wfull ? run<scalar_t>(x, ProbTensor<scalar_t, acc_t, true>{tp, wp, w0}, lp, gp, sc, true)
+                         : run<scalar_t>(x, ProbTensor<scalar_t, acc_t, false>{tp, wp, w0}, lp, gp, sc, true);
+    bad = a.stat;
+    if (!none) loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
+  });
+  TORCH_CHECK(bad == 0, op, ": all elements of input should be between 0 and 1 (probabilities; use "
+              "bce_with_logits for logits)");
+  return {loss, g};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ganx, CPU, m) {
+  m.impl("bce_discriminator_loss", &bce_discriminator_loss_cpu);
+  m.impl("bce_generator_loss", &bce_generator_loss_cpu);
+  m.impl("bce_with_logits", &bce_with_logits_cpu);
+  m.impl("binary_cross_entropy", &bce_probs_cpu);
+}
+
+}  // namespace ganx

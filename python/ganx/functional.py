@@ -1,4 +1,6 @@
 """Functional API of ganx's fused ops (see ganx.ops for the math of each)."""
+from ganx.ops.bce import bce_discriminator_loss, bce_generator_loss, bce_with_logits, binary_cross_entropy  # noqa: F401
 from ganx.ops.upsample_conv import conv_transpose2d_4s2, upsample_conv2d
 
-__all__ = ["upsample_conv2d", "conv_transpose2d_4s2"]
+__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "bce_discriminator_loss", "bce_generator_loss",
+           "bce_with_logits", "binary_cross_entropy"]

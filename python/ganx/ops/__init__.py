@@ -1,3 +1,4 @@
 """Fused ops (autograd + fake kernels over torch.ops.ganx) and their pure-torch references."""
 from ganx.ops import reference  # noqa: F401
+from ganx.ops.bce import DiscriminatorStats, bce_discriminator_loss, bce_generator_loss, bce_with_logits, binary_cross_entropy  # noqa: F401
 from ganx.ops.upsample_conv import conv_transpose2d_4s2, upsample_conv2d  # noqa: F401

@@ -10,7 +10,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation"]
+__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation",
+           "bce_with_logits", "binary_cross_entropy", "bce_discriminator_loss", "bce_generator_loss",
+           "discriminator_stats"]
 
 
 def apply_activation(y: torch.Tensor, activation: Optional[str], negative_slope: float = 0.01) -> torch.Tensor:
@@ -50,3 +52,109 @@ def conv_transpose2d_4s2(
 ) -> torch.Tensor:
     """act(conv_transpose2d(x, weight (C_in, C_out, 4, 4), bias, stride=2, padding=1))."""
     return apply_activation(F.conv_transpose2d(x, weight, bias, stride=2, padding=1), activation, negative_slope)
+
+
+# ----------------------------------------------------------------- BCE adversarial losses
+
+_REDUCTION_NAMES = ("none", "mean", "sum")
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+def _bce_terms(logits: torch.Tensor, cpos, cneg) -> torch.Tensor:
+    """cpos * softplus(-l) + cneg * softplus(l), stable, a zero coefficient dropping its term.
+
+    softplus(+-l) = max(+-l, 0) + log1p(exp(-|l|)); dropping zero-coefficient terms first keeps
+    BCE(+inf, 1) = 0 and BCE(-inf, 0) = 0 finite (0 * inf would be NaN).
+    """
+    cpos = torch.as_tensor(cpos, dtype=logits.dtype, device=logits.device)
+    cneg = torch.as_tensor(cneg, dtype=logits.dtype, device=logits.device)
+    zero = logits.new_zeros(())
+    a = torch.where(cpos == 0, zero, cpos * torch.clamp(-logits, min=0))
+    b = torch.where(cneg == 0, zero, cneg * torch.clamp(logits, min=0))
+    return a + b + (cpos + cneg) * torch.log1p(torch.exp(-logits.abs()))
+
+
+def bce_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    *,
+    reduction: str = "mean",
+    pos_weight: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """weight * [pos_weight * t * softplus(-x) + (1 - t) * softplus(x)], reduced like torch.
+
+    Equal to F.binary_cross_entropy_with_logits where that is finite, and finite at x = +-inf
+    where the math is.
+    """
+    cpos = target if pos_weight is None else pos_weight * target
+    loss = _bce_terms(input, cpos, 1 - target)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    *,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """BCE on probabilities, logs clamped at -100: torch's own definition."""
+    return F.binary_cross_entropy(input, target, weight, reduction=reduction)
+
+
+def discriminator_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """float32 [acc_real, acc_fake, mean D(x), mean D(G(z))]; logit > 0 means "real"."""
+    with torch.no_grad():
+        r, f = real_logits.double(), fake_logits.double()
+        return torch.stack([(r > 0).double().mean(), 1 - (f > 0).double().mean(),
+                            torch.sigmoid(r).mean(), torch.sigmoid(f).mean()]).float()
+
+
+def bce_discriminator_loss(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    *,
+    real_target: float = 1.0,
+    fake_target: float = 0.0,
+    reduction: str = "mean",
+    return_stats: bool = False,
+):
+    """BCE(real, real_target) + BCE(fake, fake_target) on logits (see ganx.ops.bce).
+
+    reduction "none" returns the pair (loss_real, loss_fake); stats as a float32 tensor
+    [acc_real, acc_fake, mean D(x), mean D(G(z))].
+    """
+    lr = _reduce(_bce_terms(real_logits, real_target, 1 - real_target), reduction)
+    lf = _reduce(_bce_terms(fake_logits, fake_target, 1 - fake_target), reduction)
+    loss = (lr, lf) if reduction == "none" else lr + lf
+    if return_stats:
+        return loss, discriminator_stats(real_logits, fake_logits)
+    return loss
+
+
+def bce_generator_loss(
+    fake_logits: torch.Tensor,
+    *,
+    mode: str = "non_saturating",
+    target: float = 1.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """non_saturating: BCE(fake, target) (= -log D(G(z)) for target 1);
+    minimax: -BCE(fake, 1 - target) (= log(1 - D(G(z))) for target 1)."""
+    if mode == "non_saturating":
+        return _reduce(_bce_terms(fake_logits, target, 1 - target), reduction)
+    if mode == "minimax":
+        return -_reduce(_bce_terms(fake_logits, 1 - target, target), reduction)
+    raise ValueError(f"bce_generator_loss: mode must be 'non_saturating' or 'minimax', got {mode!r}")

@@ -1,0 +1,383 @@
+"""Fused binary cross-entropy losses for GANs (discriminator, generator, drop-in BCE).
+
+Math, on logits l and targets t (never on probabilities, so nothing overflows):
+``BCE(l, t) = max(l, 0) - l*t + log1p(exp(-|l|))``, ``d BCE / d l = sigmoid(l) - t``.
+
+* discriminator: ``red(BCE(real, real_target)) + red(BCE(fake, fake_target))``
+* generator, non-saturating: ``BCE(fake, target)`` (= ``-log D(G(z))`` for target 1)
+* generator, minimax: ``-BCE(fake, 1 - target)`` (= ``log(1 - D(G(z)))`` for target 1)
+* bce_with_logits: ``w * [pw * t * softplus(-l) + (1 - t) * softplus(l)]`` (torch's semantics)
+* binary_cross_entropy: on probabilities p, ``-w * [t*log(p) + (1-t)*log(1-p)]``, logs clamped
+  at -100 (torch's semantics).
+
+Each op (``torch.ops.ganx.*``, kernels in csrc/) reads its inputs once and writes the loss and
+``d loss / d input`` in the same pass; the backward only scales that saved gradient by the
+incoming one. A term whose coefficient is zero is dropped before multiplying, so the loss is
+finite wherever the math is: ``BCE(+inf, 1) = 0`` (eager torch gives NaN there). NaN in gives
+NaN out. Reductions follow torch: "mean" of an empty input is NaN, "sum" is 0.
+
+Double backward (``create_graph=True``) is not supported: a clear RuntimeError.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ganx import _ext  # noqa: F401  (registers torch.ops.ganx)
+
+__all__ = [
+    "DiscriminatorStats",
+    "bce_discriminator_loss",
+    "bce_generator_loss",
+    "bce_with_logits",
+    "binary_cross_entropy",
+    "REDUCTIONS",
+    "GENERATOR_MODES",
+]
+
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+GENERATOR_MODES = {"non_saturating": 0, "minimax": 1}
+
+_ops = torch.ops.ganx
+
+
+class DiscriminatorStats(NamedTuple):
+    """What a trainer logs about D, computed in the same pass as the loss.
+
+    Each field is a 0-d float32 tensor on the logits' device (no host sync: call ``float()``
+    or ``.item()`` when logging). A logit > 0 counts as "real"; a NaN logit counts as "fake".
+    With an empty real (fake) input the real (fake) fields are NaN.
+    """
+
+    acc_real: Tensor  # fraction of real logits > 0
+    acc_fake: Tensor  # fraction of fake logits <= 0
+    d_real: Tensor    # mean sigmoid(real logits) = mean D(x)
+    d_fake: Tensor    # mean sigmoid(fake logits) = mean D(G(z))
+
+
+# ----------------------------------------------------------------- argument checks (cheap)
+
+def _reduction(op: str, reduction) -> int:
+    code = REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
+    if code is None:
+        raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    return code
+
+
+def _target(op: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{op}: {name} must be a float in [0, 1], got {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{op}: {name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def _tensor(op: str, name: str, t) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _no_factor_grad(op: str, name: str, t: Optional[Tensor]) -> None:
+    if t is not None and t.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(f"{op}: the loss is not differentiable with respect to {name} (like torch); "
+                           f"pass {name}.detach()")
+
+
+def _double_backward_check(op: str, *tensors: Tensor) -> None:
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        raise RuntimeError(f"{op}: double backward (create_graph=True) is not supported; use the "
+                           f"reference implementation (impl='reference') for higher-order gradients")
+
+
+def _need_grad_missing(op: str) -> RuntimeError:
+    return RuntimeError(f"{op}: backward reached an op called with need_grad=False; call it through "
+                        f"ganx.functional so the gradient is produced in the forward pass")
+
+
+# ----------------------------------------------------------------- public functions
+
+def bce_discriminator_loss(
+    real_logits: Tensor,
+    fake_logits: Tensor,
+    *,
+    real_target: float = 1.0,
+    fake_target: float = 0.0,
+    reduction: str = "mean",
+    return_stats: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor], Tuple[Union[Tensor, Tuple[Tensor, Tensor]], DiscriminatorStats]]:
+    """``BCE(real_logits, real_target) + BCE(fake_logits, fake_target)``, fused.
+
+    Args:
+        real_logits, fake_logits: D's logits on real and on generated samples, any shapes and
+            sizes (N, N x 1, PatchGAN maps N x 1 x H x W), same dtype and device. float32/64 on
+            CPU (float16/bfloat16 too, computed in float32), and all four on CUDA.
+        real_target: label of real samples; < 1 is one-sided label smoothing (in [0, 1]).
+        fake_target: label of fake samples (in [0, 1]).
+        reduction: "mean": mean over real + mean over fake (a scalar); "sum": sum + sum;
+            "none": a pair ``(loss_real, loss_fake)`` of per-element losses shaped like the
+            inputs (two tensors, because the inputs may differ in shape).
+        return_stats: also return a :class:`DiscriminatorStats`.
+
+    Returns ``loss`` or ``(loss, stats)``. One kernel launch (CUDA: one for inputs up to 1024
+    logits in all, plus a one-block reduction beyond) reads both inputs once and writes the loss,
+    the gradients and the statistics; backward is a scale of the saved gradients.
+    """
+    op = "bce_discriminator_loss"
+    red = _reduction(op, reduction)
+    rt = _target(op, "real_target", real_target)
+    ft = _target(op, "fake_target", fake_target)
+    _tensor(op, "real_logits", real_logits)
+    _tensor(op, "fake_logits", fake_logits)
+    need_grad = torch.is_grad_enabled() and (real_logits.requires_grad or fake_logits.requires_grad)
+    loss, _, _, stats = _ops.bce_discriminator_loss(real_logits, fake_logits, rt, ft, red, need_grad)
+    if red == 0:
+        n = real_logits.numel()
+        loss = (loss[:n].view(real_logits.shape), loss[n:].view(fake_logits.shape))
+    if return_stats:
+        return loss, DiscriminatorStats(*stats.unbind(0))
+    return loss
+
+
+def bce_generator_loss(
+    fake_logits: Tensor,
+    *,
+    mode: str = "non_saturating",
+    target: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """The generator's adversarial loss on D's logits for generated samples, fused.
+
+    mode "non_saturating" (the usual choice): ``BCE(fake_logits, target)``, = ``-log D(G(z))``
+    for target 1. mode "minimax" (the original GAN game): ``-BCE(fake_logits, 1 - target)``, =
+    ``log(1 - D(G(z)))`` for target 1 (minimised by G; it saturates when D is confident).
+    reduction "mean" | "sum" | "none" as in torch.
+    """
+    op = "bce_generator_loss"
+    code = GENERATOR_MODES.get(mode) if isinstance(mode, str) else None
+    if code is None:
+        raise ValueError(f"{op}: mode must be 'non_saturating' or 'minimax', got {mode!r}")
+    red = _reduction(op, reduction)
+    t = _target(op, "target", target)
+    _tensor(op, "fake_logits", fake_logits)
+    need_grad = torch.is_grad_enabled() and fake_logits.requires_grad
+    return _ops.bce_generator_loss(fake_logits, code, t, red, need_grad)[0]
+
+
+def _promote(input: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
+    # torch computes in the promoted dtype of input and target (float32 input, float64 target
+    # -> float64 loss); the kernels want one dtype.
+    dt = torch.promote_types(input.dtype, target.dtype)
+    if input.dtype != dt and input.is_floating_point():
+        input = input.to(dt)
+    return input, target.to(dt) if target.dtype != input.dtype else target
+
+
+def bce_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    *,
+    reduction: str = "mean",
+    pos_weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Fused ``torch.nn.functional.binary_cross_entropy_with_logits`` (same semantics).
+
+    ``loss = weight * [pos_weight * target * softplus(-input) + (1 - target) * softplus(input)]``;
+    weight and pos_weight broadcast to input's shape. Gradients flow to input and target (weight
+    and pos_weight are not differentiable, as in torch). Differences from eager torch: the loss
+    is finite at input = +-inf where the math is (torch returns NaN there).
+    """
+    op = "bce_with_logits"
+    red = _reduction(op, reduction)
+    _tensor(op, "input", input)
+    _tensor(op, "target", target)
+    if target.dtype != input.dtype:
+        input, target = _promote(input, target)
+    if weight is not None:
+        _no_factor_grad(op, "weight", weight)
+    if pos_weight is not None:
+        _no_factor_grad(op, "pos_weight", pos_weight)
+    need_grad = torch.is_grad_enabled() and input.requires_grad
+    return _ops.bce_with_logits(input, target, weight, pos_weight, red, need_grad)[0]
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    *,
+    reduction: str = "mean",
+) -> Tensor:
+    """Fused ``torch.nn.functional.binary_cross_entropy`` on probabilities (same semantics).
+
+    ``loss = -weight * [target * log(input) + (1 - target) * log(1 - input)]`` with both logs
+    clamped at -100 (so input in {0, 1} is finite), gradient denominator clamped at 1e-12, like
+    torch. An input outside [0, 1] raises on CPU and gives NaN on CUDA (no device sync). Prefer
+    :func:`bce_with_logits` on logits: it is exact where this one clamps.
+    """
+    op = "binary_cross_entropy"
+    red = _reduction(op, reduction)
+    _tensor(op, "input", input)
+    _tensor(op, "target", target)
+    if target.dtype != input.dtype:
+        input, target = _promote(input, target)
+    if weight is not None:
+        _no_factor_grad(op, "weight", weight)
+    need_grad = torch.is_grad_enabled() and input.requires_grad
+    return _ops.binary_cross_entropy(input, target, weight, red, need_grad)[0]
+
+
+# ----------------------------------------------------------------- fake kernels (shapes only)
+
+def _grad_like(x: Tensor, need_grad: bool) -> Tensor:
+    return x.new_empty(x.shape) if need_grad else x.new_empty((0,))
+
+
+def _loss_like(x: Tensor, reduction: int) -> Tensor:
+    return x.new_empty(x.shape) if reduction == 0 else x.new_empty(())
+
+
+def _check_fake_logits(op: str, *ts: Tensor) -> None:
+    for t in ts:
+        torch._check(t.is_floating_point(), lambda: f"{op}: logits must be a floating-point tensor")
+    torch._check(all(t.dtype == ts[0].dtype for t in ts), lambda: f"{op}: inputs must have the same dtype")
+
+
+@torch.library.register_fake("ganx::bce_discriminator_loss")
+def _disc_fake(real, fake, real_target, fake_target, reduction, need_grad):
+    _check_fake_logits("bce_discriminator_loss", real, fake)
+    loss = real.new_empty((real.numel() + fake.numel(),)) if reduction == 0 else real.new_empty(())
+    stats = real.new_empty((4,), dtype=torch.float32)
+    return loss, _grad_like(real, need_grad), _grad_like(fake, need_grad), stats
+
+
+@torch.library.register_fake("ganx::bce_generator_loss")
+def _gen_fake(fake, mode, target, reduction, need_grad):
+    _check_fake_logits("bce_generator_loss", fake)
+    return _loss_like(fake, reduction), _grad_like(fake, need_grad)
+
+
+@torch.library.register_fake("ganx::bce_with_logits")
+def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
+    _check_fake_logits("bce_with_logits", input)
+    torch._check(target.shape == input.shape, lambda: "bce_with_logits: target must have input's shape")
+    return _loss_like(input, reduction), _grad_like(input, need_grad)
+
+
+@torch.library.register_fake("ganx::binary_cross_entropy")
+def _bce_fake(input, target, weight, reduction, need_grad):
+    _check_fake_logits("binary_cross_entropy", input)
+    torch._check(target.shape == input.shape, lambda: "binary_cross_entropy: target must have input's shape")
+    return _loss_like(input, reduction), _grad_like(input, need_grad)
+
+
+# ----------------------------------------------------------------- autograd
+# Backward (derivation, all ops): loss = red(f(x)) with the kernel's saved g = d red(f) / d x
+# (already divided by numel for "mean"), so d L / d x = grad_out * g for a scalar loss, and
+# grad_out[i] * g[i] for reduction "none". The extra outputs (saved gradients, stats) are not
+# differentiable.
+
+def _scale(g_loss: Tensor, saved: Tensor, reduction: int) -> Tensor:
+    if reduction == 0:
+        return g_loss.reshape(saved.shape) * saved
+    return saved * g_loss
+
+
+def _disc_setup(ctx, inputs, output):
+    real, fake, _, _, reduction, need_grad = inputs
+    _, gr, gf, stats = output
+    ctx.mark_non_differentiable(gr, gf, stats)
+    ctx.save_for_backward(gr, gf)
+    ctx.reduction, ctx.need_grad, ctx.nr = reduction, need_grad, real.numel()
+
+
+def _disc_backward(ctx, g_loss, *_):
+    gr, gf = ctx.saved_tensors
+    _double_backward_check("bce_discriminator_loss", g_loss, gr, gf)
+    if not ctx.need_grad:
+        raise _need_grad_missing("bce_discriminator_loss")
+    if ctx.reduction == 0:
+        n = ctx.nr
+        g_real, g_fake = _scale(g_loss[:n], gr, 0), _scale(g_loss[n:], gf, 0)
+    else:
+        g_real, g_fake = gr * g_loss, gf * g_loss
+    return (g_real if ctx.needs_input_grad[0] else None, g_fake if ctx.needs_input_grad[1] else None,
+            None, None, None, None)
+
+
+def _gen_setup(ctx, inputs, output):
+    _, _, _, reduction, need_grad = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+    ctx.reduction, ctx.need_grad = reduction, need_grad
+
+
+def _gen_backward(ctx, g_loss, _):
+    (g,) = ctx.saved_tensors
+    _double_backward_check("bce_generator_loss", g_loss, g)
+    if not ctx.need_grad:
+        raise _need_grad_missing("bce_generator_loss")
+    return _scale(g_loss, g, ctx.reduction), None, None, None, None
+
+
+def _bwl_setup(ctx, inputs, output):
+    input, target, weight, pos_weight, reduction, need_grad = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1], input if ctx.needs_input_grad[1] else None, weight, pos_weight)
+    ctx.reduction, ctx.need_grad = reduction, need_grad
+
+
+def _bwl_backward(ctx, g_loss, _):
+    g, input, weight, pos_weight = ctx.saved_tensors
+    _double_backward_check("bce_with_logits", g_loss, g)
+    g_input = g_target = None
+    if ctx.needs_input_grad[0]:
+        if not ctx.need_grad:
+            raise _need_grad_missing("bce_with_logits")
+        g_input = _scale(g_loss, g, ctx.reduction)
+    if ctx.needs_input_grad[1]:
+        # d loss / d t = w * [pw * softplus(-x) - softplus(x)] = w * [(pw - 1) * softplus(-x) - x]
+        g_target = -input
+        if pos_weight is not None:
+            g_target = g_target + (pos_weight - 1) * torch.nn.functional.softplus(-input)
+        if weight is not None:
+            g_target = g_target * weight
+        g_target = _scale_plain(g_loss, g_target, ctx.reduction, input.numel())
+    return g_input, g_target, None, None, None, None
+
+
+def _scale_plain(g_loss: Tensor, g: Tensor, reduction: int, n: int) -> Tensor:
+    g = g * (g_loss.reshape(g.shape) if reduction == 0 else g_loss)
+    return g / n if reduction == 1 else g
+
+
+def _bce_setup(ctx, inputs, output):
+    input, target, weight, reduction, need_grad = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1], input if ctx.needs_input_grad[1] else None, weight)
+    ctx.reduction, ctx.need_grad = reduction, need_grad
+
+
+def _bce_backward(ctx, g_loss, _):
+    g, input, weight = ctx.saved_tensors
+    _double_backward_check("binary_cross_entropy", g_loss, g)
+    g_input = g_target = None
+    if ctx.needs_input_grad[0]:
+        if not ctx.need_grad:
+            raise _need_grad_missing("binary_cross_entropy")
+        g_input = _scale(g_loss, g, ctx.reduction)
+    if ctx.needs_input_grad[1]:
+        # d loss / d t = w * [max(log(1 - p), -100) - max(log(p), -100)]
+        g_target = torch.log1p(-input).clamp_min(-100) - torch.log(input).clamp_min(-100)
+        if weight is not None:
+            g_target = g_target * weight
+        g_target = _scale_plain(g_loss, g_target, ctx.reduction, input.numel())
+    return g_input, g_target, None, None, None
+
+
+torch.library.register_autograd("ganx::bce_discriminator_loss", _disc_backward, setup_context=_disc_setup)
+torch.library.register_autograd("ganx::bce_generator_loss", _gen_backward, setup_context=_gen_setup)
+torch.library.register_autograd("ganx::bce_with_logits", _bwl_backward, setup_context=_bwl_setup)
+torch.library.register_autograd("ganx::binary_cross_entropy", _bce_backward, setup_context=_bce_setup)
