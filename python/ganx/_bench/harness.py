@@ -35,7 +35,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
-__all__ = [
+# Fields that identify a result row, per benchmark (for --compare and benchmarks/compare.py).
+COMPARE_KEYS = {
+    "upsample_conv": ("shape", "phase", "contender"),
+    "losses": ("loss", "n", "phase", "contender"),
+    "train_step": ("config", "contender"),
+}
+
+__all__ = ["COMPARE_KEYS", 
     "Context", "Timing", "NumericsError", "add_common_args", "setup", "time_fn", "time_cuda_graph",
     "peak_memory", "check_close", "tolerance", "geomean", "fmt_time", "fmt_bytes", "md_table",
     "header_md", "finish", "compare_md", "load_json", "plot_bars", "plot_roofline", "plot_lines",
@@ -557,6 +564,8 @@ def load_json(path: Path) -> Dict[str, Any]:
 def compare_md(rows: List[Dict[str, Any]], old: Dict[str, Any], keys: Sequence[str],
                value: str = "median_s") -> str:
     """Markdown comparison of ``rows`` with the rows of an earlier result JSON, matched on ``keys``."""
+    if "results" not in old:
+        raise ValueError("--compare: that JSON is not a ganx benchmark result (no 'results')")
     old_rows = {tuple(r.get(k) for k in keys): r for r in old.get("results", [])}
     oe = old.get("env", {})
     out = [f"## Comparison with {old.get('stem', 'earlier run')}",
@@ -586,7 +595,10 @@ def finish(ctx: Context, title: str, body_md: str, results: List[Dict[str, Any]]
     stem = result_stem(ctx)
     md = header_md(ctx, title) + "\n\n" + body_md.strip() + "\n"
     if ctx.compare is not None:
-        md += "\n" + compare_md(results, load_json(ctx.compare), compare_keys) + "\n"
+        old = load_json(ctx.compare)
+        if old.get("benchmark") != ctx.bench:
+            raise SystemExit(f"--compare {ctx.compare}: that is a {old.get('benchmark')!r} result, not {ctx.bench!r}")
+        md += "\n" + compare_md(results, old, compare_keys) + "\n"
     payload = {"benchmark": ctx.bench, "stem": stem, "env": ctx.env, "flags": ctx.flags,
                "config": ctx.args, "peaks": ctx.peaks, **extra, "results": results}
     if ctx.out is not None:

@@ -328,4 +328,4 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
         body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
     return H.finish(ctx, f"BCE adversarial losses benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"targets": tres, "dropped": notes}, plots(ctx, rows, contenders),
-             compare_keys=("loss", "n", "phase", "contender"), echo=echo)
+             compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)

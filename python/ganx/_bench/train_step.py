@@ -311,4 +311,4 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
     if notes:
         body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
     return H.finish(ctx, f"GAN training step benchmark: {ctx.env['device']}", body, rows, {"dropped": notes},
-             plots(ctx, rows, contenders), compare_keys=("config", "contender"), echo=echo)
+             plots(ctx, rows, contenders), compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)

@@ -446,4 +446,4 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
         body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
     return H.finish(ctx, f"upsample_conv2d benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"summary": extra, "dropped": notes}, plots(ctx, rows, contenders),
-             compare_keys=("shape", "phase", "contender"), echo=echo)
+             compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)

@@ -1,0 +1,217 @@
+"""The benchmark suite must keep working: every script runs in --tiny mode on the CPU, writes
+its Markdown/JSON/plots, and refuses to time a contender that computes something else.
+
+These tests assert that the scripts run and agree numerically, never how fast anything is.
+A script's test is skipped only when the ganx API it measures does not exist in this build.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganx._bench import harness as H
+from ganx._bench import losses as L
+from ganx._bench import train_step as T
+from ganx._bench import upsample_conv as U
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+SCRIPTS = ("bench_upsample_conv.py", "bench_losses.py", "bench_train_step.py")
+
+
+def run_script(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / name), "--device", "cpu", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def outputs(folder: Path, bench: str):
+    mds = sorted(folder.glob(f"{bench}-cpu-*core-tiny-*.md"))
+    assert len(mds) == 1, f"expected one {bench} result in {folder}, got {[p.name for p in folder.iterdir()]}"
+    md = mds[0]
+    payload = json.loads(md.with_suffix(".json").read_text())
+    return md.read_text(), payload, sorted(p.name for p in folder.glob("*.png"))
+
+
+def check_rows(rows, keys):
+    assert rows
+    for r in rows:
+        assert 0 < r["p20_s"] <= r["median_s"] <= r["p80_s"], r
+        assert r["runs"] >= 3
+        for k in keys:
+            assert k in r
+
+
+# --------------------------------------------------------------------------- scripts
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_lists_common_options(script):
+    out = run_script(script, "--help").stdout
+    for opt in ("--device", "--dtype", "--threads", "--tiny", "--out", "--compare"):
+        assert opt in out, f"{script} --help lacks {opt}"
+
+
+def test_upsample_conv_tiny_and_compare(tmp_path):
+    run_script("bench_upsample_conv.py", "--tiny", "--out", str(tmp_path / "a"))
+    md, payload, pngs = outputs(tmp_path / "a", "upsample_conv")
+    assert payload["benchmark"] == "upsample_conv" and payload["env"]["torch"] == torch.__version__
+    assert payload["peaks"]["matmul_flops_per_s"] > 0 and payload["peaks"]["copy_bytes_per_s"] > 0
+    rows = payload["results"]
+    check_rows(rows, ("tflops", "pct_peak", "peak_mem_bytes", "speedup_vs", "max_rel_err_vs_eager"))
+    first = {(r["phase"], r["contender"]) for r in rows if r["shape"] == "tiny-a"}
+    assert first == {(p, c) for p in U.PHASES for c in ("ganx", "eager", "compile", "convT-folded")}
+    assert all(r["max_rel_err_vs_eager"] <= 1e-4 for r in rows)
+    assert "## ganx speed-up" in md and "TINY MODE" in md
+    assert any(p.endswith("-speedup.png") for p in pngs) and any(p.endswith("-roofline.png") for p in pngs)
+
+    old = next((tmp_path / "a").glob("*.json"))
+    run_script("bench_upsample_conv.py", "--tiny", "--contenders", "ganx,eager", "--no-plot",
+               "--out", str(tmp_path / "b"), "--compare", str(old))
+    md_b, payload_b, pngs_b = outputs(tmp_path / "b", "upsample_conv")
+    assert "## Comparison with" in md_b and "speed-up" in md_b and not pngs_b
+    assert {r["contender"] for r in payload_b["results"]} == {"ganx", "eager"}
+
+    cmp = subprocess.run([sys.executable, str(BENCH / "compare.py"), str(old), str(next((tmp_path / "b").glob("*.json")))],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cmp.returncode == 0, cmp.stderr
+    assert "tiny-a" in cmp.stdout and "earlier" in cmp.stdout
+
+
+def test_losses_tiny(tmp_path):
+    why = L.available()
+    if why:
+        pytest.skip(why)
+    run_script("bench_losses.py", "--tiny", "--out", str(tmp_path))
+    md, payload, pngs = outputs(tmp_path, "losses")
+    rows = payload["results"]
+    check_rows(rows, ("gb_per_s", "pct_copy_bw", "speedup_vs", "max_rel_err_vs_eager"))
+    got = {(r["loss"], r["n"], r["contender"]) for r in rows}
+    for loss in L.LOSSES:
+        for n in L.TINY_SIZES:
+            assert {(loss, n, "ganx"), (loss, n, "eager")} <= got
+        assert (loss, L.TINY_SIZES[0], "compile") in got
+    assert payload["targets"] and "## Targets" in md
+    assert len(pngs) == 2
+
+
+def test_train_step_tiny(tmp_path):
+    why = T.available()
+    if why:
+        pytest.skip(why)
+    run_script("bench_train_step.py", "--tiny", "--contenders", "fused,reference", "--out", str(tmp_path))
+    md, payload, pngs = outputs(tmp_path, "train_step")
+    rows = payload["results"]
+    check_rows(rows, ("images_per_s", "speedup_vs", "max_rel_err_vs_fp32_reference"))
+    assert {r["contender"] for r in rows} == {"fused", "reference"}
+    assert pngs
+
+
+@pytest.mark.slow
+def test_train_step_tiny_with_compile(tmp_path):
+    why = T.available()
+    if why:
+        pytest.skip(why)
+    run_script("bench_train_step.py", "--tiny", "--out", "-")
+
+
+# --------------------------------------------------------------------------- in-process pieces
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 3, 5, 4, 7), (1, 8, 2, 6, 3)])
+def test_fold_weight_is_the_upsample_conv(shape):
+    n, ci, co, h, w = shape
+    x = torch.randn(n, ci, h, w, dtype=torch.float64)
+    wt = torch.randn(co, ci, 3, 3, dtype=torch.float64)
+    ref = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), wt, padding=1)
+    got = F.conv_transpose2d(x, U.fold_weight(wt), stride=2, padding=1)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_fold_weight_rejects_other_kernels():
+    with pytest.raises(ValueError, match="only 3x3"):
+        U.fold_weight(torch.randn(2, 2, 5, 5))
+
+
+def test_flop_count_is_phase_decomposed():
+    s = U.ConvShape("t", "test", 2, 3, 5, 4, 6)
+    direct = 2 * 2 * 3 * 5 * (8 * 12) * 9  # 9 taps per output pixel on the upsampled input
+    assert U.flops(s, "fwd") == pytest.approx(direct * 16 / 36)
+    assert U.flops(s, "fwd+bwd") == pytest.approx(3 * U.flops(s, "fwd"))
+    assert U.phase_taps(3, 2, 1) == [2, 2] and U.phase_taps(5, 2, 2) == [3, 3]
+
+
+def _cpu_ctx():
+    return types.SimpleNamespace(device=torch.device("cpu"), dtype=torch.float64)
+
+
+def test_upsample_conv_check_rejects_a_wrong_contender():
+    s = U.ConvShape("t", "test", 2, 4, 3, 5, 5, activation="leaky_relu", negative_slope=0.2)
+    st = U.build(s, _cpu_ctx(), ["ganx", "eager", "convT-folded"])
+    tol = H.tolerance(torch.float64, False)
+    for phase in U.PHASES:  # the real contenders agree...
+        errs, dropped = U.check_contenders(st, phase, ["ganx", "eager", "convT-folded"], tol)
+        assert set(errs) == {"ganx", "eager", "convT-folded"} and not dropped
+    right = st.forwards["ganx"]
+    st.forwards["ganx"] = lambda x: right(x) * (1 + 1e-3)  # ...a slightly wrong one does not
+    for phase in U.PHASES:
+        with pytest.raises(H.NumericsError, match="ganx vs eager"):
+            U.check_contenders(st, phase, ["ganx", "eager"], tol)
+
+
+def test_losses_check_rejects_a_wrong_contender():
+    ctx = types.SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+    real, fake = L.make_inputs("discriminator", 100, ctx)
+    ref = L.step_fn(L.eager_d, (real, fake), "fwd+bwd")()
+    # the stable closed form (softplus) is the same loss...
+    good = L.step_fn(lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(), (real, fake), "fwd+bwd")()
+    for g, r in zip(good, ref):
+        H.check_close("softplus form", g, r, H.tolerance(torch.float32, False))
+    # ...the same form with the real target swapped is not.
+    bad = L.step_fn(lambda r, f: F.softplus(r).mean() + F.softplus(f).mean(), (real, fake), "fwd+bwd")()
+    with pytest.raises(H.NumericsError):
+        for g, r in zip(bad, ref):
+            H.check_close("wrong target", g, r, H.tolerance(torch.float32, False))
+
+
+def test_check_close_errors():
+    a = torch.ones(3)
+    assert H.check_close("same", a, a, 1e-6) == 0
+    with pytest.raises(H.NumericsError, match="shape"):
+        H.check_close("shape", a, torch.ones(4), 1e-6)
+    with pytest.raises(H.NumericsError, match="tolerance"):
+        H.check_close("nan", torch.tensor([1.0, float("nan"), 1.0]), a, 1e-6)
+    assert H.tolerance(torch.float32, False) < H.tolerance(torch.float32, True) <= H.tolerance(torch.bfloat16, False)
+
+
+def test_timing_percentiles_and_formatting():
+    t = H.Timing.from_times([float(i) for i in range(1, 12)], "test")
+    assert (t.p20, t.median, t.p80, t.n) == (3.0, 6.0, 9.0, 11)
+    assert H.fmt_time(1.5e-6) == "1.5 µs" and H.fmt_time(2.5e-3) == "2.5 ms" and H.fmt_time(3.0) == "3 s"
+    assert H.geomean([2.0, 8.0]) == pytest.approx(4.0)
+
+
+def test_compare_md_matches_rows_by_key():
+    old = {"benchmark": "x", "env": {}, "results": [{"shape": "a", "phase": "fwd", "contender": "ganx", "median_s": 2e-3},
+                                                   {"shape": "gone", "phase": "fwd", "contender": "ganx", "median_s": 1.0}]}
+    new = [{"shape": "a", "phase": "fwd", "contender": "ganx", "median_s": 1e-3},
+           {"shape": "new", "phase": "fwd", "contender": "ganx", "median_s": 1.0}]
+    md = H.compare_md(new, old, ("shape", "phase", "contender"))
+    assert "| a | fwd | ganx | 2 ms | 1 ms | 2.00x |" in md
+    assert "gone" not in md and "| new" not in md
+
+
+@pytest.mark.slow
+def test_run_quick_returns_markdown(tmp_path):
+    from ganx.bench import run_quick
+    md = run_quick(tmp_path)
+    assert "upsample_conv2d benchmark" in md and "Issue-2 CPU target set" in md
+    assert list(tmp_path.glob("upsample_conv-cpu-*.json"))
