@@ -7,7 +7,7 @@ the same quantities with plain PyTorch. Both work on logits (BCE(l, t) is
 * D loss = mean BCE(real, real_target) + mean BCE(fake, fake_target)
 * G loss: non-saturating = mean BCE(fake, target) = -log D(G(z));
   minimax = -mean BCE(fake, 0) = log(1 - D(G(z))) (G minimises it; it saturates early on)
-* stats: acc_real = P(real logit > 0), acc_fake = P(fake logit < 0), d_real = mean D(x),
+* stats: acc_real = P(real logit > 0), acc_fake = P(fake logit <= 0), d_real = mean D(x),
   d_fake = mean D(G(z)), as 0-dim float tensors (no host sync until someone reads them).
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ class AdversarialLoss:
         with torch.no_grad():
             stats = {
                 "acc_real": (real_logits > 0).float().mean(),
-                "acc_fake": (fake_logits < 0).float().mean(),
+                "acc_fake": (fake_logits <= 0).float().mean(),
                 "d_real": torch.sigmoid(real_logits).mean(),
                 "d_fake": torch.sigmoid(fake_logits).mean(),
             }

@@ -1,0 +1,87 @@
+"""FID/KID against values computed by hand; classifier features; entropy; Inception errors."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ganx.metrics import (class_entropy, fid_from_features, frechet_distance, kid_from_features,
+                          InceptionFeatures)
+
+
+def test_frechet_1d_by_hand():
+    # 1-D Gaussians: (m1 - m2)^2 + s1 + s2 - 2 sqrt(s1 s2)
+    assert frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4 + 4 + 9 - 2 * 6)
+
+
+def test_fid_tiny_by_hand():
+    a = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])  # mean (1,1), cov diag(4/3, 4/3)
+    b = a * 2 + 1                                                      # mean (3,3), cov diag(16/3, 16/3)
+    # |mu diff|^2 = 8; per dim: 4/3 + 16/3 - 2*sqrt(64/9) = 20/3 - 16/3 = 4/3
+    assert fid_from_features(a, b) == pytest.approx(8 + 2 * 4 / 3)
+    assert fid_from_features(torch.tensor(a), torch.tensor(a)) == pytest.approx(0, abs=1e-9)
+
+
+def test_fid_matches_scipy_sqrtm():
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 4)), rng.normal(size=(40, 4)) @ rng.normal(size=(4, 4)) + 0.5
+    m1, m2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    expected = ((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean)
+    assert fid_from_features(a, b) == pytest.approx(expected, rel=1e-8)
+
+
+def test_kid_tiny_by_hand():
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    y = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 2.0]])
+    k = lambda u, v: (u @ v / 2 + 1) ** 3  # noqa: E731  (d = 2)
+    n = 3
+    kxx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    kyy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    kxy = sum(k(x[i], y[j]) for i in range(n) for j in range(n)) / (n * n)
+    mean, std = kid_from_features(x, y)
+    assert mean == pytest.approx(kxx + kyy - 2 * kxy)
+    assert std == 0
+
+
+def test_kid_subsets_near_zero_for_same_distribution():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    mean, _ = kid_from_features(a, b, num_subsets=10, subset_size=100)
+    far, _ = kid_from_features(a, b + 3, num_subsets=10, subset_size=100)
+    assert abs(mean) < 0.05 < far
+
+
+def test_class_entropy():
+    assert class_entropy(torch.arange(10).repeat(5), 10) == pytest.approx(math.log(10))
+    assert class_entropy(torch.zeros(7, dtype=torch.long), 10) == pytest.approx(0)
+
+
+def test_classifier_features_on_digits(tmp_path):
+    from ganx.data import load_digits_dataset
+    from ganx.metrics import ClassifierFeatures, load_or_train_classifier
+
+    ds = load_digits_dataset(16)
+    cache = tmp_path / "clf.pt"
+    model, acc = load_or_train_classifier(ds, str(cache))
+    assert acc >= 0.95 and cache.is_file()
+    model2, acc2 = load_or_train_classifier(ds, str(cache))  # from the cache, identical
+    assert acc2 == acc
+    for p, q in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p, q)
+    f = ClassifierFeatures(model)(ds.images[:5])
+    assert f.shape == (5, 128)
+
+
+def test_inception_errors(tmp_path):
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs torchvision"):
+            InceptionFeatures(str(tmp_path / "w.pt"))
+    else:
+        with pytest.raises(FileNotFoundError, match="never"):
+            InceptionFeatures(str(tmp_path / "missing.pt"))

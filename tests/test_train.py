@@ -1,0 +1,231 @@
+"""Trainer: the textbook update rules, losses, EMA, resume == uninterrupted, crash-safe
+checkpoints, config strictness. Tiny models on a slice of the digits: seconds on a CPU."""
+import json
+import os
+
+import pytest
+import torch
+
+import ganx.functional
+from ganx.data import load_digits_dataset
+from ganx.train import AdversarialLoss, ConfigError, Trainer, TrainConfig, load_checkpoint, load_config_file
+from ganx.train import checkpoint as ckpt_mod
+
+HAS_FUSED_LOSSES = hasattr(ganx.functional, "bce_discriminator_loss")
+IMPLS = ["reference", pytest.param("fused", marks=pytest.mark.skipif(
+    not HAS_FUSED_LOSSES, reason="this build of ganx has no fused BCE losses"))]
+
+_DIGITS = load_digits_dataset(16)
+SMALL = _DIGITS._subset(torch.arange(256))  # 256 images: 16 batches of 16 per epoch
+
+
+def tiny(tmp_path, **kw):
+    base = dict(image_size=16, latent_dim=8, g_width=8, d_width=8, batch_size=16, steps=4, log_every=1,
+                checkpoint_every=100, progress=False, metrics=False, sample_every=0, device="cpu",
+                out=str(tmp_path / "run"), impl="reference")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def params(m):
+    return [p.detach().clone() for p in m.parameters()]
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("conditional", [True, False])
+def test_step_rules(tmp_path, impl, conditional):
+    """D step changes only D; G step changes only G; D is frozen (no grads) during the G step."""
+    t = Trainer(tiny(tmp_path, impl=impl, conditional=conditional), dataset=SMALL)
+    real, labels, _ = t.data.next()
+    g0, d0 = params(t.G), params(t.D)
+    stats = t.d_step(real, labels)
+    g1, d1 = params(t.G), params(t.D)
+    assert same(g0, g1), "a D step must not change G's weights"
+    assert not same(d0, d1), "a D step must change D's weights"
+    assert all(torch.isfinite(v) for v in stats.values())
+    for k in ("acc_real", "acc_fake", "d_real", "d_fake"):
+        assert 0 <= float(stats[k]) <= 1
+    # The G step must neither step D nor leave gradients on D's parameters.
+    for p in t.D.parameters():
+        p.grad = None
+    g_loss = t.g_step(labels, real.shape[0])
+    assert torch.isfinite(g_loss)
+    assert same(d1, params(t.D)), "a G step must not change D's weights"
+    assert all(p.grad is None for p in t.D.parameters())
+    assert all(p.requires_grad for p in t.D.parameters()), "D must be unfrozen after the G step"
+    assert not same(g1, params(t.G)), "a G step must change G's weights"
+
+
+def test_loss_adapter_reference_values():
+    real, fake = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([-3.0, 1.0])
+    loss, s = AdversarialLoss("reference").d_loss(real, fake)
+    sp = torch.nn.functional.softplus
+    torch.testing.assert_close(loss, sp(-real).mean() + sp(fake).mean())
+    assert float(s["acc_real"]) == pytest.approx(2 / 3) and float(s["acc_fake"]) == pytest.approx(0.5)
+    torch.testing.assert_close(s["d_real"], torch.sigmoid(real).mean())
+    torch.testing.assert_close(AdversarialLoss("reference").g_loss(fake), sp(-fake).mean())
+    torch.testing.assert_close(AdversarialLoss("reference", "minimax").g_loss(fake), -sp(fake).mean())
+    # label smoothing: BCE(l, 0.9) = softplus(l) - 0.9 l
+    loss_s, _ = AdversarialLoss("reference", real_target=0.9).d_loss(real, fake)
+    torch.testing.assert_close(loss_s, (sp(real) - 0.9 * real).mean() + sp(fake).mean())
+
+
+@pytest.mark.skipif(not HAS_FUSED_LOSSES, reason="this build of ganx has no fused BCE losses")
+@pytest.mark.parametrize("g_mode", ["non_saturating", "minimax"])
+def test_loss_adapter_fused_matches_reference(g_mode):
+    torch.manual_seed(0)
+    real = torch.randn(33, requires_grad=True)
+    fake = torch.randn(33, requires_grad=True)
+    out = {}
+    for impl in ("fused", "reference"):
+        L = AdversarialLoss(impl, g_mode, real_target=0.9)
+        dl, st = L.d_loss(real, fake)
+        gl = L.g_loss(fake)
+        grads = torch.autograd.grad(dl + gl, (real, fake))
+        out[impl] = (dl, gl, grads, st)
+    f, r = out["fused"], out["reference"]
+    torch.testing.assert_close(f[0], r[0])
+    torch.testing.assert_close(f[1], r[1])
+    for a, b in zip(f[2], r[2]):
+        torch.testing.assert_close(a, b)
+    for k in r[3]:
+        torch.testing.assert_close(f[3][k].float(), r[3][k].float())
+
+
+def test_fit_outputs_and_minimax(tmp_path):
+    cfg = tiny(tmp_path, steps=20, g_loss="minimax", d_steps=2, sample_every=1, metrics=True, metric_samples=100)
+    m = Trainer(cfg, dataset=SMALL).fit(tensorboard=False)
+    run = tmp_path / "run"
+    for f in ("config.yaml", "log.jsonl", "losses.png", "metrics.json", "checkpoints/last.pt",
+              "samples/final.png", "samples/epoch_0001.png", "classifier.pt"):
+        assert (run / f).is_file(), f
+    rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    assert all(torch.isfinite(torch.tensor(r["d_loss"])) for r in rows)
+    assert m["steps"] == 20 and "fid" in m and "classifier_accuracy" in m
+    assert json.loads((run / "metrics.json").read_text())["fid"] == m["fid"]
+
+
+def _state(t):
+    return {**{"G." + k: v for k, v in t.G.state_dict().items()},
+            **{"D." + k: v for k, v in t.D.state_dict().items()},
+            **{"E." + k: v for k, v in t.ema.module.state_dict().items()}}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_resume_equals_uninterrupted(tmp_path, impl):
+    """Bit-identical on CPU: 6 steps straight == 3 steps, checkpoint, new process state, 3 more.
+    The split (3 of 16 batches) falls mid-epoch, so the data position is exercised too."""
+    kw = dict(impl=impl, spectral_norm=True, d_steps=2)
+    a = Trainer(tiny(tmp_path / "a", steps=6, **kw), dataset=SMALL)
+    a.fit(tensorboard=False)
+    b = Trainer(tiny(tmp_path / "b", steps=3, **kw), dataset=SMALL)
+    b.fit(tensorboard=False)
+    torch.manual_seed(12345)  # scramble the global RNG: the checkpoint must restore it
+    c = Trainer.from_checkpoint(tmp_path / "b" / "run", {"steps": 6}, dataset=SMALL)
+    assert c.step == 3
+    c.fit(tensorboard=False)
+    sa, sc = _state(a), _state(c)
+    assert sa.keys() == sc.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sc[k]), k
+    oa, oc = a.opt_g.state_dict()["state"], c.opt_g.state_dict()["state"]
+    assert all(torch.equal(oa[i]["exp_avg"], oc[i]["exp_avg"]) for i in oa)
+    # The resumed run's log continues the first one: steps 1..6, once each.
+    rows = [json.loads(x) for x in (tmp_path / "b" / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+
+
+def test_checkpoint_is_weights_only_and_complete(tmp_path):
+    t = Trainer(tiny(tmp_path), dataset=SMALL)
+    t.fit(tensorboard=False)
+    ck = load_checkpoint(tmp_path / "run")  # run folder -> checkpoints/last.pt, weights_only=True
+    for k in ("G", "D", "opt_g", "opt_d", "ema", "step", "rng", "config", "generator_config"):
+        assert k in ck
+    assert ck["step"] == 4 and ck["config"]["steps"] == 4
+    assert {"global", "noise", "data"} <= set(ck["rng"])
+
+
+def test_crash_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    t = Trainer(tiny(tmp_path), dataset=SMALL)
+    t.train_step()
+    path = t.save_checkpoint()
+    before = load_checkpoint(path)
+
+    t.train_step()
+    real_save = torch.save
+
+    def crashing_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        f.seek(100)
+        f.truncate()  # a torn, half-written file ...
+        raise OSError("disk full")  # ... and the writer dies
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", crashing_save)
+    with pytest.raises(OSError, match="disk full"):
+        t.save_checkpoint()
+    monkeypatch.undo()
+    after = load_checkpoint(path)
+    assert after["step"] == before["step"] == 1
+    assert os.listdir(os.path.dirname(path)) == ["last.pt"]  # no temp file left behind
+
+
+def test_ema_tracks_the_generator(tmp_path):
+    t = Trainer(tiny(tmp_path, ema_decay=0.5), dataset=SMALL)
+    for _ in range(3):
+        t.train_step()
+    assert t.ema.num_updates == 3
+    ema_p, g_p = list(t.ema.module.parameters()), list(t.G.parameters())
+    assert not same(ema_p, g_p)
+    assert all(not p.requires_grad for p in ema_p)
+    no_ema = Trainer(tiny(tmp_path / "n", ema_decay=0.0), dataset=SMALL)
+    assert no_ema.ema is None and no_ema.sampler is no_ema.G
+
+
+def test_config_strictness(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key.*'stepz'"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(ConfigError, match="'batch_size': expected int, got str"):
+        TrainConfig.from_dict({"batch_size": "64"})
+    with pytest.raises(ConfigError, match="'conditional': expected bool"):
+        TrainConfig.from_dict({"conditional": 1})
+    with pytest.raises(ConfigError, match="'image_size': must be one of"):
+        TrainConfig(image_size=20)
+    with pytest.raises(ConfigError, match="amp"):
+        Trainer(tiny(tmp_path, amp="bf16"), dataset=SMALL)
+    assert TrainConfig.from_dict({"lr-g": 1}).lr_g == 1.0  # dashes ok, int -> float ok
+    (tmp_path / "c.yaml").write_text("steps: 7\nlr_d: 1e-3\nconditional: false\n")
+    (tmp_path / "c.toml").write_text("steps = 7\nlr_d = 1e-3\nconditional = false\n")
+    for f in ("c.yaml", "c.toml"):
+        c = TrainConfig.from_dict(load_config_file(tmp_path / f))
+        assert (c.steps, c.lr_d, c.conditional) == (7, 1e-3, False)
+    (tmp_path / "bad.toml").write_text("steps = \n")
+    with pytest.raises(ConfigError, match="could not be parsed"):
+        load_config_file(tmp_path / "bad.toml")
+
+
+def test_conditional_needs_labels(tmp_path):
+    unlabelled = SMALL._subset(torch.arange(32))
+    unlabelled.labels = None
+    with pytest.raises(ConfigError, match="needs labelled data"):
+        Trainer(tiny(tmp_path), dataset=unlabelled)
+    t = Trainer(tiny(tmp_path, conditional=False), dataset=unlabelled)
+    assert t.train_step()["g_loss"].isfinite()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
+def test_cuda_amp_training(tmp_path, amp):
+    t = Trainer(tiny(tmp_path, device="cuda", amp=amp, steps=5, impl="fused" if HAS_FUSED_LOSSES else "reference"),
+                dataset=SMALL)
+    g0 = params(t.G)
+    m = t.fit(tensorboard=False)
+    assert all(v is not None and v == v for v in m["final"].values())
+    assert not same(g0, params(t.G))
+    c = Trainer.from_checkpoint(tmp_path / "run", {"steps": 6}, dataset=SMALL)
+    c.fit(tensorboard=False)
