@@ -63,9 +63,12 @@ void check_factor(const char* op, const char* arg, const std::optional<at::Tenso
   if (!f.has_value() || !f->defined()) return;
   check_companion(op, arg, *f, input);
   // Broadcasting must leave the loss with the input's shape (torch refuses the other case too).
-  const auto shape = at::infer_size(f->sizes(), input.sizes());
-  TORCH_CHECK(c10::IntArrayRef(shape) == input.sizes(), op, ": ", arg, " of shape ", f->sizes(),
-              " must broadcast to the input's shape ", input.sizes());
+  const auto fs = f->sizes(), is = input.sizes();
+  bool ok = fs.size() <= is.size();
+  for (size_t k = 1; ok && k <= fs.size(); ++k) {
+    ok = fs[fs.size() - k] == 1 || fs[fs.size() - k] == is[is.size() - k];
+  }
+  TORCH_CHECK_VALUE(ok, op, ": ", arg, " of shape ", fs, " must broadcast to the input's shape ", is);
 }
 
 }  // namespace

@@ -86,7 +86,9 @@ def _no_factor_grad(op: str, name: str, t: Optional[Tensor]) -> None:
 
 
 def _double_backward_check(op: str, *tensors: Tensor) -> None:
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    # Grad mode is on inside a backward only under create_graph=True; the saved gradient is a
+    # constant, so a graph built on it would give silently wrong higher-order gradients.
+    if torch.is_grad_enabled():
         raise RuntimeError(f"{op}: double backward (create_graph=True) is not supported; use the "
                            f"reference implementation (impl='reference') for higher-order gradients")
 
@@ -369,8 +371,8 @@ def _bce_backward(ctx, g_loss, _):
             raise _need_grad_missing("binary_cross_entropy")
         g_input = _scale(g_loss, g, ctx.reduction)
     if ctx.needs_input_grad[1]:
-        # d loss / d t = w * [max(log(1 - p), -100) - max(log(p), -100)]
-        g_target = torch.log1p(-input).clamp_min(-100) - torch.log(input).clamp_min(-100)
+        # d loss / d t = w * [log(1 - p) - log(p)], unclamped like torch (+-inf at p in {0, 1})
+        g_target = torch.log1p(-input) - torch.log(input)
         if weight is not None:
             g_target = g_target * weight
         g_target = _scale_plain(g_loss, g_target, ctx.reduction, input.numel())
