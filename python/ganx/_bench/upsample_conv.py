@@ -157,8 +157,16 @@ def fold_weight(w: torch.Tensor) -> torch.Tensor:
     """
     if w.shape[-2:] != (3, 3):
         raise ValueError(f"fold_weight: only 3x3 kernels fold to conv_transpose2d(4, 2, 1), got {tuple(w.shape)}")
-    f = torch.tensor(FOLD_1D, dtype=w.dtype, device=w.device)
+    key = (w.device, w.dtype)
+    f = _FOLD_CACHE.get(key)
+    if f is None:
+        # Made once per device and dtype: a host-to-device copy in every call would add a
+        # synchronising copy to this contender's time (and cannot be captured in a CUDA graph).
+        f = _FOLD_CACHE[key] = torch.tensor(FOLD_1D, dtype=w.dtype, device=w.device)
     return torch.einsum("ak,bl,oikl->ioab", f, f, w)
+
+
+_FOLD_CACHE: Dict[Tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
 def _activation_module(s: ConvShape) -> nn.Module:
