@@ -226,7 +226,7 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_out: Optional[Pa
     g.add_argument("--compare", type=Path, default=None, metavar="OLD.json",
                    help="an earlier result JSON of the same benchmark to compare against")
     g.add_argument("--min-time", type=float, default=None,
-                   help="seconds of measurement per timing (default 0.5 on CPU, 0.25 on CUDA, 0.01 tiny)")
+                   help="seconds of measurement per timing (default 0.5 on CPU, 0.25 on CUDA, 0.02 tiny)")
     g.add_argument("--min-runs", type=int, default=None,
                    help="minimum timed runs (CPU: blocks) per timing (default 5 on CPU, 20 on CUDA, 3 tiny)")
     g.add_argument("--cache", choices=["warm", "flush"], default=default_cache,
@@ -256,7 +256,7 @@ def setup(bench: str, args: argparse.Namespace) -> Context:
         torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     torch.manual_seed(args.seed)
     cuda = device.type == "cuda"
-    min_time = args.min_time if args.min_time is not None else (0.01 if args.tiny else 0.25 if cuda else 0.5)
+    min_time = args.min_time if args.min_time is not None else (0.02 if args.tiny else 0.25 if cuda else 0.5)
     min_runs = args.min_runs if args.min_runs is not None else (3 if args.tiny else 20 if cuda else 5)
     out = None if args.out is None or str(args.out) == "-" else Path(args.out)
     ctx = Context(bench=bench, device=device, dtype=dtype, tiny=args.tiny, min_time=min_time,
@@ -297,8 +297,18 @@ class Timing:
 
 def _time_cpu(ctx: Context, fn: Callable[[], Any]) -> Timing:
     import torch.utils.benchmark as tb
+    # Warm-up: first calls pay for lazy initialisation and first-touch allocations; one slow
+    # call during blocked_autorange's block-size search would otherwise leave it timing
+    # single calls of a microsecond op.
+    deadline = time.perf_counter() + min(0.1, ctx.min_time)
+    calls = 0
+    while calls < 3 or time.perf_counter() < deadline:
+        fn()
+        calls += 1
     timer = tb.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=ctx.min_time)
+    if m.number_per_run == 1 and m.median < ctx.min_time / 100:  # a hiccup during the block-size search
+        m = timer.blocked_autorange(min_run_time=ctx.min_time)
     times = list(m.times)
     while len(times) < ctx.min_runs:
         times.extend(timer.timeit(m.number_per_run).times)
@@ -339,7 +349,6 @@ def time_fn(ctx: Context, fn: Callable[[], Any]) -> Timing:
     """Times ``fn()`` (warm-up included) with the device's timing method."""
     if ctx.is_cuda:
         return _time_cuda(ctx, fn)
-    fn()  # warm-up, and compilation of compiled contenders
     return _time_cpu(ctx, fn)
 
 
@@ -535,6 +544,11 @@ def header_md(ctx: Context, title: str) -> str:
         f"{p['copy']}: {p['copy_bytes_per_s'] / 1e9:.3g} GB/s",
         f"- command: `{e['command']}`",
     ]
+    load = e.get("loadavg_1_5_15")
+    if not ctx.is_cuda and load and load[0] > 0.5:
+        # With every core in use, a parallel region waits for a descheduled thread: ms stalls.
+        lines.append(f"- **WARNING: the machine was busy (load average {load[0]}): CPU timings are unreliable; "
+                     "rerun when `uptime` shows a load average below 0.5**")
     return "\n".join(lines)
 
 

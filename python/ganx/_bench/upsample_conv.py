@@ -433,6 +433,9 @@ def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = Non
 def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None, echo: bool = True) -> str:
     """Parses ``argv``, checks, times, writes the results; returns the Markdown report."""
     args = parser(default_out).parse_args(argv)
+    if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu" and args.dtype not in ("float32", "float64"):
+        raise SystemExit(f"bench_upsample_conv: ganx's CPU kernels take float32 or float64, not {args.dtype} "
+                         "(half precision is benchmarked on CUDA)")
     ctx = H.setup(BENCH, args)
     contenders = args.contenders.split(",") if args.contenders else default_contenders(ctx.device.type)
     bad = [c for c in contenders if c not in CONTENDERS]
