@@ -27,9 +27,9 @@ BENCH = ROOT / "benchmarks"
 SCRIPTS = ("bench_upsample_conv.py", "bench_losses.py", "bench_train_step.py")
 
 
-def run_script(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_script(name: str, *args: str, timeout: int = 900, device: str = "cpu") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(BENCH / name), "--device", "cpu", *args],
+    proc = subprocess.run([sys.executable, str(BENCH / name), "--device", device, *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -124,6 +124,24 @@ def test_train_step_tiny_with_compile(tmp_path):
     run_script("bench_train_step.py", "--tiny", "--out", "-")
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_tiny_on_cuda(script, tmp_path):
+    """The CUDA paths (events, L2 flush, graph replay, max-autotune / reduce-overhead, bf16)."""
+    why = {"bench_losses.py": L.available, "bench_train_step.py": T.available}.get(script, lambda: None)()
+    if why:
+        pytest.skip(why)
+    run_script(script, "--tiny", "--out", str(tmp_path), device="cuda")
+    payload = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert payload["env"]["compute_capability"] and payload["peaks"]["matmul_flops_per_s"] > 1e11
+    check_rows(payload["results"], ())
+    if script != "bench_train_step.py":
+        assert any(r.get("graph_median_s") or r.get("device_median_s") for r in payload["results"]), \
+            "no contender could be replayed from a CUDA graph"
+    if script == "bench_upsample_conv.py":
+        run_script(script, "--tiny", "--dtype", "bfloat16", "--out", "-", device="cuda")
+
+
 # --------------------------------------------------------------------------- in-process pieces
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 3, 5, 4, 7), (1, 8, 2, 6, 3)])
@@ -158,13 +176,34 @@ def test_upsample_conv_check_rejects_a_wrong_contender():
     st = U.build(s, _cpu_ctx(), ["ganx", "eager", "convT-folded"])
     tol = H.tolerance(torch.float64, False)
     for phase in U.PHASES:  # the real contenders agree...
-        errs, dropped = U.check_contenders(st, phase, ["ganx", "eager", "convT-folded"], tol)
-        assert set(errs) == {"ganx", "eager", "convT-folded"} and not dropped
+        errs, dropped, failed = U.check_contenders(st, phase, ["ganx", "eager", "convT-folded"], tol)
+        assert set(errs) == {"ganx", "eager", "convT-folded"} and not dropped and not failed
     right = st.forwards["ganx"]
     st.forwards["ganx"] = lambda x: right(x) * (1 + 1e-3)  # ...a slightly wrong one does not
     for phase in U.PHASES:
-        with pytest.raises(H.NumericsError, match="ganx vs eager"):
-            U.check_contenders(st, phase, ["ganx", "eager"], tol)
+        errs, dropped, failed = U.check_contenders(st, phase, ["ganx", "eager", "convT-folded"], tol)
+        assert set(errs) == {"eager", "convT-folded"} and set(failed) == {"ganx"}
+        assert "ganx vs eager" in failed["ganx"] and "refusing to time" in failed["ganx"]
+
+
+def test_numerics_failure_exits_nonzero_after_writing(tmp_path, monkeypatch):
+    """A wrong contender is not timed, the report says so at the top, and the exit is non-zero."""
+    real = U.build
+
+    def build_with_wrong_ganx(s, ctx, contenders):
+        st = real(s, ctx, contenders)
+        right = st.forwards["ganx"]
+        st.forwards["ganx"] = lambda x: right(x) + 1.0
+        return st
+
+    monkeypatch.setattr(U, "build", build_with_wrong_ganx)
+    with pytest.raises(SystemExit, match="computed something else"):
+        U.main(["--device", "cpu", "--tiny", "--contenders", "ganx,eager", "--shapes", "tiny-a",
+                "--phases", "fwd", "--no-plot", "--out", str(tmp_path)])
+    md = next(tmp_path.glob("*.md")).read_text()
+    assert "NUMERICS FAILURES" in md
+    payload = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert {r["contender"] for r in payload["results"]} == {"eager"} and payload["numerics_failures"]
 
 
 def test_losses_check_rejects_a_wrong_contender():

@@ -188,6 +188,7 @@ class Context:
     env: Dict[str, Any] = field(default_factory=dict)
     flags: Dict[str, Any] = field(default_factory=dict)
     peaks: Dict[str, Any] = field(default_factory=dict)
+    failures: List[str] = field(default_factory=list)  # NumericsError messages: those were not timed
     _flush_buf: Optional[torch.Tensor] = None
 
     @property
@@ -607,14 +608,19 @@ def finish(ctx: Context, title: str, body_md: str, results: List[Dict[str, Any]]
     ``plots`` are callables taking the output stem path and returning the PNG they wrote.
     """
     stem = result_stem(ctx)
-    md = header_md(ctx, title) + "\n\n" + body_md.strip() + "\n"
+    md = header_md(ctx, title) + "\n\n"
+    if ctx.failures:
+        md += ("## NUMERICS FAILURES: these contenders disagree with the reference and were not timed\n\n"
+               + "\n".join(f"- {m}" for m in ctx.failures) + "\n\n")
+    md += body_md.strip() + "\n"
     if ctx.compare is not None:
         old = load_json(ctx.compare)
         if old.get("benchmark") != ctx.bench:
             raise SystemExit(f"--compare {ctx.compare}: that is a {old.get('benchmark')!r} result, not {ctx.bench!r}")
         md += "\n" + compare_md(results, old, compare_keys) + "\n"
     payload = {"benchmark": ctx.bench, "stem": stem, "env": ctx.env, "flags": ctx.flags,
-               "config": ctx.args, "peaks": ctx.peaks, **extra, "results": results}
+               "config": ctx.args, "peaks": ctx.peaks, "numerics_failures": ctx.failures, **extra,
+               "results": results}
     if ctx.out is not None:
         ctx.out.mkdir(parents=True, exist_ok=True)
         base = ctx.out / stem
@@ -635,6 +641,10 @@ def finish(ctx: Context, title: str, body_md: str, results: List[Dict[str, Any]]
               + (f" and {len(pngs)} plot(s)" if pngs else ""))
     elif echo:
         print(md)
+    if ctx.failures:
+        # Loud: a non-zero exit, after the other contenders' results were written.
+        raise SystemExit(f"{ctx.bench}: {len(ctx.failures)} contender(s) computed something else and were "
+                         "not timed:\n  " + "\n  ".join(ctx.failures))
     return md
 
 

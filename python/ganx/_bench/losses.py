@@ -147,8 +147,13 @@ def run(ctx: H.Context, sizes: Sequence[int], losses: Sequence[str], contenders:
                             raise
                         notes[f"{loss} n={n} {phase} {c}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
                         continue
-                    err = max(H.check_close(f"{loss} loss n={n} {phase} {c} vs eager: {w}", g, r, tol)
-                              for w, g, r in zip(what, got, ref))
+                    try:
+                        err = max(H.check_close(f"{loss} loss n={n} {phase} {c} vs eager: {w}", g, r, tol)
+                                  for w, g, r in zip(what, got, ref))
+                    except H.NumericsError as e:
+                        ctx.failures.append(str(e))
+                        log(f"  !! NUMERICS FAILURE, not timed: {e}")
+                        continue
                     t = H.time_fn(ctx, fn)
                     if ctx.graphs and c == "compile-reduce-overhead":
                         graph = "is a CUDA graph already"

@@ -95,7 +95,7 @@ def _stylegan(n: int) -> List[ConvShape]:
 def shapes_for(device: str, tiny: bool) -> List[ConvShape]:
     if tiny:
         return [
-            ConvShape("tiny-a", "smoke test", 2, 8, 4, 4, 4),
+            ConvShape("tiny-a", "smoke test", 2, 8, 4, 4, 4, autotune=True),
             # (compiles only once per run: torch.compile dominates the smoke test's time)
             ConvShape("tiny-b", "smoke test (odd size, tanh epilogue)", 1, 4, 3, 5, 7, activation="tanh",
                       skip=("compile", "compile-max-autotune")),
@@ -261,17 +261,17 @@ def _outputs(fn: Callable[[], Any]) -> Tuple[torch.Tensor, ...]:
 
 
 def check_contenders(st: Setup, phase: str, names: Sequence[str], tol: float,
-                     reference: str = "eager") -> Tuple[Dict[str, float], Dict[str, str]]:
+                     reference: str = "eager") -> Tuple[Dict[str, float], Dict[str, str], Dict[str, str]]:
     """Runs every contender once on the same inputs and compares it with ``reference``.
 
-    Returns ({contender: max relative error}, {contender: why it was dropped}). A ganx, eager or
-    folded contender that disagrees raises NumericsError; a torch.compile contender that fails
-    to compile is dropped with its reason (an environment problem, not a wrong answer), but one
-    that compiles and disagrees raises too.
+    Returns ({contender: max relative error}, {contender: why it was dropped},
+    {contender: NumericsError message}). Only the first dict's contenders may be timed. A
+    torch.compile contender that fails to *compile* is dropped with its reason (an environment
+    problem); any contender that runs and disagrees is a numerics failure.
     """
     what = ("y",) if phase == "fwd" else ("grad_x", "grad_w", "grad_b")
     ref = _outputs(step_fn(st, reference, phase))
-    errs, dropped = {}, {}
+    errs, dropped, failed = {}, {}, {}
     for name in names:
         try:
             got = _outputs(step_fn(st, name, phase))
@@ -280,9 +280,12 @@ def check_contenders(st: Setup, phase: str, names: Sequence[str], tol: float,
                 raise
             dropped[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
             continue
-        errs[name] = max(H.check_close(f"{st.shape.id} {phase} {name} vs {reference}: {w}", g, r, tol)
-                         for w, g, r in zip(what, got, ref))
-    return errs, dropped
+        try:
+            errs[name] = max(H.check_close(f"{st.shape.id} {phase} {name} vs {reference}: {w}", g, r, tol)
+                             for w, g, r in zip(what, got, ref))
+        except H.NumericsError as e:
+            failed[name] = str(e)
+    return errs, dropped, failed
 
 
 def run(ctx: H.Context, shapes: Sequence[ConvShape], contenders: Sequence[str],
@@ -301,7 +304,10 @@ def run(ctx: H.Context, shapes: Sequence[ConvShape], contenders: Sequence[str],
         st = build(s, ctx, wanted)
         for phase in phases:
             names = [c for c in contenders if c in st.forwards]
-            errs, dropped = check_contenders(st, phase, names, tol)
+            errs, dropped, failed = check_contenders(st, phase, names, tol)
+            for name, msg in failed.items():
+                ctx.failures.append(msg)
+                log(f"  !! NUMERICS FAILURE, not timed: {msg}")
             for name, why in dropped.items():
                 notes[f"{s.id} {phase} {name}"] = why
                 log(f"  ! {s.id} {phase} {name} dropped: {why}")
