@@ -16,7 +16,6 @@ the subset that answers "are the fused kernels faster here?":
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import List, Optional, Union
 
 __all__ = ["run_quick"]

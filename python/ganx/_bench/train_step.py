@@ -27,7 +27,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -294,8 +294,7 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
     # Parameters stay fp32 whatever the autocast dtype: the measured peaks are taken in float32.
     precisions = ["bf16"] if args.dtype == "bfloat16" else None
     args_dtype, args.dtype = args.dtype, "float32"
-    if args.no_graphs is False:
-        args.no_graphs = True  # optimiser steps and BatchNorm statistics: no graph-replay column here
+    args.no_graphs = True  # optimiser steps and BatchNorm statistics: no graph-replay column here
     ctx = H.setup(BENCH, args)
     ctx.args["dtype"] = args_dtype
     if precisions is None:
