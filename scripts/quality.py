@@ -93,6 +93,7 @@ def main() -> int:
         m = r["metrics"]
         print(f"\n{name}: wall {r['wall_seconds']} s (train {m['train_seconds']} s, {m['steps']} steps), "
               f"FID {m.get('fid', float('nan')):.3f}, KID {m.get('kid', float('nan')):.4f}, "
+              f"diversity ratio {m.get('diversity_ratio', float('nan')):.3f}, "
               f"load avg before {r['loadavg_before']} after {r['loadavg_after']}")
     if args.json:
         with open(args.json, "w") as f:

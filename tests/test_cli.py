@@ -28,7 +28,7 @@ def test_train_resume_sample(tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m["steps"] == 6 and 0 <= m["classifier_accuracy"] <= 1 and m["fid"] >= 0
 
-    r = ganx("train", "--resume", run, "--steps", "8", "--no-metrics")
+    r = ganx("train", "--resume", run, "--config", cfg, "--steps", "8", "--no-metrics")
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout and json.loads((run / "metrics.json").read_text())["steps"] == 8
 

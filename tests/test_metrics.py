@@ -85,3 +85,14 @@ def test_inception_errors(tmp_path):
     else:
         with pytest.raises(FileNotFoundError, match="never"):
             InceptionFeatures(str(tmp_path / "missing.pt"))
+
+
+def test_diversity_ratio_detects_collapse():
+    from ganx.data import load_digits_dataset
+    from ganx.metrics.evaluate import diversity
+
+    ds = load_digits_dataset(16)
+    assert diversity(ds.images, ds.labels, ds)["diversity_ratio"] == pytest.approx(1.0)
+    collapsed = ds.images[:1].repeat(20, 1, 1, 1)
+    assert diversity(collapsed, torch.arange(20) % 10, ds)["diversity_ratio"] == 0
+    assert diversity(collapsed, None, ds)["diversity_ratio"] == 0

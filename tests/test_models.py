@@ -82,3 +82,22 @@ def test_constructor_errors(kwargs, match):
         Generator(**kwargs)
     with pytest.raises(ValueError, match=match):
         Discriminator(**kwargs)
+
+
+def test_one_pass_over_real_and_fake_equals_two():
+    """The trainer sends cat([real, fake]) through D once; minibatch-std groups must not mix them."""
+    torch.manual_seed(0)
+    D = Discriminator(image_size=16, width=4, num_classes=10, minibatch_std=4)
+    real, fake = torch.randn(12, 1, 16, 16), torch.randn(12, 1, 16, 16)
+    y = torch.randint(0, 10, (12,))
+    both = D(torch.cat([real, fake]), torch.cat([y, y]))
+    torch.testing.assert_close(both, torch.cat([D(real, y), D(fake, y)]))
+
+
+def test_minibatch_std_sees_collapse():
+    from ganx.models.discriminator import MinibatchStd
+
+    same = torch.randn(1, 2, 4, 4).repeat(8, 1, 1, 1)
+    assert MinibatchStd(4)(same)[:, -1].max() < 1e-3
+    assert MinibatchStd(4)(torch.randn(8, 2, 4, 4))[:, -1].min() > 0.3
+    assert MinibatchStd(4)(torch.randn(6, 2, 4, 4)).shape == (6, 3, 4, 4)  # group size falls back to 3

@@ -85,8 +85,11 @@ def _cmd_train(args) -> int:
     try:
         file_cfg = load_config_file(args.config) if args.config else {}
         if args.resume:
-            trainer = Trainer.from_checkpoint(args.resume, {**TrainConfig.from_dict(file_cfg).to_dict(), **overrides}
-                                              if file_cfg else overrides)
+            # Only the keys actually written in the file (validated) and the flags given override
+            # the checkpoint's config; the defaults must not (they would reset e.g. the run folder).
+            TrainConfig.from_dict(file_cfg)
+            file_keys = {str(k).replace("-", "_"): v for k, v in file_cfg.items()}
+            trainer = Trainer.from_checkpoint(args.resume, {**file_keys, **overrides})
             print(f"ganx: resuming {trainer.run_dir} at step {trainer.step}")
         else:
             cfg = TrainConfig.from_dict({**file_cfg, **overrides})

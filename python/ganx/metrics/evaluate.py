@@ -11,7 +11,24 @@ from ganx.metrics.distances import fid_from_features, kid_from_features
 from ganx.metrics.features import (ClassifierFeatures, InceptionFeatures, class_entropy,
                                    load_or_train_classifier, predict)
 
-__all__ = ["evaluate_generator", "generate"]
+__all__ = ["evaluate_generator", "generate", "diversity"]
+
+
+def _spread(x: torch.Tensor) -> float:
+    return float(x.std(0).mean()) if len(x) > 1 else 0.0
+
+
+def diversity(fake: torch.Tensor, labels: Optional[torch.Tensor], dataset) -> Dict[str, float]:
+    """Mean per-pixel standard deviation of the samples (within each requested class when
+    conditional) divided by the same for the real images: ~1 for a diverse generator, ~0 for
+    one that ignores its noise (mode collapse), which class accuracy alone cannot see."""
+    if labels is not None and dataset.labels is not None:
+        K = int(labels.max()) + 1
+        f = sum(_spread(fake[labels == c]) for c in range(K)) / K
+        r = sum(_spread(dataset.images[dataset.labels == c]) for c in range(K)) / K
+    else:
+        f, r = _spread(fake), _spread(dataset.images)
+    return {"diversity_ratio": f / r if r > 0 else float("nan")}
 
 
 @torch.no_grad()
@@ -46,6 +63,8 @@ def evaluate_generator(G, dataset, run_dir: Optional[str] = None, n: int = 2000,
     cond = getattr(G, "num_classes", None) is not None
     labels = torch.arange(n) % G.num_classes if cond else None
     fake = generate(G, n, seed, device, labels)
+
+    res.update(diversity(fake, labels, dataset))
 
     clf = None
     if dataset.labels is not None:

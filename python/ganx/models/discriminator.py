@@ -9,7 +9,34 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from ganx.models.generator import _check_common
 
-__all__ = ["Discriminator"]
+__all__ = ["Discriminator", "MinibatchStd"]
+
+
+class MinibatchStd(nn.Module):
+    """Appends one channel: the mean over features of the standard deviation across a small
+    group of samples (Karras et al. 2018). A generator that ignores its noise produces groups
+    with near-zero spread, which D can then see; without it a (conditional) DCGAN on the
+    digits collapses to one image per class.
+
+    Groups are *consecutive* samples (``group_size``, or the largest divisor of the batch not
+    above it), so a batch made of a real half and a fake half of even size never mixes the two
+    in one group: the trainer's single D pass over ``cat([real, fake])`` stays valid.
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = int(group_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = next(d for d in range(min(self.group_size, n), 0, -1) if n % d == 0)
+        y = x.view(n // g, g, c, h, w).float()
+        std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
+        std = std.to(x.dtype).repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w)
+        return torch.cat([x, std], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}"
 
 
 class Discriminator(nn.Module):
@@ -18,7 +45,9 @@ class Discriminator(nn.Module):
     ``log2(size/4)`` blocks of ``Conv2d(k=4, s=2, p=1) -> LeakyReLU(0.2)`` halve the image down
     to 4x4 while the channels double from ``width``; a final linear layer gives the logit.
     There is no BatchNorm: the trainer puts real and fake samples through D in one batch,
-    which is only equivalent to two separate passes when no layer mixes samples.
+    which is only equivalent to two separate passes when no layer mixes real with fake.
+    ``minibatch_std=k`` (default 4; 0 or 1 = off) adds a :class:`MinibatchStd` channel at
+    4x4 computed over groups of k consecutive samples, against mode collapse.
 
     ``spectral_norm=True`` wraps every conv/linear in spectral normalisation (a Lipschitz
     bound that stabilises training, at one power iteration per forward).
@@ -37,6 +66,7 @@ class Discriminator(nn.Module):
         width: int = 32,
         num_classes: Optional[int] = None,
         spectral_norm: bool = False,
+        minibatch_std: int = 4,
         impl: str = "fused",
     ):
         super().__init__()
@@ -46,6 +76,7 @@ class Discriminator(nn.Module):
         self.width = int(width)
         self.num_classes = num_classes
         self.spectral_norm = bool(spectral_norm)
+        self.minibatch_std = int(minibatch_std)
         self.impl = impl
         sn = _sn if spectral_norm else (lambda m: m)
 
@@ -55,6 +86,9 @@ class Discriminator(nn.Module):
         for _ in range(n_blocks):
             layers += [sn(nn.Conv2d(c_in, c, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
             c_in, c = c, c * 2
+        if self.minibatch_std > 1:
+            layers.append(MinibatchStd(self.minibatch_std))
+            c_in += 1
         self.features = nn.Sequential(*layers, nn.Flatten())
         feat_dim = c_in * 4 * 4
         self.feat_dim = feat_dim
@@ -95,4 +129,5 @@ class Discriminator(nn.Module):
 
     def config(self) -> dict:
         return {"image_size": self.image_size, "channels": self.channels, "width": self.width,
-                "num_classes": self.num_classes, "spectral_norm": self.spectral_norm, "impl": self.impl}
+                "num_classes": self.num_classes, "spectral_norm": self.spectral_norm,
+                "minibatch_std": self.minibatch_std, "impl": self.impl}

@@ -37,6 +37,8 @@ class TrainConfig:
     g_width: int = _opt(32, "generator width: channels of its last hidden block (doubling towards the input)")
     d_width: int = _opt(32, "discriminator width: channels of its first conv (doubling at every block)")
     spectral_norm: bool = _opt(False, "spectral normalisation on every discriminator layer")
+    minibatch_std: int = _opt(4, "discriminator minibatch-stddev group size against mode collapse "
+                              "(0 = off); groups never mix real and fake samples")
     impl: str = _opt("fused", "'fused' = ganx's C++/CUDA kernels (upsample+conv, BCE losses); "
                      "'reference' = plain PyTorch layers and losses, for comparison",
                      choices=("fused", "reference"))

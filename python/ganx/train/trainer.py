@@ -95,7 +95,8 @@ class Trainer:
         self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, self.num_classes,
                            impl=cfg.impl).to(self.device)
         self.D = Discriminator(cfg.image_size, cfg.channels, cfg.d_width, self.num_classes,
-                               spectral_norm=cfg.spectral_norm, impl=cfg.impl).to(self.device)
+                               spectral_norm=cfg.spectral_norm, minibatch_std=cfg.minibatch_std,
+                               impl=cfg.impl).to(self.device)
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
