@@ -187,6 +187,13 @@ class Trainer:
         for _ in range(self.config.d_steps):
             real, labels, end = self.data.next()
             epoch_ended |= end
+            if labels is not None and self.config.minibatch_std > 1:
+                # Sort the batch by class so D's minibatch-std groups hold (mostly) one class, in
+                # the real half and in the fake half alike: D then sees the *within-class* spread,
+                # and a conditional G that ignores its noise gets caught (with random class order
+                # the spread is dominated by class differences, for real and fake alike).
+                order = torch.argsort(labels, stable=True)
+                real, labels = real[order], labels[order]
             s = self.d_step(real, labels)
             acc = s if acc is None else {k: acc[k] + s[k] for k in s}
         figs = {k: v / self.config.d_steps for k, v in acc.items()}
