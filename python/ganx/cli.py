@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(samples/, checkpoints/, log.jsonl, losses.png, metrics.json, config.yaml).")
     t.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or TOML (.toml) file of training options")
     t.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (a .pt file or a run "
-                   "folder); its config is used, with the options given here on top (e.g. --steps)")
+                   "folder); its config is used, with the options given here on top (e.g. --steps). "
+                   "'auto': resume the run folder given by --out from its newest readable checkpoint "
+                   "(skipping truncated or corrupted ones), or start it afresh if it has none")
     _add_config_flags(t)
 
     s = sub.add_parser("sample", help="draw an image grid from a checkpoint",
@@ -79,32 +81,77 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args) -> int:
+    from ganx.train import distributed
+    from ganx.train.faults import NonFiniteLossError
+    from ganx.train.checkpoint import CheckpointSaveError
+
+    try:
+        trainer = _make_trainer(args)
+        print_ = print if trainer.is_main else (lambda *a, **k: None)
+        print_(f"ganx: training on {trainer.device} into {trainer.run_dir} "
+               f"({len(trainer.dataset)} images, {trainer.config.image_size}px, "
+               f"{'conditional' if trainer.num_classes else 'unconditional'}, impl={trainer.config.impl}"
+               + (f", {trainer.dist.world_size} processes ({trainer.dist.backend})" if trainer.dist.enabled else "")
+               + ")")
+        try:
+            metrics = trainer.fit()
+        except NonFiniteLossError as e:
+            raise UserError(f"{e}; stopped. The last good checkpoint is kept: {trainer.checkpoint_path!r} "
+                            f"({'present' if os.path.isfile(trainer.checkpoint_path) else 'none written yet'}). "
+                            f"Lower the learning rates, or pass --skip-nonfinite to skip such steps") from e
+        except CheckpointSaveError as e:
+            raise UserError(str(e)) from e
+    finally:
+        distributed.cleanup()
+    if metrics.get("interrupted"):
+        print_(f"ganx: stopped by {metrics['interrupted']} after step {metrics['steps']}; checkpoint saved to "
+               f"{metrics['checkpoint']}")
+        print_(f"ganx: to continue: ganx train --resume {trainer.run_dir}")
+        return 0
+    if not trainer.is_main:
+        return 0
+    shown = {k: metrics[k] for k in ("steps", "train_seconds", "fid", "kid", "classifier_accuracy",
+                                     "class_entropy", "classifier_heldout_accuracy") if k in metrics}
+    print("ganx: done " + json.dumps(shown))
+    print(f"ganx: outputs in {trainer.run_dir}")
+    return 0
+
+
+def _make_trainer(args):
     from ganx.train import ConfigError, Trainer, TrainConfig, load_config_file
+    from ganx.train.checkpoint import CheckpointError, find_resumable
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume")}
     try:
         file_cfg = load_config_file(args.config) if args.config else {}
+        if args.resume == "auto":
+            TrainConfig.from_dict(file_cfg)
+            out = overrides.get("out", file_cfg.get("out"))
+            if not out:
+                raise UserError("--resume auto needs the run folder: give --out RUN (or 'out' in the config file)")
+            path, _, problems = find_resumable(out)
+            for p in problems:
+                print(f"ganx: warning: skipping {p}", file=sys.stderr)
+            if path is None:
+                if problems:
+                    raise UserError(f"--resume auto: no readable checkpoint in {out!r}")
+                args.resume = None  # nothing to resume: a fresh run in that folder
+            else:
+                args.resume = path
         if args.resume:
             # Only the keys actually written in the file (validated) and the flags given override
             # the checkpoint's config; the defaults must not (they would reset e.g. the run folder).
             TrainConfig.from_dict(file_cfg)
             file_keys = {str(k).replace("-", "_"): v for k, v in file_cfg.items()}
             trainer = Trainer.from_checkpoint(args.resume, {**file_keys, **overrides})
-            print(f"ganx: resuming {trainer.run_dir} at step {trainer.step}")
+            if trainer.is_main:
+                print(f"ganx: resuming {trainer.run_dir} at step {trainer.step}")
         else:
             cfg = TrainConfig.from_dict({**file_cfg, **overrides})
             trainer = Trainer(cfg)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointError) as e:
         raise UserError(str(e)) from e
-    print(f"ganx: training on {trainer.device} into {trainer.run_dir} "
-          f"({len(trainer.dataset)} images, {trainer.config.image_size}px, "
-          f"{'conditional' if trainer.num_classes else 'unconditional'}, impl={trainer.config.impl})")
-    metrics = trainer.fit()
-    shown = {k: metrics[k] for k in ("steps", "train_seconds", "fid", "kid", "classifier_accuracy",
-                                     "class_entropy", "classifier_heldout_accuracy") if k in metrics}
-    print("ganx: done " + json.dumps(shown))
-    print(f"ganx: outputs in {trainer.run_dir}")
-    return 0
+    return trainer
 
 
 def _cmd_sample(args) -> int:

@@ -1,21 +1,41 @@
 """Atomic checkpoint files and RNG-state capture in plain types (torch.load(weights_only=True))."""
 from __future__ import annotations
 
+import errno
+import glob
 import os
+import pickle
 import random
 import tempfile
-from typing import Any, Dict
+import zipfile
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["save_atomic", "load_checkpoint", "capture_rng", "restore_rng"]
+__all__ = ["save_atomic", "load_checkpoint", "capture_rng", "restore_rng", "CheckpointError",
+           "CheckpointSaveError", "find_resumable"]
+
+FORMAT = "ganx-checkpoint-v1"
 
 
-def save_atomic(obj: Any, path) -> None:
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (missing, truncated, corrupted, untrusted, not ganx's);
+    the message names the file."""
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed (e.g. the disk is full); the previous file is untouched."""
+
+
+def save_atomic(obj: Any, path, previous: Optional[str] = None) -> None:
     """torch.save to a temporary file in the same folder, fsync it, then os.replace onto
     ``path`` and fsync the folder. A crash at any point leaves either the old file or the
-    new one at ``path``, never a torn one."""
+    new one at ``path``, never a torn one. With ``previous`` (a file name in the same folder),
+    the file being replaced is kept under that name once the new one is safely written, so a
+    run always has a fallback if its newest checkpoint later turns out to be unreadable."""
+    from ganx.train import faults
+
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -23,8 +43,20 @@ def save_atomic(obj: Any, path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+            faults.maybe_fail_save(f)  # test hook: GANX_TEST_FAIL_SAVE (simulated full disk)
             f.flush()
             os.fsync(f.fileno())
+        if previous and os.path.isfile(path):
+            # A hard link keeps `path` in place the whole time (no window without a checkpoint).
+            prev = os.path.join(folder, previous)
+            ptmp = prev + ".tmp"
+            try:
+                if os.path.exists(ptmp):
+                    os.unlink(ptmp)
+                os.link(path, ptmp)
+                os.replace(ptmp, prev)
+            except OSError:  # filesystems without hard links: no fallback copy this time
+                pass
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -43,16 +75,60 @@ def save_atomic(obj: Any, path) -> None:
 
 
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
-    """Load a ganx checkpoint safely (weights_only=True: tensors and plain types only)."""
+    """Load a ganx checkpoint safely: ``weights_only=True`` (tensors and plain types only), so
+    an untrusted file can never run code. Every failure is a :class:`CheckpointError` (or
+    FileNotFoundError) naming the file."""
     path = os.fspath(path)
     if os.path.isdir(path):  # a run folder: its latest checkpoint
         path = os.path.join(path, "checkpoints", "last.pt")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "ganx-checkpoint-v1":
-        raise ValueError(f"{path!r} is not a ganx checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+            first = str(e).strip().splitlines()
+            raise CheckpointError(
+                f"checkpoint {path!r} holds objects other than tensors and plain data; ganx refuses to "
+                f"load it (unpickling it could run arbitrary code). Detail: "
+                f"{next((ln for ln in first if 'Unsupported' in ln or 'global' in ln), first[0] if first else '')}"
+            ) from None
+        raise CheckpointError(f"checkpoint {path!r} is corrupted ({e})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError, IndexError,
+            AttributeError, TypeError, MemoryError, OverflowError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted and cannot be read ({msg})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path!r} is not a ganx checkpoint")
+    for key in ("step", "config", "G", "D", "rng"):
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {path!r} is incomplete (no {key!r})")
     return ckpt
+
+
+def candidates(run_dir) -> List[str]:
+    """The checkpoint files of a run folder, newest first (by modification time, then name)."""
+    files = glob.glob(os.path.join(os.fspath(run_dir), "checkpoints", "*.pt"))
+    return sorted(files, key=lambda f: (os.path.getmtime(f), os.path.basename(f) == "last.pt"), reverse=True)
+
+
+def find_resumable(run_dir, map_location="cpu") -> Tuple[Optional[str], Optional[Dict[str, Any]], List[str]]:
+    """For ``--resume auto``: the newest checkpoint of ``run_dir`` that loads, with its content,
+    and the messages of the newer ones that did not (truncated, corrupted...). (None, None, [])
+    when the run has no checkpoint at all."""
+    problems: List[str] = []
+    best = None
+    for f in candidates(run_dir):
+        try:
+            ck = load_checkpoint(f, map_location)
+        except (CheckpointError, FileNotFoundError) as e:
+            problems.append(str(e))
+            continue
+        if best is None or int(ck["step"]) > int(best[1]["step"]):
+            best = (f, ck)
+    if best is None:
+        return None, None, problems
+    return best[0], best[1], problems
 
 
 def capture_rng() -> Dict[str, Any]:

@@ -63,6 +63,10 @@ class TrainConfig:
     deterministic: bool = _opt(False, "deterministic algorithms only (slower on CUDA; CPU runs are "
                                "reproducible anyway)")
     threads: int = _opt(0, "CPU threads for torch (0 = torch's default)")
+    sync_batchnorm: bool = _opt(False, "multi-process runs (torchrun): BatchNorm statistics over the global "
+                                "batch of all processes instead of each process's share")
+    skip_nonfinite: bool = _opt(False, "skip a step whose loss is NaN/Inf (no update) instead of stopping "
+                                "the run with an error")
     # outputs
     out: Optional[str] = _opt(None, "run folder; default runs/<data>-<date>-<time>")
     log_every: int = _opt(10, "steps between log lines (JSONL, TensorBoard, progress bar); "

@@ -14,7 +14,8 @@ import torch
 
 from ganx.data import BatchIterator, DataError, ImageDataset, load_dataset
 from ganx.models import Discriminator, Generator
-from ganx.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_atomic
+from ganx.train import distributed, faults
+from ganx.train.checkpoint import CheckpointSaveError, capture_rng, load_checkpoint, restore_rng, save_atomic
 from ganx.train.config import ConfigError, TrainConfig
 from ganx.train.ema import EMA
 from ganx.train.images import plot_log, save_grid
@@ -24,6 +25,10 @@ __all__ = ["Trainer", "resolve_device"]
 
 FIGURES = ("d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake")
 CHECKPOINT_FORMAT = "ganx-checkpoint-v1"
+
+
+class _SkipStep(Exception):
+    """Raised inside an update whose loss is non-finite under ``skip_nonfinite``."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,7 +65,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, dataset: Optional[ImageDataset] = None,
                  run_dir: Optional[str] = None):
         cfg = config.validate()
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed.setup(cfg.device)  # no-op outside torchrun
+        self.device = distributed.device_for(self.dist, resolve_device(cfg.device))
+        self.is_main = self.dist.is_main  # only rank 0 writes logs, samples and checkpoints
         if cfg.amp != "off" and self.device.type != "cuda":
             raise ConfigError(f"amp={cfg.amp!r} needs a CUDA device (got {self.device}); use amp='off' on the CPU")
         if cfg.threads:
@@ -97,10 +104,16 @@ class Trainer:
         self.D = Discriminator(cfg.image_size, cfg.channels, cfg.d_width, self.num_classes,
                                spectral_norm=cfg.spectral_norm, minibatch_std=cfg.minibatch_std,
                                impl=cfg.impl).to(self.device)
+        if cfg.sync_batchnorm and self.dist.enabled:
+            self.G = distributed.convert_sync_batchnorm(self.G, self.device)
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
         self.ema = EMA(self.G, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        # The DDP wrappers for the updates (the modules themselves for one process). self.G and
+        # self.D stay the plain modules: checkpoints, EMA and sampling use those.
+        self.G_train = self.dist.wrap(self.G, self.device)
+        self.D_train = self.dist.wrap(self.D, self.device)
         self.loss = AdversarialLoss(cfg.impl, cfg.g_loss, cfg.real_target)
 
         # fp16 needs loss scaling (its range underflows small gradients); bf16 does not.
@@ -114,7 +127,10 @@ class Trainer:
         self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         images = dataset.images.to(self.device)
         labels = dataset.labels.to(self.device) if (cfg.conditional and dataset.labels is not None) else None
-        self.data = BatchIterator(images, labels, cfg.batch_size, cfg.seed)
+        try:
+            self.data = BatchIterator(images, labels, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.step = 0
         self.elapsed = 0.0  # training seconds over all sessions of this run
 
@@ -139,7 +155,21 @@ class Trainer:
         return torch.autocast("cuda", dtype=self._amp_dtype)
 
     def _noise(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.config.latent_dim, generator=self.noise_gen).to(self.device, non_blocking=True)
+        """``n`` latents for this rank: every rank draws the whole global batch of latents (so the
+        noise generator stays in step everywhere) and keeps its own slice."""
+        w, r = self.dist.world_size, self.dist.rank
+        z = torch.randn(n * w, self.config.latent_dim, generator=self.noise_gen)[r * n:(r + 1) * n]
+        return z.to(self.device, non_blocking=True)
+
+    def _check_finite(self, loss: torch.Tensor, name: str) -> bool:
+        """False when the loss (on any rank) is NaN/Inf and the step is to be skipped; raises
+        NonFiniteLossError when it is not to be skipped. One host sync per update."""
+        value = float(self.dist.mean(loss.detach().float()))
+        if math.isfinite(value):
+            return True
+        if self.config.skip_nonfinite:
+            return False
+        raise faults.NonFiniteLossError(self.step + 1, name, value)
 
     def d_step(self, real: torch.Tensor, labels: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """One discriminator update on a real batch and a detached generated batch."""
@@ -150,10 +180,13 @@ class Trainer:
         both_y = torch.cat([labels, labels]) if labels is not None else None
         with self._autocast():
             # One pass for both halves: D has no layer that mixes samples (no BatchNorm).
-            logits = self.D(torch.cat([real, fake.to(real.dtype)]), both_y)
+            logits = self.D_train(torch.cat([real, fake.to(real.dtype)]), both_y)
             loss, stats = self.loss.d_loss(logits[:n], logits[n:])
+        loss = faults.inject_nan(loss, self.step + 1)  # test hook (GANX_TEST_INJECT_NAN_AT_STEP)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
+        if not self._check_finite(loss, "d_loss"):
+            raise _SkipStep
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
         return {"d_loss": loss.detach(), **stats}
@@ -165,9 +198,12 @@ class Trainer:
         self.D.requires_grad_(False)
         try:
             with self._autocast():
-                loss = self.loss.g_loss(self.D(self.G(z, labels), labels))
+                # The plain D, not its DDP wrapper: frozen, it gets no gradient and so no all-reduce.
+                loss = self.loss.g_loss(self.D(self.G_train(z, labels), labels))
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
+            if not self._check_finite(loss, "g_loss"):
+                raise _SkipStep
             self.scaler_g.step(self.opt_g)
             self.scaler_g.update()
         finally:
@@ -184,9 +220,12 @@ class Trainer:
         self.D.train()
         acc = None
         epoch_ended = False
-        for _ in range(self.config.d_steps):
+        self._skipped = False
+        for i in range(self.config.d_steps):
             real, labels, end = self.data.next()
             epoch_ended |= end
+            if self._skipped:
+                continue  # the rest of a skipped step: consume its batches, no update
             if labels is not None and self.config.minibatch_std > 1:
                 # Sort the batch by class so D's minibatch-std groups hold (mostly) one class, in
                 # the real half and in the fake half alike: D then sees the *within-class* spread,
@@ -194,10 +233,22 @@ class Trainer:
                 # the spread is dominated by class differences, for real and fake alike).
                 order = torch.argsort(labels, stable=True)
                 real, labels = real[order], labels[order]
-            s = self.d_step(real, labels)
+            try:
+                s = self.d_step(real, labels)
+            except _SkipStep:
+                self._skipped = True
+                continue
             acc = s if acc is None else {k: acc[k] + s[k] for k in s}
-        figs = {k: v / self.config.d_steps for k, v in acc.items()}
-        figs["g_loss"] = self.g_step(labels, real.shape[0])
+        if not self._skipped:
+            figs = {k: v / self.config.d_steps for k, v in acc.items()}
+            try:
+                figs["g_loss"] = self.g_step(labels, real.shape[0])
+            except _SkipStep:
+                self._skipped = True
+        if self._skipped:
+            figs = {k: torch.tensor(float("nan")) for k in FIGURES}
+            if self.is_main:
+                print(f"ganx: warning: non-finite loss at step {self.step + 1}; step skipped (--skip-nonfinite)")
         self.step += 1
         self._epoch_ended = epoch_ended
         return figs
@@ -268,8 +319,18 @@ class Trainer:
         return os.path.join(self.run_dir, "checkpoints", "last.pt")
 
     def save_checkpoint(self, path: Optional[str] = None) -> str:
+        """Write the checkpoint (rank 0 only; the ranks hold identical states). The file it
+        replaces is kept as ``previous.pt``, the fallback of ``--resume auto``. A failed write
+        (e.g. a full disk) raises CheckpointSaveError and leaves the previous file intact."""
         path = path or self.checkpoint_path
-        save_atomic(self.state_dict(), path)
+        if not self.is_main:
+            return path
+        try:
+            save_atomic(self.state_dict(), path, previous="previous.pt" if path == self.checkpoint_path else None)
+        except OSError as e:
+            intact = f"; the previous checkpoint {path!r} is intact" if os.path.isfile(path) else ""
+            raise CheckpointSaveError(e.errno, f"could not write checkpoint {path!r}: "
+                                              f"{e.strerror or e}{intact}") from e
         return path
 
     @classmethod
@@ -318,40 +379,60 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        self._prepare_run_dir()
-        if tensorboard:
+        if self.is_main:
+            self._prepare_run_dir()
+        if tensorboard and self.is_main:
             self._open_tensorboard()
+        self.interrupted: Optional[str] = None
         window: Dict[str, torch.Tensor] = {}
         n_window = 0
         last_row: Dict[str, Any] = {}
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, dynamic_ncols=True,
-                   desc="ganx train", unit="step")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main),
+                   dynamic_ncols=True, desc="ganx train", unit="step")
         t0 = time.perf_counter()
+        stop = faults.GracefulStop()
         try:
+            stop.__enter__()
             while self.step < cfg.steps:
                 figs = self.train_step()
+                faults.slow_step()  # test hook (GANX_TEST_SLOW_STEP)
                 # Accumulate on the device; read back (one host sync) only every log_every steps.
-                window = figs if not window else {k: window[k] + figs[k] for k in figs}
-                n_window += 1
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    vals = torch.stack([window[k] for k in FIGURES]).div(n_window).tolist()
+                if not self._skipped:
+                    window = figs if not window else {k: window[k] + figs[k] for k in figs}
+                    n_window += 1
+                if window and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                    # Mean over the window and over the ranks (one all-reduce per log line).
+                    vals = self.dist.mean(torch.stack([window[k] for k in FIGURES]).div(n_window)).tolist()
                     last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(FIGURES, vals))}
                     if not all(math.isfinite(v) for v in vals):
                         raise FloatingPointError(f"non-finite losses at step {self.step}: {last_row}")
-                    self._log(last_row)
+                    if self.is_main:
+                        self._log(last_row)
                     bar.set_postfix({k: f"{last_row[k]:.3f}" for k in FIGURES}, refresh=False)
                     window, n_window = {}, 0
                 bar.update(1)
-                if self._epoch_ended and cfg.sample_every and self.data.epoch % cfg.sample_every == 0:
+                if (self._epoch_ended and cfg.sample_every and self.data.epoch % cfg.sample_every == 0
+                        and self.is_main):
                     self.save_samples(os.path.join(self.run_dir, "samples", f"epoch_{self.data.epoch:04d}.png"))
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.elapsed += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self.save_checkpoint()
+                # SIGINT/SIGTERM: stop after this step, on every rank at the same step.
+                if self.dist.any(stop.requested is not None, self.device) and self.step < cfg.steps:
+                    self.interrupted = stop.requested or "a signal on another process"
+                    break
         finally:
+            stop.__exit__()
             bar.close()
         self.elapsed += time.perf_counter() - t0
         self.save_checkpoint()
+        if self.interrupted or not self.is_main:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+            return {"steps": self.step, "epochs": self.data.epoch, "interrupted": self.interrupted,
+                    "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in FIGURES}}
         self.save_samples(os.path.join(self.run_dir, "samples", "final.png"))
         plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"))
         if self._tb is not None:
