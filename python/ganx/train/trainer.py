@@ -168,6 +168,7 @@ class Trainer:
         if math.isfinite(value):
             return True
         if self.config.skip_nonfinite:
+            self._skip_reason = f"{name} = {value}"
             return False
         raise faults.NonFiniteLossError(self.step + 1, name, value)
 
@@ -248,7 +249,8 @@ class Trainer:
         if self._skipped:
             figs = {k: torch.tensor(float("nan")) for k in FIGURES}
             if self.is_main:
-                print(f"ganx: warning: non-finite loss at step {self.step + 1}; step skipped (--skip-nonfinite)")
+                print(f"ganx: warning: non-finite {self._skip_reason} at step {self.step + 1}; "
+                      f"step {self.step + 1} skipped (--skip-nonfinite)")
         self.step += 1
         self._epoch_ended = epoch_ended
         return figs

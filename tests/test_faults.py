@@ -1,0 +1,151 @@
+"""Faults: signals, NaN/Inf losses, corrupted / untrusted checkpoints, a disk that fills up during a
+save. Where it matters the test drives a real `python -m ganx train` process (the hidden hooks of
+ganx.train.faults inject the NaN, the slow steps and the failing save)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ganx.data import load_digits_dataset
+from ganx.train import Trainer, TrainConfig, load_checkpoint
+from ganx.train.checkpoint import CheckpointError, find_resumable
+
+TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "32",
+        "--log-every", "1", "--device", "cpu", "--no-progress", "--impl", "reference", "--threads", "1",
+        "--no-metrics", "--sample-every", "0"]
+SMALL = load_digits_dataset(16)._subset(torch.arange(256))
+
+
+def _env(**hooks):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANX_TEST_")}
+    env.update(PYTHONUNBUFFERED="1", **{k: str(v) for k, v in hooks.items()})
+    return env
+
+
+def ganx(*args, **hooks):
+    return subprocess.run([sys.executable, "-m", "ganx", *map(str, args)], capture_output=True, text=True,
+                          env=_env(**hooks), timeout=240)
+
+
+def _rows(run):
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_and_resumes(tmp_path, sig):
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "ganx", "train", "--out", str(run), "--steps", "1000",
+                          "--checkpoint-every", "1000", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=_env(GANX_TEST_SLOW_STEP=0.05))
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait until it is inside the training loop
+            if (run / "log.jsonl").is_file() and len((run / "log.jsonl").read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.05)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"stopped by {sig.name}" in out and f"ganx train --resume {run}" in out
+    step = load_checkpoint(run)["step"]
+    assert 2 <= step < 1000
+    assert [r["step"] for r in _rows(run)] == list(range(1, step + 1))  # the step in flight was finished
+    if sig == signal.SIGTERM:
+        r = ganx("train", "--resume", run, "--steps", step + 2)
+        assert r.returncode == 0, r.stderr
+        assert f"at step {step}" in r.stdout and load_checkpoint(run)["step"] == step + 2
+
+
+def test_nonfinite_loss_stops_or_is_skipped(tmp_path):
+    run = tmp_path / "run"
+    r = ganx("train", "--out", run, "--steps", 8, "--checkpoint-every", 3, *TINY, GANX_TEST_INJECT_NAN_AT_STEP=5)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "non-finite d_loss = nan at step 5" in r.stderr and "--skip-nonfinite" in r.stderr
+    assert load_checkpoint(run)["step"] == 3  # the last good checkpoint, untouched
+    assert [row["step"] for row in _rows(run)] == [1, 2, 3, 4]
+
+    run2 = tmp_path / "run2"
+    r = ganx("train", "--out", run2, "--steps", 8, "--checkpoint-every", 3, "--skip-nonfinite", *TINY,
+             GANX_TEST_INJECT_NAN_AT_STEP=5)
+    assert r.returncode == 0, r.stderr
+    assert "step 5 skipped" in r.stdout
+    ck = load_checkpoint(run2)
+    assert ck["step"] == 8
+    assert all(torch.isfinite(v).all() for v in ck["G"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in ck["D"].values() if v.is_floating_point())
+    assert [row["step"] for row in _rows(run2)] == [1, 2, 3, 4, 6, 7, 8]
+
+
+def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    # The 2nd save (step 4) runs out of space half-way through writing.
+    r = ganx("train", "--out", run, "--steps", 6, "--checkpoint-every", 2, *TINY, GANX_TEST_FAIL_SAVE=2)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "No space left on device" in r.stderr and "intact" in r.stderr and "last.pt" in r.stderr
+    assert load_checkpoint(run)["step"] == 2
+    assert sorted(os.listdir(run / "checkpoints")) == ["last.pt"]  # no torn temporary file left
+
+
+def _two_checkpoints(tmp_path):
+    cfg = TrainConfig(image_size=16, latent_dim=8, g_width=8, d_width=8, batch_size=32, steps=4,
+                      checkpoint_every=2, progress=False, metrics=False, sample_every=0, device="cpu",
+                      out=str(tmp_path / "run"), impl="reference")
+    Trainer(cfg, dataset=SMALL).fit(tensorboard=False)
+    ckdir = tmp_path / "run" / "checkpoints"
+    assert load_checkpoint(ckdir / "last.pt")["step"] == 4
+    assert load_checkpoint(ckdir / "previous.pt")["step"] == 2
+    return tmp_path / "run", ckdir
+
+
+def test_corrupted_checkpoint_clear_error_and_resume_auto(tmp_path):
+    run, ckdir = _two_checkpoints(tmp_path)
+    last = ckdir / "last.pt"
+    data = last.read_bytes()
+    for broken in (data[: len(data) // 2], data[:10], b"", data[:200] + b"\0" * 64 + data[264:]):
+        last.write_bytes(broken)
+        with pytest.raises(CheckpointError, match="last.pt"):
+            load_checkpoint(last)
+    last.write_bytes(data[: len(data) // 3])  # truncated
+    r = ganx("train", "--resume", run, "--steps", 5)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "last.pt" in r.stderr and "truncated or corrupted" in r.stderr
+    path, ck, problems = find_resumable(run)
+    assert path.endswith("previous.pt") and ck["step"] == 2 and len(problems) == 1
+    r = ganx("train", "--resume", "auto", "--out", run, "--steps", 5, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "skipping" in r.stderr and "last.pt" in r.stderr and "at step 2" in r.stdout
+    assert load_checkpoint(run)["step"] == 5
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_untrusted_checkpoint_never_runs_code(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    good = {"format": "ganx-checkpoint-v1", "step": 1, "config": {}, "G": {}, "D": {}, "rng": {}}
+    torch.save({**good, "payload": _Evil(marker)}, evil)
+    with pytest.raises(CheckpointError, match=r"evil\.pt.*refuses to load"):
+        load_checkpoint(evil)
+    for cmd in (["train", "--resume", evil], ["sample", "--checkpoint", evil, "--out", tmp_path / "g.png"]):
+        r = ganx(*cmd)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "evil.pt" in r.stderr, r.stderr
+    assert not marker.exists(), "loading a checkpoint executed code"
+    # The payload is real: an unsafe load would have run it.
+    if sys.platform != "win32":
+        torch.load(evil, weights_only=False)
+        assert marker.exists()
