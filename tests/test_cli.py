@@ -64,3 +64,12 @@ def test_user_errors_and_help(tmp_path):
     import dataclasses
     for f in dataclasses.fields(TrainConfig):  # --help explains every option
         assert "--" + f.name.replace("_", "-") in r.stdout
+
+
+def test_bench_help_and_bad_threads():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "ganx", "bench", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "eager PyTorch" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "ganx", "bench", "--threads", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--threads must be >= 1" in r.stderr

@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
 
     sub.add_parser("info", help="print versions, build and devices")
+
+    b = sub.add_parser("bench", help="quick CPU benchmark of the fused ops against eager PyTorch (< 2 min)",
+                       description="Times ganx's fused ops against eager PyTorch (and the folded-weight "
+                                   "conv_transpose2d) on the issue-2 DCGAN layer shapes and the BCE losses at "
+                                   "64 and 1M logits, on the CPU, and prints the Markdown table. The full "
+                                   "benchmark suite (GPU, torch.compile, more shapes) is in benchmarks/.")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
+    b.add_argument("--out", default=None, help="also write .md/.json/.png results into this folder")
     return p
 
 
@@ -228,13 +236,23 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from ganx.bench import run_quick
+
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    print(run_quick(args.out, threads=args.threads))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from ganx.data import DataError
 
     try:
-        return {"train": _cmd_train, "sample": _cmd_sample, "info": _cmd_info}[args.command](args)
+        return {"train": _cmd_train, "sample": _cmd_sample, "info": _cmd_info,
+                "bench": _cmd_bench}[args.command](args)
     except (UserError, DataError) as e:
         print(f"ganx {args.command}: error: {e}", file=sys.stderr)
         return 2
