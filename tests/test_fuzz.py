@@ -1,0 +1,345 @@
+"""Bad input everywhere (property-based, hypothesis).
+
+Every public op and module, fed random shapes, dtypes, memory layouts, scales, paddings,
+activations, targets and extreme values, either matches the pure-torch oracle
+(ganx.ops.reference) or raises a clear error: RuntimeError / ValueError / TypeError whose message
+starts with the op's name. Never a crash, a hang or a silently wrong result. The CLI and config
+files get the same treatment: a one-line error, exit status 2, no traceback.
+"""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import ganx.functional as gf  # noqa: E402
+from ganx.nn import UpsampleConv2d  # noqa: E402
+from ganx.ops import reference as ref  # noqa: E402
+
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, print_blob=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CLEAR = (RuntimeError, ValueError, TypeError)
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32]
+
+
+def _clear_error(e: BaseException, *names: str) -> None:
+    assert isinstance(e, CLEAR), f"unexpected {type(e).__name__}: {e}"
+    msg = str(e).strip()
+    event(f"rejected ({type(e).__name__})")
+    assert msg.startswith(names), f"error message does not start with the op name {names}: {msg[:300]!r}"
+
+
+def _layout(t: torch.Tensor, how: str) -> torch.Tensor:
+    """The same values in another memory layout."""
+    if t.dim() != 4:
+        return t
+    if how == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if how == "strided":  # a non-contiguous view (every other column of a wider tensor)
+        wide = torch.zeros(*t.shape[:3], t.shape[3] * 2, dtype=t.dtype)
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    if how == "transposed":  # H and W swapped twice: a permuted-stride view with the same values
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    return t
+
+
+@st.composite
+def tensors(draw, shape, dtype, extreme=True):
+    n = math.prod(shape)
+    mag = draw(st.sampled_from([1.0, 1e-30, 1e6, 1e15] if extreme else [1.0]))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    t = torch.randn(shape, generator=g, dtype=torch.float64) * mag
+    if extreme and n and draw(st.booleans()):
+        t.view(-1)[draw(st.integers(0, n - 1))] = float("nan")
+    if dtype.is_floating_point:
+        return t.to(dtype)
+    return t.clamp(-100, 100).to(dtype)
+
+
+def _tol(dtype):
+    return {torch.float64: 1e-9, torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 5e-2}[dtype]
+
+
+def _close(out, want, dtype, scale):
+    """Same shape and dtype; equal to the fp64 oracle within the dtype's precision times the
+    magnitude of the sums involved (NaN where the oracle has NaN)."""
+    event("compared with the reference")
+    assert out.shape == want.shape, (out.shape, want.shape)
+    assert out.dtype == dtype, (out.dtype, dtype)
+    o, w = out.double(), want.double()
+    assert torch.equal(o.isnan(), w.isnan()), "NaN pattern differs from the reference"
+    inf = w.isinf()
+    assert torch.equal(o[inf], w[inf]), "infinities differ from the reference"
+    m = ~w.isnan() & ~inf
+    err = (o[m] - w[m]).abs()
+    bound = _tol(dtype) * (scale + w[m].abs())
+    assert bool((err <= bound).all()), f"max error {float(err.max())} over the bound {float(bound.min())}"
+
+
+# ---------------------------------------------------------------------------- upsample_conv2d
+@FUZZ
+@given(data=st.data())
+def test_upsample_conv2d_fuzz(data):
+    d = data.draw
+    dtype = d(st.sampled_from(DTYPES))
+    wdtype = d(st.sampled_from([dtype, dtype, torch.float64, torch.float32]))
+    n, cin, cout = d(st.integers(0, 3)), d(st.integers(1, 4)), d(st.integers(1, 4))
+    h, w = d(st.integers(1, 6)), d(st.integers(1, 6))
+    k = d(st.sampled_from([1, 3, 5, 3, 2, 4]))
+    wshape = d(st.sampled_from([(cout, cin, k, k), (cout, cin, k, k), (cout, cin + 1, k, k), (cout, cin, k),
+                                (cout, cin, k, k + 2)]))
+    scale = d(st.sampled_from([2, 2, 1, 3, 4, 0, 5, 2.0, 2.5, True, "2"]))
+    padding = d(st.sampled_from([None, None, k // 2, 0, 1, -1, 2.0]))
+    act = d(st.sampled_from([None, "relu", "leaky_relu", "tanh", "none", "gelu"]))
+    slope = d(st.sampled_from([0.01, 0.2, 0.0]))
+    has_bias = d(st.sampled_from(["yes", "yes", "no", "wrong"]))
+    x = _layout(d(tensors((n, cin, h, w), dtype)), d(st.sampled_from(["contiguous", "channels_last", "strided",
+                                                                       "transposed"])))
+    weight = d(tensors(wshape, wdtype, extreme=False)) * 0.3
+    bias = {"yes": torch.randn(cout, dtype=torch.float64).to(wdtype), "no": None,
+            "wrong": torch.randn(cout + 1, dtype=torch.float64).to(wdtype)}[has_bias]
+    try:
+        out = gf.upsample_conv2d(x, weight, bias, scale, padding, act, slope)
+    except Exception as e:  # noqa: BLE001
+        _clear_error(e, "upsample_conv2d")
+        return
+    # It accepted the input: it must be a valid one, and the result must match the oracle.
+    assert dtype in (torch.float32, torch.float64) and wdtype == dtype, "accepted a dtype it does not support"
+    assert has_bias != "wrong" and len(wshape) == 4 and wshape[1] == cin and wshape[2] == wshape[3]
+    want = ref.upsample_conv2d(x.double(), weight.double(), None if bias is None else bias.double(), int(scale),
+                               padding, None if act == "none" else act, slope)
+    fan = cin * k * k
+    xmax = float(x.double().nan_to_num(0).abs().max()) if x.numel() else 0.0
+    _close(out, want, dtype, scale=fan * xmax * float(weight.double().abs().max()) + 1.0)
+    assert out.is_contiguous(memory_format=torch.channels_last) or out.is_contiguous()
+
+
+# ---------------------------------------------------------------------------- conv_transpose2d_4s2
+@FUZZ
+@given(data=st.data())
+def test_conv_transpose2d_4s2_fuzz(data):
+    d = data.draw
+    dtype = d(st.sampled_from(DTYPES))
+    n, cin, cout = d(st.integers(0, 3)), d(st.integers(1, 4)), d(st.integers(1, 4))
+    h, w = d(st.integers(1, 6)), d(st.integers(1, 6))
+    wshape = d(st.sampled_from([(cin, cout, 4, 4), (cin, cout, 4, 4), (cin, cout, 3, 3), (cin + 1, cout, 4, 4),
+                                (cin, cout, 4)]))
+    act = d(st.sampled_from([None, "relu", "leaky_relu", "tanh", "swish"]))
+    has_bias = d(st.sampled_from(["yes", "no", "wrong"]))
+    x = _layout(d(tensors((n, cin, h, w), dtype)), d(st.sampled_from(["contiguous", "channels_last", "strided"])))
+    weight = d(tensors(wshape, dtype, extreme=False)) * 0.3
+    bias = {"yes": torch.randn(cout, dtype=torch.float64).to(dtype), "no": None,
+            "wrong": torch.randn(cout + 2, dtype=torch.float64).to(dtype)}[has_bias]
+    try:
+        out = gf.conv_transpose2d_4s2(x, weight, bias, act, 0.1)
+    except Exception as e:  # noqa: BLE001
+        _clear_error(e, "conv_transpose2d_4s2")
+        return
+    assert dtype in (torch.float32, torch.float64), "accepted a dtype it does not support"
+    assert has_bias != "wrong" and wshape == (cin, cout, 4, 4)
+    want = ref.conv_transpose2d_4s2(x.double(), weight.double(), None if bias is None else bias.double(), act, 0.1)
+    xmax = float(x.double().nan_to_num(0).abs().max()) if x.numel() else 0.0
+    _close(out, want, dtype, scale=4 * cin * xmax * float(weight.double().abs().max()) + 1.0)
+
+
+# ---------------------------------------------------------------------------- BCE losses
+LOGIT_SHAPES = [(0,), (1,), (7,), (5, 1), (2, 1, 3, 3), ()]
+
+
+@st.composite
+def logits(draw, dtype):
+    shape = draw(st.sampled_from(LOGIT_SHAPES))
+    t = draw(tensors(shape, dtype if dtype.is_floating_point else torch.float64))
+    if t.numel() and draw(st.booleans()):  # saturated logits: +-inf, +-1e30
+        flat = t.view(-1)
+        flat[draw(st.integers(0, t.numel() - 1))] = draw(st.sampled_from([float("inf"), -float("inf"), 1e30, -1e30,
+                                                                           80.0, -80.0]))
+    if draw(st.booleans()) and t.dim() == 2:
+        t = t.t()  # non-contiguous
+    return t.to(dtype)
+
+
+def _grads(fn, *ins):
+    ins = [i.detach().requires_grad_(True) for i in ins]
+    out = fn(*ins)
+    loss = sum(o.sum() for o in out) if isinstance(out, tuple) else out.sum()
+    return out, torch.autograd.grad(loss, ins, allow_unused=True)
+
+
+@FUZZ
+@given(data=st.data())
+def test_bce_discriminator_loss_fuzz(data):
+    d = data.draw
+    dtype = d(st.sampled_from(DTYPES))
+    real = d(logits(dtype))
+    fake = d(logits(d(st.sampled_from([dtype, dtype, torch.float64]))))
+    rt = d(st.sampled_from([1.0, 0.9, 0.0, 0.5, 1.5, -0.1, float("nan"), "1"]))
+    ft = d(st.sampled_from([0.0, 0.1, 1.0, -1.0]))
+    red = d(st.sampled_from(["mean", "sum", "none", "avg", None]))
+    kw = dict(real_target=rt, fake_target=ft, reduction=red)
+    grad = dtype in (torch.float32, torch.float64) and d(st.booleans())
+    try:
+        if grad:
+            out, g = _grads(lambda a, b: gf.bce_discriminator_loss(a, b, **kw), real, fake)
+        else:
+            out = gf.bce_discriminator_loss(real, fake, **kw)
+        _, stats = gf.bce_discriminator_loss(real, fake, **kw, return_stats=True)
+    except Exception as e:  # noqa: BLE001
+        _clear_error(e, "bce_discriminator_loss")
+        return
+    assert isinstance(rt, float) and 0 <= rt <= 1 and 0 <= ft <= 1 and red in ("mean", "sum", "none")
+    assert real.dtype == fake.dtype and dtype.is_floating_point
+    kw64 = dict(kw)
+    want_fn = lambda a, b: ref.bce_discriminator_loss(a, b, **kw64)  # noqa: E731
+    if grad:
+        want, gw = _grads(want_fn, real.double(), fake.double())
+        for a, b in zip(g, gw):
+            _close(a, b, dtype, scale=1.0)
+    else:
+        want = want_fn(real.double(), fake.double())
+    outs = out if isinstance(out, tuple) else (out,)
+    wants = want if isinstance(want, tuple) else (want,)
+    n = max(1, real.numel() + fake.numel())
+    for o, w in zip(outs, wants):
+        _close(o, w, dtype, scale=n if red == "sum" else 1.0)
+    want_stats = ref.discriminator_stats(real.double(), fake.double())
+    for i, s in enumerate(stats):
+        _close(s.float(), want_stats[i].float(), torch.float32, scale=1e-2 * 1e3)
+
+
+@FUZZ
+@given(data=st.data())
+def test_bce_generator_loss_fuzz(data):
+    d = data.draw
+    dtype = d(st.sampled_from(DTYPES))
+    fake = d(logits(dtype))
+    mode = d(st.sampled_from(["non_saturating", "minimax", "wasserstein", 1]))
+    target = d(st.sampled_from([1.0, 0.9, 0.0, 2.0, -0.5]))
+    red = d(st.sampled_from(["mean", "sum", "none", "max"]))
+    grad = dtype in (torch.float32, torch.float64) and d(st.booleans())
+    fn = lambda a: gf.bce_generator_loss(a, mode=mode, target=target, reduction=red)  # noqa: E731
+    try:
+        out, g = _grads(fn, fake) if grad else (fn(fake), None)
+    except Exception as e:  # noqa: BLE001
+        _clear_error(e, "bce_generator_loss")
+        return
+    assert mode in ("non_saturating", "minimax") and 0 <= target <= 1 and red in ("mean", "sum", "none")
+    assert dtype.is_floating_point
+    want_fn = lambda a: ref.bce_generator_loss(a, mode=mode, target=target, reduction=red)  # noqa: E731
+    if grad:
+        want, gw = _grads(want_fn, fake.double())
+        _close(g[0], gw[0], dtype, scale=1.0)
+    else:
+        want = want_fn(fake.double())
+    _close(out, want, dtype, scale=max(1, fake.numel()) if red == "sum" else 1.0)
+
+
+# ---------------------------------------------------------------------------- nn.UpsampleConv2d
+@FUZZ
+@given(data=st.data())
+def test_upsample_conv2d_module_fuzz(data):
+    d = data.draw
+    args = dict(in_channels=d(st.sampled_from([1, 3, 0, -2])), out_channels=d(st.sampled_from([2, 1, 0])),
+                kernel_size=d(st.sampled_from([3, 1, 5, 2])), scale_factor=d(st.sampled_from([2, 1, 3, 0, 7])),
+                bias=d(st.booleans()), activation=d(st.sampled_from([None, "relu", "tanh", "leaky_relu", "elu"])))
+    dtype = d(st.sampled_from([torch.float32, torch.float64, torch.float16]))
+    try:
+        m = UpsampleConv2d(**args, dtype=dtype)
+        cin = d(st.sampled_from([args["in_channels"], args["in_channels"], args["in_channels"] + 1]))
+        x = _layout(d(tensors((d(st.integers(0, 2)), max(cin, 1), d(st.integers(1, 5)), d(st.integers(1, 5))),
+                              dtype)), d(st.sampled_from(["contiguous", "channels_last", "strided"])))
+        out = m(x)
+    except Exception as e:  # noqa: BLE001
+        _clear_error(e, "UpsampleConv2d", "upsample_conv2d")
+        return
+    assert args["in_channels"] >= 1 and args["out_channels"] >= 1 and args["kernel_size"] in (1, 3, 5)
+    assert 1 <= args["scale_factor"] <= 4 and dtype != torch.float16 and cin == args["in_channels"]
+    want = ref.upsample_conv2d(x.double(), m.weight.double(), None if m.bias is None else m.bias.double(),
+                               args["scale_factor"], m.padding, args["activation"], m.negative_slope)
+    xmax = float(x.double().nan_to_num(0).abs().max()) if x.numel() else 0.0
+    _close(out.detach(), want.detach(), dtype,
+           scale=cin * args["kernel_size"] ** 2 * xmax * float(m.weight.detach().abs().max()) + 1.0)
+
+
+# ---------------------------------------------------------------------------- CLI and config files
+TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--steps", "1",
+        "--device", "cpu", "--no-progress", "--no-metrics", "--sample-every", "0"]
+
+BAD_CONFIGS = [
+    ("yaml", "stepz: 3\n", "unknown config key"),
+    ("yaml", "steps: many\n", "'steps': expected int"),
+    ("yaml", "steps: 1.5\n", "'steps': expected int"),
+    ("yaml", "lr_g: -1\n", "'lr_g': must be > 0"),
+    ("yaml", "batch_size: 0\n", "'batch_size': must be >= 1"),
+    ("yaml", "batch_size: 100000\n", "larger than the dataset"),
+    ("yaml", "image_size: 17\n", "'image_size': must be one of"),
+    ("yaml", "- a\n- b\n", "must hold a mapping"),
+    ("yaml", "steps: [1, 2\n", "could not be parsed"),
+    ("yaml", "device: tpu\n", "'device'"),
+    ("toml", "steps = \"3\"\n", "'steps': expected int"),
+    ("toml", "[section]\nsteps = 3\n", "unknown config key"),
+    ("json", "{}", "use a .yaml"),
+]
+
+
+@pytest.mark.parametrize("ext,text,expect", BAD_CONFIGS, ids=[c[2][:20] + "-" + c[0] for c in BAD_CONFIGS])
+def test_bad_config_files_in_process(tmp_path, capsys, ext, text, expect):
+    """In-process (fast): the same code path as `ganx train --config`, without a process each."""
+    from ganx.cli import main
+
+    cfg = tmp_path / f"c.{ext}"
+    cfg.write_text(text)
+    # No other flags: they would override the file's (bad) keys. Every case fails before training.
+    rc = main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and expect in err and "Traceback" not in err, err
+    assert err.startswith("ganx train: error:")
+
+
+BAD_FLAGS = [
+    (["--steps", "abc"], "invalid int value"),
+    (["--steps", "0"], "'steps': must be >= 1"),
+    (["--batch-size", "-4"], "'batch_size': must be >= 1"),
+    (["--image-size", "20"], "invalid choice"),
+    (["--lr-d", "nan"], "'lr_d': must be > 0"),
+    (["--beta1", "1.0"], "'beta1': must be in [0, 1)"),
+    (["--threads", "-1"], "must be >= 0"),
+    (["--device", "cuda:x"], "'device'"),
+    (["--amp", "bf16"], "needs a CUDA device"),
+    (["--no-such-flag"], "unrecognized arguments"),
+    (["--resume", "auto"], "needs the run folder"),
+]
+
+
+@pytest.mark.parametrize("flags,expect", BAD_FLAGS, ids=[f[1][:24] for f in BAD_FLAGS])
+def test_bad_cli_flags_in_process(tmp_path, capsys, flags, expect):
+    from ganx.cli import main
+
+    argv = ["train", *TINY, *flags] + ([] if "--resume" in flags else ["--out", str(tmp_path / "r")])
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own errors (usage + message)
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and expect in err and "Traceback" not in err, err
+
+
+def test_bad_input_real_process(tmp_path):
+    """One real process per kind of failure path (argparse, config, data, checkpoint)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    (tmp_path / "c.yaml").write_text("batch_size: 100000\n")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    for args, expect in ((["train", "--image-size", "20"], "invalid choice"),
+                         (["train", "--config", tmp_path / "c.yaml", *TINY, "--out", tmp_path / "r"],
+                          "larger than the dataset"),
+                         (["train", "--resume", tmp_path / "junk.pt"], "junk.pt")):
+        r = subprocess.run([sys.executable, "-m", "ganx", *map(str, args)], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
