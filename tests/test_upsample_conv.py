@@ -56,6 +56,17 @@ def test_odd_sizes_float32(shape, bias):
     _compare(x, w, b, 2, "leaky_relu", 0.2, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (1, 2, 17, 23), (2, 2, 16, 5)])
+@pytest.mark.parametrize("scale,k", [(2, 3), (3, 5), (2, 1)])
+def test_large_maps_fp64(shape, scale, k):
+    # maps of 16x16 and more take the CPU kernel's single stacked-GEMM form, smaller ones the
+    # per-phase form: both must match the reference
+    n, ci, h, w_ = shape
+    x, w, b = _inputs(n, ci, 3, h, w_, k)
+    _compare(x, w, b, scale, "tanh", 0.01, atol=1e-10)
+    _compare(x.contiguous(memory_format=torch.channels_last), w, None, scale, None, 0.01, atol=1e-10)
+
+
 @pytest.mark.parametrize("fmt", ["contiguous", "channels_last", "sliced", "transposed"])
 def test_memory_formats(fmt):
     x, w, b = _inputs(2, 4, 3, 6, 6, 3, dtype=torch.float32)
