@@ -114,3 +114,33 @@ def test_torchrun_cli_train_and_resume(tmp_path):
     assert ck["step"] == 5 and ck["config"]["sync_batchnorm"]
     rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3, 4, 5]
+
+
+def test_torchrun_sigterm_stops_all_ranks_with_a_checkpoint(tmp_path):
+    """SIGTERM to torchrun (what a scheduler sends): torchrun passes it to both workers, which
+    agree (a collective) to stop after the same step; rank 0 writes the checkpoint. torchrun
+    itself then reports the signal and exits non-zero, which is its own behaviour."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    exe = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    cmd = ([exe] if exe else [sys.executable, "-m", "torch.distributed.run"])
+    cmd += ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+            "-m", "ganx", "train", "--out", str(run), "--steps", "1000", *TINY]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "GANX_TEST_SLOW_STEP": "0.1"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        log = run / "log.jsonl"
+        while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 2):
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert out.count("stopped by SIGTERM") == 1, out + err  # printed by rank 0 only
+    step = load_checkpoint(run)["step"]
+    assert 2 <= step < 1000 and f"after step {step}" in out
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == list(range(1, step + 1))

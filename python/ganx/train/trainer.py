@@ -398,11 +398,14 @@ class Trainer:
             while self.step < cfg.steps:
                 figs = self.train_step()
                 faults.slow_step()  # test hook (GANX_TEST_SLOW_STEP)
+                # SIGINT/SIGTERM: stop after this step, on every rank at the same step (decided
+                # by a collective before any rank-dependent branch, so no rank waits alone).
+                stopping = self.dist.any(stop.requested is not None, self.device) and self.step < cfg.steps
                 # Accumulate on the device; read back (one host sync) only every log_every steps.
                 if not self._skipped:
                     window = figs if not window else {k: window[k] + figs[k] for k in figs}
                     n_window += 1
-                if window and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                if window and (self.step % cfg.log_every == 0 or self.step == cfg.steps or stopping):
                     # Mean over the window and over the ranks (one all-reduce per log line).
                     vals = self.dist.mean(torch.stack([window[k] for k in FIGURES]).div(n_window)).tolist()
                     last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(FIGURES, vals))}
@@ -416,14 +419,13 @@ class Trainer:
                 if (self._epoch_ended and cfg.sample_every and self.data.epoch % cfg.sample_every == 0
                         and self.is_main):
                     self.save_samples(os.path.join(self.run_dir, "samples", f"epoch_{self.data.epoch:04d}.png"))
+                if stopping:
+                    self.interrupted = stop.requested or "a signal on another process"
+                    break  # the checkpoint is written below
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.elapsed += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self.save_checkpoint()
-                # SIGINT/SIGTERM: stop after this step, on every rank at the same step.
-                if self.dist.any(stop.requested is not None, self.device) and self.step < cfg.steps:
-                    self.interrupted = stop.requested or "a signal on another process"
-                    break
         finally:
             stop.__exit__()
             bar.close()
