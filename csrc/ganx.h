@@ -40,6 +40,8 @@ struct UpConvGeometry {
   int64_t s = 2, k = 3, p = 1;
   int64_t T = 2;                            // taps per phase (per dimension)
   std::array<int64_t, kMaxScale> d0{};      // first input offset of each phase
+  std::array<int64_t, kMaxScale> taps{};    // taps phase a really has (<= T; the rest are zero
+                                            // padding that must not *read* x: 0 * NaN = NaN)
   int64_t pad_lo = 0, pad_hi = 0;           // zero padding of x that covers every phase
 };
 

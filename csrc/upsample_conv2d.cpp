@@ -33,6 +33,7 @@ UpConvGeometry upconv_geometry(int64_t s, int64_t k, int64_t p) {
     const int64_t first = floor_div(a - p, s);
     const int64_t last = floor_div(a + k - 1 - p, s);
     g.d0[a] = first;
+    g.taps[a] = last - first + 1;
     T = std::max(T, last - first + 1);
   }
   g.T = T;

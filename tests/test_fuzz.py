@@ -72,17 +72,13 @@ def _tol(dtype):
     return {torch.float64: 1e-9, torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 5e-2}[dtype]
 
 
-def _close(out, want, dtype, scale, extra_nan_ok=False):
+def _close(out, want, dtype, scale):
     """Same shape and dtype; equal to the fp64 oracle within the dtype's precision times the
-    magnitude of the sums involved (NaN where the oracle has NaN; with ``extra_nan_ok``, NaN may
-    also appear where the oracle is finite: see test_upsample_conv2d_nan_stays_in_receptive_field)."""
+    magnitude of the sums involved (NaN exactly where the oracle has NaN)."""
     event("compared with the reference")
     assert out.shape == want.shape, (out.shape, want.shape)
     assert out.dtype == dtype, (out.dtype, dtype)
     o, w = out.double(), want.double()
-    if extra_nan_ok:
-        assert bool(o.isnan()[w.isnan()].all()), "NaN of the reference missing"
-        w = torch.where(o.isnan(), o, w)
     assert torch.equal(o.isnan(), w.isnan()), "NaN pattern differs from the reference"
     inf = w.isinf()
     assert torch.equal(o[inf], w[inf]), "infinities differ from the reference"
@@ -130,17 +126,14 @@ def test_upsample_conv2d_fuzz(data):
                                padding, None if act == "none" else act, slope)
     fan = cin * k * k
     xmax = float(x.double().nan_to_num(0).abs().max()) if x.numel() else 0.0
-    # Known kernel issue (xfail test below): at scales 3 and 4 a NaN input pixel leaks into
-    # neighbours that read it through a zero folded tap (0 * NaN). Finite values are still checked.
-    leak = int(scale) in (3, 4) and k > 1
-    _close(out, want, dtype, scale=fan * xmax * float(weight.double().abs().max()) + 1.0, extra_nan_ok=leak)
+    _close(out, want, dtype, scale=fan * xmax * float(weight.double().abs().max()) + 1.0)
     assert out.is_contiguous(memory_format=torch.channels_last) or out.is_contiguous()
 
 
-@pytest.mark.xfail(strict=True, reason="known CPU-kernel issue found by the fuzzer: at scale 3/4 the phase "
-                   "kernels multiply a neighbouring pixel by a zero folded tap, so a NaN leaks (0 * NaN) "
-                   "into outputs whose receptive field does not contain it; needs a C++ fix + rebuild")
-@pytest.mark.parametrize("scale,k", [(3, 3), (4, 3), (3, 5)])
+# Found by the fuzzer: at scales 3 and 4 some phases have fewer taps than the others, and the
+# zero padding taps must not read x (0 * NaN = NaN would leak into outputs whose receptive field
+# does not contain the NaN). Forward and the weight gradient.
+@pytest.mark.parametrize("scale,k", [(3, 3), (4, 3), (3, 5), (4, 5), (2, 3)])
 def test_upsample_conv2d_nan_stays_in_receptive_field(scale, k):
     x = torch.randn(1, 1, 1, 2)
     x[..., 1] = float("nan")
@@ -148,6 +141,18 @@ def test_upsample_conv2d_nan_stays_in_receptive_field(scale, k):
     want = ref.upsample_conv2d(x.double(), w.double(), None, scale)
     got = gf.upsample_conv2d(x, w, None, scale)
     assert torch.equal(got.isnan(), want.isnan())
+    for big in (False, True):  # the per-phase and (for 16x16+ maps) the stacked CPU forms
+        xb = torch.randn(1, 2, 16 if big else 3, 17 if big else 4, dtype=torch.float64)
+        xb[0, 0, 1, 2] = float("nan")
+        wb = torch.randn(2, 2, k, k, dtype=torch.float64, requires_grad=True)
+        go = torch.randn(1, 2, xb.shape[2] * scale, xb.shape[3] * scale, dtype=torch.float64)
+        got = gf.upsample_conv2d(xb, wb, None, scale)
+        (gw,) = torch.autograd.grad(got, wb, go)
+        wr = wb.detach().clone().requires_grad_()
+        want = ref.upsample_conv2d(xb, wr, None, scale)
+        (gwr,) = torch.autograd.grad(want, wr, go)
+        assert torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(gw.isnan(), gwr.isnan())
 
 
 # ---------------------------------------------------------------------------- conv_transpose2d_4s2
@@ -297,10 +302,8 @@ def test_upsample_conv2d_module_fuzz(data):
     want = ref.upsample_conv2d(x.double(), m.weight.double(), None if m.bias is None else m.bias.double(),
                                args["scale_factor"], m.padding, args["activation"], m.negative_slope)
     xmax = float(x.double().nan_to_num(0).abs().max()) if x.numel() else 0.0
-    leak = args["scale_factor"] in (3, 4) and args["kernel_size"] > 1  # see the xfail test above
     _close(out.detach(), want.detach(), dtype,
-           scale=cin * args["kernel_size"] ** 2 * xmax * float(m.weight.detach().abs().max()) + 1.0,
-           extra_nan_ok=leak)
+           scale=cin * args["kernel_size"] ** 2 * xmax * float(m.weight.detach().abs().max()) + 1.0)
 
 
 # ---------------------------------------------------------------------------- CLI and config files

@@ -351,3 +351,20 @@ def test_cuda_large_batch_chunking():
     w = torch.randn(2, 1, 3, 3, device="cuda")
     torch.testing.assert_close(ganx.functional.upsample_conv2d(x, w), reference.upsample_conv2d(x, w),
                                atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("scale,k", [(3, 3), (4, 5), (2, 3)])
+def test_cuda_nan_stays_in_receptive_field(scale, k):
+    # phases with fewer taps than T (odd scales) must not read x through their zero padding taps
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, device="cuda")
+    x[0, 0, 1, 2] = float("nan")
+    w = torch.randn(2, 2, k, k, dtype=torch.float64, device="cuda", requires_grad=True)
+    out = ganx.functional.upsample_conv2d(x, w, None, scale)
+    go = torch.randn_like(out)
+    (gw,) = torch.autograd.grad(out, w, go)
+    wr = w.detach().clone().requires_grad_()
+    ref = reference.upsample_conv2d(x, wr, None, scale)
+    (gwr,) = torch.autograd.grad(ref, wr, go)
+    assert torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(gw.isnan(), gwr.isnan())

@@ -19,10 +19,21 @@ at::Tensor padded_input(const at::Tensor& x, const UpConvGeometry& g, at::Memory
   return at::constant_pad_nd(x, {g.pad_lo, g.pad_hi, g.pad_lo, g.pad_hi}, 0).contiguous(fmt);
 }
 
-// The window of the padded input that phase (a, b) correlates with its T x T kernel.
+// The window of the padded input that phase (a, b) correlates with its taps[a] x taps[b] kernel.
 at::Tensor phase_window(const at::Tensor& xp, const UpConvGeometry& g, int64_t a, int64_t b,
                         int64_t H, int64_t W) {
-  return xp.narrow(2, g.pad_lo + g.d0[a], H + g.T - 1).narrow(3, g.pad_lo + g.d0[b], W + g.T - 1);
+  return xp.narrow(2, g.pad_lo + g.d0[a], H + g.taps[a] - 1).narrow(3, g.pad_lo + g.d0[b], W + g.taps[b] - 1);
+}
+
+// Phase (a, b)'s kernel without its zero padding taps.
+at::Tensor phase_kernel(const at::Tensor& wf, const UpConvGeometry& g, int64_t a, int64_t b) {
+  return wf[a][b].narrow(2, 0, g.taps[a]).narrow(3, 0, g.taps[b]);
+}
+
+bool uniform_taps(const UpConvGeometry& g) {
+  for (int64_t a = 0; a < g.s; ++a)
+    if (g.taps[a] != g.T) return false;
+  return true;
 }
 
 void apply_activation_(at::Tensor& y, Act act, double slope) {
@@ -46,7 +57,7 @@ at::Tensor phase_forward_split(const at::Tensor& x, const at::Tensor& wf, const 
   const auto b = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
   for (int64_t a = 0; a < g.s; ++a) {
     for (int64_t c = 0; c < g.s; ++c) {
-      auto y = at::conv2d(phase_window(xp, g, a, c, H, W), wf[a][c], b);
+      auto y = at::conv2d(phase_window(xp, g, a, c, H, W), phase_kernel(wf, g, a, c), b);
       apply_activation_(y, act, slope);
       out.slice(2, a, c10::nullopt, g.s).slice(3, c, c10::nullopt, g.s).copy_(y);
     }
@@ -62,15 +73,16 @@ std::tuple<at::Tensor, at::Tensor> phase_backward_split(const at::Tensor& gpre, 
   const auto fmt = x.suggest_memory_format();
   const auto xp = padded_input(x, g, fmt);
   at::Tensor gxp = need_x ? at::zeros_like(xp) : at::Tensor();
-  at::Tensor gwf = need_w ? at::empty_like(wf) : at::Tensor();
+  at::Tensor gwf = need_w ? at::zeros_like(wf) : at::Tensor();  // padding taps keep a zero gradient
   for (int64_t a = 0; a < g.s; ++a) {
     for (int64_t c = 0; c < g.s; ++c) {
       auto g_ab = gpre.slice(2, a, c10::nullopt, g.s).slice(3, c, c10::nullopt, g.s).contiguous(fmt);
       auto window = phase_window(xp, g, a, c, H, W);
       auto [gi, gk, unused] = at::convolution_backward(
-          g_ab, window, wf[a][c], std::nullopt, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1, {need_x, need_w, false});
+          g_ab, window, phase_kernel(wf, g, a, c), std::nullopt, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1,
+          {need_x, need_w, false});
       if (need_x) phase_window(gxp, g, a, c, H, W).add_(gi);
-      if (need_w) gwf[a][c].copy_(gk);
+      if (need_w) phase_kernel(gwf, g, a, c).copy_(gk);
     }
   }
   at::Tensor gx = need_x ? gxp.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W).contiguous(fmt) : at::Tensor();
@@ -79,7 +91,9 @@ std::tuple<at::Tensor, at::Tensor> phase_backward_split(const at::Tensor& gpre, 
 // Which form is faster depends on the map size (measured, 1 thread, DCGAN shapes): on small
 // maps the stacked form's unused border costs up to (H+1)(W+1)/(HW) = 1.56x at 4x4 and the
 // s*s separate calls win; from 16x16 on, the single larger GEMM wins.
-bool use_stacked(int64_t H, int64_t W) { return std::min(H, W) >= 16; }
+// Phases with fewer taps than T (odd scales) always take the per-phase form: the stacked one
+// would multiply x outside their receptive field by the zero padding taps (0 * NaN = NaN).
+bool use_stacked(const UpConvGeometry& g, int64_t H, int64_t W) { return std::min(H, W) >= 16 && uniform_taps(g); }
 
 // All s*s phase kernels stacked as the output channels of one convolution: phase (a, b) of the
 // layer is the window [off(a), off(a) + H) x [off(b), off(b) + W) of channels
@@ -92,7 +106,7 @@ at::Tensor stacked_weight(const at::Tensor& wf, const UpConvGeometry& g) {
 
 at::Tensor phase_forward_cpu(const at::Tensor& x, const at::Tensor& wf, const at::Tensor& bias,
                              const UpConvGeometry& g, Act act, double slope, int64_t c_out) {
-  if (!use_stacked(x.size(2), x.size(3))) return phase_forward_split(x, wf, bias, g, act, slope, c_out);
+  if (!use_stacked(g, x.size(2), x.size(3))) return phase_forward_split(x, wf, bias, g, act, slope, c_out);
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
   const auto fmt = x.suggest_memory_format();
   auto out = at::empty({N, c_out, H * g.s, W * g.s}, x.options().memory_format(fmt));
@@ -117,7 +131,7 @@ at::Tensor phase_forward_cpu(const at::Tensor& x, const at::Tensor& wf, const at
 std::tuple<at::Tensor, at::Tensor> phase_backward_cpu(const at::Tensor& gpre, const at::Tensor& x,
                                                       const at::Tensor& wf, const UpConvGeometry& g,
                                                       bool need_x, bool need_w) {
-  if (!use_stacked(x.size(2), x.size(3))) return phase_backward_split(gpre, x, wf, g, need_x, need_w);
+  if (!use_stacked(g, x.size(2), x.size(3))) return phase_backward_split(gpre, x, wf, g, need_x, need_w);
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3), c_out = gpre.size(1);
   const auto fmt = x.suggest_memory_format();
   const auto xp = padded_input(x, g, fmt);

@@ -31,13 +31,17 @@ struct Strides4 {
 };
 struct PhaseOffsets {
   int d0[kMaxScale];
+  int taps[kMaxScale];  // real taps of each phase (<= T): padding taps must never read x
 };
 
 Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 PhaseOffsets offsets_of(const UpConvGeometry& g) {
   PhaseOffsets p{};
-  for (int64_t a = 0; a < g.s; ++a) p.d0[a] = static_cast<int>(g.d0[a]);
+  for (int64_t a = 0; a < g.s; ++a) {
+    p.d0[a] = static_cast<int>(g.d0[a]);
+    p.taps[a] = static_cast<int>(g.taps[a]);
+  }
   return p;
 }
 
@@ -67,6 +71,7 @@ __global__ void __launch_bounds__(kThreads) upconv_fwd_kernel(
   const int ab = blockIdx.z % (s * s);
   const int a = ab / s, b = ab % s;
   const int da = ph.d0[a], db = ph.d0[b];
+  const int ta = ph.taps[a], tb = ph.taps[b];
   const int rows = kTile + T - 1;
   const int TT = T * T;
   const acc_t* wf_ab = wf + static_cast<int64_t>(ab) * Co * Ci * TT;
@@ -81,7 +86,7 @@ __global__ void __launch_bounds__(kThreads) upconv_fwd_kernel(
       const int cc = idx / (rows * rows), r = (idx / rows) % rows, q = idx % rows;
       const int ci = c0 + cc, iy = ty0 + da + r, ix = tx0 + db + q;
       acc_t v = acc_t(0);
-      if (ci < Ci && iy >= 0 && iy < H && ix >= 0 && ix < W)
+      if (ci < Ci && iy >= 0 && iy < H && ix >= 0 && ix < W && r < kTile + ta - 1 && q < kTile + tb - 1)
         v = static_cast<acc_t>(xn[ci * xs.c + iy * xs.h + ix * xs.w]);
       x_sh[cc][r][q] = v;
     }
@@ -93,8 +98,8 @@ __global__ void __launch_bounds__(kThreads) upconv_fwd_kernel(
     __syncthreads();
     const int cmax = min(kChanChunk, Ci - c0);
     for (int cc = 0; cc < cmax; ++cc) {
-      for (int t = 0; t < T; ++t) {
-        for (int u = 0; u < T; ++u) {
+      for (int t = 0; t < ta; ++t) {
+        for (int u = 0; u < tb; ++u) {
           const acc_t xv = x_sh[cc][threadIdx.y + t][threadIdx.x + u];
 #pragma unroll
           for (int o = 0; o < kChanBlk; ++o) acc[o] += w_sh[o][cc][t * T + u] * xv;
@@ -147,6 +152,7 @@ __global__ void __launch_bounds__(kThreads) upconv_grad_x_kernel(
   for (int ab = 0; ab < s * s; ++ab) {
     const int a = ab / s, b = ab % s;
     const int da = ph.d0[a], db = ph.d0[b];
+    const int ta = ph.taps[a], tb = ph.taps[b];
     const acc_t* wf_ab = wf + static_cast<int64_t>(ab) * Co * Ci * TT;
     // patch row r holds phase row i = y0 - da - (T - 1) + r
     const int i0 = y0 - da - (T - 1), j0 = x0 - db - (T - 1);
@@ -168,8 +174,8 @@ __global__ void __launch_bounds__(kThreads) upconv_grad_x_kernel(
       __syncthreads();
       const int omax = min(kChanChunk, Co - o0);
       for (int oo = 0; oo < omax; ++oo) {
-        for (int t = 0; t < T; ++t) {
-          for (int u = 0; u < T; ++u) {
+        for (int t = 0; t < ta; ++t) {
+          for (int u = 0; u < tb; ++u) {
             const acc_t gv = g_sh[oo][threadIdx.y + T - 1 - t][threadIdx.x + T - 1 - u];
 #pragma unroll
             for (int k = 0; k < kChanBlk; ++k) acc[k] += w_sh[oo][k][t * T + u] * gv;
@@ -217,6 +223,7 @@ __global__ void __launch_bounds__(kThreads) upconv_grad_wf_kernel(
   const int ab = static_cast<int>(blk / (static_cast<int64_t>(Ci) * Co));
   const int a = ab / s, b = ab % s;
   const int da = ph.d0[a], db = ph.d0[b];
+  const int ta = ph.taps[a], tb = ph.taps[b];
 
   acc_t acc[T * T];
 #pragma unroll
@@ -233,11 +240,11 @@ __global__ void __launch_bounds__(kThreads) upconv_grad_wf_kernel(
 #pragma unroll
     for (int t = 0; t < T; ++t) {
       const int iy = i + da + t;
-      if (iy < 0 || iy >= H) continue;
+      if (t >= ta || iy < 0 || iy >= H) continue;  // padding taps keep a zero gradient
 #pragma unroll
       for (int u = 0; u < T; ++u) {
         const int ix = j + db + u;
-        if (ix < 0 || ix >= W) continue;
+        if (u >= tb || ix < 0 || ix >= W) continue;
         acc[t * T + u] += g * static_cast<acc_t>(xc[iy * xs.h + ix * xs.w]);
       }
     }
