@@ -56,12 +56,14 @@ void check_conv_transpose4s2_inputs(const at::Tensor& x, const at::Tensor& weigh
 
 // Device kernels of the phase-decomposed layer, shared by both ops (cpu/ and cuda/):
 //   forward:  out[n, o, s*i + a, s*j + b] = act(bias[o] + sum_{c,t,u} Wf[a,b,o,c,t,u] x[n, c, i+d0[a]+t, j+d0[b]+u])
-//   backward: (grad_x, grad_Wf) given the pre-activation gradient.
-using PhaseForwardFn = at::Tensor (*)(const at::Tensor& x, const at::Tensor& wf, const at::Tensor& bias,
-                                      const UpConvGeometry& g, Act act, double slope, int64_t c_out);
+//             with Wf = fold_weight(weight, g) (or an equivalent form of the device's choosing);
+//   backward: (grad_x, grad_weight in weight's layout, dtype acc_type) given the pre-activation gradient.
+using PhaseForwardFn = at::Tensor (*)(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                      const UpConvGeometry& g, Act act, double slope, int64_t c_out,
+                                      at::ScalarType acc_type);
 using PhaseBackwardFn = std::tuple<at::Tensor, at::Tensor> (*)(const at::Tensor& gpre, const at::Tensor& x,
-                                                               const at::Tensor& wf, const UpConvGeometry& g,
-                                                               bool need_x, bool need_w);
+                                                               const at::Tensor& weight, const UpConvGeometry& g,
+                                                               bool need_x, bool need_w, at::ScalarType acc_type);
 
 // The registered ops, written once over the device kernels.
 at::Tensor phase_conv_op(const char* op, const at::Tensor& x, const at::Tensor& weight,

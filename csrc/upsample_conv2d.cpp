@@ -162,7 +162,7 @@ at::Tensor phase_conv_op(const char* op, const at::Tensor& x, const at::Tensor& 
   const Act act = parse_activation(activation, negative_slope, op);
   const int64_t c_out = g.fold == Fold::UpsampleConv ? weight.size(0) : weight.size(1);
   const at::Tensor b = (bias.has_value() && bias->defined()) ? *bias : at::Tensor();
-  return fwd(x, fold_weight(weight, g, acc_type), b, g, act, negative_slope, c_out);
+  return fwd(x, weight, b, g, act, negative_slope, c_out, acc_type);
 }
 
 // Backward (derivation): with pre = out before the activation, d pre = act'(out) * grad_out
@@ -199,9 +199,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
   if (need_b) gb = gpre.sum({0, 2, 3}, /*keepdim=*/false, acc_type).to(x.scalar_type());
   if (!need_x && !need_w) return {gx, gw, gb};
 
-  auto [gx_, gwf] = bwd(gpre, x, fold_weight(weight, g, acc_type), g, need_x, need_w);
+  auto [gx_, gw_] = bwd(gpre, x, weight, g, need_x, need_w, acc_type);
   if (need_x) gx = gx_;
-  if (need_w) gw = unfold_weight_grad(gwf, g).to(weight.scalar_type()).contiguous();
+  if (need_w) gw = gw_.to(weight.scalar_type()).contiguous();
   return {gx, gw, gb};
 }
 

@@ -32,7 +32,7 @@ def _check(x, w, b, act, slope, atol, rtol=0.0):
 
 
 @pytest.mark.parametrize("act,slope", ACTS)
-@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (1, 1, 1, 1, 1), (3, 7, 2, 3, 9)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (1, 1, 1, 1, 1), (3, 7, 2, 3, 9), (2, 3, 4, 9, 8), (1, 2, 3, 16, 17)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_torch_fp64(act, slope, shape, bias):
     x, w, b = _inputs(*shape, bias=bias)

@@ -1,10 +1,12 @@
-// CPU kernels of the phase-decomposed layer (upsample_conv2d and conv_transpose2d_4s2).
-// Each of the s*s output phases is a dense T x T correlation of the (padded) input with its
-// folded kernel; all phases run as one GEMM-backed at::conv2d (oneDNN or im2col+GEMM,
-// multi-threaded by ATen) whose output channels are the stacked phase kernels. For s = 2,
-// k = 3 the phase kernels are 2x2 on the H x W input: 16 instead of 36 multiply-adds per 2x2
-// output block (plus the unused one-pixel border of the stacked output), and no 4x larger
-// upsampled tensor in memory.
+// CPU kernels of the phase-decomposed layer (upsample_conv2d and conv_transpose2d_4s2). Each
+// of the s*s output phases is a dense correlation of the (padded) input with its folded
+// kernel: 16 instead of 36 multiply-adds per 2x2 output block for s = 2, k = 3, and no 4x
+// larger upsampled tensor in memory. Three GEMM-backed forms (oneDNN / im2col + GEMM,
+// multi-threaded by ATen), chosen by geometry and size (see use_deconv, use_stacked):
+//   deconv:  s = 2 with 2x2 phase kernels -- one stride-2 transposed conv with the 4x4 kernel
+//            the phase kernels interleave into;
+//   stacked: all phase kernels as the output channels of one convolution (maps >= 16x16);
+//   split:   one convolution per phase (small maps, phases with unequal tap counts).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -104,9 +106,8 @@ at::Tensor stacked_weight(const at::Tensor& wf, const UpConvGeometry& g) {
   return wf.reshape({g.s * g.s * wf.size(2), wf.size(3), g.T, g.T});
 }
 
-at::Tensor phase_forward_cpu(const at::Tensor& x, const at::Tensor& wf, const at::Tensor& bias,
-                             const UpConvGeometry& g, Act act, double slope, int64_t c_out) {
-  if (!use_stacked(g, x.size(2), x.size(3))) return phase_forward_split(x, wf, bias, g, act, slope, c_out);
+at::Tensor phase_forward_stacked(const at::Tensor& x, const at::Tensor& wf, const at::Tensor& bias,
+                                 const UpConvGeometry& g, Act act, double slope, int64_t c_out) {
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
   const auto fmt = x.suggest_memory_format();
   auto out = at::empty({N, c_out, H * g.s, W * g.s}, x.options().memory_format(fmt));
@@ -128,10 +129,9 @@ at::Tensor phase_forward_cpu(const at::Tensor& x, const at::Tensor& wf, const at
 // Backward of the stacked convolution: the phase gradients are placed in their windows of a
 // zero gradient of conv2d(xp, Wf_all)'s output (the unused border gets zero gradient), and one
 // convolution_backward gives d xp (cropped to d x) and d Wf_all (= the stacked d Wf_ab).
-std::tuple<at::Tensor, at::Tensor> phase_backward_cpu(const at::Tensor& gpre, const at::Tensor& x,
-                                                      const at::Tensor& wf, const UpConvGeometry& g,
-                                                      bool need_x, bool need_w) {
-  if (!use_stacked(g, x.size(2), x.size(3))) return phase_backward_split(gpre, x, wf, g, need_x, need_w);
+std::tuple<at::Tensor, at::Tensor> phase_backward_stacked(const at::Tensor& gpre, const at::Tensor& x,
+                                                          const at::Tensor& wf, const UpConvGeometry& g,
+                                                          bool need_x, bool need_w) {
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3), c_out = gpre.size(1);
   const auto fmt = x.suggest_memory_format();
   const auto xp = padded_input(x, g, fmt);
@@ -151,6 +151,77 @@ std::tuple<at::Tensor, at::Tensor> phase_backward_cpu(const at::Tensor& gpre, co
   at::Tensor gx = need_x ? gxp.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W).contiguous(fmt) : at::Tensor();
   at::Tensor gwf = need_w ? gw_all.reshape(wf.sizes()) : at::Tensor();
   return {gx, gwf};
+}
+
+// s = 2 with 2x2 phase kernels (upsample + 3x3 conv, ConvTranspose2d(4, 2, 1)): the four phase
+// kernels interleave into one 4x4 kernel and the whole layer is a stride-2 transposed
+// convolution (each output phase reads a 2x2 patch with a 2x2 slice of it), which oneDNN runs
+// as one phase-decomposed GEMM-backed primitive: measured faster than our own per-phase or
+// stacked GEMMs from 8x8 maps on; on 4x4 maps the per-phase form's forward was faster
+// (12 vs 18 ms at N64 512->256, 2 threads) and fwd+bwd on par.
+bool use_deconv(const UpConvGeometry& g, int64_t H, int64_t W) {
+  return g.s == 2 && g.T == 2 && uniform_taps(g) && g.d0[0] == -1 && g.d0[1] == 0 && std::min(H, W) >= 8;
+}
+
+// The 4x4 transposed-conv kernel (C_in, C_out, 4, 4) straight from the layer's weight: for
+// upsample + 3x3, rows (and columns) are K0 = w2, K1 = w1 + w2, K2 = w0 + w1, K3 = w0 -- the
+// phase taps of DESIGN.md section 2 (phase 0 sums {1, 2}, phase 1 sums {0, 1}) interleaved.
+at::Tensor deconv_weight(const at::Tensor& weight, const UpConvGeometry& g) {
+  if (g.fold == Fold::ConvTranspose4s2) return weight;
+  auto rows = [](const at::Tensor& w, int64_t d) {
+    auto k0 = w.select(d, 0), k1 = w.select(d, 1), k2 = w.select(d, 2);
+    return at::stack({k2, k1 + k2, k0 + k1, k0}, d);
+  };
+  return rows(rows(weight, 2), 3).transpose(0, 1).contiguous();
+}
+
+// Transpose of deconv_weight: the gradient of the 4x4 kernel -> the gradient of the layer's weight.
+at::Tensor deconv_weight_grad(const at::Tensor& gw4, const UpConvGeometry& g) {
+  if (g.fold == Fold::ConvTranspose4s2) return gw4;
+  auto rows = [](const at::Tensor& gk, int64_t d) {  // k0 <- K2 + K3, k1 <- K1 + K2, k2 <- K0 + K1
+    auto K0 = gk.select(d, 0), K1 = gk.select(d, 1), K2 = gk.select(d, 2), K3 = gk.select(d, 3);
+    return at::stack({K2 + K3, K1 + K2, K0 + K1}, d);
+  };
+  return rows(rows(gw4, 2), 3).transpose(0, 1).contiguous();
+}
+
+at::Tensor phase_forward_deconv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                const UpConvGeometry& g, Act act, double slope) {
+  const auto fmt = x.suggest_memory_format();
+  const auto b = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
+  auto y = at::conv_transpose2d(x, deconv_weight(weight, g), b, /*stride=*/2, /*padding=*/1);
+  apply_activation_(y, act, slope);
+  return y.contiguous(fmt);
+}
+
+std::tuple<at::Tensor, at::Tensor> phase_backward_deconv(const at::Tensor& gpre, const at::Tensor& x,
+                                                         const at::Tensor& weight, const UpConvGeometry& g,
+                                                         bool need_x, bool need_w) {
+  auto [gx, gw4, unused] = at::convolution_backward(
+      gpre, x, deconv_weight(weight, g), std::nullopt, /*stride=*/{2, 2}, /*padding=*/{1, 1},
+      /*dilation=*/{1, 1}, /*transposed=*/true, /*output_padding=*/{0, 0}, /*groups=*/1,
+      {need_x, need_w, false});
+  if (need_x) gx = gx.contiguous(x.suggest_memory_format());
+  return {gx, need_w ? deconv_weight_grad(gw4, g) : at::Tensor()};
+}
+
+at::Tensor phase_forward_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                             const UpConvGeometry& g, Act act, double slope, int64_t c_out,
+                             at::ScalarType acc_type) {
+  if (use_deconv(g, x.size(2), x.size(3)) && x.numel() > 0) return phase_forward_deconv(x, weight, bias, g, act, slope);
+  const at::Tensor wf = fold_weight(weight, g, acc_type);
+  if (!use_stacked(g, x.size(2), x.size(3))) return phase_forward_split(x, wf, bias, g, act, slope, c_out);
+  return phase_forward_stacked(x, wf, bias, g, act, slope, c_out);
+}
+
+std::tuple<at::Tensor, at::Tensor> phase_backward_cpu(const at::Tensor& gpre, const at::Tensor& x,
+                                                      const at::Tensor& weight, const UpConvGeometry& g,
+                                                      bool need_x, bool need_w, at::ScalarType acc_type) {
+  if (use_deconv(g, x.size(2), x.size(3))) return phase_backward_deconv(gpre, x, weight, g, need_x, need_w);
+  const at::Tensor wf = fold_weight(weight, g, acc_type);
+  auto [gx, gwf] = use_stacked(g, x.size(2), x.size(3)) ? phase_backward_stacked(gpre, x, wf, g, need_x, need_w)
+                                                        : phase_backward_split(gpre, x, wf, g, need_x, need_w);
+  return {gx, need_w ? unfold_weight_grad(gwf, g) : at::Tensor()};
 }
 
 at::Tensor upsample_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight,

@@ -258,9 +258,11 @@ __global__ void __launch_bounds__(kThreads) upconv_grad_wf_kernel(
 
 int act_code(Act a) { return static_cast<int>(a); }
 
-at::Tensor phase_forward_cuda(const at::Tensor& x, const at::Tensor& wf, const at::Tensor& bias,
-                              const UpConvGeometry& g, Act act, double slope, int64_t c_out) {
+at::Tensor phase_forward_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                              const UpConvGeometry& g, Act act, double slope, int64_t c_out,
+                              at::ScalarType acc_type) {
   const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor wf = fold_weight(weight, g, acc_type);
   const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = c_out;
   const auto fmt = x.suggest_memory_format();
   auto out = at::empty({N, Co, H * g.s, W * g.s}, x.options().memory_format(fmt));
@@ -310,9 +312,10 @@ void launch_grad_wf(const at::Tensor& gpre, const at::Tensor& x, at::Tensor& gwf
 }
 
 std::tuple<at::Tensor, at::Tensor> phase_backward_cuda(const at::Tensor& gpre, const at::Tensor& x,
-                                                       const at::Tensor& wf, const UpConvGeometry& g,
-                                                       bool need_x, bool need_w) {
+                                                       const at::Tensor& weight, const UpConvGeometry& g,
+                                                       bool need_x, bool need_w, at::ScalarType acc_type) {
   const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor wf = fold_weight(weight, g, acc_type);
   const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3), Co = gpre.size(1);
   TORCH_CHECK(Ci < INT32_MAX && Co < INT32_MAX && N < INT32_MAX && H * W < INT32_MAX,
               "upsample_conv2d_backward: channel, batch and spatial sizes must fit in 32 bits");
@@ -351,7 +354,7 @@ std::tuple<at::Tensor, at::Tensor> phase_backward_cuda(const at::Tensor& gpre, c
       }
     }
   });
-  return {gx, gwf};
+  return {gx, need_w ? unfold_weight_grad(gwf, g) : at::Tensor()};
 }
 
 at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
