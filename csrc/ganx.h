@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <c10/util/Exception.h>
 
 #include <array>
@@ -89,6 +90,46 @@ at::Tensor unfold_weight_grad(const at::Tensor& grad_folded, const UpConvGeometr
 // Gradient of the fused activation computed from its output (see upsample_conv2d.cpp).
 at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& out, Act act,
                                double negative_slope);
+
+// The four registered phase-conv ops over a device's kernels: each device file registers
+// these instantiated with its own forward / backward functions.
+template <PhaseForwardFn Fwd>
+at::Tensor upsample_conv2d_impl(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                int64_t scale, int64_t padding, c10::string_view activation, double negative_slope) {
+  check_upsample_conv2d_inputs(x, weight, bias, scale, padding);
+  return phase_conv_op("upsample_conv2d", x, weight, bias, upconv_geometry(scale, weight.size(2), padding),
+                       std::string(activation), negative_slope, Fwd, at::toOpMathType(x.scalar_type()));
+}
+
+template <PhaseBackwardFn Bwd>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_impl(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, int64_t scale, int64_t padding, c10::string_view activation, double negative_slope,
+    std::array<bool, 3> output_mask) {
+  check_upsample_conv2d_inputs(x, weight, std::nullopt, scale, padding);
+  return phase_conv_backward_op("upsample_conv2d", grad_out, x, weight, out, has_bias,
+                                upconv_geometry(scale, weight.size(2), padding), std::string(activation),
+                                negative_slope, output_mask, Bwd, at::toOpMathType(x.scalar_type()));
+}
+
+template <PhaseForwardFn Fwd>
+at::Tensor conv_transpose2d_4s2_impl(const at::Tensor& x, const at::Tensor& weight,
+                                     const std::optional<at::Tensor>& bias, c10::string_view activation,
+                                     double negative_slope) {
+  check_conv_transpose4s2_inputs(x, weight, bias);
+  return phase_conv_op("conv_transpose2d_4s2", x, weight, bias, conv_transpose4s2_geometry(),
+                       std::string(activation), negative_slope, Fwd, at::toOpMathType(x.scalar_type()));
+}
+
+template <PhaseBackwardFn Bwd>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_4s2_backward_impl(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
+  check_conv_transpose4s2_inputs(x, weight, std::nullopt);
+  return phase_conv_backward_op("conv_transpose2d_4s2", grad_out, x, weight, out, has_bias,
+                                conv_transpose4s2_geometry(), std::string(activation), negative_slope,
+                                output_mask, Bwd, at::toOpMathType(x.scalar_type()));
+}
 
 inline int64_t floor_div(int64_t a, int64_t b) {
   int64_t q = a / b;

@@ -357,51 +357,13 @@ std::tuple<at::Tensor, at::Tensor> phase_backward_cuda(const at::Tensor& gpre, c
   return {gx, need_w ? unfold_weight_grad(gwf, g) : at::Tensor()};
 }
 
-at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
-                                const std::optional<at::Tensor>& bias, int64_t scale, int64_t padding,
-                                c10::string_view activation, double negative_slope) {
-  check_upsample_conv2d_inputs(x, weight, bias, scale, padding);
-  return phase_conv_op("upsample_conv2d", x, weight, bias, upconv_geometry(scale, weight.size(2), padding),
-                       std::string(activation), negative_slope, &phase_forward_cuda,
-                       at::toOpMathType(x.scalar_type()));
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
-    bool has_bias, int64_t scale, int64_t padding, c10::string_view activation, double negative_slope,
-    std::array<bool, 3> output_mask) {
-  check_upsample_conv2d_inputs(x, weight, std::nullopt, scale, padding);
-  return phase_conv_backward_op("upsample_conv2d", grad_out, x, weight, out, has_bias,
-                                upconv_geometry(scale, weight.size(2), padding), std::string(activation),
-                                negative_slope, output_mask, &phase_backward_cuda,
-                                at::toOpMathType(x.scalar_type()));
-}
-
-at::Tensor conv_transpose2d_4s2_cuda(const at::Tensor& x, const at::Tensor& weight,
-                                    const std::optional<at::Tensor>& bias, c10::string_view activation,
-                                    double negative_slope) {
-  check_conv_transpose4s2_inputs(x, weight, bias);
-  return phase_conv_op("conv_transpose2d_4s2", x, weight, bias, conv_transpose4s2_geometry(),
-                       std::string(activation), negative_slope, &phase_forward_cuda,
-                       at::toOpMathType(x.scalar_type()));
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_4s2_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
-    bool has_bias, c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
-  check_conv_transpose4s2_inputs(x, weight, std::nullopt);
-  return phase_conv_backward_op("conv_transpose2d_4s2", grad_out, x, weight, out, has_bias,
-                                conv_transpose4s2_geometry(), std::string(activation), negative_slope,
-                                output_mask, &phase_backward_cuda, at::toOpMathType(x.scalar_type()));
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ganx, CUDA, m) {
-  m.impl("upsample_conv2d", &upsample_conv2d_cuda);
-  m.impl("upsample_conv2d_backward", &upsample_conv2d_backward_cuda);
-  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2_cuda);
-  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward_cuda);
+  m.impl("upsample_conv2d", &upsample_conv2d_impl<&phase_forward_cuda>);
+  m.impl("upsample_conv2d_backward", &upsample_conv2d_backward_impl<&phase_backward_cuda>);
+  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2_impl<&phase_forward_cuda>);
+  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward_impl<&phase_backward_cuda>);
 }
 
 }  // namespace ganx
