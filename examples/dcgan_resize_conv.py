@@ -70,8 +70,9 @@ def time_steps(G, D, criterion, data, nz, steps, batch):
     return (time.perf_counter() - t0) / steps
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(make_generator=generator, description=__doc__):
+    """The whole example; dcgan_convtranspose.py runs it with its own generator."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fuse", action="store_true", help="run the model through ganx.fuse (and fused BCE with logits)")
     p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -82,7 +83,7 @@ def main():
     args = p.parse_args()
     torch.manual_seed(args.seed)
     data = digits()
-    G, D, criterion = generator(args.nz, args.width), discriminator(args.width), nn.BCELoss()
+    G, D, criterion = make_generator(args.nz, args.width), discriminator(args.width), nn.BCELoss()
 
     if args.fuse:
         import ganx                                                          # ganx
@@ -107,6 +108,7 @@ def main():
     optD = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     perm = torch.randperm(len(data))
     t0 = time.perf_counter()
+    lossD = lossG = 0.0
     for step in range(args.steps):
         idx = perm[(step * args.batch_size) % (len(data) - args.batch_size):][:args.batch_size]
         lossD, lossG = train_step(G, D, optG, optD, criterion, data[idx], args.nz)
