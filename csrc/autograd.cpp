@@ -6,6 +6,7 @@
 // divided by numel for "mean"), so d L / d x = grad_loss * g for a scalar loss and
 // grad_loss[i] * g[i] for reduction "none". Grads, stats are outputs that are not differentiable.
 #include <ATen/ATen.h>
+#include <ATen/TensorSubclassLikeUtils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -15,6 +16,7 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+using c10::IValue;
 
 void check_no_double_backward(const char* op) {
   // Grad mode is on inside a backward only under create_graph=True; the saved gradient is a
@@ -29,8 +31,31 @@ void check_need_grad(const char* op, bool need_grad) {
               "ganx.functional so the gradient is produced in the forward pass");
 }
 
+// True when g_loss is a plain CPU scalar equal to 1 (loss.backward() and autograd.grad(loss)
+// with no grad_outputs): the saved gradient is then the answer as it is, and multiplying it
+// would cost a pass over it and a fresh allocation. Never under tracing (fake or functional
+// tensors, vmap), and never on CUDA, where reading the value would synchronise.
+bool is_unit_cpu_scalar(const at::Tensor& g_loss) {
+  if (!g_loss.defined() || g_loss.dim() != 0 || !g_loss.device().is_cpu() || at::isTensorSubclassLike(g_loss) ||
+      g_loss.is_conj() || g_loss.is_neg()) {
+    return false;
+  }
+  switch (g_loss.scalar_type()) {
+    case at::kFloat: return *g_loss.const_data_ptr<float>() == 1.0f;
+    case at::kDouble: return *g_loss.const_data_ptr<double>() == 1.0;
+    case at::kHalf: return static_cast<float>(*g_loss.const_data_ptr<at::Half>()) == 1.0f;
+    case at::kBFloat16: return static_cast<float>(*g_loss.const_data_ptr<at::BFloat16>()) == 1.0f;
+    default: return false;
+  }
+}
+
+// d L / d x from the saved d loss / d x. The result may be the saved tensor itself (g_loss = 1):
+// autograd copies it before anyone could write to it in place while the graph is kept
+// (AccumulateGrad only steals an unshared tensor), and an in-place change by the caller is
+// caught by the saved tensor's version counter.
 at::Tensor scale(const at::Tensor& g_loss, const at::Tensor& saved, int64_t reduction) {
   if (reduction == 0) return g_loss.reshape_symint(saved.sym_sizes()) * saved;
+  if (is_unit_cpu_scalar(g_loss)) return saved;
   return saved * g_loss;
 }
 
@@ -40,35 +65,48 @@ class DiscriminatorLossFn : public torch::autograd::Function<DiscriminatorLossFn
                                double real_target, double fake_target, int64_t reduction, bool need_grad) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("ganx::bce_discriminator_loss", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                         .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
                              const at::Tensor&, const at::Tensor&, double, double, int64_t, bool)>();
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, gr, gf, stats] = op.call(real, fake, real_target, fake_target, reduction, need_grad);
-    ctx->mark_non_differentiable({gr, gf, stats});
-    ctx->save_for_backward({gr, gf});
+    auto [loss, grad, stats] = op.call(real, fake, real_target, fake_target, reduction, need_grad);
+    // Only the loss is differentiable; without this autograd would fill zero tensors for the
+    // other outputs' gradients on every backward.
+    ctx->set_materialize_grads(false);
+    ctx->mark_non_differentiable({grad, stats});
+    ctx->save_for_backward({grad});
     ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["need_grad"] = need_grad;
-    ctx->saved_data["n_real"] = real.sym_numel();  // symbolic under torch.compile
-    return {loss, gr, gf, stats};
+    ctx->saved_data["real_shape"] = real.sym_sizes();  // symbolic under torch.compile
+    ctx->saved_data["fake_shape"] = fake.sym_sizes();
+    return {loss, grad, stats};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const char* op = "bce_discriminator_loss";
+    const at::Tensor& g = grads[0];
+    if (!g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     check_no_double_backward(op);
     check_need_grad(op, ctx->saved_data["need_grad"].toBool());
-    const auto saved = ctx->get_saved_variables();
+    const at::Tensor saved = ctx->get_saved_variables()[0];  // d loss / d (real, fake), flattened
     const int64_t red = ctx->saved_data["reduction"].toInt();
-    const at::Tensor& g = grads[0];
-    at::Tensor g_real, g_fake;
-    if (red == 0) {
-      const c10::SymInt n = ctx->saved_data["n_real"].toSymInt();
-      g_real = scale(g.narrow_symint(0, 0, n), saved[0], 0);
-      g_fake = scale(g.narrow_symint(0, n, g.sym_size(0) - n), saved[1], 0);
-    } else {
-      g_real = saved[0] * g;
-      g_fake = saved[1] * g;
+    // reduction none: g is flat like the loss and like saved, one multiply for both inputs
+    const at::Tensor full = red == 0 ? g * saved : scale(g, saved, red);
+    const IValue& rs = ctx->saved_data["real_shape"];
+    const IValue& fs = ctx->saved_data["fake_shape"];
+    if (rs.isIntList() && fs.isIntList() && !at::isTensorSubclassLike(full)) {
+      // Concrete shapes, plain tensor (eager): one view op per input instead of narrow + view.
+      const auto real_shape = rs.toDimVector(), fake_shape = fs.toDimVector();
+      const int64_t n_real = c10::multiply_integers(real_shape);
+      return {full.as_strided(real_shape, c10::contiguous_strides(real_shape), full.storage_offset()),
+              full.as_strided(fake_shape, c10::contiguous_strides(fake_shape), full.storage_offset() + n_real),
+              at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     }
-    return {g_real, g_fake, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const auto real_shape = rs.toSymIntVector(), fake_shape = fs.toSymIntVector();
+    const c10::SymInt n_real = c10::multiply_integers(real_shape);
+    const c10::SymInt n_fake = c10::multiply_integers(fake_shape);
+    return {full.narrow_symint(0, 0, n_real).view_symint(real_shape),
+            full.narrow_symint(0, n_real, n_fake).view_symint(fake_shape), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -81,6 +119,7 @@ class GeneratorLossFn : public torch::autograd::Function<GeneratorLossFn> {
                          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t, double, int64_t, bool)>();
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, g] = op.call(fake, mode, target, reduction, need_grad);
+    ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({g});
     ctx->save_for_backward({g});
     ctx->saved_data["reduction"] = reduction;
@@ -92,17 +131,18 @@ class GeneratorLossFn : public torch::autograd::Function<GeneratorLossFn> {
     const char* op = "bce_generator_loss";
     check_no_double_backward(op);
     check_need_grad(op, ctx->saved_data["need_grad"].toBool());
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     const auto saved = ctx->get_saved_variables();
     return {scale(grads[0], saved[0], ctx->saved_data["reduction"].toInt()), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor()};
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_autograd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_autograd(
     const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target, int64_t reduction,
     bool need_grad) {
   auto out = DiscriminatorLossFn::apply(real, fake, real_target, fake_target, reduction, need_grad);
-  return {out[0], out[1], out[2], out[3]};
+  return {out[0], out[1], out[2]};
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_generator_loss_autograd(const at::Tensor& fake, int64_t mode, double target,

@@ -28,6 +28,9 @@ void check_bce_with_logits_inputs(const at::Tensor& input, const at::Tensor& tar
 void check_bce_probs_inputs(const at::Tensor& input, const at::Tensor& target,
                             const std::optional<at::Tensor>& weight, int64_t reduction);
 
+// The instruction set the CPU loss kernels run with: "avx512", "avx2" or "default".
+const char* bce_cpu_isa();
+
 // An optional per-element factor (weight / pos_weight) as the kernels read it: absent, one value
 // for every element, or a contiguous tensor of the input's shape (other broadcasts are expanded).
 at::Tensor broadcast_factor(const char* op, const char* arg, const std::optional<at::Tensor>& f,

@@ -3,6 +3,8 @@
 #include <pybind11/pybind11.h>
 #include <torch/library.h>
 
+#include "bce_loss.h"
+
 #include "ganx.h"
 
 // All schemas live here, each with a one-line statement of its math.
@@ -30,11 +32,12 @@ TORCH_LIBRARY(ganx, m) {
   // ---- BCE adversarial losses (schemas) ----
   // reduction: 0 none, 1 mean, 2 sum (torch's codes). Each op returns d loss / d input computed
   // in the same pass (empty when need_grad is false), so its backward is a scale by grad_output.
-  // (loss, grad_real, grad_fake, stats): loss = red(BCE(real, t_r)) + red(BCE(fake, t_f)) on logits
-  // (none: the per-element losses of real then fake, flattened into one 1-D tensor);
+  // (loss, grad, stats): loss = red(BCE(real, t_r)) + red(BCE(fake, t_f)) on logits (none: the
+  // per-element losses of real then fake, flattened into one 1-D tensor); grad likewise holds
+  // d loss / d real then d loss / d fake, flattened (one allocation for both);
   // stats (float32) = [acc_real, acc_fake, mean D(x), mean D(G(z))], "real" meaning logit > 0.
   m.def("bce_discriminator_loss(Tensor real, Tensor fake, float real_target, float fake_target, "
-        "int reduction, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+        "int reduction, bool need_grad) -> (Tensor, Tensor, Tensor)");
   // (loss, grad): mode 0 (non-saturating): BCE(fake, target) = -log D(G(z)) for target 1;
   // mode 1 (minimax): -BCE(fake, 1 - target) = log(1 - D(G(z))) for target 1.
   m.def("bce_generator_loss(Tensor fake, int mode, float target, int reduction, bool need_grad) "
@@ -75,4 +78,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("version") = GANX_VERSION;
   m.attr("cuda") = cuda_built();
   m.attr("cuda_archs") = cuda_archs();
+  m.def("cpu_isa", &ganx::bce_cpu_isa,
+        "Instruction set of the CPU loss kernels: 'avx512', 'avx2' or 'default' (follows torch's "
+        "ATEN_CPU_CAPABILITY)");
 }

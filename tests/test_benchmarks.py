@@ -100,7 +100,12 @@ def test_losses_tiny(tmp_path):
         for n in L.TINY_SIZES:
             assert {(loss, n, "ganx"), (loss, n, "eager")} <= got
         assert (loss, L.TINY_SIZES[0], "compile") in got
+        assert (loss, L.TINY_SIZES[0], "autograd-floor") in got
+    floor = [r for r in rows if r["contender"] == "autograd-floor"]
+    assert floor and all(r["max_rel_err_vs_eager"] is None for r in floor)
+    assert all(r["max_rel_err_vs_eager"] is not None for r in rows if r["contender"] == "ganx")
     assert payload["targets"] and "## Targets" in md
+    assert all(t["target"].split()[1] == "discriminator" for t in payload["targets"])
     assert len(pngs) == 2
 
 

@@ -1,12 +1,16 @@
 // CPU kernels of the fused BCE losses. One pass over the logits produces the loss (reduced or
 // per element), the gradient d loss / d logits and, for the discriminator, its statistics.
 //
+// Logits in float32, float16 and bfloat16 run the SIMD kernel of bce_vec.cpp (AVX-512, AVX2 or
+// baseline, chosen at run time like torch's own kernels; float16/bfloat16 are converted block
+// by block to float32 and back). float64 (the precision reference, gradcheck) and the
+// probability BCE run the scalar code below, with libm's exp/log.
+//
 // Determinism: the input is cut into fixed chunks of kChunk elements whatever the thread count;
-// each chunk's partial sums are computed in a fixed order (kLanes interleaved double
-// accumulators) and the chunks are combined in index order, so a result never depends on
-// scheduling. Speed: the per-element work is branch-free (selects) with an inline float
-// exp/log1p, so the inner loop vectorises; it writes to small stack buffers, and the stores to
-// the outputs and the reductions are separate simple loops.
+// each chunk's partial sums are computed in a fixed order and the chunks are combined in index
+// order, so a result never depends on scheduling (nor, for the SIMD kernel, on the ISA). The
+// scalar per-element work is branch-free (selects) so that the inner loop vectorises; it writes
+// to small stack buffers, and the stores to the outputs and the reductions are separate loops.
 //
 // GCC only if-converts (and so vectorises) the selects of the element loop without
 // -ftrapping-math; we never enable FP exceptions, so this file turns it off for itself (before
@@ -20,13 +24,18 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <ATen/Version.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bce_loss.h"
+#include "cpu/bce_vec.h"
 
 namespace ganx {
 namespace {
@@ -229,6 +238,112 @@ Sums run(const at::Tensor& x, const Elem& elem, scalar_t* loss_out, scalar_t* gr
   });
 }
 
+// ------------------------------------------------------------------ SIMD kernel (bce_vec.cpp)
+
+struct Isa {
+  bce_vec::LogitRangeFn fn;
+  const char* name;
+};
+
+// The instruction set torch's own CPU kernels use (so ATEN_CPU_CAPABILITY=default|avx2|avx512
+// selects ours too), confirmed against the CPU itself.
+Isa pick_isa() {
+#if defined(GANX_HAVE_X86_ISAS)
+  const std::string cap = at::get_cpu_capability();
+  __builtin_cpu_init();
+  if (cap == "AVX512" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma")) {
+    return {&bce_vec::isa_avx512::logit_range, "avx512"};
+  }
+  if ((cap == "AVX512" || cap == "AVX2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return {&bce_vec::isa_avx2::logit_range, "avx2"};
+  }
+#endif
+  return {&bce_vec::isa_default::logit_range, "default"};
+}
+
+const Isa& isa() {
+  static const Isa chosen = pick_isa();
+  return chosen;
+}
+
+constexpr int64_t kConvBlock = 2048;  // float16/bfloat16: elements converted to float32 at a time
+
+// The logit losses on x (loss_i, grad_i as in bce_vec.h), every dtype: float32 straight through
+// the SIMD kernel, float16/bfloat16 through float32 copies of kConvBlock elements, float64 by
+// the scalar functors. t, w, pw: full input-shaped arrays or null.
+template <typename scalar_t>
+Sums run_logits(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const scalar_t* pw, double cpos0,
+                double cneg0, double w0, double pw0, scalar_t* loss_out, scalar_t* grad_out,
+                at::opmath_type<scalar_t> grad_scale, bool want_stats) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    const acc_t W0 = w0, PW0 = pw0;
+    if (t == nullptr) return run<scalar_t>(x, LogitConst<acc_t>{cpos0, cneg0, w0}, loss_out, grad_out, grad_scale, want_stats);
+    if (w && pw) return run<scalar_t>(x, LogitTensor<scalar_t, acc_t, true, true>{t, w, pw, W0, PW0}, loss_out, grad_out, grad_scale, want_stats);
+    if (w) return run<scalar_t>(x, LogitTensor<scalar_t, acc_t, true, false>{t, w, pw, W0, PW0}, loss_out, grad_out, grad_scale, want_stats);
+    if (pw) return run<scalar_t>(x, LogitTensor<scalar_t, acc_t, false, true>{t, w, pw, W0, PW0}, loss_out, grad_out, grad_scale, want_stats);
+    return run<scalar_t>(x, LogitTensor<scalar_t, acc_t, false, false>{t, w, pw, W0, PW0}, loss_out, grad_out, grad_scale, want_stats);
+  } else {
+    const bce_vec::LogitRangeFn fn = isa().fn;
+    bce_vec::LogitArgs base;
+    base.cpos0 = static_cast<float>(cpos0);
+    base.cneg0 = static_cast<float>(cneg0);
+    base.w0 = static_cast<float>(w0);
+    base.pw0 = static_cast<float>(pw0);
+    base.grad_scale = static_cast<float>(grad_scale);
+    base.want_stats = want_stats;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const auto add = [](Sums& acc, const bce_vec::RangeSums& r) {
+      acc.loss += r.loss;
+      acc.stat += r.sig;
+      acc.pos += r.pos;
+    };
+    return chunked(x.numel(), [&](int64_t begin, int64_t end) {
+      Sums acc;
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        bce_vec::LogitArgs a = base;
+        a.x = xp;
+        a.t = t;
+        a.w = w;
+        a.pw = pw;
+        a.loss_out = loss_out;
+        a.grad_out = grad_out;
+        add(acc, fn(a, begin, end));
+      } else {
+        std::vector<float> buf(6 * kConvBlock);
+        float* xb = buf.data();
+        float* tb = xb + kConvBlock;
+        float* wb = tb + kConvBlock;
+        float* pwb = wb + kConvBlock;
+        float* lb = pwb + kConvBlock;
+        float* gb = lb + kConvBlock;
+        for (int64_t b0 = begin; b0 < end; b0 += kConvBlock) {
+          const int64_t m = std::min(kConvBlock, end - b0);
+          const auto in = [&](const scalar_t* src, float* dst) -> const float* {
+            if (src == nullptr) return nullptr;
+            for (int64_t j = 0; j < m; ++j) dst[j] = static_cast<float>(src[b0 + j]);
+            return dst;
+          };
+          bce_vec::LogitArgs a = base;
+          a.x = in(xp, xb);
+          a.t = in(t, tb);
+          a.w = in(w, wb);
+          a.pw = in(pw, pwb);
+          a.loss_out = loss_out ? lb : nullptr;
+          a.grad_out = grad_out ? gb : nullptr;
+          add(acc, fn(a, 0, m));
+          for (int64_t j = 0; j < m; ++j) {
+            if (loss_out) loss_out[b0 + j] = static_cast<scalar_t>(lb[j]);
+            if (grad_out) grad_out[b0 + j] = static_cast<scalar_t>(gb[j]);
+          }
+        }
+      }
+      return acc;
+    });
+  }
+}
+
 template <typename scalar_t>
 scalar_t* ptr_or_null(at::Tensor& t, bool use) {
   return use ? t.mutable_data_ptr<scalar_t>() : nullptr;
@@ -240,7 +355,7 @@ double reduce(Reduction red, double sum, int64_t n) {
 
 // ------------------------------------------------------------------ ops
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
     const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target,
     int64_t reduction, bool need_grad) {
   check_bce_discriminator_inputs(real, fake, real_target, fake_target, reduction);
@@ -249,20 +364,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bce_discriminator_los
   const int64_t nr = r.numel(), nf = f.numel();
   const auto opts = r.options();
   auto loss = red == Reduction::None ? at::empty({nr + nf}, opts) : at::empty({}, opts);
-  auto gr = at::empty(need_grad ? r.sizes() : at::IntArrayRef{0}, opts);
-  auto gf = at::empty(need_grad ? f.sizes() : at::IntArrayRef{0}, opts);
+  // Both gradients in one allocation (real then fake): one malloc, and for large inputs a steady
+  // pattern that glibc serves from its heap instead of trimming the heap and page-faulting fresh
+  // memory on every call (measured: 1M + 1M logits fwd+bwd 2.2 ms -> 0.9 ms).
+  auto grad = at::empty({need_grad ? nr + nf : 0}, opts);
   auto stats = at::empty({4}, opts.dtype(at::kFloat));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "bce_discriminator_loss_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool none = red == Reduction::None;
     scalar_t* lp = ptr_or_null<scalar_t>(loss, none);
+    scalar_t* gp = ptr_or_null<scalar_t>(grad, need_grad);
     const acc_t sr = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(nr, 1)) : acc_t(1);
     const acc_t sf = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(nf, 1)) : acc_t(1);
     const acc_t rt = static_cast<acc_t>(real_target), ft = static_cast<acc_t>(fake_target);
-    const Sums a = run<scalar_t>(r, LogitConst<acc_t>{rt, acc_t(1) - rt, acc_t(1)}, lp,
-                                 ptr_or_null<scalar_t>(gr, need_grad), sr, true);
-    const Sums b = run<scalar_t>(f, LogitConst<acc_t>{ft, acc_t(1) - ft, acc_t(1)}, lp ? lp + nr : nullptr,
-                                 ptr_or_null<scalar_t>(gf, need_grad), sf, true);
+    const Sums a = run_logits<scalar_t>(r, nullptr, nullptr, nullptr, real_target, 1.0 - real_target, 1.0, 1.0,
+                                        lp, gp, sr, true);
+    const Sums b = run_logits<scalar_t>(f, nullptr, nullptr, nullptr, fake_target, 1.0 - fake_target, 1.0, 1.0,
+                                        lp ? lp + nr : nullptr, gp ? gp + nr : nullptr, sf, true);
     if (!none) {
       loss.mutable_data_ptr<scalar_t>()[0] =
           static_cast<scalar_t>(reduce(red, a.loss, nr) + reduce(red, b.loss, nf));
@@ -273,7 +391,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bce_discriminator_los
     s[2] = static_cast<float>(a.stat / static_cast<double>(nr));
     s[3] = static_cast<float>(b.stat / static_cast<double>(nf));
   });
-  return {loss, gr, gf, stats};
+  return {loss, grad, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cpu(const at::Tensor& fake, int64_t mode, double target,
@@ -291,10 +409,11 @@ std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cpu(const at::Tensor& fake
     const acc_t t = static_cast<acc_t>(target);
     const acc_t sc = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(n, 1)) : acc_t(1);
     // non-saturating: BCE(l, t); minimax: -BCE(l, 1 - t), = log(1 - D(G(z))) for t = 1.
-    const auto elem = m == GenMode::NonSaturating ? LogitConst<acc_t>{t, acc_t(1) - t, acc_t(1)}
-                                                  : LogitConst<acc_t>{acc_t(1) - t, t, acc_t(-1)};
-    const Sums a = run<scalar_t>(f, elem, ptr_or_null<scalar_t>(loss, none), ptr_or_null<scalar_t>(g, need_grad),
-                                 sc, false);
+    const bool ns = m == GenMode::NonSaturating;
+    const Sums a = run_logits<scalar_t>(f, nullptr, nullptr, nullptr, ns ? target : 1.0 - target,
+                                        ns ? 1.0 - target : target, ns ? 1.0 : -1.0, 1.0,
+                                        ptr_or_null<scalar_t>(loss, none), ptr_or_null<scalar_t>(g, need_grad), sc,
+                                        false);
     if (!none) loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
   });
   return {loss, g};
@@ -327,16 +446,8 @@ std::tuple<at::Tensor, at::Tensor> bce_with_logits_cpu(const at::Tensor& input, 
     const acc_t pw0 = (pw.defined() && !pwfull) ? static_cast<acc_t>(pwp[0]) : acc_t(1);
     scalar_t* lp = ptr_or_null<scalar_t>(loss, none);
     scalar_t* gp = ptr_or_null<scalar_t>(g, need_grad);
-    Sums a;
-    if (wfull && pwfull) {
-      a = run<scalar_t>(x, LogitTensor<scalar_t, acc_t, true, true>{tp, wp, pwp, w0, pw0}, lp, gp, sc, false);
-    } else if (wfull) {
-      a = run<scalar_t>(x, LogitTensor<scalar_t, acc_t, true, false>{tp, wp, pwp, w0, pw0}, lp, gp, sc, false);
-    } else if (pwfull) {
-      a = run<scalar_t>(x, LogitTensor<scalar_t, acc_t, false, true>{tp, wp, pwp, w0, pw0}, lp, gp, sc, false);
-    } else {
-      a = run<scalar_t>(x, LogitTensor<scalar_t, acc_t, false, false>{tp, wp, pwp, w0, pw0}, lp, gp, sc, false);
-    }
+    const Sums a = run_logits<scalar_t>(x, tp, wfull ? wp : nullptr, pwfull ? pwp : nullptr, 1.0, 0.0, w0, pw0,
+                                        lp, gp, sc, false);
     if (!none) loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
   });
   return {loss, g};
@@ -377,6 +488,8 @@ std::tuple<at::Tensor, at::Tensor> bce_probs_cpu(const at::Tensor& input, const 
 }
 
 }  // namespace
+
+const char* bce_cpu_isa() { return isa().name; }
 
 TORCH_LIBRARY_IMPL(ganx, CPU, m) {
   m.impl("bce_discriminator_loss", &bce_discriminator_loss_cpu);

@@ -232,7 +232,7 @@ void fill_empty(at::Tensor& loss, at::Tensor* stats, Reduction red) {
   if (stats != nullptr) stats->fill_(std::numeric_limits<double>::quiet_NaN());
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cuda(
     const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target,
     int64_t reduction, bool need_grad) {
   check_bce_discriminator_inputs(real, fake, real_target, fake_target, reduction);
@@ -242,12 +242,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bce_discriminator_los
   const int64_t nr = r.numel(), nf = f.numel();
   const auto opts = r.options();
   auto loss = red == Reduction::None ? at::empty({nr + nf}, opts) : at::empty({}, opts);
-  auto gr = at::empty(need_grad ? r.sizes() : at::IntArrayRef{0}, opts);
-  auto gf = at::empty(need_grad ? f.sizes() : at::IntArrayRef{0}, opts);
+  auto grad = at::empty({need_grad ? nr + nf : 0}, opts);  // real then fake, flattened
   auto stats = at::empty({4}, opts.dtype(at::kFloat));
   if (nr + nf == 0) {
     fill_empty(loss, &stats, red);
-    return {loss, gr, gf, stats};
+    return {loss, grad, stats};
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "bce_discriminator_loss_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -255,14 +254,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bce_discriminator_los
     scalar_t* lp = none ? loss.mutable_data_ptr<scalar_t>() : nullptr;
     const acc_t rt = static_cast<acc_t>(real_target), ft = static_cast<acc_t>(fake_target);
     DevLogitConst<acc_t> elem{{rt, ft}, {acc_t(1) - rt, acc_t(1) - ft}, {acc_t(1), acc_t(1)}};
-    Segment<scalar_t> s0{r.const_data_ptr<scalar_t>(), nr, lp, need_grad ? gr.mutable_data_ptr<scalar_t>() : nullptr};
-    Segment<scalar_t> s1{f.const_data_ptr<scalar_t>(), nf, lp ? lp + nr : nullptr,
-                         need_grad ? gf.mutable_data_ptr<scalar_t>() : nullptr};
+    scalar_t* gp = need_grad ? grad.mutable_data_ptr<scalar_t>() : nullptr;
+    Segment<scalar_t> s0{r.const_data_ptr<scalar_t>(), nr, lp, gp};
+    Segment<scalar_t> s1{f.const_data_ptr<scalar_t>(), nf, lp ? lp + nr : nullptr, gp ? gp + nr : nullptr};
     Final<scalar_t, acc_t> fin{none ? nullptr : loss.mutable_data_ptr<scalar_t>(), stats.mutable_data_ptr<float>(),
                                2, red == Reduction::Mean, nr, nf};
     launch<scalar_t, acc_t>(r, s0, s1, elem, grad_scale<acc_t>(red, nr), grad_scale<acc_t>(red, nf), fin);
   });
-  return {loss, gr, gf, stats};
+  return {loss, grad, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cuda(const at::Tensor& fake, int64_t mode, double target,

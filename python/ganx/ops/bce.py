@@ -136,7 +136,7 @@ def bce_discriminator_loss(
     _tensor(op, "real_logits", real_logits)
     _tensor(op, "fake_logits", fake_logits)
     need_grad = torch.is_grad_enabled() and (real_logits.requires_grad or fake_logits.requires_grad)
-    loss, _, _, stats = _DISC(real_logits, fake_logits, rt, ft, red, need_grad)
+    loss, _, stats = _DISC(real_logits, fake_logits, rt, ft, red, need_grad)
     if red == 0:
         n = real_logits.numel()
         loss = (loss[:n].view(real_logits.shape), loss[n:].view(fake_logits.shape))
@@ -255,7 +255,8 @@ def _disc_fake(real, fake, real_target, fake_target, reduction, need_grad):
     _check_fake_logits("bce_discriminator_loss", real, fake)
     loss = real.new_empty((real.numel() + fake.numel(),)) if reduction == 0 else real.new_empty(())
     stats = real.new_empty((4,), dtype=torch.float32)
-    return loss, _grad_like(real, need_grad), _grad_like(fake, need_grad), stats
+    grad = real.new_empty((real.numel() + fake.numel() if need_grad else 0,))
+    return loss, grad, stats
 
 
 @torch.library.register_fake("ganx::bce_generator_loss")

@@ -1,0 +1,219 @@
+// SIMD kernel of the logit BCE losses (interface and the rules it keeps: bce_vec.h).
+//
+// Compiled several times by CMakeLists.txt, once per instruction set, with GANX_ISA naming
+// the namespace (isa_default, isa_avx2, isa_avx512) and -ffp-contract=fast. Everything except
+// logit_range has internal linkage and only builtins are used (no std:: or ATen inline
+// functions), so no ISA-specific code can leak into the rest of the module through the linker.
+//
+// The math is that of bce_elem (csrc/bce_loss.h) on 16-lane GCC vectors: e = exp(-|l|) and
+// log1p(e) by Cephes-style polynomials (relative error a few ulp; exp flushed to 0 below
+// -87), every branch a select, so +-inf and NaN behave exactly as in the scalar code.
+#include "bce_vec.h"
+
+#ifndef GANX_ISA
+#error "bce_vec.cpp must be compiled with -DGANX_ISA=<namespace>"
+#endif
+
+namespace ganx {
+namespace bce_vec {
+namespace GANX_ISA {
+namespace {
+
+#define GANX_INLINE inline __attribute__((always_inline))
+
+constexpr int kW = 16;  // lanes (fixed for every ISA: the sums' order must not depend on it)
+constexpr int kUnroll = 4;  // vectors summed in float before a partial sum goes to double
+
+typedef float vf __attribute__((vector_size(kW * 4)));
+typedef int32_t vi __attribute__((vector_size(kW * 4)));
+typedef double vd __attribute__((vector_size(kW * 8)));
+
+GANX_INLINE vf splat(float a) {
+  vf v = {};
+  return v + a;
+}
+GANX_INLINE vf load(const float* p) {
+  vf v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+GANX_INLINE void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof(v)); }
+GANX_INLINE vf sel(vi m, vf a, vf b) { return m ? a : b; }
+
+// exp(x) for x <= 0; below -87 flushed to 0 (the true value is < 1.7e-38); NaN stays NaN.
+GANX_INLINE vf exp_nonpos(vf x) {
+  const vf zero = splat(0.0f);
+  const vi tiny = x < -87.0f;
+  vf xs = sel(tiny, splat(-87.0f), x);
+  const vi nan = xs != xs;
+  xs = sel(nan, zero, xs);
+  const vi n = __builtin_convertvector(xs * 1.44269504088896341f - 0.5f, vi);  // round to nearest (xs <= 0)
+  const vf fn = __builtin_convertvector(n, vf);
+  vf r = xs - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  vf y = p * r * r + r + 1.0f;
+  const vi bits = (n + 127) << 23;  // n in [-126, 0]: 2^n
+  y = y * reinterpret_cast<const vf&>(bits);
+  y = sel(tiny, zero, y);
+  return sel(nan, x, y);
+}
+
+// log1p(e) for e in [0, 1]: 1 + e = 2^k (1 + f), f in [sqrt(.5) - 1, sqrt(2) - 1], f formed
+// from e without rounding 1 + e, so tiny e keep their precision.
+GANX_INLINE vf log1p_unit(vf e) {
+  const vi hi = e > 0.41421356237f;
+  const vf f = sel(hi, (e - 1.0f) * 0.5f, e);
+  const vf k = sel(hi, splat(1.0f), splat(0.0f));
+  const vf z = f * f;
+  vf p = splat(7.0376836292e-2f);
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  vf y = p * f * z;
+  y = y + k * -2.12194440e-4f;
+  y = y + z * -0.5f;
+  return f + y + k * 0.693359375f;
+}
+
+// Coefficient sources: constants (discriminator / generator) or per-element tensors.
+enum class Coef { Const, T, TW, TPW, TWPW };
+
+struct Out {
+  vf loss, sig, pos;
+};
+
+// Elements [i, i + kW) of the arrays in a.
+template <Coef C>
+GANX_INLINE Out element(const LogitArgs& a, int64_t i) {
+  const vf zero = splat(0.0f), one = splat(1.0f);
+  const vf l = load(a.x + i);
+  vf cpos, cneg, wv;
+  if constexpr (C == Coef::Const) {
+    cpos = splat(a.cpos0);
+    cneg = splat(a.cneg0);
+    wv = splat(a.w0);
+  } else {
+    const vf tv = load(a.t + i);
+    const vf pwv = (C == Coef::TPW || C == Coef::TWPW) ? load(a.pw + i) : splat(a.pw0);
+    wv = (C == Coef::TW || C == Coef::TWPW) ? load(a.w + i) : splat(a.w0);
+    cpos = pwv * tv;
+    cneg = one - tv;
+  }
+  const vi neg = l < zero;
+  const vf absl = sel(neg, -l, l);
+  const vf e = exp_nonpos(-absl);
+  const vf L = log1p_unit(e);
+  const vf inv = one / (one + e);
+  const vf einv = e * inv;
+  const vi ge = l >= zero;
+  const vf sig = sel(ge, inv, einv);      // sigmoid(l)
+  const vf sig_neg = sel(ge, einv, inv);  // sigmoid(-l), no cancellation
+  const vf pos_part = sel(neg, -l, zero);  // max(-l, 0)
+  const vf neg_part = sel(l > zero, l, zero);  // max(l, 0)
+  const vf ta = sel(cpos == zero, zero, cpos * pos_part);
+  const vf tb = sel(cneg == zero, zero, cneg * neg_part);
+  const vf g = (cneg * sig - cpos * sig_neg) * wv * a.grad_scale;
+  const vf v = wv * (ta + tb + (cpos + cneg) * L);
+  if (a.grad_out != nullptr) store(a.grad_out + i, g);
+  if (a.loss_out != nullptr) store(a.loss_out + i, v);
+  return {v, sig, sel(l > zero, one, zero)};
+}
+
+template <Coef C, bool Stats>
+RangeSums range(const LogitArgs& a, int64_t begin, int64_t end) {
+  vd dl = {}, ds = {}, dp = {};
+  int64_t i = begin;
+  for (; i + kW * kUnroll <= end; i += kW * kUnroll) {
+    vf fl = {}, fs = {}, fp = {};
+    for (int k = 0; k < kUnroll; ++k) {
+      const Out o = element<C>(a, i + k * kW);
+      fl = fl + o.loss;
+      if (Stats) {
+        fs = fs + o.sig;
+        fp = fp + o.pos;
+      }
+    }
+    dl = dl + __builtin_convertvector(fl, vd);
+    if (Stats) {
+      ds = ds + __builtin_convertvector(fs, vd);
+      dp = dp + __builtin_convertvector(fp, vd);
+    }
+  }
+  // The rest, one vector at a time; the last partial vector goes through padded copies.
+  for (; i < end; i += kW) {
+    const int64_t n = end - i < kW ? end - i : kW;
+    Out o;
+    if (n == kW) {
+      o = element<C>(a, i);
+    } else {
+      alignas(64) float xb[kW] = {}, tb[kW] = {}, wb[kW] = {}, pwb[kW] = {}, lb[kW], gb[kW];
+      for (int64_t j = 0; j < n; ++j) {
+        xb[j] = a.x[i + j];
+        if (a.t) tb[j] = a.t[i + j];
+        if (a.w) wb[j] = a.w[i + j];
+        if (a.pw) pwb[j] = a.pw[i + j];
+      }
+      LogitArgs b = a;
+      b.x = xb;
+      b.t = a.t ? tb : nullptr;
+      b.w = a.w ? wb : nullptr;
+      b.pw = a.pw ? pwb : nullptr;
+      b.loss_out = a.loss_out ? lb : nullptr;
+      b.grad_out = a.grad_out ? gb : nullptr;
+      o = element<C>(b, 0);
+      for (int64_t j = 0; j < n; ++j) {
+        if (a.loss_out) a.loss_out[i + j] = lb[j];
+        if (a.grad_out) a.grad_out[i + j] = gb[j];
+      }
+      vi lane;
+      for (int j = 0; j < kW; ++j) lane[j] = j;
+      const vi live = lane < static_cast<int32_t>(n);
+      const vf zero = splat(0.0f);
+      o.loss = sel(live, o.loss, zero);
+      o.sig = sel(live, o.sig, zero);
+      o.pos = sel(live, o.pos, zero);
+    }
+    dl = dl + __builtin_convertvector(o.loss, vd);
+    if (Stats) {
+      ds = ds + __builtin_convertvector(o.sig, vd);
+      dp = dp + __builtin_convertvector(o.pos, vd);
+    }
+  }
+  RangeSums r;
+  for (int k = 0; k < kW; ++k) {
+    r.loss += dl[k];
+    r.sig += ds[k];
+    r.pos += dp[k];
+  }
+  return r;
+}
+
+template <Coef C>
+RangeSums range_stats(const LogitArgs& a, int64_t begin, int64_t end) {
+  return a.want_stats ? range<C, true>(a, begin, end) : range<C, false>(a, begin, end);
+}
+
+}  // namespace
+
+RangeSums logit_range(const LogitArgs& a, int64_t begin, int64_t end) {
+  if (a.t == nullptr) return range_stats<Coef::Const>(a, begin, end);
+  if (a.w != nullptr && a.pw != nullptr) return range_stats<Coef::TWPW>(a, begin, end);
+  if (a.w != nullptr) return range_stats<Coef::TW>(a, begin, end);
+  if (a.pw != nullptr) return range_stats<Coef::TPW>(a, begin, end);
+  return range_stats<Coef::T>(a, begin, end);
+}
+
+}  // namespace GANX_ISA
+}  // namespace bce_vec
+}  // namespace ganx
