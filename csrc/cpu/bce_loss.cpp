@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -269,23 +270,61 @@ const Isa& isa() {
 
 constexpr int64_t kConvBlock = 2048;  // float16/bfloat16: elements converted to float32 at a time
 
-// The logit losses on x (loss_i, grad_i as in bce_vec.h), every dtype: float32 straight through
-// the SIMD kernel, float16/bfloat16 through float32 copies of kConvBlock elements, float64 by
-// the scalar functors. t, w, pw: full input-shaped arrays or null.
-template <typename scalar_t>
-Sums run_logits(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const scalar_t* pw, double cpos0,
-                double cneg0, double w0, double pw0, scalar_t* loss_out, scalar_t* grad_out,
-                at::opmath_type<scalar_t> grad_scale, bool want_stats) {
+using RangeFn = std::function<Sums(int64_t, int64_t)>;
+
+// Two inputs' ranges (the discriminator's real and fake) in one parallel region over both
+// inputs' chunks; each input's partials are added in index order. Inputs of kChunk elements
+// or fewer in all run on the calling thread (a parallel region would cost more); either way
+// every chunk is the same range, so the result is the same.
+std::pair<Sums, Sums> chunked2(int64_t na, const RangeFn& fa, int64_t nb, const RangeFn& fb) {
+  if (na + nb <= kChunk) return {fa(0, na), fb(0, nb)};
+  const int64_t ca = (na + kChunk - 1) / kChunk, cb = (nb + kChunk - 1) / kChunk;
+  std::vector<Sums> parts(ca + cb);
+  at::parallel_for(0, ca + cb, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) {
+      parts[c] = c < ca ? fa(c * kChunk, std::min(na, (c + 1) * kChunk))
+                        : fb((c - ca) * kChunk, std::min(nb, (c - ca + 1) * kChunk));
+    }
+  });
+  std::pair<Sums, Sums> tot;
+  for (int64_t c = 0; c < ca + cb; ++c) {
+    Sums& t = c < ca ? tot.first : tot.second;
+    t.loss += parts[c].loss;
+    t.stat += parts[c].stat;
+    t.pos += parts[c].pos;
+  }
+  return tot;
+}
+
+template <typename scalar_t, typename Elem>
+RangeFn scalar_ranges(const scalar_t* xp, const Elem& elem, scalar_t* loss_out, scalar_t* grad_out,
+                      at::opmath_type<scalar_t> grad_scale, bool want_stats) {
   using acc_t = at::opmath_type<scalar_t>;
+  return [=](int64_t b, int64_t e) {
+    return run_range<scalar_t, acc_t>(xp, b, e, elem, loss_out, grad_out, grad_scale, want_stats);
+  };
+}
+
+// The logit losses on x (loss_i, grad_i as in bce_vec.h) as a function of an element range, for
+// every dtype: float32 straight through the SIMD kernel, float16/bfloat16 through float32
+// copies of kConvBlock elements, float64 by the scalar functors. t, w, pw: full input-shaped
+// arrays or null.
+template <typename scalar_t>
+RangeFn logit_ranges(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const scalar_t* pw, double cpos0,
+                     double cneg0, double w0, double pw0, scalar_t* loss_out, scalar_t* grad_out,
+                     at::opmath_type<scalar_t> grad_scale, bool want_stats) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
   if constexpr (std::is_same_v<scalar_t, double>) {
-    const acc_t W0 = w0, PW0 = pw0;
-    if (t == nullptr) return run<scalar_t>(x, LogitConst<acc_t>{cpos0, cneg0, w0}, loss_out, grad_out, grad_scale, want_stats);
-    if (w && pw) return run<scalar_t>(x, LogitTensor<scalar_t, acc_t, true, true>{t, w, pw, W0, PW0}, loss_out, grad_out, grad_scale, want_stats);
-    if (w) return run<scalar_t>(x, LogitTensor<scalar_t, acc_t, true, false>{t, w, pw, W0, PW0}, loss_out, grad_out, grad_scale, want_stats);
-    if (pw) return run<scalar_t>(x, LogitTensor<scalar_t, acc_t, false, true>{t, w, pw, W0, PW0}, loss_out, grad_out, grad_scale, want_stats);
-    return run<scalar_t>(x, LogitTensor<scalar_t, acc_t, false, false>{t, w, pw, W0, PW0}, loss_out, grad_out, grad_scale, want_stats);
+    const auto go = [&](const auto& elem) {
+      return scalar_ranges<scalar_t>(xp, elem, loss_out, grad_out, grad_scale, want_stats);
+    };
+    if (t == nullptr) return go(LogitConst<acc_t>{cpos0, cneg0, w0});
+    if (w && pw) return go(LogitTensor<scalar_t, acc_t, true, true>{t, w, pw, w0, pw0});
+    if (w) return go(LogitTensor<scalar_t, acc_t, true, false>{t, w, pw, w0, pw0});
+    if (pw) return go(LogitTensor<scalar_t, acc_t, false, true>{t, w, pw, w0, pw0});
+    return go(LogitTensor<scalar_t, acc_t, false, false>{t, w, pw, w0, pw0});
   } else {
-    const bce_vec::LogitRangeFn fn = isa().fn;
     bce_vec::LogitArgs base;
     base.cpos0 = static_cast<float>(cpos0);
     base.cneg0 = static_cast<float>(cneg0);
@@ -293,14 +332,14 @@ Sums run_logits(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const
     base.pw0 = static_cast<float>(pw0);
     base.grad_scale = static_cast<float>(grad_scale);
     base.want_stats = want_stats;
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const auto add = [](Sums& acc, const bce_vec::RangeSums& r) {
-      acc.loss += r.loss;
-      acc.stat += r.sig;
-      acc.pos += r.pos;
-    };
-    return chunked(x.numel(), [&](int64_t begin, int64_t end) {
+    const bce_vec::LogitRangeFn fn = isa().fn;
+    return [=](int64_t begin, int64_t end) {
       Sums acc;
+      const auto add = [&acc](const bce_vec::RangeSums& r) {
+        acc.loss += r.loss;
+        acc.stat += r.sig;
+        acc.pos += r.pos;
+      };
       if constexpr (std::is_same_v<scalar_t, float>) {
         bce_vec::LogitArgs a = base;
         a.x = xp;
@@ -309,7 +348,7 @@ Sums run_logits(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const
         a.pw = pw;
         a.loss_out = loss_out;
         a.grad_out = grad_out;
-        add(acc, fn(a, begin, end));
+        add(fn(a, begin, end));
       } else {
         std::vector<float> buf(6 * kConvBlock);
         float* xb = buf.data();
@@ -332,7 +371,7 @@ Sums run_logits(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const
           a.pw = in(pw, pwb);
           a.loss_out = loss_out ? lb : nullptr;
           a.grad_out = grad_out ? gb : nullptr;
-          add(acc, fn(a, 0, m));
+          add(fn(a, 0, m));
           for (int64_t j = 0; j < m; ++j) {
             if (loss_out) loss_out[b0 + j] = static_cast<scalar_t>(lb[j]);
             if (grad_out) grad_out[b0 + j] = static_cast<scalar_t>(gb[j]);
@@ -340,8 +379,16 @@ Sums run_logits(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const
         }
       }
       return acc;
-    });
+    };
   }
+}
+
+template <typename scalar_t>
+Sums run_logits(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const scalar_t* pw, double cpos0,
+                double cneg0, double w0, double pw0, scalar_t* loss_out, scalar_t* grad_out,
+                at::opmath_type<scalar_t> grad_scale, bool want_stats) {
+  return chunked(x.numel(), logit_ranges<scalar_t>(x, t, w, pw, cpos0, cneg0, w0, pw0, loss_out, grad_out,
+                                                   grad_scale, want_stats));
 }
 
 template <typename scalar_t>
@@ -376,11 +423,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
     scalar_t* gp = ptr_or_null<scalar_t>(grad, need_grad);
     const acc_t sr = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(nr, 1)) : acc_t(1);
     const acc_t sf = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(nf, 1)) : acc_t(1);
-    const acc_t rt = static_cast<acc_t>(real_target), ft = static_cast<acc_t>(fake_target);
-    const Sums a = run_logits<scalar_t>(r, nullptr, nullptr, nullptr, real_target, 1.0 - real_target, 1.0, 1.0,
-                                        lp, gp, sr, true);
-    const Sums b = run_logits<scalar_t>(f, nullptr, nullptr, nullptr, fake_target, 1.0 - fake_target, 1.0, 1.0,
-                                        lp ? lp + nr : nullptr, gp ? gp + nr : nullptr, sf, true);
+    const auto [a, b] = chunked2(
+        nr, logit_ranges<scalar_t>(r, nullptr, nullptr, nullptr, real_target, 1.0 - real_target, 1.0, 1.0, lp, gp, sr, true),
+        nf, logit_ranges<scalar_t>(f, nullptr, nullptr, nullptr, fake_target, 1.0 - fake_target, 1.0, 1.0,
+                                   lp ? lp + nr : nullptr, gp ? gp + nr : nullptr, sf, true));
     if (!none) {
       loss.mutable_data_ptr<scalar_t>()[0] =
           static_cast<scalar_t>(reduce(red, a.loss, nr) + reduce(red, b.loss, nf));

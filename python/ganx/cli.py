@@ -226,7 +226,8 @@ def _cmd_info(args) -> int:
             print(f"device cuda:{i}: {p.name}, sm_{p.major}{p.minor}, {p.total_memory / 2**30:.1f} GiB")
     else:
         print("visible CUDA devices: none")
-    print(f"CPU threads: {torch.get_num_threads()}")
+    print(f"CPU threads: {torch.get_num_threads()}; CPU loss kernels: {_ext._C.cpu_isa()} "
+          f"(torch's CPU capability: {torch.backends.cpu.get_cpu_capability()})")
     try:
         import torch.utils.tensorboard  # noqa: F401
         tb = "yes"
