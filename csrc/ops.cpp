@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "bce_loss.h"
+#include "cpu/buffer_cache.h"
 
 #include "ganx.h"
 
@@ -81,4 +82,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_isa", &ganx::bce_cpu_isa,
         "Instruction set of the CPU loss kernels: 'avx512', 'avx2' or 'default' (follows torch's "
         "ATEN_CPU_CAPABILITY)");
+  m.def("cpu_buffer_cache_stats", [] {
+    const auto s = ganx::buffer_cache_stats();
+    pybind11::dict d;
+    d["blocks"] = s.blocks;
+    d["bytes"] = s.bytes;
+    d["limit_bytes"] = s.limit_bytes;
+    d["hits"] = s.hits;
+    d["misses"] = s.misses;
+    return d;
+  }, "The CPU output-buffer cache of the loss kernels: blocks and bytes held, limit, hits, misses");
+  m.def("cpu_buffer_cache_clear", &ganx::buffer_cache_clear,
+        "Frees every buffer the CPU output-buffer cache holds");
 }

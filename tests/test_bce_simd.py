@@ -239,3 +239,80 @@ def test_loss_not_used_in_backward_and_stats_only():
     assert not stats.d_real.requires_grad
     (2 * loss + 0).backward()
     torch.testing.assert_close(r.grad, 2 * (torch.sigmoid(r) - 1).detach() / 10)
+
+
+# ----------------------------------------------------------------- the CPU output-buffer cache
+
+def test_buffer_cache_reuses_freed_buffers_only():
+    from ganx.ops import clear_cpu_buffer_cache, cpu_buffer_cache_stats
+    clear_cpu_buffer_cache()
+    n = 1 << 18  # 2 x 256K float32 gradients = 2 MiB: cached
+    r = torch.randn(n, requires_grad=True)
+    f = torch.randn(n, requires_grad=True)
+    ga, _ = torch.autograd.grad(GF.bce_discriminator_loss(r, f), (r, f))
+    ptr = ga.data_ptr()
+    r2 = (2 * r).detach().requires_grad_(True)
+    gb, _ = torch.autograd.grad(GF.bce_discriminator_loss(r2, f), (r2, f))  # ga alive: a new buffer
+    assert gb.data_ptr() != ptr
+    torch.testing.assert_close(ga, (torch.sigmoid(r) - 1).detach() / n)
+    del ga
+    s0 = cpu_buffer_cache_stats()
+    assert s0["blocks"] >= 1 and s0["bytes"] >= 8 * n
+    r3 = (3 * r).detach().requires_grad_(True)
+    gc, _ = torch.autograd.grad(GF.bce_discriminator_loss(r3, f), (r3, f))  # reuses ga's buffer
+    assert gc.data_ptr() == ptr
+    assert cpu_buffer_cache_stats()["hits"] == s0["hits"] + 1
+    torch.testing.assert_close(gc, (torch.sigmoid(r3) - 1).detach() / n)  # fully rewritten
+    torch.testing.assert_close(gb, (torch.sigmoid(r2) - 1).detach() / n)  # untouched
+    # small buffers never go through the cache
+    before = cpu_buffer_cache_stats()
+    for _ in range(3):
+        GF.bce_generator_loss(torch.randn(100, requires_grad=True)).backward()
+    after = cpu_buffer_cache_stats()
+    assert (after["hits"], after["misses"]) == (before["hits"], before["misses"])
+    clear_cpu_buffer_cache()
+    assert cpu_buffer_cache_stats()["blocks"] == 0
+
+
+def test_buffer_cache_as_parameter_grads_and_threads():
+    from concurrent.futures import ThreadPoolExecutor
+    x = torch.randn(1 << 19, requires_grad=True)
+    for _ in range(3):  # .grad takes the buffer; set_to_none returns it; values stay right
+        GF.bce_generator_loss(x, reduction="sum").backward()
+        torch.testing.assert_close(x.grad, (torch.sigmoid(x) - 1).detach())
+        x.grad = None
+
+    def work(seed):
+        g = torch.Generator().manual_seed(seed)
+        a = torch.randn(300_000, generator=g, requires_grad=True)
+        b = torch.randn(200_000, generator=g, requires_grad=True)
+        out = []
+        for _ in range(5):
+            loss = GF.bce_discriminator_loss(a, b, reduction="none")
+            out.append(torch.autograd.grad(loss, (a, b), loss))
+        return a, b, out
+
+    with ThreadPoolExecutor(4) as ex:
+        for a, b, out in ex.map(work, range(4)):
+            la = F.softplus(-a.detach())
+            lb = F.softplus(b.detach())
+            for ga, gb in out:
+                torch.testing.assert_close(ga, la * (torch.sigmoid(a) - 1).detach())
+                torch.testing.assert_close(gb, lb * torch.sigmoid(b).detach())
+
+
+def test_buffer_cache_can_be_turned_off():
+    code = ("import torch, ganx.functional as GF; from ganx.ops import cpu_buffer_cache_stats as s\n"
+            "x = torch.randn(1 << 20, requires_grad=True)\n"
+            "for _ in range(3): GF.bce_generator_loss(x).backward()\n"
+            "print(s())")
+    for env, limit in (("0", 0), ("64", 64 << 20)):
+        res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, GANX_CPU_BUFFER_CACHE_MB=env),
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        st = eval(res.stdout.strip().splitlines()[-1])
+        assert st["limit_bytes"] == limit
+        assert (st["hits"] > 0) == (limit > 0)
+    res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, GANX_CPU_BUFFER_CACHE_MB="lots"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "GANX_CPU_BUFFER_CACHE_MB" in res.stderr

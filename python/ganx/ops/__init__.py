@@ -1,4 +1,6 @@
 """Fused ops (autograd + fake kernels over torch.ops.ganx) and their pure-torch references."""
 from ganx.ops import reference  # noqa: F401
-from ganx.ops.bce import DiscriminatorStats, bce_discriminator_loss, bce_generator_loss, bce_with_logits, binary_cross_entropy  # noqa: F401
+from ganx.ops.bce import (  # noqa: F401
+    DiscriminatorStats, bce_discriminator_loss, bce_generator_loss, bce_with_logits, binary_cross_entropy,
+    clear_cpu_buffer_cache, cpu_buffer_cache_stats)
 from ganx.ops.upsample_conv import conv_transpose2d_4s2, upsample_conv2d  # noqa: F401

@@ -35,6 +35,8 @@ __all__ = [
     "binary_cross_entropy",
     "REDUCTIONS",
     "GENERATOR_MODES",
+    "cpu_buffer_cache_stats",
+    "clear_cpu_buffer_cache",
 ]
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -58,6 +60,23 @@ class DiscriminatorStats(NamedTuple):
     acc_fake: Tensor  # fraction of fake logits <= 0
     d_real: Tensor    # mean sigmoid(real logits) = mean D(x)
     d_fake: Tensor    # mean sigmoid(fake logits) = mean D(G(z))
+
+
+def cpu_buffer_cache_stats() -> dict:
+    """The cache of large CPU output buffers (gradients, per-element losses) of these losses.
+
+    Buffers of 1 MiB and more are kept when their tensor dies and reused by the next call of
+    the same size, so a training loop does not page-fault its gradient memory in on every step
+    (glibc hands large blocks back to the system). At most 8 blocks and
+    ``GANX_CPU_BUFFER_CACHE_MB`` MiB (default 512; 0 turns the cache off), oldest evicted first.
+    Returns ``{"blocks", "bytes", "limit_bytes", "hits", "misses"}``.
+    """
+    return dict(_ext._C.cpu_buffer_cache_stats())
+
+
+def clear_cpu_buffer_cache() -> None:
+    """Frees every buffer the CPU output-buffer cache holds (tensors in use are not affected)."""
+    _ext._C.cpu_buffer_cache_clear()
 
 
 # ----------------------------------------------------------------- argument checks (cheap)
