@@ -4,7 +4,9 @@
 //
 // Backward (derivation): loss = red(f(x)) and the kernel saved g = d red(f) / d x (already
 // divided by numel for "mean"), so d L / d x = grad_loss * g for a scalar loss and
-// grad_loss[i] * g[i] for reduction "none". Grads, stats are outputs that are not differentiable.
+// grad_loss[i] * g[i] for reduction "none" (and no multiply at all when a scalar grad_loss is
+// exactly 1 on the CPU). Grads, stats are outputs that are not differentiable. The
+// discriminator's saved g is one flat buffer (real then fake); backward hands out views of it.
 #include <ATen/ATen.h>
 #include <ATen/TensorSubclassLikeUtils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
