@@ -8,7 +8,7 @@
 //
 // Determinism: the input is cut into fixed chunks of kChunk elements whatever the thread count;
 // each chunk's partial sums are computed in a fixed order and the chunks are combined in index
-// order, so a result never depends on scheduling (nor, for the SIMD kernel, on the ISA). The
+// order, so a result never depends on scheduling (nor on AVX2 vs AVX-512; bce_vec.h). The
 // scalar per-element work is branch-free (selects) so that the inner loop vectorises; it writes
 // to small stack buffers, and the stores to the outputs and the reductions are separate loops.
 //
@@ -46,80 +46,18 @@ constexpr int64_t kChunk = 16384;  // elements per parallel task (fixed: results
 constexpr int kBlk = 64;           // elements per register block
 constexpr int kLanes = 8;          // interleaved accumulators per sum
 
-// ------------------------------------------------------------------ float math that vectorises
-
-// exp(x) for x <= 0 (Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n by bits).
-// Below -87 the result is flushed to 0 (the true value is < 1.7e-38); NaN stays NaN.
-inline float exp_nonpos(float x) {
-  const bool tiny = x < -87.0f;
-  float xs = tiny ? -87.0f : x;
-  const bool nan = !(xs == xs);
-  xs = nan ? 0.0f : xs;
-  const int n = static_cast<int>(xs * 1.44269504088896341f - 0.5f);  // round to nearest for xs <= 0
-  const float fn = static_cast<float>(n);
-  float r = xs - fn * 0.693359375f;
-  r = r - fn * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  float y = p * r * r + r + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;  // n in [-126, 0]
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));  // 2^n
-  y *= scale;
-  y = tiny ? 0.0f : y;
-  return nan ? x : y;
-}
-
-// log1p(e) for e in [0, 1] (Cephes logf on 1 + e = 2^k (1 + f), f in [sqrt(.5) - 1, sqrt(2) - 1],
-// with f computed from e without forming 1 + e, so tiny e keep their full precision).
-inline float log1p_unit(float e) {
-  const bool hi = e > 0.41421356237f;
-  const float fh = (e - 1.0f) * 0.5f;
-  const float f = hi ? fh : e;
-  const float k = hi ? 1.0f : 0.0f;
-  const float z = f * f;
-  float p = 7.0376836292e-2f;
-  p = p * f - 1.1514610310e-1f;
-  p = p * f + 1.1676998740e-1f;
-  p = p * f - 1.2420140846e-1f;
-  p = p * f + 1.4249322787e-1f;
-  p = p * f - 1.6668057665e-1f;
-  p = p * f + 2.0000714765e-1f;
-  p = p * f - 2.4999993993e-1f;
-  p = p * f + 3.3333331174e-1f;
-  float y = p * f * z;
-  y += -2.12194440e-4f * k;
-  y += -0.5f * z;
-  return f + y + 0.693359375f * k;
-}
-
-template <typename T>
-struct Math;
-template <>
-struct Math<float> {
-  static float exp_nonpos(float x) { return ganx::exp_nonpos(x); }
-  static float log1p_unit(float e) { return ganx::log1p_unit(e); }
-};
-template <>
-struct Math<double> {  // double is the precision reference (gradcheck): the libm functions
-  static double exp_nonpos(double x) { return std::exp(x); }
-  static double log1p_unit(double e) { return std::log1p(e); }
-};
-
 // ------------------------------------------------------------------ per-element functors
 // Each returns the (weighted) loss of element i with logit/probability v, and sets the
 // unscaled gradient g and the statistic s (sigmoid for logits, "out of range" for probabilities).
+// The logit functors serve float64 only (the precision reference, with libm's exp/log1p);
+// float32/16/bf16 logits run the SIMD kernel.
 
 template <typename acc_t>
 struct LogitConst {  // scalar targets: discriminator and generator losses
   acc_t cpos, cneg, w;
   acc_t operator()(int64_t, acc_t l, acc_t& g, acc_t& s) const {
-    const acc_t e = Math<acc_t>::exp_nonpos(-std::abs(l));
-    const acc_t L = Math<acc_t>::log1p_unit(e);
+    const acc_t e = std::exp(-std::abs(l));
+    const acc_t L = std::log1p(e);
     const acc_t v = bce_elem(l, e, L, cpos, cneg, g, s);
     g *= w;
     return w * v;
@@ -138,8 +76,8 @@ struct LogitTensor {
     const acc_t ti = static_cast<acc_t>(t[i]);
     const acc_t wi = WFull ? static_cast<acc_t>(w[i]) : w0;
     const acc_t pwi = PWFull ? static_cast<acc_t>(pw[i]) : pw0;
-    const acc_t e = Math<acc_t>::exp_nonpos(-std::abs(l));
-    const acc_t L = Math<acc_t>::log1p_unit(e);
+    const acc_t e = std::exp(-std::abs(l));
+    const acc_t L = std::log1p(e);
     const acc_t v = bce_elem(l, e, L, pwi * ti, acc_t(1) - ti, g, s);
     g *= wi;
     return wi * v;
@@ -211,34 +149,6 @@ Sums run_range(const scalar_t* x, int64_t begin, int64_t end, const Elem& elem, 
   return r;
 }
 
-// Runs f(begin, end) -> Sums over fixed chunks in parallel and adds the partials in index order.
-template <typename F>
-Sums chunked(int64_t n, const F& f) {
-  const int64_t nchunks = (n + kChunk - 1) / kChunk;
-  if (nchunks <= 1) return f(0, n);
-  std::vector<Sums> parts(nchunks);
-  at::parallel_for(0, nchunks, 1, [&](int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; ++c) parts[c] = f(c * kChunk, std::min(n, (c + 1) * kChunk));
-  });
-  Sums tot;
-  for (const auto& p : parts) {
-    tot.loss += p.loss;
-    tot.stat += p.stat;
-    tot.pos += p.pos;
-  }
-  return tot;
-}
-
-template <typename scalar_t, typename Elem>
-Sums run(const at::Tensor& x, const Elem& elem, scalar_t* loss_out, scalar_t* grad_out,
-         at::opmath_type<scalar_t> grad_scale, bool want_stats) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  return chunked(x.numel(), [&](int64_t b, int64_t e) {
-    return run_range<scalar_t, acc_t>(xp, b, e, elem, loss_out ? loss_out : nullptr, grad_out,
-                                      grad_scale, want_stats);
-  });
-}
 
 // ------------------------------------------------------------------ SIMD kernel (bce_vec.cpp)
 
@@ -297,6 +207,9 @@ std::pair<Sums, Sums> chunked2(int64_t na, const RangeFn& fa, int64_t nb, const 
   return tot;
 }
 
+// One input's ranges: f over fixed chunks, in parallel, partials added in index order.
+Sums chunked(int64_t n, const RangeFn& f) { return chunked2(n, f, 0, f).first; }
+
 template <typename scalar_t, typename Elem>
 RangeFn scalar_ranges(const scalar_t* xp, const Elem& elem, scalar_t* loss_out, scalar_t* grad_out,
                       at::opmath_type<scalar_t> grad_scale, bool want_stats) {
@@ -304,6 +217,13 @@ RangeFn scalar_ranges(const scalar_t* xp, const Elem& elem, scalar_t* loss_out, 
   return [=](int64_t b, int64_t e) {
     return run_range<scalar_t, acc_t>(xp, b, e, elem, loss_out, grad_out, grad_scale, want_stats);
   };
+}
+
+template <typename scalar_t, typename Elem>
+Sums run(const at::Tensor& x, const Elem& elem, scalar_t* loss_out, scalar_t* grad_out,
+         at::opmath_type<scalar_t> grad_scale, bool want_stats) {
+  return chunked(x.numel(), scalar_ranges<scalar_t>(x.const_data_ptr<scalar_t>(), elem, loss_out, grad_out,
+                                                    grad_scale, want_stats));
 }
 
 // The logit losses on x (loss_i, grad_i as in bce_vec.h) as a function of an element range, for
