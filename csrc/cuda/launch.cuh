@@ -1,0 +1,49 @@
+// One launch helper for every ganx CUDA kernel, so the same host code launches on the GPU
+// (nvcc: <<<>>> on the given stream + a launch check) or in the CUDA emulator used by the tests
+// (g++: tests/emu, never part of a user's build).
+//
+// Conventions for kernel code (csrc/cuda/kernels/*.cuh):
+//   - a kernel header holds the __global__ kernels, their __device__ helpers and the host-side
+//     launcher functions that take raw pointers / sizes (never at::Tensor), and includes only
+//     this header, <c10/util/Half.h>, <c10/util/BFloat16.h>, <cstdint>, <limits>, <cmath>, and
+//     other kernel headers;
+//   - launches go through ganx::dev::launch(kernel, grid, block, dynamic_smem, stream, args...);
+//   - the .cu file (tensors, dtype dispatch, device guard, current stream, allocation) includes
+//     the kernel header and calls the launchers.
+#pragma once
+
+#if defined(__CUDACC__)
+
+#include <c10/cuda/CUDAException.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <utility>
+
+namespace ganx {
+namespace dev {
+
+using Stream = cudaStream_t;
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...) and checks the launch. An empty grid
+// is not a launch (CUDA would report an invalid configuration).
+template <typename... KArgs, typename... Args>
+inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Stream stream,
+                   Args&&... args) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace dev
+}  // namespace ganx
+
+#else
+
+// g++ build of the kernel headers: the emulator provides dim3, threadIdx/blockIdx/blockDim/
+// gridDim, __global__/__device__/__host__/__forceinline__/__launch_bounds__/__shared__/
+// __restrict__, __syncthreads, __syncwarp, __shfl_*_sync, atomics, __ldg, the math functions,
+// ganx::dev::Stream and ganx::dev::launch with the same signature as above.
+#include "ganx_cuda_emu.h"
+
+#endif
