@@ -8,7 +8,7 @@ Models: DCGAN-sized :class:`ganx.models.Generator` / :class:`ganx.models.Discrim
 
 Contenders (same initial weights, same real batch and latents, same flags):
 
-- ``fused``: models with ``impl="fused"`` and ``AdversarialLoss("fused")`` (ganx kernels).
+- ``fused``: models with ``impl="fused"`` and ``BCELoss("fused")`` (ganx kernels).
 - ``reference``: ``impl="reference"`` models and losses (plain PyTorch).
 - ``compile``: the reference models wrapped in ``torch.compile`` (default mode); the loss
   and the optimisers stay eager.
@@ -60,11 +60,11 @@ def available() -> Optional[str]:
     """None if ganx has what this benchmark needs, else why not (for skipping)."""
     try:
         import ganx.models  # noqa: F401
-        from ganx.train.losses import AdversarialLoss
+        from ganx.train.losses import BCELoss
     except ImportError as e:
         return f"ganx.models / ganx.train.losses not importable: {e}"
     try:
-        AdversarialLoss("fused")
+        BCELoss("fused")
     except ImportError as e:
         return str(e)
     return None
@@ -90,10 +90,10 @@ class Step:
     def __init__(self, cfg: StepConfig, contender: str, state: Tuple[dict, dict], inputs: Dict[str, torch.Tensor],
                  device: torch.device, dtype: torch.dtype = torch.float32):
         from ganx.models import Discriminator, Generator
-        from ganx.train.losses import AdversarialLoss
+        from ganx.train.losses import BCELoss
         impl = "fused" if contender == "fused" else "reference"
         self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl=impl).to(device, dtype)
-        self.D = Discriminator(cfg.image_size, cfg.channels, cfg.width, impl=impl).to(device, dtype)
+        self.D = Discriminator(cfg.image_size, cfg.channels, cfg.width).to(device, dtype)
         inputs = {k: v.to(dtype) for k, v in inputs.items()}
         self.G.load_state_dict(state[0])
         self.D.load_state_dict(state[1])
@@ -101,7 +101,7 @@ class Step:
         self.D.train()
         self.g_fwd = torch.compile(self.G, dynamic=False) if contender == "compile" else self.G
         self.d_fwd = torch.compile(self.D, dynamic=False) if contender == "compile" else self.D
-        self.loss = AdversarialLoss(impl)
+        self.loss = BCELoss(impl)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.real, self.z, self.z2 = inputs["real"], inputs["z"], inputs["z2"]
@@ -193,7 +193,7 @@ def run(ctx: H.Context, configs: Sequence[StepConfig], contenders: Sequence[str]
             H.reset_compile_caches()
         torch.manual_seed(ctx.args.get("seed", 0) + i)
         G0 = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl="reference")
-        D0 = Discriminator(cfg.image_size, cfg.channels, cfg.width, impl="reference")
+        D0 = Discriminator(cfg.image_size, cfg.channels, cfg.width)
         state = (G0.state_dict(), D0.state_dict())
         inputs = {"real": torch.rand(cfg.batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1,
                   "z": torch.randn(cfg.batch, cfg.latent_dim), "z2": torch.randn(cfg.batch, cfg.latent_dim)}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -43,8 +43,9 @@ def read_log(path) -> List[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_log(log_path, out_path) -> Optional[str]:
-    """Plot D/G losses and D's accuracies and outputs over steps from a JSONL log."""
+def plot_log(log_path, out_path, stats: Dict[str, str]) -> Optional[str]:
+    """Plot D/G losses (top) and the loss's D statistics (bottom; ``stats``: log key -> label,
+    e.g. BCE's accuracies and mean D(x), D(G(z))) over steps from a JSONL log."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # no display needed; safe in threads and on servers
@@ -61,10 +62,11 @@ def plot_log(log_path, out_path) -> Optional[str]:
     a1.set_ylabel("loss")
     a1.legend()
     a1.grid(alpha=0.3)
-    for key, lab in (("acc_real", "D accuracy, real"), ("acc_fake", "D accuracy, fake"),
-                     ("d_real", "mean D(x)"), ("d_fake", "mean D(G(z))")):
-        a2.plot(steps, [r[key] for r in rows], label=lab, linestyle="-" if key.startswith("acc") else "--")
-    a2.set_ylim(-0.02, 1.02)
+    for key, label in stats.items():
+        a2.plot(steps, [r.get(key, float("nan")) for r in rows], label=label,
+                linestyle="-" if key.startswith("acc") else "--")
+    if all(0 <= r.get(k, 0) <= 1 for r in rows for k in stats):
+        a2.set_ylim(-0.02, 1.02)
     a2.set_xlabel("step")
     a2.legend(ncol=2, fontsize=8)
     a2.grid(alpha=0.3)

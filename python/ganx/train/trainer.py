@@ -13,17 +13,16 @@ from typing import Any, Dict, Optional
 import torch
 
 from ganx.data import BatchIterator, DataError, ImageDataset, load_dataset
-from ganx.models import Discriminator, Generator
+from ganx.models import DISCRIMINATORS, GENERATORS
 from ganx.train import distributed, faults
 from ganx.train.checkpoint import CheckpointSaveError, capture_rng, load_checkpoint, restore_rng, save_atomic
 from ganx.train.config import ConfigError, TrainConfig
 from ganx.train.ema import EMA
 from ganx.train.images import plot_log, save_grid
-from ganx.train.losses import AdversarialLoss
+from ganx.train.losses import build_loss
 
 __all__ = ["Trainer", "resolve_device"]
 
-FIGURES = ("d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake")
 CHECKPOINT_FORMAT = "ganx-checkpoint-v1"
 
 
@@ -42,15 +41,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Trains a :class:`~ganx.models.Generator` against a :class:`~ganx.models.Discriminator`.
+    """Trains a generator against a discriminator, both built by name from ganx.models.registry
+    (``config.generator`` / ``config.discriminator``; default the DCGAN pair), with the loss
+    ``config.loss`` (ganx.train.losses).
 
     One *step* is ``d_steps`` discriminator updates followed by one generator update:
 
-    * D update: a real batch (target ``real_target``) and a generated batch (target 0) made
-      under ``torch.no_grad()`` (so G's output is detached and G gets no gradient) go through
-      D in one forward pass; only D's optimiser steps.
+    * D update: a real batch and a generated batch made under ``torch.no_grad()`` (so G's
+      output is detached and G gets no gradient) go to the loss's D step
+      (:mod:`ganx.train.losses`, ``config.loss``); only D's optimiser steps.
     * G update: fresh noise, D's parameters frozen (``requires_grad_(False)``, so no gradient
-      is even computed for them, and D's optimiser is not stepped); only G's optimiser steps;
+      is even computed for them, and D's optimiser is not stepped), the loss's G step; only
+      G's optimiser steps;
       then G's EMA is updated.
 
     Randomness: the global torch RNG (seeded with ``seed``) draws the initial weights; the
@@ -99,11 +101,9 @@ class Trainer:
         self.run_dir = cfg.out
         self.num_classes = dataset.num_classes if cfg.conditional else None
 
-        self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, self.num_classes,
-                           impl=cfg.impl).to(self.device)
-        self.D = Discriminator(cfg.image_size, cfg.channels, cfg.d_width, self.num_classes,
-                               spectral_norm=cfg.spectral_norm, minibatch_std=cfg.minibatch_std,
-                               impl=cfg.impl).to(self.device)
+        # The architectures by name (ganx.models.registry); a checkpoint records both names.
+        self.G = GENERATORS[cfg.generator].from_config(cfg, self.num_classes).to(self.device)
+        self.D = DISCRIMINATORS[cfg.discriminator].from_config(cfg, self.num_classes).to(self.device)
         if cfg.sync_batchnorm and self.dist.enabled:
             self.G = distributed.convert_sync_batchnorm(self.G, self.device)
         betas = (cfg.beta1, cfg.beta2)
@@ -114,7 +114,8 @@ class Trainer:
         # self.D stay the plain modules: checkpoints, EMA and sampling use those.
         self.G_train = self.dist.wrap(self.G, self.device)
         self.D_train = self.dist.wrap(self.D, self.device)
-        self.loss = AdversarialLoss(cfg.impl, cfg.g_loss, cfg.real_target)
+        self.loss = build_loss(cfg)  # its D and G objectives and the figures they report
+        self.figures = self.loss.figures
 
         # fp16 needs loss scaling (its range underflows small gradients); bf16 does not.
         # One scaler per optimiser: D and G steps interleave unevenly (d_steps) and their
@@ -174,15 +175,11 @@ class Trainer:
 
     def d_step(self, real: torch.Tensor, labels: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """One discriminator update on a real batch and a detached generated batch."""
-        n = real.shape[0]
-        z = self._noise(n)
+        z = self._noise(real.shape[0])
         with torch.no_grad(), self._autocast():
             fake = self.G(z, labels)
-        both_y = torch.cat([labels, labels]) if labels is not None else None
         with self._autocast():
-            # One pass for both halves: D has no layer that mixes samples (no BatchNorm).
-            logits = self.D_train(torch.cat([real, fake.to(real.dtype)]), both_y)
-            loss, stats = self.loss.d_loss(logits[:n], logits[n:])
+            loss, stats = self.loss.d_step(self.D_train, real, fake, labels)
         loss = faults.inject_nan(loss, self.step + 1)  # test hook (GANX_TEST_INJECT_NAN_AT_STEP)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
@@ -200,7 +197,7 @@ class Trainer:
         try:
             with self._autocast():
                 # The plain D, not its DDP wrapper: frozen, it gets no gradient and so no all-reduce.
-                loss = self.loss.g_loss(self.D(self.G_train(z, labels), labels))
+                loss = self.loss.g_step(self.D, self.G_train(z, labels), labels)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
             if not self._check_finite(loss, "g_loss"):
@@ -247,7 +244,7 @@ class Trainer:
             except _SkipStep:
                 self._skipped = True
         if self._skipped:
-            figs = {k: torch.tensor(float("nan")) for k in FIGURES}
+            figs = {k: torch.tensor(float("nan")) for k in self.figures}
             if self.is_main:
                 print(f"ganx: warning: non-finite {self._skip_reason} at step {self.step + 1}; "
                       f"step {self.step + 1} skipped (--skip-nonfinite)")
@@ -257,7 +254,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ sampling
     @property
-    def sampler(self) -> Generator:
+    def sampler(self) -> torch.nn.Module:
         """The generator used for samples: the EMA copy when there is one."""
         return self.ema.module if self.ema is not None else self.G
 
@@ -285,7 +282,9 @@ class Trainer:
             "epoch": self.data.epoch,
             "elapsed": self.elapsed,
             "config": self.config.to_dict(),
+            "generator_arch": self.G.arch,
             "generator_config": self.G.config(),
+            "discriminator_arch": self.D.arch,
             "discriminator_config": self.D.config(),
             "class_names": list(self.dataset.class_names) if self.num_classes else [],
             "G": self.G.state_dict(),
@@ -351,7 +350,7 @@ class Trainer:
         with open(os.path.join(self.run_dir, "log.jsonl"), "a") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is not None:
-            for k in FIGURES:
+            for k in self.figures:
                 self._tb.add_scalar(f"train/{k}", row[k], row["step"])
 
     def _open_tensorboard(self) -> None:
@@ -407,13 +406,13 @@ class Trainer:
                     n_window += 1
                 if window and (self.step % cfg.log_every == 0 or self.step == cfg.steps or stopping):
                     # Mean over the window and over the ranks (one all-reduce per log line).
-                    vals = self.dist.mean(torch.stack([window[k] for k in FIGURES]).div(n_window)).tolist()
-                    last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(FIGURES, vals))}
+                    vals = self.dist.mean(torch.stack([window[k] for k in self.figures]).div(n_window)).tolist()
+                    last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(self.figures, vals))}
                     if not all(math.isfinite(v) for v in vals):
                         raise FloatingPointError(f"non-finite losses at step {self.step}: {last_row}")
                     if self.is_main:
                         self._log(last_row)
-                    bar.set_postfix({k: f"{last_row[k]:.3f}" for k in FIGURES}, refresh=False)
+                    bar.set_postfix({k: f"{last_row[k]:.3f}" for k in self.figures}, refresh=False)
                     window, n_window = {}, 0
                 bar.update(1)
                 if (self._epoch_ended and cfg.sample_every and self.data.epoch % cfg.sample_every == 0
@@ -436,16 +435,16 @@ class Trainer:
                 self._tb.close()
                 self._tb = None
             return {"steps": self.step, "epochs": self.data.epoch, "interrupted": self.interrupted,
-                    "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in FIGURES}}
+                    "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in self.figures}}
         self.save_samples(os.path.join(self.run_dir, "samples", "final.png"))
-        plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"))
+        plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"), self.loss.stats)
         if self._tb is not None:
             self._tb.close()
             self._tb = None
 
         metrics: Dict[str, Any] = {"steps": self.step, "epochs": self.data.epoch,
                                    "train_seconds": round(self.elapsed, 3), "device": str(self.device),
-                                   "final": {k: last_row.get(k) for k in FIGURES}}
+                                   "final": {k: last_row.get(k) for k in self.figures}}
         if cfg.metrics:
             from ganx.metrics import evaluate_generator
 
