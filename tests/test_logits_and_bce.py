@@ -231,6 +231,16 @@ def test_refusals_leave_the_model_unchanged():
         assert all(torch.equal(v, before[k]) for k, v in D.state_dict().items())
 
 
+def test_tracing_leaves_no_proxies_behind():
+    D = LoggedD()
+    with pytest.raises(ValueError):
+        ganx.logits_and_bce(D, inplace=True)
+    assert "mean_prob" not in D.__dict__  # the forward's attribute store was undone after tracing
+    D.mean_prob = 1.0
+    ganx.fuse(D, inplace=True)
+    assert D.mean_prob == 1.0  # an attribute that existed before tracing is put back
+
+
 def test_shared_sigmoid_module_is_refused():
     class TwoCalls(nn.Module):
         def __init__(self):

@@ -35,11 +35,21 @@ def trace(model: nn.Module) -> Tuple[Optional[fx.Graph], str]:
 
     Tracing runs ``forward`` on proxies; a model whose forward branches on a tensor's value,
     calls non-torch code on it, or takes non-tensor arguments does not trace."""
+    # A forward that stores results on its module (self.last_prob = p.mean()) would leave fx
+    # proxies behind: remember every module's attributes and put back those tracing changed.
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
     try:
         graph = _Tracer().trace(model)
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, AttributeError...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         return None, f"{type(e).__name__}: {first[:200]}"
+    finally:
+        for m, before in saved:
+            for k in [k for k, v in m.__dict__.items() if isinstance(v, fx.Proxy)]:
+                if k in before:
+                    m.__dict__[k] = before[k]
+                else:
+                    del m.__dict__[k]
     return graph, ""
 
 
