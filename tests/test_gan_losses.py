@@ -77,7 +77,7 @@ def test_r1_known_value_linear_d():
 def test_r1_double_backward_through_d():
     torch.manual_seed(2)
     D = QuadraticD()
-    real, fake = torch.randn(4, 1, 2, 2, dtype=torch.float64), torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    real = torch.randn(4, 1, 2, 2, dtype=torch.float64)
     L = R1Penalty(HingeLoss(), 2.0)
     real_ = real.clone().requires_grad_(True)
     r1 = L.penalty(real_, D(real_))

@@ -1,9 +1,7 @@
 """upsample_conv2d against the pure-torch reference: forward, every gradient, formats, errors."""
-import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import ganx

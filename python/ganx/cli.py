@@ -167,6 +167,7 @@ def _cmd_sample(args) -> int:
 
     import torch
 
+    from ganx.models.common import latents
     from ganx.train import load_generator, resolve_device
     from ganx.train.config import ConfigError
     from ganx.train.images import save_grid
@@ -197,7 +198,7 @@ def _cmd_sample(args) -> int:
         raise UserError("--class: this checkpoint's generator is unconditional")
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        z = torch.randn(args.n, G.latent_dim, generator=g).to(device)
+        z = latents(args.n, G.latent_dim, g, device)
         imgs = G(z, labels.to(device) if labels is not None else None)
     nrow = args.nrow or (G.num_classes if (labels is not None and args.label is None and args.n >= G.num_classes * 2)
                          else max(1, math.ceil(math.sqrt(args.n))))

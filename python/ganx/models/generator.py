@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ganx.models.common import IMAGE_SIZES, check_common
+from ganx.models.common import IMAGE_SIZES, check_common, latents
 from ganx.nn.upsample_conv import UpsampleConv2d
 
 __all__ = ["Generator", "IMAGE_SIZES"]
@@ -119,8 +119,7 @@ class Generator(nn.Module):
     def sample_latent(self, n: int, generator: Optional[torch.Generator] = None,
                       device=None) -> torch.Tensor:
         """n standard-normal latents, drawn on the CPU (so a seed gives the same z on any device)."""
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return z.to(device) if device is not None else z
+        return latents(n, self.latent_dim, generator, device)
 
     @classmethod
     def from_config(cls, cfg, num_classes: Optional[int]) -> "Generator":

@@ -37,6 +37,8 @@ __all__ = [
     "GENERATOR_MODES",
     "cpu_buffer_cache_stats",
     "clear_cpu_buffer_cache",
+    "check_reduction",
+    "check_target",
 ]
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -80,15 +82,18 @@ def clear_cpu_buffer_cache() -> None:
 
 
 # ----------------------------------------------------------------- argument checks (cheap)
+# check_reduction / check_target are shared with the loss modules of ganx.nn.losses.
 
-def _reduction(op: str, reduction) -> int:
+def check_reduction(op: str, reduction) -> int:
+    """The kernels' code of ``reduction``; a ValueError naming ``op`` when it is not one."""
     code = REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
     if code is None:
         raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     return code
 
 
-def _target(op: str, name: str, value) -> float:
+def check_target(op: str, name: str, value) -> float:
+    """``value`` as a float in [0, 1]; a TypeError/ValueError naming ``op`` and ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{op}: {name} must be a float in [0, 1], got {type(value).__name__}")
     if not 0.0 <= value <= 1.0:
@@ -107,7 +112,7 @@ def _no_factor_grad(op: str, name: str, t: Optional[Tensor]) -> None:
                            f"pass {name}.detach()")
 
 
-def _double_backward_check(op: str, *tensors: Tensor) -> None:
+def _double_backward_check(op: str) -> None:
     # Grad mode is on inside a backward only under create_graph=True; the saved gradient is a
     # constant, so a graph built on it would give silently wrong higher-order gradients.
     if torch.is_grad_enabled():
@@ -149,9 +154,9 @@ def bce_discriminator_loss(
     the gradients and the statistics; backward is a scale of the saved gradients.
     """
     op = "bce_discriminator_loss"
-    red = _reduction(op, reduction)
-    rt = _target(op, "real_target", real_target)
-    ft = _target(op, "fake_target", fake_target)
+    red = check_reduction(op, reduction)
+    rt = check_target(op, "real_target", real_target)
+    ft = check_target(op, "fake_target", fake_target)
     _tensor(op, "real_logits", real_logits)
     _tensor(op, "fake_logits", fake_logits)
     need_grad = torch.is_grad_enabled() and (real_logits.requires_grad or fake_logits.requires_grad)
@@ -182,8 +187,8 @@ def bce_generator_loss(
     code = GENERATOR_MODES.get(mode) if isinstance(mode, str) else None
     if code is None:
         raise ValueError(f"{op}: mode must be 'non_saturating' or 'minimax', got {mode!r}")
-    red = _reduction(op, reduction)
-    t = _target(op, "target", target)
+    red = check_reduction(op, reduction)
+    t = check_target(op, "target", target)
     _tensor(op, "fake_logits", fake_logits)
     need_grad = torch.is_grad_enabled() and fake_logits.requires_grad
     return _GEN(fake_logits, code, t, red, need_grad)[0]
@@ -214,7 +219,7 @@ def bce_with_logits(
     is finite at input = +-inf where the math is (torch returns NaN there).
     """
     op = "bce_with_logits"
-    red = _reduction(op, reduction)
+    red = check_reduction(op, reduction)
     _tensor(op, "input", input)
     _tensor(op, "target", target)
     if target.dtype != input.dtype:
@@ -242,7 +247,7 @@ def binary_cross_entropy(
     :func:`bce_with_logits` on logits: it is exact where this one clamps.
     """
     op = "binary_cross_entropy"
-    red = _reduction(op, reduction)
+    red = check_reduction(op, reduction)
     _tensor(op, "input", input)
     _tensor(op, "target", target)
     if target.dtype != input.dtype:
@@ -319,7 +324,7 @@ def _bwl_setup(ctx, inputs, output):
 
 def _bwl_backward(ctx, g_loss, _):
     g, input, weight, pos_weight = ctx.saved_tensors
-    _double_backward_check("bce_with_logits", g_loss, g)
+    _double_backward_check("bce_with_logits")
     g_input = g_target = None
     if ctx.needs_input_grad[0]:
         if not ctx.need_grad:
@@ -350,7 +355,7 @@ def _bce_setup(ctx, inputs, output):
 
 def _bce_backward(ctx, g_loss, _):
     g, input, weight = ctx.saved_tensors
-    _double_backward_check("binary_cross_entropy", g_loss, g)
+    _double_backward_check("binary_cross_entropy")
     g_input = g_target = None
     if ctx.needs_input_grad[0]:
         if not ctx.need_grad:

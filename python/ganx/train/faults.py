@@ -1,14 +1,12 @@
 """Reliability helpers of the training loop: graceful stop on SIGINT/SIGTERM, non-finite loss
-detection, and the hidden fault-injection hooks that the tests drive through environment
-variables (a real ``python -m ganx train`` process can be made to hit a NaN or a full disk).
+detection, and the fault-injection hook of checkpoint saving that the tests drive through an
+environment variable (a real ``python -m ganx train`` process can be made to hit a full disk).
+NaN losses and slow steps are planted by tests/faulty_ganx.py, outside ganx.
 
-Test hooks (never set them in production; they only exist to prove the recovery paths):
+Test hook (never set it in production; it only exists to prove the recovery path):
 
-* ``GANX_TEST_INJECT_NAN_AT_STEP=N``: the D loss of step N (1-based) becomes NaN.
 * ``GANX_TEST_FAIL_SAVE=K``: the K-th checkpoint save of the process (1-based) fails half-way
   with ``OSError(ENOSPC)``, as a full disk would make it.
-* ``GANX_TEST_SLOW_STEP=SECONDS``: sleep that long after each step (so a test can signal a
-  process in the middle of a run).
 """
 from __future__ import annotations
 
@@ -18,9 +16,7 @@ import signal
 import threading
 from typing import Optional
 
-import torch
-
-__all__ = ["NonFiniteLossError", "GracefulStop", "inject_nan", "maybe_fail_save", "slow_step"]
+__all__ = ["NonFiniteLossError", "GracefulStop", "maybe_fail_save"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -39,14 +35,6 @@ def _env_int(name: str) -> Optional[int]:
         return None
 
 
-def inject_nan(loss: torch.Tensor, step: int) -> torch.Tensor:
-    """The test hook GANX_TEST_INJECT_NAN_AT_STEP: poison the loss of one step."""
-    at = _env_int("GANX_TEST_INJECT_NAN_AT_STEP")
-    if at is not None and step == at:
-        return loss * float("nan")
-    return loss
-
-
 _saves = 0
 
 
@@ -63,14 +51,6 @@ def maybe_fail_save(f) -> None:
         f.seek(max(0, f.tell() // 2))
         f.truncate()
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def slow_step() -> None:
-    v = os.environ.get("GANX_TEST_SLOW_STEP")
-    if v:
-        import time
-
-        time.sleep(float(v))
 
 
 class GracefulStop:

@@ -1,8 +1,6 @@
 """Rebuild a generator from a checkpoint (for `ganx sample` and user code)."""
 from __future__ import annotations
 
-import torch
-
 from ganx.models import build_generator
 from ganx.train.checkpoint import load_checkpoint
 

@@ -12,18 +12,18 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ganx.data import BatchIterator, DataError, ImageDataset, load_dataset
+from ganx._version import __version__
+from ganx.data import BatchIterator, ImageDataset, load_dataset
 from ganx.models import DISCRIMINATORS, GENERATORS
+from ganx.models.common import latents
 from ganx.train import distributed, faults
-from ganx.train.checkpoint import CheckpointSaveError, capture_rng, load_checkpoint, restore_rng, save_atomic
+from ganx.train.checkpoint import FORMAT, CheckpointSaveError, capture_rng, load_checkpoint, restore_rng, save_atomic
 from ganx.train.config import ConfigError, TrainConfig
 from ganx.train.ema import EMA
 from ganx.train.images import plot_log, save_grid
 from ganx.train.losses import build_loss
 
 __all__ = ["Trainer", "resolve_device"]
-
-CHECKPOINT_FORMAT = "ganx-checkpoint-v1"
 
 
 class _SkipStep(Exception):
@@ -140,14 +140,13 @@ class Trainer:
         g = torch.Generator().manual_seed(cfg.seed + 2)
         if self.num_classes:
             self.grid_cols = 10
-            z = torch.randn(self.grid_cols, cfg.latent_dim, generator=g)
+            z = latents(self.grid_cols, cfg.latent_dim, g)
             self.grid_z = z.repeat(self.num_classes, 1)
             self.grid_y = torch.arange(self.num_classes).repeat_interleave(self.grid_cols)
         else:
             self.grid_cols = 8
-            self.grid_z, self.grid_y = torch.randn(64, cfg.latent_dim, generator=g), None
+            self.grid_z, self.grid_y = latents(64, cfg.latent_dim, g), None
         self._tb = None
-        self._last_labels = None
 
     # ------------------------------------------------------------------ one update each
     def _autocast(self):
@@ -159,7 +158,7 @@ class Trainer:
         """``n`` latents for this rank: every rank draws the whole global batch of latents (so the
         noise generator stays in step everywhere) and keeps its own slice."""
         w, r = self.dist.world_size, self.dist.rank
-        z = torch.randn(n * w, self.config.latent_dim, generator=self.noise_gen)[r * n:(r + 1) * n]
+        z = latents(n * w, self.config.latent_dim, self.noise_gen)[r * n:(r + 1) * n]
         return z.to(self.device, non_blocking=True)
 
     def _check_finite(self, loss: torch.Tensor, name: str) -> bool:
@@ -180,7 +179,6 @@ class Trainer:
             fake = self.G(z, labels)
         with self._autocast():
             loss, stats = self.loss.d_step(self.D_train, real, fake, labels)
-        loss = faults.inject_nan(loss, self.step + 1)  # test hook (GANX_TEST_INJECT_NAN_AT_STEP)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
         if not self._check_finite(loss, "d_loss"):
@@ -272,11 +270,9 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue the run exactly: tensors and plain types only."""
-        import ganx
-
         return {
-            "format": CHECKPOINT_FORMAT,
-            "ganx_version": str(ganx.__version__),
+            "format": FORMAT,
+            "ganx_version": __version__,
             "torch_version": str(torch.__version__),
             "step": self.step,
             "epoch": self.data.epoch,
@@ -396,7 +392,6 @@ class Trainer:
             stop.__enter__()
             while self.step < cfg.steps:
                 figs = self.train_step()
-                faults.slow_step()  # test hook (GANX_TEST_SLOW_STEP)
                 # SIGINT/SIGTERM: stop after this step, on every rank at the same step (decided
                 # by a collective before any rank-dependent branch, so no rank waits alone).
                 stopping = self.dist.any(stop.requested is not None, self.device) and self.step < cfg.steps
