@@ -186,6 +186,21 @@ def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
     assert [r["step"] for r in plotted_rows(rows[1:3])] == [4, 6]
 
 
+def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
+    import signal
+
+    from ganx.train import faults
+    from ganx.train.images import read_log
+
+    t = Trainer(tiny(tmp_path, steps=50, log_every=3), dataset=SMALL)
+    monkeypatch.setattr(faults, "slow_step", lambda: t.step == 5 and signal.raise_signal(signal.SIGINT))
+    m = t.fit(tensorboard=False)
+    assert m["interrupted"] and m["steps"] == 5
+    rows = read_log(tmp_path / "run" / "log.jsonl")
+    assert [(r["step"], r.get("partial", False)) for r in rows] == [(3, False), (5, True)]
+    assert rows[-1]["window_steps"] == 2
+
+
 def test_progress_bar_fits_80_columns():
     from tqdm import tqdm
 
