@@ -189,11 +189,18 @@ def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
 def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
     import signal
 
-    from ganx.train import faults
     from ganx.train.images import read_log
 
     t = Trainer(tiny(tmp_path, steps=50, log_every=3), dataset=SMALL)
-    monkeypatch.setattr(faults, "slow_step", lambda: t.step == 5 and signal.raise_signal(signal.SIGINT))
+    train_step = Trainer.train_step
+
+    def step_then_ctrl_c(self):
+        figs = train_step(self)
+        if self.step == 5:
+            signal.raise_signal(signal.SIGINT)
+        return figs
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
     m = t.fit(tensorboard=False)
     assert m["interrupted"] and m["steps"] == 5
     rows = read_log(tmp_path / "run" / "log.jsonl")
