@@ -8,7 +8,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-__all__ = ["make_grid", "save_grid", "plot_log"]
+__all__ = ["make_grid", "save_grid", "plot_log", "read_log", "read_log_lines"]
 
 
 def make_grid(images: torch.Tensor, nrow: int, padding: int = 1, min_side: int = 256) -> np.ndarray:
@@ -30,17 +30,57 @@ def make_grid(images: torch.Tensor, nrow: int, padding: int = 1, min_side: int =
     return grid.permute(1, 2, 0).numpy()
 
 
-def save_grid(images: torch.Tensor, path, nrow: int) -> None:
+def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> None:
+    """Write the grid as a PNG. With ``root`` (a run folder) the file is replaced atomically and
+    its folder must lie inside ``root`` (no write through a link out of it)."""
     from PIL import Image
 
     a = make_grid(images, nrow)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).save(path)
+    img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+    if root is None:
+        img.save(path)
+        return
+    import io
+
+    from ganx.train.rundir import atomic_write
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue(), root=root)
+
+
+def read_log_lines(path):
+    """(line, row) for each non-empty line of a JSONL log; row is None for a line that is not a
+    JSON object. A torn last line (a process killed mid-write) and any other unreadable line
+    are reported once on stderr and skipped by the callers."""
+    import sys
+
+    out = []
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines(keepends=True)
+    bad = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            row = None
+            bad.append(i + 1)
+        out.append((line, row))
+    if bad:
+        last = len(lines)
+        what = (f"its last line ({last}) is torn" if bad == [last] else f"line(s) {', '.join(map(str, bad[:10]))}"
+                f"{' ...' if len(bad) > 10 else ''} are not valid JSON")
+        print(f"ganx: warning: {os.fspath(path)}: {what}; skipped", file=sys.stderr)
+    return out
 
 
 def read_log(path) -> List[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [row for _, row in read_log_lines(path) if row is not None]
 
 
 def plot_log(log_path, out_path) -> Optional[str]:
@@ -51,7 +91,8 @@ def plot_log(log_path, out_path) -> Optional[str]:
     import matplotlib.pyplot as plt
 
     rows = read_log(log_path) if os.path.isfile(log_path) else []
-    rows = [r for r in rows if "d_loss" in r]
+    rows = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in
+                                  ("step", "d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake"))]
     if not rows:
         return None
     steps = [r["step"] for r in rows]
@@ -69,6 +110,12 @@ def plot_log(log_path, out_path) -> Optional[str]:
     a2.legend(ncol=2, fontsize=8)
     a2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    import io
+
+    from ganx.train.rundir import atomic_write
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
+    atomic_write(out_path, buf.getvalue(), root=os.path.dirname(os.path.abspath(out_path)))
     return str(out_path)
