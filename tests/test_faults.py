@@ -197,14 +197,14 @@ def test_kill9_at_every_save_and_resume_point(tmp_path):
 
 
 def test_kill9_at_random_moments_repeated(tmp_path):
-    """SIGKILL at random moments (seeded) of a run that checkpoints every step, five times over,
+    """SIGKILL at random moments (seeded) of a run that checkpoints every step, three times over,
     each followed by `--resume auto`."""
     import random
 
     rnd = random.Random(17)
     run = tmp_path / "run"
     steps = 40
-    for i in range(5):
+    for i in range(3):
         args = ["train", "--out", str(run), "--steps", str(steps), "--checkpoint-every", "1", *TINY]
         if (run / "checkpoints").is_dir():
             args[1:1] = ["--resume", "auto"]
