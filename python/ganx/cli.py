@@ -220,7 +220,7 @@ def _cmd_info(args) -> int:
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(f"torch running: {torch.__version__}; ganx built against torch {_ext.BUILT_TORCH_VERSION}")
     print(f"CUDA kernels built: {'yes' if _ext.CUDA_BUILT else 'no'}"
-          + (f" (archs: {_ext.CUDA_ARCHS or 'unknown'})" if _ext.CUDA_BUILT else ""))
+          + (f", for {_ext.cuda_arch_summary()}" if _ext.CUDA_BUILT else ""))
     print(f"torch CUDA: {torch.version.cuda or 'none (CPU build)'}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
