@@ -100,10 +100,6 @@ class TrainConfig:
                      "checkpoint_every", "metric_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key {name!r}: must be >= 1, got {getattr(self, name)}")
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"config key {f.name!r}: must be a finite number, got {v}")
         for name in ("lr_g", "lr_d"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"config key {name!r}: must be > 0, got {getattr(self, name)}")
@@ -114,6 +110,10 @@ class TrainConfig:
             raise ConfigError(f"config key 'real_target': must be in (0, 1], got {self.real_target}")
         if self.sample_every < 0 or self.threads < 0:
             raise ConfigError("config keys 'sample_every' and 'threads' must be >= 0")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"config key {f.name!r}: must be a finite number, got {v}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"config key 'device': must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
