@@ -161,6 +161,7 @@ def load_checkpoint(path, map_location="cpu", verify: bool = True) -> Dict[str, 
         path = os.path.join(path, "checkpoints", "last.pt")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    _check_is_archive(path)
     if verify:
         _verify_archive(path)
     try:
@@ -192,6 +193,22 @@ def load_checkpoint(path, map_location="cpu", verify: bool = True) -> Dict[str, 
                                   f"digest written with it")
     _check_plain(path, ckpt)
     return ckpt
+
+
+def _check_is_archive(path: str) -> None:
+    """A ganx checkpoint is a torch.save zip archive; anything else (a README, an image, an old
+    pickle-format file) is reported as "not a checkpoint" before torch.load, which would read
+    it as a pickle and talk about untrusted objects."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read ({e.strerror or e})") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {path!r} is empty (truncated or corrupted)")
+    if head != b"PK\x03\x04":
+        raise CheckpointError(f"{path!r} is not a ganx checkpoint (not a torch.save archive; checkpoints "
+                              f"are the .pt files that ganx train writes into RUN/checkpoints/)")
 
 
 def run_dir_of(path) -> Optional[str]:

@@ -8,7 +8,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-__all__ = ["make_grid", "save_grid", "plot_log", "read_log", "read_log_lines"]
+__all__ = ["make_grid", "save_grid", "plot_log", "loss_figure", "plotted_rows", "read_log", "read_log_lines"]
 
 
 def make_grid(images: torch.Tensor, nrow: int, padding: int = 1, min_side: int = 256) -> np.ndarray:
@@ -30,9 +30,10 @@ def make_grid(images: torch.Tensor, nrow: int, padding: int = 1, min_side: int =
     return grid.permute(1, 2, 0).numpy()
 
 
-def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> None:
-    """Write the grid as a PNG. With ``root`` (a run folder) the file is replaced atomically and
-    its folder must lie inside ``root`` (no write through a link out of it)."""
+def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> np.ndarray:
+    """Writes the grid of ``images`` as a PNG; returns it (uint8, H x W x C). With ``root`` (a
+    run folder) the file is replaced atomically and its folder must lie inside ``root`` (no
+    write through a link out of it)."""
     from PIL import Image
 
     a = make_grid(images, nrow)
@@ -40,7 +41,7 @@ def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> None:
     img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
     if root is None:
         img.save(path)
-        return
+        return a
     import io
 
     from ganx.train.rundir import atomic_write
@@ -48,6 +49,7 @@ def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> None:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write(path, buf.getvalue(), root=root)
+    return a
 
 
 def read_log_lines(path):
@@ -80,21 +82,32 @@ def read_log_lines(path):
 
 
 def read_log(path) -> List[dict]:
+    """The rows of a JSONL log (unreadable lines skipped with a warning, see read_log_lines)."""
     return [row for _, row in read_log_lines(path) if row is not None]
 
 
-def plot_log(log_path, out_path) -> Optional[str]:
-    """Plot D/G losses and D's accuracies and outputs over steps from a JSONL log."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # no display needed; safe in threads and on servers
     import matplotlib.pyplot as plt
 
-    rows = read_log(log_path) if os.path.isfile(log_path) else []
+    return plt
+
+
+def plotted_rows(rows: List[dict]) -> List[dict]:
+    """The log rows the loss plot shows: full log windows only. A row marked ``"partial"`` (a
+    Ctrl-C, the first window after a resume, a run's last short window) averages fewer steps
+    than the others and would show as a spike; it is left out, unless the log has nothing else."""
     rows = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in
-                                  ("step", "d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake"))]
-    if not rows:
-        return None
+                                   ("step", "d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake"))]
+    return [r for r in rows if not r.get("partial")] or rows
+
+
+def loss_figure(rows: List[dict]):
+    """The two-panel figure of plot_log: D/G losses above, D's accuracies and outputs below."""
+    plt = _pyplot()
+    rows = plotted_rows(rows)
     steps = [r["step"] for r in rows]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     a1.plot(steps, [r["d_loss"] for r in rows], label="D loss")
@@ -106,14 +119,26 @@ def plot_log(log_path, out_path) -> Optional[str]:
                      ("d_real", "mean D(x)"), ("d_fake", "mean D(G(z))")):
         a2.plot(steps, [r[key] for r in rows], label=lab, linestyle="-" if key.startswith("acc") else "--")
     a2.set_ylim(-0.02, 1.02)
+    a2.set_ylabel("accuracy / probability")
     a2.set_xlabel("step")
     a2.legend(ncol=2, fontsize=8)
     a2.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_log(log_path, out_path) -> Optional[str]:
+    """Plot D/G losses and D's accuracies and outputs over steps from a JSONL log (full log
+    windows only, see :func:`plotted_rows`); None when the log has no rows."""
+    plt = _pyplot()
+    rows = read_log(log_path) if os.path.isfile(log_path) else []
+    if not plotted_rows(rows):
+        return None
     import io
 
     from ganx.train.rundir import atomic_write
 
+    fig = loss_figure(rows)
     buf = io.BytesIO()
     fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
