@@ -3,7 +3,6 @@
 // the reduction workspace around the launchers of csrc/cuda/kernels/bce_loss.cuh (the kernels,
 // the grid rule and the reduction are described there).
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -58,11 +57,17 @@ std::pair<const scalar_t*, int64_t> factor_ptr(const at::Tensor& w) {
   return {w.const_data_ptr<scalar_t>(), w.numel() == 1 ? 0 : 1};
 }
 
-// Dispatches c's dtype; f(scalar_t tag) runs the kernel.
+// Dispatches c's dtype (the four the kernels are instantiated for); f(scalar_t tag) runs the kernel.
 template <typename F>
 void dispatch(const BceCall& c, const char* name, const F& f) {
   const c10::cuda::CUDAGuard guard(c.x0.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x0.scalar_type(), name, [&] { f(scalar_t{}); });
+  switch (c.x0.scalar_type()) {
+    case at::kFloat: return f(float{});
+    case at::kDouble: return f(double{});
+    case at::kHalf: return f(c10::Half{});
+    case at::kBFloat16: return f(c10::BFloat16{});
+    default: TORCH_CHECK_TYPE(false, name, ": dtype ", c.x0.scalar_type(), " is not supported on CUDA");
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cuda(
@@ -73,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cuda(
     bce_fill_empty(c);
     return {c.loss, c.grad, c.stats};
   }
-  dispatch(c, "bce_discriminator_loss_cuda", [&](auto tag) {
+  dispatch(c, "bce_discriminator_loss", [&](auto tag) {
     using scalar_t = decltype(tag);
     run<scalar_t>(c, kb::logit_const<typename kb::Acc<scalar_t>::type>(c.c0, c.c1));
   });
@@ -87,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cuda(const at::Tensor& fak
     bce_fill_empty(c);
     return {c.loss, c.grad};
   }
-  dispatch(c, "bce_generator_loss_cuda", [&](auto tag) {
+  dispatch(c, "bce_generator_loss", [&](auto tag) {
     using scalar_t = decltype(tag);
     run<scalar_t>(c, kb::logit_const<typename kb::Acc<scalar_t>::type>(c.c0, c.c0));
   });
@@ -103,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor> bce_with_logits_cuda(const at::Tensor& input,
     bce_fill_empty(c);
     return {c.loss, c.grad};
   }
-  dispatch(c, "bce_with_logits_cuda", [&](auto tag) {
+  dispatch(c, "bce_with_logits", [&](auto tag) {
     using scalar_t = decltype(tag);
     const auto wf = factor_ptr<scalar_t>(c.w), pwf = factor_ptr<scalar_t>(c.pw);
     run<scalar_t>(c, kb::LogitTensor<scalar_t, typename kb::Acc<scalar_t>::type>{
@@ -120,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor> bce_probs_cuda(const at::Tensor& input, const
     bce_fill_empty(c);
     return {c.loss, c.grad};
   }
-  dispatch(c, "binary_cross_entropy_cuda", [&](auto tag) {
+  dispatch(c, "binary_cross_entropy", [&](auto tag) {
     using scalar_t = decltype(tag);
     const auto wf = factor_ptr<scalar_t>(c.w);
     run<scalar_t>(c, kb::ProbTensor<scalar_t, typename kb::Acc<scalar_t>::type>{c.t.const_data_ptr<scalar_t>(),

@@ -158,9 +158,23 @@ def run(variant: str, cases: List[Case], *, exe: Optional[Path] = None, timeout:
         env = dict(os.environ, **_ENV.get(variant, {}))
         p = subprocess.run([str(exe), str(cin), str(cout)], capture_output=True, env=env, timeout=timeout)
         if p.returncode != 0:
-            err = p.stderr.decode(errors="replace")
-            raise EmuFailure(f"emulated kernels ({variant}) failed with exit code {p.returncode}:\n{err[-8000:]}")
+            raise EmuFailure(f"emulated kernels ({variant}) failed with exit code {p.returncode}:\n"
+                             + _summary(p.stderr.decode(errors="replace")))
         return _parse(cout.read_bytes())
+
+
+_KEY_LINES = ("ganx-emu: FAILED", "ERROR: AddressSanitizer", "runtime error:", "WARNING: ThreadSanitizer",
+              "SUMMARY:", "ganx-emu: case")
+
+
+def _summary(err: str) -> str:
+    # The report's key lines first (sanitizer stacks of templated kernels are long), then the
+    # output with each line cut to 300 characters.
+    lines = err.splitlines()
+    cases = [ln for ln in lines if ln.startswith("ganx-emu: case")]
+    key = [ln for ln in lines if any(k in ln for k in _KEY_LINES[:-1])]
+    body = "\n".join(ln[:300] for ln in lines if not ln.startswith("ganx-emu: case"))
+    return "\n".join((cases[-1:] or ["(no case started)"]) + key) + "\n--- output ---\n" + body[-12000:]
 
 
 def _parse(data: bytes) -> Dict[str, Result]:

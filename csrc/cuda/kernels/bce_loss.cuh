@@ -195,7 +195,10 @@ __device__ __forceinline__ void load_item(T (&dst)[vec_len<T>()], const T* p, in
     const uint4 raw = *reinterpret_cast<const uint4*>(p);
     memcpy(&dst[0], &raw, sizeof(raw));
   } else {
-    for (int k = 0; k < m; ++k) dst[k] = p[k];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {  // constant indices: dst stays in registers
+      if (k < m) dst[k] = p[k];
+    }
   }
 }
 
@@ -207,7 +210,10 @@ __device__ __forceinline__ void store_item(T* p, const T (&src)[vec_len<T>()], i
     memcpy(&raw, &src[0], sizeof(raw));
     *reinterpret_cast<uint4*>(p) = raw;
   } else {
-    for (int k = 0; k < m; ++k) p[k] = src[k];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (k < m) p[k] = src[k];
+    }
   }
 }
 
