@@ -298,6 +298,7 @@ class Trainer:
             "epoch": self.data.epoch,
             "elapsed": self.elapsed,
             "config": self.config.to_dict(),
+            "sample_every_unit": "steps",  # older checkpoints counted sample_every in epochs
             "generator_config": self.G.config(),
             "discriminator_config": self.D.config(),
             "class_names": list(self.dataset.class_names) if self.num_classes else [],
@@ -354,7 +355,12 @@ class Trainer:
         """Resume: rebuild the run from the checkpoint's config (``overrides`` on top, e.g. a
         larger ``steps``) and restore its state. ``path`` is a checkpoint or a run folder."""
         ckpt = load_checkpoint(path)
-        cfg = TrainConfig.from_dict({**ckpt["config"], **(overrides or {})})
+        saved = dict(ckpt["config"])
+        if ckpt.get("sample_every_unit") != "steps" and saved.get("sample_every"):
+            # A checkpoint from before sample_every counted steps: its value was in epochs (1
+            # by default), which read as steps would write a grid at every step.
+            saved["sample_every"] = None
+        cfg = TrainConfig.from_dict({**saved, **(overrides or {})})
         trainer = cls(cfg, dataset=dataset)
         trainer.load_state_dict(ckpt)
         return trainer
