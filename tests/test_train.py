@@ -164,6 +164,18 @@ def test_default_sample_interval():
         TrainConfig(sample_every=-1)
 
 
+def test_resume_of_a_checkpoint_that_counted_sample_every_in_epochs(tmp_path):
+    t = Trainer(tiny(tmp_path, steps=2), dataset=SMALL)
+    t.fit(tensorboard=False)
+    old = load_checkpoint(tmp_path / "run")
+    del old["sample_every_unit"]
+    old["config"]["sample_every"] = 1  # the old default: a grid every epoch
+    torch.save(old, tmp_path / "old.pt")
+    assert Trainer.from_checkpoint(tmp_path / "old.pt", dataset=SMALL).config.sample_every is None
+    assert Trainer.from_checkpoint(tmp_path / "old.pt", {"sample_every": 1}, dataset=SMALL).config.sample_every == 1
+    assert Trainer.from_checkpoint(tmp_path / "run", dataset=SMALL).config.sample_every == 0
+
+
 def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
     from ganx.train.images import loss_figure, plotted_rows, read_log
 
@@ -181,6 +193,21 @@ def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
     assert top.get_ylabel() and bottom.get_ylabel(), "both panels need a y-axis label"
     # Only partial rows (a run shorter than one window): they are all there is, so they are shown.
     assert [r["step"] for r in plotted_rows(rows[1:3])] == [4, 6]
+
+
+def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
+    import signal
+
+    from ganx.train import faults
+    from ganx.train.images import read_log
+
+    t = Trainer(tiny(tmp_path, steps=50, log_every=3), dataset=SMALL)
+    monkeypatch.setattr(faults, "slow_step", lambda: t.step == 5 and signal.raise_signal(signal.SIGINT))
+    m = t.fit(tensorboard=False)
+    assert m["interrupted"] and m["steps"] == 5
+    rows = read_log(tmp_path / "run" / "log.jsonl")
+    assert [(r["step"], r.get("partial", False)) for r in rows] == [(3, False), (5, True)]
+    assert rows[-1]["window_steps"] == 2
 
 
 def test_progress_bar_fits_80_columns():

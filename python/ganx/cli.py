@@ -243,7 +243,7 @@ def _cmd_info(args) -> int:
         import torch.utils.tensorboard  # noqa: F401
         tb = "yes"
     except Exception:
-        tb = "no (logs go to log.jsonl only)"
+        tb = 'no (logs go to log.jsonl only; pip install "ganx[tensorboard]" for TensorBoard)'
     print(f"tensorboard: {tb}")
     return 0
 

@@ -109,8 +109,10 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"config key {name!r}: must be in [0, 1), got {getattr(self, name)}")
-        if not 0 < self.real_target <= 1:
-            raise ConfigError(f"config key 'real_target': must be in (0, 1], got {self.real_target}")
+        from ganx.ops.bce import TARGET_RANGE  # the losses' own range, the one every layer checks
+
+        if not TARGET_RANGE[0] <= self.real_target <= TARGET_RANGE[1]:
+            raise ConfigError(f"config key 'real_target': must be in [0, 1], got {self.real_target}")
         if (self.sample_every is not None and self.sample_every < 0) or self.threads < 0:
             raise ConfigError("config keys 'sample_every' and 'threads' must be >= 0")
         for f in fields(self):

@@ -345,6 +345,7 @@ class Trainer:
             "epoch": self.data.epoch,
             "elapsed": self.elapsed,
             "config": self.config.to_dict(),
+            "sample_every_unit": "steps",  # older checkpoints counted sample_every in epochs
             "generator_config": self.G.config(),
             "discriminator_config": self.D.config(),
             "class_names": list(self.dataset.class_names) if self.num_classes else [],
@@ -438,6 +439,10 @@ class Trainer:
         if os.path.isdir(src):
             src = os.path.join(src, "checkpoints", "last.pt")
         saved = dict(ckpt["config"])
+        if ckpt.get("sample_every_unit") != "steps" and saved.get("sample_every"):
+            # A checkpoint from before sample_every counted steps: its value was in epochs (1
+            # by default), which read as steps would write a grid at every step.
+            saved["sample_every"] = None
         if overrides.get("out") is None:
             overrides.pop("out", None)
             out = run_dir_of(path)
