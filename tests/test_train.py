@@ -167,6 +167,18 @@ def test_default_sample_interval():
         TrainConfig(sample_every=-1)
 
 
+def test_resume_of_a_checkpoint_that_counted_sample_every_in_epochs(tmp_path):
+    t = Trainer(tiny(tmp_path, steps=2), dataset=SMALL)
+    t.fit(tensorboard=False)
+    old = load_checkpoint(tmp_path / "run")
+    del old["sample_every_unit"]
+    old["config"]["sample_every"] = 1  # the old default: a grid every epoch
+    torch.save(old, tmp_path / "old.pt")
+    assert Trainer.from_checkpoint(tmp_path / "old.pt", dataset=SMALL).config.sample_every is None
+    assert Trainer.from_checkpoint(tmp_path / "old.pt", {"sample_every": 1}, dataset=SMALL).config.sample_every == 1
+    assert Trainer.from_checkpoint(tmp_path / "run", dataset=SMALL).config.sample_every == 0
+
+
 def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
     from ganx.train.images import loss_figure, plotted_rows, read_log
 
