@@ -77,13 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="print versions, build and devices")
 
-    b = sub.add_parser("bench", help="quick CPU benchmark of the fused ops against eager PyTorch (< 2 min)",
-                       description="Times ganx's fused ops against eager PyTorch (and the folded-weight "
-                                   "conv_transpose2d) on four DCGAN generator layers and the BCE losses at "
-                                   "64 and 1M logits, on the CPU, and prints the Markdown table. The full "
-                                   "benchmark suite (GPU, torch.compile, more shapes) is in benchmarks/.")
+    b = sub.add_parser("bench", help="quick CPU timer of the fused ops against eager PyTorch (about a minute)",
+                       description="Times ganx's fused ops against eager PyTorch on the CPU: upsample_conv2d on "
+                                   "four DCGAN generator layers (forward, forward+backward) and the BCE "
+                                   "discriminator loss at 64 and 1M logits, each checked against eager first, "
+                                   "and prints the Markdown table. The full benchmark suite (GPU, torch.compile, "
+                                   "the folded conv_transpose2d, more shapes, plots) is in the repository's "
+                                   "benchmarks/.")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
-    b.add_argument("--out", default=None, help="also write .md/.json/.png results into this folder")
+    b.add_argument("--out", default=None, help="also write the report as .md and .json into this folder")
     return p
 
 

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ganx._bench import harness as H
+from ganx_bench import harness as H
 
 BENCH = "train_step"
 CONTENDERS = ("fused", "reference", "compile")
@@ -54,20 +54,6 @@ class StepConfig:
     @property
     def label(self) -> str:
         return f"{self.image_size}px N{self.batch} {self.precision}" + ("" if self.width == 64 else f" width {self.width}")
-
-
-def available() -> Optional[str]:
-    """None if ganx has what this benchmark needs, else why not (for skipping)."""
-    try:
-        import ganx.models  # noqa: F401
-        from ganx.train.losses import BCELoss
-    except ImportError as e:
-        return f"ganx.models / ganx.train.losses not importable: {e}"
-    try:
-        BCELoss("fused")
-    except ImportError as e:
-        return str(e)
-    return None
 
 
 def configs_for(device: str, tiny: bool, precisions: Sequence[str]) -> List[StepConfig]:
@@ -289,18 +275,9 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None) -> int:
-    """Command-line entry point (benchmarks/bench_*.py); returns the exit status."""
-    run_main(argv, default_out)
-    return 0
-
-
 def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None, echo: bool = True) -> str:
     """Parses ``argv``, checks, times, writes the results; returns the Markdown report."""
     args = parser(default_out).parse_args(argv)
-    why = available()
-    if why:
-        raise SystemExit(f"bench_train_step: {why}")
     if args.dtype not in ("float32", "bfloat16"):
         raise SystemExit("bench_train_step: --dtype must be float32 or bfloat16 (bf16 autocast; parameters stay fp32)")
     # Parameters stay fp32 whatever the autocast dtype: the measured peaks are taken in float32.
@@ -328,7 +305,9 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
             raise SystemExit(f"--configs {args.configs!r} matches no config")
     rows, notes = run(ctx, configs, contenders)
     body = tables_md(rows, contenders)
-    if notes:
-        body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
+    body += H.dropped_md(notes)
     return H.finish(ctx, f"GAN training step benchmark: {ctx.env['device']}", body, rows, {"dropped": notes},
              plots(ctx, rows, contenders), compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)
+
+
+main = H.entry_point(run_main)
