@@ -383,3 +383,18 @@ def test_cuda_amp_training(tmp_path, amp):
     assert not same(g0, params(t.G))
     c = Trainer.from_checkpoint(tmp_path / "run", {"steps": 6}, dataset=SMALL)
     c.fit(tensorboard=False)
+
+
+def test_auto_resume_policy(tmp_path):
+    from ganx.train.checkpoint import CheckpointError
+    from ganx.train.resume import auto_resume_path
+
+    assert auto_resume_path(str(tmp_path / "none")) is None  # nothing there: a fresh run
+    Trainer(tiny(tmp_path, steps=1), dataset=SMALL).fit(tensorboard=False)
+    run = tmp_path / "run"
+    assert auto_resume_path(str(run)).endswith("last.pt")
+    (run / "checkpoints" / "last.pt").write_bytes(b"torn")
+    warned = []
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        auto_resume_path(str(run), warned.append)
+    assert len(warned) == 1 and "last.pt" in warned[0]

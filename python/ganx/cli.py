@@ -136,7 +136,8 @@ def _cmd_train(args) -> int:
 
 def _make_trainer(args):
     from ganx.train import ConfigError, Trainer, TrainConfig, load_config_file
-    from ganx.train.checkpoint import CheckpointError, find_resumable
+    from ganx.train.checkpoint import CheckpointError
+    from ganx.train.resume import auto_resume_path
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume")}
     try:
@@ -146,14 +147,8 @@ def _make_trainer(args):
             out = overrides.get("out", file_cfg.get("out"))
             if not out:
                 raise UserError("--resume auto needs the run folder: give --out RUN (or 'out' in the config file)")
-            path, _, problems = find_resumable(out)
-            for p in problems:
-                print(f"ganx: warning: skipping {p}", file=sys.stderr)
+            path = auto_resume_path(out)  # the policy: ganx.train.resume
             if path is None:
-                if problems:
-                    raise UserError(f"--resume auto: no usable checkpoint in {out!r} ({len(problems)} skipped, "
-                                    f"see the warnings above); resume one explicitly with --resume FILE --out "
-                                    f"{out}, or use another --out")
                 if os.environ.get("RANK", "0") == "0":  # one line under torchrun
                     print(f"ganx: --resume auto: no checkpoint in {out!r}; starting a fresh run there")
                 args.resume = None  # nothing to resume: a fresh run in that folder
