@@ -12,7 +12,8 @@ ratios:
   the resize-conv DCGAN at 32 px and the ConvTranspose2d DCGAN at 64 px (RGB, latent 100,
   width 64). Contenders: the unmodified script (nn.Sigmoid + nn.BCELoss); ``ganx.fuse(G)``
   only; the whole drop-in (``fuse(G)``, ``logits_and_bce(D, criterion)``, the two D-loss
-  calls replaced by ``ganx.nn.DiscriminatorBCELoss``); for the ConvTranspose DCGAN also the
+  calls replaced by ``ganx.nn.DiscriminatorBCELoss``); the drop-in with D's parameters frozen
+  during the G step (a plain-PyTorch change, for scale); for the ConvTranspose DCGAN also the
   drop-in with ``conv_transpose="fuse"`` (what ``fuse`` declines to do on the CPU).
 * **per layer** (forward + backward, batch 64) of the generator layers ``fuse`` decides on:
   each ConvTranspose2d(4, 2, 1) of the 64 px DCGAN as nn.ConvTranspose2d vs ganx's
@@ -112,9 +113,25 @@ def step_contenders(name, size, batch, nz, width, nc):
     def dropin(G, D, oG, oD, real):
         return ex.train_step_dropin(G, D, oG, oD, crit_l, real, nz, d_loss)
 
+    def dropin_frozen_d(G, D, oG, oD, real):
+        """The drop-in, plus a plain-PyTorch change that is not ganx's: D's parameters do not
+        require grad during the G step (their gradients there are discarded by the next
+        optD.zero_grad anyway), so D's weight gradients are not computed for it."""
+        n = real.shape[0]
+        fake = G(torch.randn(n, nz))
+        oD.zero_grad(set_to_none=True)
+        d_loss(D(real), D(fake.detach())).backward()
+        oD.step()
+        oG.zero_grad(set_to_none=True)
+        D.requires_grad_(False)
+        crit_l(D(fake), torch.ones(n, 1)).backward()
+        D.requires_grad_(True)
+        oG.step()
+
     rows = [("unmodified script", ex.Timed(G, D, plain)),
             ("ganx.fuse(G) only", ex.Timed(G_f, D, plain)),
-            ("drop-in: fuse(G) + logits_and_bce(D) + DiscriminatorBCELoss", ex.Timed(G_f, D_l, dropin))]
+            ("drop-in: fuse(G) + logits_and_bce(D) + DiscriminatorBCELoss", ex.Timed(G_f, D_l, dropin)),
+            ("drop-in + D frozen in the G step (plain PyTorch, not ganx)", ex.Timed(G_f, D_l, dropin_frozen_d))]
     reports = {"fuse": str(g_rep), "logits_and_bce": str(d_rep)}
     if name == "convtranspose":
         G_ff, rep2 = ganx.fuse(G, conv_transpose="fuse")
