@@ -14,8 +14,9 @@ import torch
 
 from ganx.data import BatchIterator, DataError, ImageDataset, load_dataset
 from ganx.models import Discriminator, Generator
-from ganx.train import distributed, faults
-from ganx.train.checkpoint import CheckpointSaveError, capture_rng, load_checkpoint, restore_rng, save_atomic
+from ganx.train import distributed, faults, rundir
+from ganx.train.checkpoint import (MODEL_KEYS, CheckpointError, CheckpointSaveError, capture_rng, load_checkpoint,
+                                   restore_rng, run_dir_of, save_atomic)
 from ganx.train.config import ConfigError, TrainConfig
 from ganx.train.ema import EMA
 from ganx.train.images import plot_log, save_grid
@@ -24,7 +25,17 @@ from ganx.train.losses import AdversarialLoss
 __all__ = ["Trainer", "resolve_device"]
 
 FIGURES = ("d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake")
+# End-of-run metrics written to TensorBoard (and the metric columns of its HPARAMS tab).
+TB_METRICS = ("fid", "kid", "classifier_accuracy", "class_entropy", "diversity_ratio",
+              "classifier_heldout_accuracy")
 CHECKPOINT_FORMAT = "ganx-checkpoint-v1"
+
+
+def progress_postfix(row: Dict[str, Any]) -> str:
+    """The progress bar's figures: the two losses and D's accuracy on real and fake, short enough
+    that the bar stays readable in an 80-column terminal (all six figures are in log.jsonl)."""
+    return (f"D {row['d_loss']:.2f} G {row['g_loss']:.2f} "
+            f"acc {row['acc_real']:.2f}/{row['acc_fake']:.2f}")
 
 
 class _SkipStep(Exception):
@@ -95,10 +106,15 @@ class Trainer:
             cfg = cfg.replace(out=os.path.join("runs", f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
         if run_dir is not None:
             cfg = cfg.replace(out=os.fspath(run_dir))
+        if os.path.lexists(cfg.out) and not os.path.isdir(cfg.out):
+            raise rundir.RunFolderError(f"run folder {cfg.out!r} exists and is not a folder (give --out a folder path)")
         self.config, self.dataset = cfg, dataset
         self.run_dir = cfg.out
+        self._lock = rundir.RunLock(self.run_dir)
         self.num_classes = dataset.num_classes if cfg.conditional else None
 
+        self._check_model_memory(cfg)
+        self._check_metric_options(cfg, dataset)
         self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, self.num_classes,
                            impl=cfg.impl).to(self.device)
         self.D = Discriminator(cfg.image_size, cfg.channels, cfg.d_width, self.num_classes,
@@ -147,6 +163,47 @@ class Trainer:
             self.grid_z, self.grid_y = torch.randn(64, cfg.latent_dim, generator=g), None
         self._tb = None
         self._last_labels = None
+
+    @staticmethod
+    def _check_metric_options(cfg: TrainConfig, dataset: ImageDataset) -> None:
+        """What the end-of-run metrics need, checked before training instead of after it."""
+        if not cfg.metrics:
+            return
+        space = cfg.feature_space
+        if space == "auto":
+            space = "classifier" if dataset.labels is not None else ("inception" if cfg.inception_weights else None)
+        if space == "classifier" and dataset.labels is None:
+            raise ConfigError(f"feature_space='classifier' needs labelled data, but {dataset.name!r} has no labels "
+                              f"(use 'inception' with --inception-weights, or --no-metrics)")
+        if space == "inception":
+            w = cfg.inception_weights
+            if not w:
+                raise ConfigError("feature_space='inception' needs --inception-weights FILE (a torchvision "
+                                  "inception_v3 state_dict; ganx never downloads), or use --no-metrics")
+            if not os.path.isfile(w):
+                raise ConfigError(f"inception_weights {w!r} does not exist (ganx never downloads; save "
+                                  f"torchvision's inception_v3 state_dict there)")
+            try:
+                import torchvision.models  # noqa: F401
+            except Exception as e:
+                raise ConfigError(f"feature_space='inception' needs torchvision, which cannot be imported ({e}); "
+                                  f"pip install torchvision matching your torch, or use --no-metrics") from None
+
+    def _check_model_memory(self, cfg: TrainConfig) -> None:
+        """Refuse widths whose models (with gradients, Adam's two moments and the EMA copy) do not
+        fit the memory available, before allocating them."""
+        from ganx._limits import check_bytes
+        from ganx.train.sampling import model_bytes
+
+        try:
+            g = model_bytes(Generator, dict(latent_dim=cfg.latent_dim, image_size=cfg.image_size,
+                                            channels=cfg.channels, width=cfg.g_width, num_classes=self.num_classes))
+            d = model_bytes(Discriminator, dict(image_size=cfg.image_size, channels=cfg.channels, width=cfg.d_width,
+                                                num_classes=self.num_classes, minibatch_std=cfg.minibatch_std))
+        except (ValueError, TypeError, RuntimeError, OverflowError) as e:
+            raise ConfigError(f"the model of this config cannot be built: {e}") from None
+        check_bytes(5 * g + 4 * d, f"g_width={cfg.g_width}, d_width={cfg.d_width}, latent_dim={cfg.latent_dim}: "
+                    f"the models with their optimiser state", ConfigError)
 
     # ------------------------------------------------------------------ one update each
     def _autocast(self):
@@ -263,6 +320,7 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self, path) -> None:
+        """The fixed-latent sample grid as a PNG at ``path`` (and as a TensorBoard image)."""
         G = self.sampler
         was = G.training
         G.eval()
@@ -270,7 +328,9 @@ class Trainer:
         with self._autocast():
             imgs = G(self.grid_z.to(self.device), y)
         G.train(was)
-        save_grid(imgs, path, self.grid_cols)
+        grid = save_grid(imgs, path, self.grid_cols, root=self.run_dir)
+        if self._tb is not None:
+            self._tb.add_image("samples", grid, self.step, dataformats="HWC")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
@@ -285,6 +345,7 @@ class Trainer:
             "epoch": self.data.epoch,
             "elapsed": self.elapsed,
             "config": self.config.to_dict(),
+            "sample_every_unit": "steps",  # older checkpoints counted sample_every in epochs
             "generator_config": self.G.config(),
             "discriminator_config": self.D.config(),
             "class_names": list(self.dataset.class_names) if self.num_classes else [],
@@ -299,22 +360,47 @@ class Trainer:
                     "data": self.data.state_dict()},
         }
 
-    def load_state_dict(self, ckpt: Dict[str, Any]) -> None:
-        self.G.load_state_dict(ckpt["G"])
-        self.D.load_state_dict(ckpt["D"])
-        self.opt_g.load_state_dict(ckpt["opt_g"])
-        self.opt_d.load_state_dict(ckpt["opt_d"])
+    def load_state_dict(self, ckpt: Dict[str, Any], name: str = "the checkpoint") -> None:
+        """Restore a checkpoint's state. A part that does not fit this trainer's model, optimisers
+        or RNGs is a :class:`CheckpointError` naming it (nothing is half-applied to the models:
+        the weights are checked before anything is loaded)."""
+        def part(what, fn):
+            try:
+                fn()
+            except CheckpointError:
+                raise
+            except Exception as e:  # RuntimeError (shapes), KeyError, TypeError, ValueError, IndexError
+                lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+                detail = " ".join(lines[:2])
+                if len(detail) > 300:
+                    detail = detail[:300] + "..."
+                raise CheckpointError(f"{name}: its {what} cannot be loaded into this run ({detail})") from None
+
+        part("generator weights", lambda: self.G.load_state_dict(ckpt["G"]))
+        part("discriminator weights", lambda: self.D.load_state_dict(ckpt["D"]))
+        part("generator optimiser state", lambda: self.opt_g.load_state_dict(ckpt["opt_g"]))
+        part("discriminator optimiser state", lambda: self.opt_d.load_state_dict(ckpt["opt_d"]))
         if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema.load_state_dict(ckpt["ema"])
+            part("EMA state", lambda: self.ema.load_state_dict(ckpt["ema"]))
         if ckpt.get("scaler_g"):
-            self.scaler_g.load_state_dict(ckpt["scaler_g"])
+            part("gradient scaler state", lambda: self.scaler_g.load_state_dict(ckpt["scaler_g"]))
         if ckpt.get("scaler_d"):
-            self.scaler_d.load_state_dict(ckpt["scaler_d"])
-        restore_rng(ckpt["rng"]["global"])
-        self.noise_gen.set_state(ckpt["rng"]["noise"])
-        self.data.load_state_dict(ckpt["rng"]["data"])
+            part("gradient scaler state", lambda: self.scaler_d.load_state_dict(ckpt["scaler_d"]))
+        part("RNG state", lambda: restore_rng(ckpt["rng"]["global"]))
+        part("noise RNG state", lambda: self.noise_gen.set_state(ckpt["rng"]["noise"]))
+
+        def data_state():
+            st = ckpt["rng"]["data"]
+            self.data.load_state_dict(st)
+            if not (0 <= self.data.epoch <= 10 ** 12 and 0 <= self.data.index < self.data.batches_per_epoch):
+                raise ValueError(f"data position (epoch {self.data.epoch}, batch {self.data.index}) is out of range "
+                                 f"for {self.data.batches_per_epoch} batches per epoch")
+        part("data position", data_state)
         self.step = int(ckpt["step"])
-        self.elapsed = float(ckpt.get("elapsed", 0.0))
+        try:
+            self.elapsed = float(ckpt.get("elapsed", 0.0))
+        except (TypeError, ValueError):
+            self.elapsed = 0.0
 
     @property
     def checkpoint_path(self) -> str:
@@ -327,6 +413,8 @@ class Trainer:
         path = path or self.checkpoint_path
         if not self.is_main:
             return path
+        if os.path.abspath(os.path.dirname(path)) == os.path.abspath(os.path.join(self.run_dir, "checkpoints")):
+            rundir.safe_subdir(self.run_dir, "checkpoints")  # never through a link out of the run folder
         try:
             save_atomic(self.state_dict(), path, previous="previous.pt" if path == self.checkpoint_path else None)
         except OSError as e:
@@ -339,17 +427,52 @@ class Trainer:
     def from_checkpoint(cls, path, overrides: Optional[Dict[str, Any]] = None,
                         dataset: Optional[ImageDataset] = None) -> "Trainer":
         """Resume: rebuild the run from the checkpoint's config (``overrides`` on top, e.g. a
-        larger ``steps``) and restore its state. ``path`` is a checkpoint or a run folder."""
+        larger ``steps``) and restore its state. ``path`` is a checkpoint or a run folder.
+
+        Where the resumed run writes is never taken from the checkpoint (a file can come from
+        anywhere): ``overrides['out']`` if given, else the run folder the checkpoint lies in
+        (``RUN/checkpoints/*.pt`` -> ``RUN``); a checkpoint elsewhere needs ``out``. Options that
+        change the model (image size, widths, conditioning...) cannot be overridden."""
+        overrides = dict(overrides or {})
         ckpt = load_checkpoint(path)
-        cfg = TrainConfig.from_dict({**ckpt["config"], **(overrides or {})})
+        src = os.fspath(path)
+        if os.path.isdir(src):
+            src = os.path.join(src, "checkpoints", "last.pt")
+        saved = dict(ckpt["config"])
+        if ckpt.get("sample_every_unit") != "steps" and saved.get("sample_every"):
+            # A checkpoint from before sample_every counted steps: its value was in epochs (1
+            # by default), which read as steps would write a grid at every step.
+            saved["sample_every"] = None
+        if overrides.get("out") is None:
+            overrides.pop("out", None)
+            out = run_dir_of(path)
+            if out is None:
+                raise ConfigError(f"checkpoint {src!r} does not lie in a run folder's checkpoints/; pass --out RUN "
+                                  f"to say where the resumed run writes")
+            overrides["out"] = out
+        changed = [k for k in MODEL_KEYS if k in overrides and k in saved and overrides[k] != saved[k]
+                   and not (k == "channels" and overrides[k] is None)]
+        if changed:
+            raise ConfigError(f"checkpoint {src!r}: a resumed run keeps its model; cannot change "
+                              + ", ".join(f"{k} ({saved[k]!r} -> {overrides[k]!r})" for k in changed)
+                              + " (start a new run in another --out for that)")
+        try:
+            cfg = TrainConfig.from_dict({**saved, **overrides})
+        except ConfigError as e:
+            raise ConfigError(f"checkpoint {src!r}: its config is not usable: {e}") from None
+        from ganx.train.sampling import check_model_size
+
+        check_model_size(ckpt, src)
         trainer = cls(cfg, dataset=dataset)
-        trainer.load_state_dict(ckpt)
+        trainer.load_state_dict(ckpt, f"checkpoint {src!r}")
         return trainer
 
     # ------------------------------------------------------------------ the loop
     def _log(self, row: Dict[str, Any]) -> None:
-        with open(os.path.join(self.run_dir, "log.jsonl"), "a") as f:
-            f.write(json.dumps(row) + "\n")
+        """One log.jsonl line (and its TensorBoard scalars). A row whose window covers fewer than
+        ``log_every`` steps (a Ctrl-C, the first row after a resume, the last of a run whose
+        length is not a multiple of log_every) carries ``"partial": true``; the plot skips it."""
+        rundir.append_line(os.path.join(self.run_dir, "log.jsonl"), json.dumps(row))
         if self._tb is not None:
             for k in FIGURES:
                 self._tb.add_scalar(f"train/{k}", row[k], row["step"])
@@ -358,26 +481,74 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # ImportError, or a tensorboard too old/new for this torch
-            print("ganx: tensorboard is not installed; logging to log.jsonl only")
+            print('ganx: tensorboard is not installed; logging to log.jsonl only '
+                  '(for TensorBoard logs: pip install "ganx[tensorboard]")')
             return
-        self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=self.step + 1)
+        self._tb = SummaryWriter(rundir.safe_subdir(self.run_dir, "tensorboard"), purge_step=self.step + 1)
+        self._tb_hparams()
+
+    def _tb_hparams(self) -> None:
+        """The run's configuration in TensorBoard's HPARAMS tab, in this run's own event file
+        (SummaryWriter.add_hparams would open a second run folder), with the final metrics as
+        its metric columns (their values are the scalars written at the end of the run)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        hp = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
+              for k, v in self.config.to_dict().items()}
+        exp, ssi, sei = hparams(hp, {f"metrics/{k}": 0.0 for k in TB_METRICS})
+        writer = self._tb._get_file_writer()
+        for summary in (exp, ssi, sei):
+            writer.add_summary(summary)
+
+    def _tb_metrics(self, metrics: Dict[str, Any]) -> None:
+        for k in TB_METRICS:
+            v = metrics.get(k)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self._tb.add_scalar(f"metrics/{k}", v, self.step)
 
     def _prepare_run_dir(self) -> None:
+        """Take the run folder's lock, clean what interrupted runs left, write config.yaml and
+        drop the log lines after the checkpoint, all without following links out of the folder."""
         import yaml
 
-        os.makedirs(os.path.join(self.run_dir, "samples"), exist_ok=True)
-        with open(os.path.join(self.run_dir, "config.yaml"), "w") as f:
-            yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+        rundir.check_run_dir(self.run_dir)
+        self._lock.acquire()
+        if self._lock.stale_note:
+            rundir.warn(f"{self.run_dir}: {self._lock.stale_note}")
+        n = rundir.clean_stale_temporaries(self.run_dir)
+        if n:
+            rundir.warn(f"{self.run_dir}: removed {n} temporary file(s) of interrupted saves")
+        rundir.safe_subdir(self.run_dir, "samples")
+        rundir.safe_subdir(self.run_dir, "checkpoints")
+        rundir.atomic_write(os.path.join(self.run_dir, "config.yaml"),
+                            yaml.safe_dump(self.config.to_dict(), sort_keys=False), root=self.run_dir)
         # After a resume, drop log lines written after the checkpoint (they will be redone).
+        # Never in place: a new file, fsynced, renamed over the old one (a kill leaves one of them).
         log = os.path.join(self.run_dir, "log.jsonl")
+        if os.path.islink(log):
+            raise rundir.RunFolderError(f"{log!r} is a symbolic link; ganx does not write through it. Remove the link")
         if os.path.isfile(log):
-            with open(log) as f:
-                rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= self.step]
-            with open(log, "w") as f:
-                f.writelines(rows)
+            from ganx.train.images import read_log_lines
+
+            keep, changed = [], False
+            for line, row in read_log_lines(log):
+                if row is not None and row.get("step", 0) <= self.step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    changed = True
+            if changed:
+                rundir.atomic_write(log, "".join(keep), root=self.run_dir)
 
     def fit(self, tensorboard: bool = True) -> Dict[str, Any]:
-        """Train until ``config.steps``; returns the metrics that are also written to metrics.json."""
+        """Train until ``config.steps``; returns the metrics that are also written to metrics.json.
+        Holds the run folder's lock (one writer per folder) from start to end."""
+
+        try:
+            return self._fit(tensorboard)
+        finally:
+            self._lock.release()
+
+    def _fit(self, tensorboard: bool) -> Dict[str, Any]:
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -388,9 +559,11 @@ class Trainer:
         self.interrupted: Optional[str] = None
         window: Dict[str, torch.Tensor] = {}
         n_window = 0
+        window_from = self.step  # the step before the current log window's first step
         last_row: Dict[str, Any] = {}
+        sample_every = cfg.sample_interval
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main),
-                   dynamic_ncols=True, desc="ganx train", unit="step")
+                   dynamic_ncols=True, desc="train", unit="step")
         t0 = time.perf_counter()
         stop = faults.GracefulStop()
         try:
@@ -409,16 +582,18 @@ class Trainer:
                     # Mean over the window and over the ranks (one all-reduce per log line).
                     vals = self.dist.mean(torch.stack([window[k] for k in FIGURES]).div(n_window)).tolist()
                     last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(FIGURES, vals))}
+                    if self.step - window_from < cfg.log_every:
+                        last_row["partial"] = True
+                        last_row["window_steps"] = self.step - window_from
                     if not all(math.isfinite(v) for v in vals):
                         raise FloatingPointError(f"non-finite losses at step {self.step}: {last_row}")
                     if self.is_main:
                         self._log(last_row)
-                    bar.set_postfix({k: f"{last_row[k]:.3f}" for k in FIGURES}, refresh=False)
-                    window, n_window = {}, 0
+                    bar.set_postfix_str(progress_postfix(last_row), refresh=False)
+                    window, n_window, window_from = {}, 0, self.step
                 bar.update(1)
-                if (self._epoch_ended and cfg.sample_every and self.data.epoch % cfg.sample_every == 0
-                        and self.is_main):
-                    self.save_samples(os.path.join(self.run_dir, "samples", f"epoch_{self.data.epoch:04d}.png"))
+                if sample_every and self.step % sample_every == 0 and self.step < cfg.steps and self.is_main:
+                    self.save_samples(os.path.join(self.run_dir, "samples", f"step_{self.step:06d}.png"))
                 if stopping:
                     self.interrupted = stop.requested or "a signal on another process"
                     break  # the checkpoint is written below
@@ -439,9 +614,6 @@ class Trainer:
                     "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in FIGURES}}
         self.save_samples(os.path.join(self.run_dir, "samples", "final.png"))
         plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"))
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
 
         metrics: Dict[str, Any] = {"steps": self.step, "epochs": self.data.epoch,
                                    "train_seconds": round(self.elapsed, 3), "device": str(self.device),
@@ -454,6 +626,10 @@ class Trainer:
                                               seed=cfg.seed + 3, feature_space=cfg.feature_space,
                                               inception_weights=cfg.inception_weights, device=self.device))
             metrics["metrics_seconds"] = round(time.perf_counter() - t, 3)
-        with open(os.path.join(self.run_dir, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+        rundir.atomic_write(os.path.join(self.run_dir, "metrics.json"), json.dumps(metrics, indent=2),
+                            root=self.run_dir)
+        if self._tb is not None:
+            self._tb_metrics(metrics)
+            self._tb.close()
+            self._tb = None
         return metrics
