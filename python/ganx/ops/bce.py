@@ -65,10 +65,11 @@ class DiscriminatorStats(NamedTuple):
 def cpu_buffer_cache_stats() -> dict:
     """The cache of large CPU output buffers (gradients, per-element losses) of these losses.
 
-    Buffers of 1 MiB and more are kept when their tensor dies and reused by the next call of
-    the same size, so a training loop does not page-fault its gradient memory in on every step
-    (glibc hands large blocks back to the system). At most 8 blocks and
-    ``GANX_CPU_BUFFER_CACHE_MB`` MiB (default 512; 0 turns the cache off), oldest evicted first.
+    Buffers of 1 MiB and more are kept when their tensor dies and reused by the next call that
+    fits in one (the smallest cached block that holds it and is at most twice its size), so a
+    training loop does not page-fault its gradient memory in on every step. The tensors are
+    ordinary resizable tensors. At most 8 blocks and ``GANX_CPU_BUFFER_CACHE_MB`` MiB (a whole
+    number in [0, 1048576], default 512; 0 turns the cache off), oldest evicted first.
     Returns ``{"blocks", "bytes", "limit_bytes", "hits", "misses"}``.
     """
     return dict(_ext._C.cpu_buffer_cache_stats())
