@@ -312,6 +312,7 @@ def _gen_fake(fake, mode, target, reduction, need_grad):
 @torch.library.register_fake("ganx::bce_with_logits")
 def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
     _check_fake_logits("bce_with_logits", input)
+    _check_fake_reduction("bce_with_logits", reduction)
     torch._check(target.shape == input.shape, lambda: "bce_with_logits: target must have input's shape")
     return _loss_like(input, reduction), _grad_like(input, need_grad)
 
@@ -319,6 +320,7 @@ def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
 @torch.library.register_fake("ganx::binary_cross_entropy")
 def _bce_fake(input, target, weight, reduction, need_grad):
     _check_fake_logits("binary_cross_entropy", input)
+    _check_fake_reduction("binary_cross_entropy", reduction)
     torch._check(target.shape == input.shape, lambda: "binary_cross_entropy: target must have input's shape")
     return _loss_like(input, reduction), _grad_like(input, need_grad)
 
