@@ -106,6 +106,9 @@ def check_target(op: str, name: str, value) -> float:
     return value
 
 
+_target = check_target  # the former name (type and range), for callers not yet renamed
+
+
 def _target_type(op: str, name: str, value) -> float:
     # The public functions check only the type here (a tensor or a bool must not become a float
     # silently); the range is the op's to check.
