@@ -24,8 +24,8 @@ PATCHES = [
     ("v[k] = lane < kWarps ? sh[k][lane] : A(0);",
      "v[k] = lane < kWarps + (ganx_plant(1) ? 1 : 0) ? sh[k][lane] : A(0);"),
     # 2: off-by-one at the tail of the input (the last partial item read in full)
-    ("const int m = S.n - j0 < V ? static_cast<int>(S.n - j0) : V;",
-     "const int m = (S.n - j0 < V && !ganx_plant(2)) ? static_cast<int>(S.n - j0) : V;"),
+    ("const int m = sn - j0 < V ? static_cast<int>(sn - j0) : V;",
+     "const int m = (sn - j0 < V && !ganx_plant(2)) ? static_cast<int>(sn - j0) : V;"),
     # 3: a removed __syncthreads; 4: the same barrier skipped by one warp
     ("  __syncthreads();\n  if (warp == 0) {",
      "  if (!ganx_plant(3) && !(ganx_plant(4) && warp == 3)) __syncthreads();\n  if (warp == 0) {"),

@@ -164,8 +164,8 @@ bool use_deconv(const UpConvGeometry& g, int64_t H, int64_t W) {
 }
 
 // The 4x4 transposed-conv kernel (C_in, C_out, 4, 4) straight from the layer's weight: for
-// upsample + 3x3, rows (and columns) are K0 = w2, K1 = w1 + w2, K2 = w0 + w1, K3 = w0 -- the
-// phase taps of DESIGN.md section 2 (phase 0 sums {1, 2}, phase 1 sums {0, 1}) interleaved.
+// upsample + 3x3, rows (and columns) are K0 = w2, K1 = w1 + w2, K2 = w0 + w1, K3 = w0: the
+// 2-tap phase kernels (phase 0 sums taps {1, 2}, phase 1 sums taps {0, 1}) interleaved.
 at::Tensor deconv_weight(const at::Tensor& weight, const UpConvGeometry& g) {
   if (g.fold == Fold::ConvTranspose4s2) return weight;
   auto rows = [](const at::Tensor& w, int64_t d) {

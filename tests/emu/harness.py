@@ -31,7 +31,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 EMU = ROOT / "tests" / "emu"
-SOURCES = ["tests/emu/driver_main.cpp", "tests/emu/bce_driver.cpp"]  # + one per kernel header's ops
+SOURCES = ["tests/emu/driver_main.cpp", "tests/emu/bce_driver.cpp",  # + one per kernel header's ops
+           "tests/emu/selftest_driver.cpp"]
 RUNTIME = "tests/emu/emu_runtime.cpp"
 VARIANTS = ("plain", "asan", "race")
 
@@ -63,7 +64,7 @@ def _inputs(include_first: Optional[Path]) -> List[Path]:
     files = [ROOT / s for s in SOURCES + [RUNTIME]]
     files += sorted((ROOT / "csrc" / "cuda" / "kernels").glob("*.cuh"))
     files += [ROOT / "csrc" / "cuda" / "launch.cuh", ROOT / "csrc" / "bce_math.h"]
-    files += sorted(EMU.glob("*.h"))
+    files += sorted(EMU.glob("*.h")) + sorted(EMU.glob("*.cuh"))
     if include_first is not None:
         files += sorted(p for p in include_first.rglob("*") if p.is_file())
     return files
@@ -148,7 +149,8 @@ def run(variant: str, cases: List[Case], *, exe: Optional[Path] = None, timeout:
         cin, cout = Path(d) / "cases.bin", Path(d) / "results.bin"
         with open(cin, "wb") as f:
             for c in cases:
-                kv = " ".join(f"{k}={v!r}" if isinstance(v, float) else f"{k}={int(v)}" for k, v in c.kv.items())
+                kv = " ".join(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" if isinstance(v, str)
+                              else f"{k}={int(v)}" for k, v in c.kv.items())
                 f.write(f"case {c.id} {c.op} {c.dtype} {kv}\n".encode())
                 for name, t in c.arrays.items():
                     raw = _raw(t)

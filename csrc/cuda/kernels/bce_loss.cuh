@@ -83,9 +83,11 @@ template <typename A>
 struct LogitConst {
   A cpos[2], cneg[2], w[2];
   __device__ A operator()(int seg, int64_t, A l, A& g, A& s) const {
-    const A v = logit_elem(l, cpos[seg], cneg[seg], g, s);
-    g *= w[seg];
-    return w[seg] * v;
+    // Selects, not cpos[seg]: a variable index would put the arrays in local memory.
+    const A cp = seg ? cpos[1] : cpos[0], cn = seg ? cneg[1] : cneg[0], ws = seg ? w[1] : w[0];
+    const A v = logit_elem(l, cp, cn, g, s);
+    g *= ws;
+    return ws * v;
   }
 };
 
@@ -231,12 +233,17 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t it = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; it < items; it += stride) {
     const bool second = it >= items0;
     const int seg = second ? 1 : 0;
-    const Segment<T>& S = second ? s1 : s0;
+    // The segment's fields by value (a reference to s0 or s1 would put both in local memory).
+    const T* sx = second ? s1.x : s0.x;
+    T* sloss = second ? s1.loss : s0.loss;
+    T* sgrad = second ? s1.grad : s0.grad;
+    const int64_t sn = second ? s1.n : s0.n;
+    const bool vec = second ? s1.vec : s0.vec;
     const int64_t j0 = (second ? it - items0 : it) * V;
-    const int m = S.n - j0 < V ? static_cast<int>(S.n - j0) : V;
+    const int m = sn - j0 < V ? static_cast<int>(sn - j0) : V;
     const A gs = second ? gs1 : gs0;
     T x[V], lo[V], go[V];
-    load_item(x, S.x + j0, m, S.vec);
+    load_item(x, sx + j0, m, vec);
     A ls = A(0), ss = A(0), ps = A(0);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
@@ -251,8 +258,8 @@ __global__ void __launch_bounds__(kThreads)
         ps += xv > A(0) ? A(1) : A(0);
       }
     }
-    if (S.loss != nullptr) store_item(S.loss + j0, lo, m, S.vec);
-    if (S.grad != nullptr) store_item(S.grad + j0, go, m, S.vec);
+    if (sloss != nullptr) store_item(sloss + j0, lo, m, vec);
+    if (sgrad != nullptr) store_item(sgrad + j0, go, m, vec);
     if (second) {  // constant indices keep v in registers
       v[3] += ls; v[4] += ss; v[5] += ps;
     } else {
