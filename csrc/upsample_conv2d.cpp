@@ -6,6 +6,7 @@
 
 #include <ATen/Context.h>
 #include <ATen/OpMathType.h>
+#include <c10/util/strides.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
 #include <algorithm>
@@ -105,6 +106,23 @@ void check_upsample_conv2d_inputs(const at::Tensor& x, const at::Tensor& weight,
 }
 
 at::MemoryFormat output_format(const at::Tensor& x) { return x.suggest_memory_format(); }
+
+namespace {
+// t with exactly the dense strides of `fmt` (what the fake kernels promise): contiguous(fmt)
+// keeps the strides of size-1 dims as they are, so a view (a crop of a padded gradient) can
+// come back with strides that no freshly allocated tensor has.
+at::Tensor dense_in(const at::Tensor& t, at::MemoryFormat fmt) {
+  auto c = t.contiguous(fmt);
+  const std::vector<int64_t> want = fmt == at::MemoryFormat::ChannelsLast
+                                        ? c10::get_channels_last_strides_2d(c.sizes())
+                                        : [&] {
+                                            const auto d = c10::contiguous_strides(c.sizes());
+                                            return std::vector<int64_t>(d.begin(), d.end());
+                                          }();
+  if (c.strides() == c10::IntArrayRef(want)) return c;
+  return at::empty(c.sizes(), c.options().memory_format(fmt)).copy_(c);
+}
+}  // namespace
 
 // ---------------------------------------------------------------- device glue registry
 
@@ -413,7 +431,7 @@ at::Tensor forward_with(UpconvAlgo algo, const at::Tensor& x, const at::Tensor& 
   if (algo == UpconvAlgo::Deconv) {
     // The vendor writes the interleaved output; with no activation it adds the bias itself.
     const auto b = act == Act::None && bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
-    auto y = at::conv_transpose2d(x, deconv_weight(weight, g), b, /*stride=*/2, /*padding=*/1).contiguous(fmt);
+    auto y = dense_in(at::conv_transpose2d(x, deconv_weight(weight, g), b, /*stride=*/2, /*padding=*/1), fmt);
     if (act != Act::None) glue.epilogue_fwd(PhaseMaps{{y}, {}}, y, bias, 1, act, slope);
     return y;
   }
@@ -477,7 +495,7 @@ Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x
     auto [gx, gw4, unused] = at::convolution_backward(
         gpre, x, w4, std::nullopt, /*stride=*/{2, 2}, /*padding=*/{1, 1}, /*dilation=*/{1, 1}, /*transposed=*/true,
         /*output_padding=*/{0, 0}, /*groups=*/1, {need_x, need_w, false});
-    if (need_x) r.gx = gx.contiguous(fmt);
+    if (need_x) r.gx = dense_in(gx, fmt);
     if (need_w) r.gw = deconv_weight_grad(gw4, g, weight);
     return r;
   }
@@ -494,7 +512,7 @@ Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x
     auto [gxin, gw_all, unused] = at::convolution_backward(
         gy, xin, w_all, std::nullopt, /*stride=*/{1, 1}, /*padding=*/{pad, pad}, /*dilation=*/{1, 1},
         /*transposed=*/false, /*output_padding=*/{0, 0}, /*groups=*/1, {need_x, need_w, false});
-    if (need_x) r.gx = (conv_pads ? gxin : gxin.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W)).contiguous(fmt);
+    if (need_x) r.gx = dense_in(conv_pads ? gxin : gxin.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W), fmt);
     if (need_w) r.gw = unfold_weight_grad(gw_all.reshape(wf.sizes()).contiguous(), g, weight);
     return r;
   }
@@ -515,7 +533,7 @@ Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x
       if (need_w) phase_kernel(gwf, g, a, b).copy_(gk);
     }
   }
-  if (need_x) r.gx = gxp.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W).contiguous(fmt);
+  if (need_x) r.gx = dense_in(gxp.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W), fmt);
   if (need_w) r.gw = unfold_weight_grad(gwf, g, weight);
   return r;
 }
