@@ -387,3 +387,10 @@ def test_cuda_graph_capture_generator_and_d_loss():
     torch.cuda.synchronize()
     assert torch.isfinite(static_loss).all()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in G.parameters())
+
+
+def test_ganx_info_shows_the_algorithm_choice():
+    env = dict(os.environ, GANX_UPCONV_ALGO="split")
+    r = subprocess.run([sys.executable, "-m", "ganx", "info"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "upsample-conv algorithms: deconv, stacked, split; forced: split" in r.stdout
