@@ -21,12 +21,24 @@ def test_train_resume_sample(tmp_path):
     run = tmp_path / "run"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("sample_every: 0\nreal_target: 0.9\n")
-    r = ganx("train", "--config", cfg, "--out", run, *TINY)
+    r = ganx("train", "--config", cfg, "--out", run, "--resume", "auto", *TINY)
     assert r.returncode == 0, r.stderr
+    assert "no checkpoint" in r.stdout and "starting a fresh run" in r.stdout
     for f in ("config.yaml", "log.jsonl", "losses.png", "metrics.json", "checkpoints/last.pt", "samples/final.png"):
         assert (run / f).is_file(), f
     m = json.loads((run / "metrics.json").read_text())
     assert m["steps"] == 6 and 0 <= m["classifier_accuracy"] <= 1 and m["fid"] >= 0
+    assert "FID" in r.stdout and "KID x1000" in r.stdout and "subsets of" in r.stdout
+    assert m["kid_subsets"] == 100 and m["kid_subset_size"] == 100  # 100 generated images
+
+    # A finished run resumed without --steps: a message, and not one byte written (no
+    # checkpoint rotation, no new samples, log lines or metrics).
+    before = snapshot(run)
+    for how in (["--resume", run], ["--resume", "auto", "--out", run]):
+        r = ganx("train", *how)
+        assert r.returncode == 0, r.stderr
+        assert "already at step 6" in r.stdout and "--steps" in r.stdout and "resuming" not in r.stdout
+        assert snapshot(run) == before
 
     r = ganx("train", "--resume", run, "--config", cfg, "--steps", "8", "--no-metrics")
     assert r.returncode == 0, r.stderr
@@ -40,6 +52,34 @@ def test_train_resume_sample(tmp_path):
 
     r = ganx("sample", "--checkpoint", run, "--class", 10, "--out", out)
     assert r.returncode == 2 and "out of range" in r.stderr and "Traceback" not in r.stderr
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its size, modification time and bytes."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_unknown_flag_prints_the_commands_usage():
+    r = ganx("train", "--stpes", "10")
+    assert r.returncode == 2
+    assert r.stderr.startswith("usage: ganx train") and "ganx train: error: unrecognized arguments: --stpes 10" in r.stderr
+    assert "did you mean --steps?" in r.stderr
+    r = ganx("sample", "--checkpoint", "x.pt", "--nn", "4")
+    assert r.returncode == 2 and r.stderr.startswith("usage: ganx sample")
+    assert "unrecognized arguments: --nn 4" in r.stderr
+
+
+def test_sample_of_a_file_that_is_not_a_checkpoint(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# ganx\n\nA PyTorch GAN toolkit.\n")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    r = ganx("sample", "--checkpoint", readme, "--out", tmp_path / "g.png")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "README.md' is not a ganx checkpoint" in r.stderr and "arbitrary code" not in r.stderr
+    r = ganx("sample", "--checkpoint", empty, "--out", tmp_path / "g.png")
+    assert r.returncode == 2 and "empty" in r.stderr and "truncated or corrupted" in r.stderr
 
 
 def test_info():

@@ -98,14 +98,14 @@ def test_resize_conv_with_batchnorm_between_is_left_and_reported():
 
 def test_convT_dcgan_and_activations_join():
     g = convT_dcgan()
-    fused, report = ganx.fuse(g)
+    fused, report = ganx.fuse(g, conv_transpose="fuse")
     assert len(report.fused) == 3
     assert sum(isinstance(m, ganx.nn.FusedConvTranspose2d) for m in fused) == 3
     acts = [m.activation for m in fused if isinstance(m, ganx.nn.FusedConvTranspose2d)]
     assert acts == [None, None, "tanh"]  # BatchNorm between conv and activation: no join
     seq = nn.Sequential(nn.ConvTranspose2d(4, 3, 4, 2, 1), nn.LeakyReLU(0.3), nn.ConvTranspose2d(3, 2, 4, 2, 1),
                         nn.ReLU())
-    fused_seq, rep = ganx.fuse(seq)
+    fused_seq, rep = ganx.fuse(seq, conv_transpose="fuse")
     assert [m.activation for m in fused_seq if isinstance(m, ganx.nn.FusedConvTranspose2d)] == ["leaky_relu", "relu"]
     assert isinstance(fused_seq[1], nn.Identity) and isinstance(fused_seq[3], nn.Identity)
     _check_same(seq, fused_seq, torch.randn(2, 4, 3, 3))
@@ -127,11 +127,37 @@ def test_conditional_nested_k5_k1_and_bilinear_left_alone():
 
 def test_custom_forward():
     m = CustomForward()
-    fused, report = ganx.fuse(m)
-    assert isinstance(fused.deconv, ganx.nn.FusedConvTranspose2d) and fused.deconv.activation is None
-    assert isinstance(fused.up, nn.Upsample)  # not in a Sequential: left, with the reason
-    assert any("not inside an nn.Sequential" in e.reason for e in report.left)
+    # traced: the pair in a hand-written forward is found, the ReLU after the deconv joins it
+    fused, report = ganx.fuse(m, conv_transpose="fuse")
+    assert report.method == "torch.fx graph"
+    assert isinstance(fused, CustomForward)  # the model keeps its class and forward
+    assert isinstance(fused.up, nn.Identity) and isinstance(fused.conv, ganx.nn.UpsampleConv2d)
+    assert isinstance(fused.deconv, ganx.nn.FusedConvTranspose2d) and fused.deconv.activation == "relu"
+    assert isinstance(fused.act, nn.Identity)
     _check_same(m, fused, torch.randn(2, 4, 3, 3))
+    # not traced (the module walk): outside a Sequential nothing is paired, and the report says why
+    m.zero_grad(set_to_none=True)
+    walked, report = ganx.fuse(m, trace=False, conv_transpose="fuse")
+    assert report.method.startswith("module walk")
+    assert isinstance(walked.deconv, ganx.nn.FusedConvTranspose2d) and walked.deconv.activation is None
+    assert isinstance(walked.up, nn.Upsample)
+    assert any("not inside an nn.Sequential" in e.reason for e in report.left)
+    _check_same(m, walked, torch.randn(2, 4, 3, 3))
+
+
+def test_conv_transpose_left_on_cpu_with_reason():
+    g = convT_dcgan()
+    fused, report = ganx.fuse(g)  # parameters on the CPU: "auto" leaves ConvTranspose2d(4, 2, 1) alone
+    assert not report.fused and sum(isinstance(m, nn.ConvTranspose2d) for m in fused) == 4
+    reasons = [e.reason for e in report.left]
+    assert sum("oneDNN" in r for r in reasons) == 3, reasons
+    assert "Tanh" in report.left[-1].what  # the candidate epilogue is named too
+    fused, report = ganx.fuse(g, device="cuda")  # the device it will train on decides
+    assert len(report.fused) == 3
+    fused, report = ganx.fuse(g, conv_transpose="leave", device="cuda")
+    assert not report.fused
+    with pytest.raises(ValueError, match="ganx.fuse: conv_transpose must be one of"):
+        ganx.fuse(g, conv_transpose="sometimes")
 
 
 def test_state_dict_both_ways_and_inplace():
@@ -151,7 +177,7 @@ def test_state_dict_both_ways_and_inplace():
 
 def test_compile_of_fused_model():
     g = convT_dcgan().eval()
-    fused, _ = ganx.fuse(g)
+    fused, _ = ganx.fuse(g, conv_transpose="fuse")
     x = torch.randn(2, 16, 1, 1)
     torch.testing.assert_close(torch.compile(fused, fullgraph=True, backend="aot_eager")(x), g(x), atol=1e-5, rtol=1e-4)
 

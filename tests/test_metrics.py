@@ -96,3 +96,33 @@ def test_diversity_ratio_detects_collapse():
     collapsed = ds.images[:1].repeat(20, 1, 1, 1)
     assert diversity(collapsed, torch.arange(20) % 10, ds)["diversity_ratio"] == 0
     assert diversity(collapsed, None, ds)["diversity_ratio"] == 0
+
+
+def test_kid_is_independent_of_the_feature_scale_after_unit_rms():
+    """KID's cubic kernel depends on the feature scale; evaluate_generator rescales classifier
+    features to unit RMS on the real set, so a feature space that is 10x larger (e.g. another
+    classifier training) gives the same KID."""
+    from ganx.metrics import unit_rms_scale
+
+    rng = np.random.default_rng(2)
+    a, b = np.abs(rng.normal(size=(400, 16))) * 5, np.abs(rng.normal(0.2, 1, size=(400, 16))) * 5
+    s = unit_rms_scale(a)
+    assert ((a * s) ** 2).sum(1).mean() / a.shape[1] == pytest.approx(1.0)
+    k1 = kid_from_features(a * s, b * s, num_subsets=5, subset_size=200)
+    s10 = unit_rms_scale(a * 10)
+    k10 = kid_from_features(a * 10 * s10, b * 10 * s10, num_subsets=5, subset_size=200)
+    assert k1 == pytest.approx(k10, rel=1e-9)
+    raw = kid_from_features(a, b, num_subsets=5, subset_size=200)
+    assert raw[0] > 100 * k1[0]  # unscaled, the same sets give a KID in arbitrary (large) units
+
+
+def test_format_metrics_explains_kid():
+    from ganx.metrics import format_metrics
+
+    line = format_metrics({"fid": 3.96, "kid": -0.00012, "kid_std": 0.0011, "kid_subsets": 100,
+                           "kid_subset_size": 1000, "classifier_accuracy": 0.978,
+                           "classifier_heldout_accuracy": 0.983})
+    assert "FID 3.96" in line and "KID x1000 -0.12 +- 1.10" in line
+    assert "100 subsets of 1000 images" in line and "within noise of 0" in line
+    assert "97.8%" in line and "98.3%" in line
+    assert "within noise" not in format_metrics({"kid": 0.05, "kid_std": 0.001})

@@ -97,17 +97,129 @@ def test_loss_adapter_fused_matches_reference(g_mode):
 
 
 def test_fit_outputs_and_minimax(tmp_path):
-    cfg = tiny(tmp_path, steps=20, g_loss="minimax", d_steps=2, sample_every=1, metrics=True, metric_samples=100)
-    m = Trainer(cfg, dataset=SMALL).fit(tensorboard=False)
+    cfg = tiny(tmp_path, steps=20, g_loss="minimax", d_steps=2, sample_every=6, metrics=True, metric_samples=100)
+    m = Trainer(cfg, dataset=SMALL).fit(tensorboard=HAS_TENSORBOARD)
     run = tmp_path / "run"
     for f in ("config.yaml", "log.jsonl", "losses.png", "metrics.json", "checkpoints/last.pt",
-              "samples/final.png", "samples/epoch_0001.png", "classifier.pt"):
+              "samples/final.png", "classifier.pt"):
         assert (run / f).is_file(), f
+    # A grid every sample_every steps (not at the last step: final.png is that one).
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "final.png", "step_000006.png", "step_000012.png", "step_000018.png"]
+    if HAS_TENSORBOARD:
+        _check_tensorboard(run / "tensorboard", m)
     rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 21))
     assert all(torch.isfinite(torch.tensor(r["d_loss"])) for r in rows)
     assert m["steps"] == 20 and "fid" in m and "classifier_accuracy" in m
     assert json.loads((run / "metrics.json").read_text())["fid"] == m["fid"]
+
+
+try:
+    import tensorboard  # noqa: F401
+    from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    HAS_TENSORBOARD = True
+except Exception:  # optional: pip install "ganx[tensorboard]"
+    HAS_TENSORBOARD = False
+
+
+def _check_tensorboard(folder, metrics):
+    """The run's event file holds the losses, the sample grids as images, the final metrics
+    and the run's options (HPARAMS tab)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/d_loss", "train/g_loss", "metrics/fid", "metrics/kid",
+            "metrics/classifier_accuracy"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Images("samples")] == [6, 12, 18, 20]
+    assert acc.Scalars("metrics/fid")[0].value == pytest.approx(metrics["fid"], rel=1e-5)
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    start = plugin_data_pb2.HParamsPluginData.FromString(plugins["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert hp["steps"].number_value == 20 and hp["g_loss"].string_value == "minimax"
+
+
+def test_missing_tensorboard_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    t = Trainer(tiny(tmp_path), dataset=SMALL)
+    t._open_tensorboard()
+    assert t._tb is None
+    assert 'pip install "ganx[tensorboard]"' in capsys.readouterr().out
+
+
+def test_default_sample_interval():
+    assert TrainConfig(steps=3000).sample_interval == 200
+    for steps in (1, 7, 10, 99, 100, 101, 600, 2020, 3000, 12345, 10**6):
+        cfg = TrainConfig(steps=steps)
+        grids = steps // cfg.sample_interval  # the periodic ones and the final one
+        assert 1 <= grids <= 20 and (steps < 8 or grids >= 8), (steps, cfg.sample_interval)
+    assert TrainConfig(steps=3000, sample_every=0).sample_interval == 0
+    assert TrainConfig(steps=3000, sample_every=7).sample_interval == 7
+    with pytest.raises(ConfigError, match="sample_every"):
+        TrainConfig(sample_every=-1)
+
+
+def test_resume_of_a_checkpoint_that_counted_sample_every_in_epochs(tmp_path):
+    t = Trainer(tiny(tmp_path, steps=2), dataset=SMALL)
+    t.fit(tensorboard=False)
+    old = load_checkpoint(tmp_path / "run")
+    del old["sample_every_unit"]
+    old["config"]["sample_every"] = 1  # the old default: a grid every epoch
+    torch.save(old, tmp_path / "old.pt")
+    assert Trainer.from_checkpoint(tmp_path / "old.pt", dataset=SMALL).config.sample_every is None
+    assert Trainer.from_checkpoint(tmp_path / "old.pt", {"sample_every": 1}, dataset=SMALL).config.sample_every == 1
+    assert Trainer.from_checkpoint(tmp_path / "run", dataset=SMALL).config.sample_every == 0
+
+
+def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
+    from ganx.train.images import loss_figure, plotted_rows, read_log
+
+    cfg = tiny(tmp_path, steps=4, log_every=3, checkpoint_every=100)
+    Trainer(cfg, dataset=SMALL).fit(tensorboard=False)
+    Trainer.from_checkpoint(tmp_path / "run", {"steps": 9}, dataset=SMALL).fit(tensorboard=False)
+    rows = read_log(tmp_path / "run" / "log.jsonl")
+    # step 4: the run's short last window (1 step); step 6: the first window after the resume.
+    assert [(r["step"], r.get("partial", False), r.get("window_steps")) for r in rows] == [
+        (3, False, None), (4, True, 1), (6, True, 2), (9, False, None)]
+    assert [r["step"] for r in plotted_rows(rows)] == [3, 9]
+    fig = loss_figure(rows)
+    top, bottom = fig.axes
+    assert all(list(line.get_xdata()) == [3, 9] for ax in fig.axes for line in ax.get_lines())
+    assert top.get_ylabel() and bottom.get_ylabel(), "both panels need a y-axis label"
+    # Only partial rows (a run shorter than one window): they are all there is, so they are shown.
+    assert [r["step"] for r in plotted_rows(rows[1:3])] == [4, 6]
+
+
+def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
+    import signal
+
+    from ganx.train import faults
+    from ganx.train.images import read_log
+
+    t = Trainer(tiny(tmp_path, steps=50, log_every=3), dataset=SMALL)
+    monkeypatch.setattr(faults, "slow_step", lambda: t.step == 5 and signal.raise_signal(signal.SIGINT))
+    m = t.fit(tensorboard=False)
+    assert m["interrupted"] and m["steps"] == 5
+    rows = read_log(tmp_path / "run" / "log.jsonl")
+    assert [(r["step"], r.get("partial", False)) for r in rows] == [(3, False), (5, True)]
+    assert rows[-1]["window_steps"] == 2
+
+
+def test_progress_bar_fits_80_columns():
+    from tqdm import tqdm
+
+    from ganx.train.trainer import progress_postfix
+
+    row = {"d_loss": 1.23456, "g_loss": 10.5678, "acc_real": 0.8123, "acc_fake": 0.7712, "d_real": 0.6, "d_fake": 0.4}
+    post = progress_postfix(row)
+    line = tqdm.format_meter(n=2960, total=3000, elapsed=3599, ncols=80, prefix="train", unit="step", postfix=post)
+    assert len(line) <= 80 and line.endswith(post), line
+    assert "|" in line.split("[")[0]  # room is left for the bar itself
 
 
 def _state(t):

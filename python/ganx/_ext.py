@@ -29,3 +29,19 @@ if _C.torch_version != torch.__version__:
 CUDA_BUILT: bool = bool(_C.cuda)
 CUDA_ARCHS: str = str(_C.cuda_archs)
 BUILT_TORCH_VERSION: str = str(_C.torch_version)
+
+
+def cuda_arch_summary(archs: str = CUDA_ARCHS) -> str:
+    """CMake's architecture list ("80-real,90-real,120") in words: "sm_80, sm_90 (SASS); sm_120 (SASS + PTX)"."""
+    items = [a.strip() for a in archs.replace(";", ",").split(",") if a.strip()]
+    sass = [f"sm_{a[:-5]}" for a in items if a.endswith("-real")]
+    both = [f"sm_{a}" for a in items if not a.endswith("-real") and not a.endswith("-virtual")]
+    ptx = [f"compute_{a[:-8]}" for a in items if a.endswith("-virtual")]
+    parts = []
+    if sass:
+        parts.append(", ".join(sass) + " (SASS)")
+    if both:
+        parts.append(", ".join(both) + " (SASS + PTX)")
+    if ptx:
+        parts.append(", ".join(ptx) + " (PTX)")
+    return "; ".join(parts) or "unknown"

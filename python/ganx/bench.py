@@ -4,8 +4,8 @@ The full suites are the scripts in the repository's ``benchmarks/`` folder (thei
 in :mod:`ganx._bench`, so this module works from an installed wheel too). ``run_quick`` runs
 the subset that answers "are the fused kernels faster here?":
 
-- ``upsample_conv2d`` on the 4 shapes of the issue-2 CPU target (DCGAN-64 generator blocks at
-  batch 64 and a 32 px block at batch 16), forward and forward+backward, against eager
+- ``upsample_conv2d`` on the 4 "DCGAN generator layers" (DCGAN-64 generator blocks 1-3 at
+  batch 64 and a half-width DCGAN-128 block at 32 px, batch 16), forward and forward+backward, against eager
   Upsample + Conv2d and the folded-weight conv_transpose2d, with the geometric-mean speed-up;
 - the BCE discriminator and generator losses at 64 and 1M logits against eager PyTorch
   (when this build of ganx has them).
@@ -36,7 +36,7 @@ def run_quick(out_dir: Optional[Union[str, os.PathLike]] = None, threads: Option
     if threads is not None:
         common += ["--threads", str(threads)]
     parts = [upsample_conv.run_main(
-        common + ["--shape-set", "issue2", "--contenders", "ganx,eager,convT-folded"], echo=False)]
+        common + ["--shape-set", "dcgan", "--contenders", "ganx,eager,convT-folded"], echo=False)]
     why = losses.available()
     if why is None:
         parts.append(losses.run_main(

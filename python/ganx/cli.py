@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from typing import List, Optional, Union, get_args, get_origin, get_type_hints
@@ -80,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="quick CPU benchmark of the fused ops against eager PyTorch (< 2 min)",
                        description="Times ganx's fused ops against eager PyTorch (and the folded-weight "
-                                   "conv_transpose2d) on the issue-2 DCGAN layer shapes and the BCE losses at "
+                                   "conv_transpose2d) on four DCGAN generator layers and the BCE losses at "
                                    "64 and 1M logits, on the CPU, and prints the Markdown table. The full "
                                    "benchmark suite (GPU, torch.compile, more shapes) is in benchmarks/.")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
@@ -96,6 +95,12 @@ def _cmd_train(args) -> int:
     try:
         trainer = _make_trainer(args)
         print_ = print if trainer.is_main else (lambda *a, **k: None)
+        if trainer.step >= trainer.config.steps:
+            # A finished run (e.g. `--resume auto` relaunched by a job scheduler): nothing to do,
+            # and nothing is written (no checkpoint rotation, no new samples or metrics).
+            print_(f"ganx: the run is already at step {trainer.step}; pass --steps M (more than "
+                   f"{trainer.step}) to train further. Nothing was written.")
+            return 0
         print_(f"ganx: training on {trainer.device} into {trainer.run_dir} "
                f"({len(trainer.dataset)} images, {trainer.config.image_size}px, "
                f"{'conditional' if trainer.num_classes else 'unconditional'}, impl={trainer.config.impl}"
@@ -118,10 +123,12 @@ def _cmd_train(args) -> int:
         return 0
     if not trainer.is_main:
         return 0
-    shown = {k: metrics[k] for k in ("steps", "train_seconds", "fid", "kid", "classifier_accuracy",
-                                     "class_entropy", "classifier_heldout_accuracy") if k in metrics}
-    print("ganx: done " + json.dumps(shown))
-    print(f"ganx: outputs in {trainer.run_dir}")
+    from ganx.metrics import format_metrics
+
+    quality = format_metrics(metrics)
+    print(f"ganx: done: {metrics['steps']} steps in {metrics['train_seconds']:.1f} s"
+          + (f"; {quality}" if quality else ""))
+    print(f"ganx: outputs in {trainer.run_dir} (all metrics in metrics.json)")
     return 0
 
 
@@ -143,6 +150,8 @@ def _make_trainer(args):
             if path is None:
                 if problems:
                     raise UserError(f"--resume auto: no readable checkpoint in {out!r}")
+                if os.environ.get("RANK", "0") == "0":  # one line under torchrun
+                    print(f"ganx: --resume auto: no checkpoint in {out!r}; starting a fresh run there")
                 args.resume = None  # nothing to resume: a fresh run in that folder
             else:
                 args.resume = path
@@ -152,7 +161,7 @@ def _make_trainer(args):
             TrainConfig.from_dict(file_cfg)
             file_keys = {str(k).replace("-", "_"): v for k, v in file_cfg.items()}
             trainer = Trainer.from_checkpoint(args.resume, {**file_keys, **overrides})
-            if trainer.is_main:
+            if trainer.is_main and trainer.step < trainer.config.steps:  # else: _cmd_train says so
                 print(f"ganx: resuming {trainer.run_dir} at step {trainer.step}")
         else:
             cfg = TrainConfig.from_dict({**file_cfg, **overrides})
@@ -218,7 +227,7 @@ def _cmd_info(args) -> int:
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(f"torch running: {torch.__version__}; ganx built against torch {_ext.BUILT_TORCH_VERSION}")
     print(f"CUDA kernels built: {'yes' if _ext.CUDA_BUILT else 'no'}"
-          + (f" (archs: {_ext.CUDA_ARCHS or 'unknown'})" if _ext.CUDA_BUILT else ""))
+          + (f", for {_ext.cuda_arch_summary()}" if _ext.CUDA_BUILT else ""))
     print(f"torch CUDA: {torch.version.cuda or 'none (CPU build)'}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
@@ -238,7 +247,7 @@ def _cmd_info(args) -> int:
         import torch.utils.tensorboard  # noqa: F401
         tb = "yes"
     except Exception:
-        tb = "no (logs go to log.jsonl only)"
+        tb = 'no (logs go to log.jsonl only; pip install "ganx[tensorboard]" for TensorBoard)'
     print(f"tensorboard: {tb}")
     return 0
 
@@ -252,9 +261,31 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def _reject_unknown(sub: argparse.ArgumentParser, extra: List[str]) -> None:
+    """An unknown flag of a command: that command's usage and error (argparse would print the
+    top-level `ganx` usage), with the closest valid flag when there is one."""
+    import difflib
+
+    flags = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for arg in extra:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.75)
+            if close:
+                hints.append(f"{arg.split('=', 1)[0]}: did you mean {close[0]}?")
+    sub.error(f"unrecognized arguments: {' '.join(extra)}" + ("".join(f"; {h}" for h in hints)))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _reject_unknown(_subparser(parser, args.command), extra)
     from ganx.data import DataError
 
     try:

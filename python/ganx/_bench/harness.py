@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import platform
@@ -28,7 +29,6 @@ import shlex
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
@@ -296,8 +296,28 @@ class Timing:
         return asdict(self)
 
 
+class _NoCudaRuntimeNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+def _torch_benchmark():
+    """``torch.utils.benchmark``, imported without the warning "No CUDA runtime is found, using
+    CUDA_HOME=..." that ``torch.utils.cpp_extension`` logs when it is imported on a CUDA build of
+    torch without a GPU (torch.utils.benchmark imports it for its Callgrind timers, which are not
+    used here). Only that one message of that one logger is dropped, only during the import."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    note = _NoCudaRuntimeNote()
+    log.addFilter(note)
+    try:
+        import torch.utils.benchmark as tb
+    finally:
+        log.removeFilter(note)
+    return tb
+
+
 def _time_cpu(ctx: Context, fn: Callable[[], Any]) -> Timing:
-    import torch.utils.benchmark as tb
+    tb = _torch_benchmark()
     # Warm-up: first calls pay for lazy initialisation and first-touch allocations; one slow
     # call during blocked_autorange's block-size search would otherwise leave it timing
     # single calls of a microsecond op.
@@ -381,8 +401,9 @@ def time_cuda_graph(ctx: Context, fn: Callable[[], Any]):
 def peak_memory(ctx: Context, fn: Callable[[], Any]) -> Optional[int]:
     """Bytes allocated at the peak of one ``fn()`` call, above what was allocated before it.
 
-    CUDA: the caching allocator's peak statistics. CPU: the allocation events of the profiler
-    (``profile_memory=True``), summed in time order. None if it cannot be measured.
+    CUDA: the caching allocator's peak statistics. CPU: the allocation records of the legacy
+    autograd profiler (``profile_memory=True``), summed in time order. None if it cannot be
+    measured.
     """
     if ctx.is_cuda:
         ctx.sync()
@@ -391,25 +412,22 @@ def peak_memory(ctx: Context, fn: Callable[[], Any]) -> Optional[int]:
         fn()
         ctx.sync()
         return int(torch.cuda.max_memory_allocated(ctx.device) - base)
+    # CPU: the legacy (non-Kineto) autograd profiler's allocation records. Kineto, even for CPU
+    # activities only, initialises CUPTI on a CUDA build of torch and floods stderr with
+    # "USDT: ... profiler_start/stop" lines and "gpuGetDeviceCount failed" when no GPU is there.
     try:
-        from torch._C._profiler import _EventType
-        from torch.profiler import ProfilerActivity, profile
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-                fn()
-        sizes = []
+        from torch.autograd import _disable_profiler_legacy, _enable_profiler_legacy
+        from torch.autograd.profiler_legacy import profile as legacy_profile
 
-        def walk(node):
-            if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
-                sizes.append((node.start_time_ns, node.extra_fields.alloc_size))
-            for child in node.children:
-                walk(child)
-
-        for root in prof.profiler.kineto_results.experimental_event_tree():
-            walk(root)
+        _enable_profiler_legacy(legacy_profile(profile_memory=True).config())
+        try:
+            fn()
+        finally:
+            records = _disable_profiler_legacy()
+        allocs = sorted(((r.start_us(), r.cpu_memory_usage()) for thread in records for r in thread
+                         if r.kind() == "memory_alloc" and r.cpu_memory_usage()), key=lambda a: a[0])
         cur = peak = 0
-        for _, size in sorted(sizes):
+        for _, size in allocs:
             cur += size
             peak = max(peak, cur)
         return int(peak)

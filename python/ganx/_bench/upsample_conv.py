@@ -53,7 +53,7 @@ class ConvShape:
     negative_slope: float = 0.01
     k: int = 3
     scale: int = 2
-    issue2: bool = False  # one of the 4 shapes of the issue-2 CPU target (geomean reported)
+    dcgan_set: bool = False  # one of the 4 "DCGAN generator layers" of `ganx bench` (geomean reported)
     autotune: bool = False  # run compile-max-autotune here by default (it autotunes for minutes)
     skip: Tuple[str, ...] = ()  # contenders not run on this shape
 
@@ -62,7 +62,7 @@ class ConvShape:
         return f"{self.id.rsplit('-n', 1)[0]} N{self.n} {self.c_in}->{self.c_out}ch {self.h}->{self.h * self.scale}px"
 
 
-def _dcgan(n: int, issue2_blocks: Sequence[int] = ()) -> List[ConvShape]:
+def _dcgan(n: int, set_blocks: Sequence[int] = ()) -> List[ConvShape]:
     # DCGAN 64x64 generator (Radford et al. 2015; the PyTorch DCGAN example, ngf=64) with each
     # ConvTranspose2d(4, 2, 1) replaced by resize-conv (Odena et al. 2016). Blocks 1-3 are
     # followed by BatchNorm, so their activation cannot be fused; block 4 ends in tanh.
@@ -70,13 +70,14 @@ def _dcgan(n: int, issue2_blocks: Sequence[int] = ()) -> List[ConvShape]:
     out = []
     for i, (ci, co, hw, act) in enumerate(blocks, start=1):
         out.append(ConvShape(f"dcgan64-g{i}-n{n}", f"DCGAN-64 generator block {i} ({hw}->{2 * hw} px)",
-                             n, ci, co, hw, hw, activation=act, issue2=i in issue2_blocks))
+                             n, ci, co, hw, hw, activation=act, dcgan_set=i in set_blocks))
     return out
 
 
-# The 4th issue-2 shape: a half-width last hidden block at 32 px (64 -> 32 channels), batch 16.
-ISSUE2_32PX = ConvShape("issue2-32px-n16", "issue-2 CPU target: 32->64 px block, 64->32 ch, batch 16",
-                        16, 64, 32, 32, 32, issue2=True)
+# The 4th of the DCGAN generator layers: the last hidden block of a half-width DCGAN-128
+# generator (ngf 32: 512->256->128->64->32 ch, then to RGB at 128 px), 32->64 px, batch 16.
+DCGAN128_HALF_G4 = ConvShape("dcgan128-ngf32-g4-n16", "DCGAN-128 generator (ngf 32) block 4 (32->64 px)",
+                             16, 64, 32, 32, 32, dcgan_set=True)
 
 
 def _stylegan(n: int) -> List[ConvShape]:
@@ -103,17 +104,17 @@ def shapes_for(device: str, tiny: bool) -> List[ConvShape]:
     if device == "cuda":
         # max-autotune spends ~0.5-1 min per shape and phase tuning: by default it runs on a
         # launch-bound, a mid-size and the largest shape (--max-autotune all for every shape).
-        g64, g256, sg = _dcgan(64, issue2_blocks=(1, 2, 3)), _dcgan(256), _stylegan(32)
+        g64, g256, sg = _dcgan(64, set_blocks=(1, 2, 3)), _dcgan(256), _stylegan(32)
         def mark(s: ConvShape) -> ConvShape:
             return dataclasses.replace(s, autotune=True)
-        return [mark(g64[0])] + g64[1:] + [ISSUE2_32PX] + g256[:2] + [mark(g256[2])] + g256[3:] + [sg[0], mark(sg[1])]
-    # CPU (2-core target): the issue-2 set, the DCGAN to-RGB layer, StyleGAN-like at batch 1.
-    return _dcgan(64, issue2_blocks=(1, 2, 3))[:3] + [ISSUE2_32PX] + [_dcgan(16)[3]] + _stylegan(1)
+        return [mark(g64[0])] + g64[1:] + [DCGAN128_HALF_G4] + g256[:2] + [mark(g256[2])] + g256[3:] + [sg[0], mark(sg[1])]
+    # CPU (2-core target): the DCGAN generator layers, the DCGAN to-RGB layer, StyleGAN-like at batch 1.
+    return _dcgan(64, set_blocks=(1, 2, 3))[:3] + [DCGAN128_HALF_G4] + [_dcgan(16)[3]] + _stylegan(1)
 
 
 def quick_shapes() -> List[ConvShape]:
-    """The issue-2 CPU target set: what ``ganx bench`` runs."""
-    return _dcgan(64, issue2_blocks=(1, 2, 3))[:3] + [ISSUE2_32PX]
+    """The "DCGAN generator layers" set: what ``ganx bench`` runs (``--shape-set dcgan``)."""
+    return _dcgan(64, set_blocks=(1, 2, 3))[:3] + [DCGAN128_HALF_G4]
 
 
 # --------------------------------------------------------------------------- work counts
@@ -324,7 +325,7 @@ def run(ctx: H.Context, shapes: Sequence[ConvShape], contenders: Sequence[str],
                 rows.append({
                     "shape": s.id, "label": s.label, "source": s.source, "n": s.n, "c_in": s.c_in,
                     "c_out": s.c_out, "h": s.h, "w": s.w, "k": s.k, "scale": s.scale,
-                    "activation": s.activation, "issue2": s.issue2, "phase": phase, "contender": name,
+                    "activation": s.activation, "dcgan_set": s.dcgan_set, "phase": phase, "contender": name,
                     "median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "runs": t.n, "method": t.method,
                     "graph_median_s": graph.median if isinstance(graph, H.Timing) else None,
                     "graph_note": graph if isinstance(graph, str) else None,
@@ -341,7 +342,8 @@ def run(ctx: H.Context, shapes: Sequence[ConvShape], contenders: Sequence[str],
 
 
 def summary(rows: List[Dict[str, Any]], contenders: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
-    """The headline: ganx's speed-up over each contender per shape, and the issue-2 geomeans."""
+    """The headline: ganx's speed-up over each contender per shape, and the geomeans over the
+    DCGAN generator layers."""
     others = [c for c in contenders if c != "ganx" and any(r["contender"] == c for r in rows)]
     table, extra = [], {}
     for r in rows:
@@ -351,12 +353,12 @@ def summary(rows: List[Dict[str, Any]], contenders: Sequence[str]) -> Tuple[str,
                       *(H.fmt_ratio(r["speedup_vs"].get(o)) for o in others), f"{r['tflops']:.3g}"])
     md = ["## ganx speed-up (time of contender / time of ganx; > 1 means ganx is faster)", "",
           H.md_table(["shape", "phase", "ganx time", *(f"vs {o}" for o in others), "ganx TFLOP/s"], table)]
-    i2 = [r for r in rows if r["issue2"] and r["contender"] == "ganx"]
+    i2 = [r for r in rows if r["dcgan_set"] and r["contender"] == "ganx"]
     if i2:
         gm = {ph: H.geomean(r["speedup_vs"].get("eager") for r in i2 if r["phase"] == ph) for ph in PHASES}
         n_shapes = len({r["shape"] for r in i2})
-        extra["issue2_geomean_speedup_vs_eager"] = gm
-        md += ["", f"**Issue-2 CPU target set** ({n_shapes} of 4 shapes): geometric-mean speed-up of ganx "
+        extra["dcgan_layers_geomean_speedup_vs_eager"] = gm
+        md += ["", f"**DCGAN generator layers** ({n_shapes} of 4 shapes): geometric-mean speed-up of ganx "
                f"over eager: forward **{H.fmt_ratio(gm['fwd'])}**, forward+backward **{H.fmt_ratio(gm['fwd+bwd'])}**."]
     return "\n".join(md), extra
 
@@ -423,8 +425,9 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     p.add_argument("--shapes", default=None,
                    help="comma-separated substrings; only shapes whose id or label contains one run")
     p.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of fwd,fwd+bwd")
-    p.add_argument("--shape-set", choices=["default", "issue2"], default="default",
-                   help="'issue2': only the 4 shapes of the issue-2 CPU target (what `ganx bench` runs)")
+    p.add_argument("--shape-set", choices=["default", "dcgan"], default="default",
+                   help="'dcgan': only the 4 DCGAN generator layers (DCGAN-64 blocks 1-3 at batch 64, "
+                        "a DCGAN-128 ngf-32 block at batch 16; what `ganx bench` runs)")
     p.add_argument("--max-autotune", choices=["marked", "all"], default="marked",
                    help="CUDA: run compile-max-autotune on the few marked shapes (default) or on all")
     return p
@@ -450,7 +453,7 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
     phases = [p for p in args.phases.split(",") if p]
     if any(p not in PHASES for p in phases):
         raise SystemExit(f"--phases must be a subset of {PHASES}, got {args.phases!r}")
-    shapes = quick_shapes() if args.shape_set == "issue2" and not ctx.tiny else shapes_for(ctx.device.type, ctx.tiny)
+    shapes = quick_shapes() if args.shape_set == "dcgan" and not ctx.tiny else shapes_for(ctx.device.type, ctx.tiny)
     if args.shapes:
         keys = args.shapes.split(",")
         shapes = [s for s in shapes if any(k in s.id or k in s.label for k in keys)]

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["frechet_distance", "fid_from_features", "kid_from_features"]
+__all__ = ["frechet_distance", "fid_from_features", "kid_from_features", "unit_rms_scale"]
 
 
 def _np64(x) -> np.ndarray:
@@ -50,7 +50,13 @@ def kid_from_features(feats1, feats2, num_subsets: int = 100, subset_size: int =
     ``k(x, y) = (x.y / D + 1)^3``, averaged over ``num_subsets`` random subsets of
     ``min(subset_size, N1, N2)`` samples from each set. Returns (mean, std over subsets).
     When the subset covers both sets entirely, every subset is the same and this is the
-    plain unbiased MMD^2 of the two sets."""
+    plain unbiased MMD^2 of the two sets.
+
+    The estimator is unbiased, so it is negative about half the time when the two sets come
+    from one distribution; the std over subsets is its noise floor at this subset size (a KID
+    within about 2 std of 0 means "indistinguishable from the real set at this sample size").
+    The kernel assumes features of unit scale (x.y / D ~ 1, as Inception's are); for other
+    feature spaces pass them through :func:`unit_rms_scale` first."""
     a, b = _np64(feats1), _np64(feats2)
     d = a.shape[1]
     n = min(subset_size, len(a), len(b))
@@ -70,3 +76,15 @@ def kid_from_features(feats1, feats2, num_subsets: int = 100, subset_size: int =
                - 2 * kxy.mean())
         vals.append(mmd)
     return float(np.mean(vals)), float(np.std(vals))
+
+
+def unit_rms_scale(reference) -> float:
+    """The factor that gives ``reference`` features a mean squared value of 1 per dimension
+    (``mean ||x||^2 / D = 1``). KID's cubic kernel ``(x.y / D + 1)^3`` is meant for features of
+    that scale: with larger ones (the digits classifier's 128-D ReLU features have x.y / D ~ 7,
+    up to 24) the kernel values run to thousands, its cubic term dominates (the few largest
+    feature vectors decide the estimate) and KID comes out in arbitrary units. Multiply both
+    sets by this factor of the *real* set, so the kernel is the same for every generator."""
+    r = _np64(reference)
+    ms = float((r ** 2).sum(1).mean() / r.shape[1])
+    return 1.0 / ms ** 0.5 if ms > 0 else 1.0

@@ -7,11 +7,13 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ganx.metrics.distances import fid_from_features, kid_from_features
+from ganx.metrics.distances import fid_from_features, kid_from_features, unit_rms_scale
 from ganx.metrics.features import (ClassifierFeatures, InceptionFeatures, class_entropy,
                                    load_or_train_classifier, predict)
 
-__all__ = ["evaluate_generator", "generate", "diversity"]
+__all__ = ["evaluate_generator", "generate", "diversity", "format_metrics"]
+
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 
 
 def _spread(x: torch.Tensor) -> float:
@@ -97,5 +99,32 @@ def evaluate_generator(G, dataset, run_dir: Optional[str] = None, n: int = 2000,
     real_f, fake_f = fx(dataset.images), fx(fake)
     res["feature_space"] = space
     res["fid"] = fid_from_features(real_f, fake_f)
-    res["kid"], res["kid_std"] = kid_from_features(real_f, fake_f, num_subsets=50, subset_size=1000)
+    # KID: the classifier's features are rescaled to unit RMS on the real set (the polynomial
+    # kernel's scale; see unit_rms_scale). Inception features are used as they are, by convention.
+    scale = unit_rms_scale(real_f) if space == "classifier" else 1.0
+    res["kid"], res["kid_std"] = kid_from_features(real_f * scale, fake_f * scale,
+                                                   num_subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE)
+    res["kid_subsets"] = KID_SUBSETS
+    res["kid_subset_size"] = min(KID_SUBSET_SIZE, len(real_f), len(fake_f))
+    res["kid_feature_scale"] = scale
     return res
+
+
+def format_metrics(m: Dict[str, Any]) -> str:
+    """The end-of-run metrics as one readable line (metrics.json holds all of them)."""
+    parts = []
+    if m.get("fid") is not None:
+        parts.append(f"FID {m['fid']:.2f}")
+    if m.get("kid") is not None:
+        kid, std = m["kid"], m.get("kid_std") or 0.0
+        n, k = m.get("kid_subset_size"), m.get("kid_subsets")
+        size = f"; {k} subsets of {n} images" if n and k else ""
+        noise = ", within noise of 0" if abs(kid) <= 2 * std else ""
+        parts.append(f"KID x1000 {1000 * kid:.2f} +- {1000 * std:.2f} (+- = spread over subsets{size}{noise})")
+    if m.get("classifier_accuracy") is not None:
+        parts.append(f"samples classified as their class {100 * m['classifier_accuracy']:.1f}%")
+    if m.get("class_entropy") is not None:
+        parts.append(f"class entropy {m['class_entropy']:.3f} (max {m.get('class_entropy_max', 0):.3f})")
+    if m.get("classifier_heldout_accuracy") is not None:
+        parts.append(f"classifier on held-out real images {100 * m['classifier_heldout_accuracy']:.1f}%")
+    return ", ".join(parts)

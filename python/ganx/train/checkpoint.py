@@ -83,6 +83,7 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
         path = os.path.join(path, "checkpoints", "last.pt")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    _check_is_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -104,6 +105,22 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
         if key not in ckpt:
             raise CheckpointError(f"checkpoint {path!r} is incomplete (no {key!r})")
     return ckpt
+
+
+def _check_is_archive(path: str) -> None:
+    """A ganx checkpoint is a torch.save zip archive; anything else (a README, an image, an old
+    pickle-format file) is reported as "not a checkpoint" before torch.load, which would read
+    it as a pickle and talk about untrusted objects."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read ({e.strerror or e})") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {path!r} is empty (truncated or corrupted)")
+    if head != b"PK\x03\x04":
+        raise CheckpointError(f"{path!r} is not a ganx checkpoint (not a torch.save archive; checkpoints "
+                              f"are the .pt files that ganx train writes into RUN/checkpoints/)")
 
 
 def candidates(run_dir) -> List[str]:

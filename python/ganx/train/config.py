@@ -72,7 +72,10 @@ class TrainConfig:
     log_every: int = _opt(10, "steps between log lines (JSONL, TensorBoard, progress bar); "
                           "each line holds the mean of the figures since the previous one")
     checkpoint_every: int = _opt(1000, "steps between checkpoints (one is always written at the end)")
-    sample_every: int = _opt(1, "epochs between sample grids (0 = only at the end)")
+    sample_every: Optional[int] = _opt(None, "steps between sample grids (samples/step_NNNNNN.png, and "
+                                       "TensorBoard images); the final grid (samples/final.png) is always "
+                                       "written; 0 = only the final grid; default: a round number of steps "
+                                       "giving 8-20 grids per run (200 for 3000 steps)")
     metrics: bool = _opt(True, "compute FID/KID and classifier metrics at the end of training")
     metric_samples: int = _opt(2000, "generated images used for the final metrics")
     feature_space: str = _opt("auto", "features for FID/KID: 'classifier' (a small CNN trained on the "
@@ -107,7 +110,7 @@ class TrainConfig:
                 raise ConfigError(f"config key {name!r}: must be in [0, 1), got {getattr(self, name)}")
         if not 0 < self.real_target <= 1:
             raise ConfigError(f"config key 'real_target': must be in (0, 1], got {self.real_target}")
-        if self.sample_every < 0 or self.threads < 0:
+        if (self.sample_every is not None and self.sample_every < 0) or self.threads < 0:
             raise ConfigError("config keys 'sample_every' and 'threads' must be >= 0")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
@@ -133,6 +136,20 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def sample_interval(self) -> int:
+        """Steps between sample grids (0 = none but the final one). The default is the smallest
+        number of the form 1, 2 or 5 x 10^k that is at least steps / 20: 8 to 20 grids per run."""
+        if self.sample_every is not None:
+            return self.sample_every
+        target = self.steps / 20
+        k = 1
+        while True:
+            for m in (1, 2, 5):
+                if m * k >= target:
+                    return m * k
+            k *= 10
 
     @classmethod
     def help_of(cls, name: str) -> str:

@@ -24,7 +24,17 @@ from ganx.train.losses import AdversarialLoss
 __all__ = ["Trainer", "resolve_device"]
 
 FIGURES = ("d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake")
+# End-of-run metrics written to TensorBoard (and the metric columns of its HPARAMS tab).
+TB_METRICS = ("fid", "kid", "classifier_accuracy", "class_entropy", "diversity_ratio",
+              "classifier_heldout_accuracy")
 CHECKPOINT_FORMAT = "ganx-checkpoint-v1"
+
+
+def progress_postfix(row: Dict[str, Any]) -> str:
+    """The progress bar's figures: the two losses and D's accuracy on real and fake, short enough
+    that the bar stays readable in an 80-column terminal (all six figures are in log.jsonl)."""
+    return (f"D {row['d_loss']:.2f} G {row['g_loss']:.2f} "
+            f"acc {row['acc_real']:.2f}/{row['acc_fake']:.2f}")
 
 
 class _SkipStep(Exception):
@@ -263,6 +273,7 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self, path) -> None:
+        """The fixed-latent sample grid as a PNG at ``path`` (and as a TensorBoard image)."""
         G = self.sampler
         was = G.training
         G.eval()
@@ -270,7 +281,9 @@ class Trainer:
         with self._autocast():
             imgs = G(self.grid_z.to(self.device), y)
         G.train(was)
-        save_grid(imgs, path, self.grid_cols)
+        grid = save_grid(imgs, path, self.grid_cols)
+        if self._tb is not None:
+            self._tb.add_image("samples", grid, self.step, dataformats="HWC")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
@@ -285,6 +298,7 @@ class Trainer:
             "epoch": self.data.epoch,
             "elapsed": self.elapsed,
             "config": self.config.to_dict(),
+            "sample_every_unit": "steps",  # older checkpoints counted sample_every in epochs
             "generator_config": self.G.config(),
             "discriminator_config": self.D.config(),
             "class_names": list(self.dataset.class_names) if self.num_classes else [],
@@ -341,13 +355,21 @@ class Trainer:
         """Resume: rebuild the run from the checkpoint's config (``overrides`` on top, e.g. a
         larger ``steps``) and restore its state. ``path`` is a checkpoint or a run folder."""
         ckpt = load_checkpoint(path)
-        cfg = TrainConfig.from_dict({**ckpt["config"], **(overrides or {})})
+        saved = dict(ckpt["config"])
+        if ckpt.get("sample_every_unit") != "steps" and saved.get("sample_every"):
+            # A checkpoint from before sample_every counted steps: its value was in epochs (1
+            # by default), which read as steps would write a grid at every step.
+            saved["sample_every"] = None
+        cfg = TrainConfig.from_dict({**saved, **(overrides or {})})
         trainer = cls(cfg, dataset=dataset)
         trainer.load_state_dict(ckpt)
         return trainer
 
     # ------------------------------------------------------------------ the loop
     def _log(self, row: Dict[str, Any]) -> None:
+        """One log.jsonl line (and its TensorBoard scalars). A row whose window covers fewer than
+        ``log_every`` steps (a Ctrl-C, the first row after a resume, the last of a run whose
+        length is not a multiple of log_every) carries ``"partial": true``; the plot skips it."""
         with open(os.path.join(self.run_dir, "log.jsonl"), "a") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is not None:
@@ -358,9 +380,30 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # ImportError, or a tensorboard too old/new for this torch
-            print("ganx: tensorboard is not installed; logging to log.jsonl only")
+            print('ganx: tensorboard is not installed; logging to log.jsonl only '
+                  '(for TensorBoard logs: pip install "ganx[tensorboard]")')
             return
         self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=self.step + 1)
+        self._tb_hparams()
+
+    def _tb_hparams(self) -> None:
+        """The run's configuration in TensorBoard's HPARAMS tab, in this run's own event file
+        (SummaryWriter.add_hparams would open a second run folder), with the final metrics as
+        its metric columns (their values are the scalars written at the end of the run)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        hp = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
+              for k, v in self.config.to_dict().items()}
+        exp, ssi, sei = hparams(hp, {f"metrics/{k}": 0.0 for k in TB_METRICS})
+        writer = self._tb._get_file_writer()
+        for summary in (exp, ssi, sei):
+            writer.add_summary(summary)
+
+    def _tb_metrics(self, metrics: Dict[str, Any]) -> None:
+        for k in TB_METRICS:
+            v = metrics.get(k)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self._tb.add_scalar(f"metrics/{k}", v, self.step)
 
     def _prepare_run_dir(self) -> None:
         import yaml
@@ -388,9 +431,11 @@ class Trainer:
         self.interrupted: Optional[str] = None
         window: Dict[str, torch.Tensor] = {}
         n_window = 0
+        window_from = self.step  # the step before the current log window's first step
         last_row: Dict[str, Any] = {}
+        sample_every = cfg.sample_interval
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main),
-                   dynamic_ncols=True, desc="ganx train", unit="step")
+                   dynamic_ncols=True, desc="train", unit="step")
         t0 = time.perf_counter()
         stop = faults.GracefulStop()
         try:
@@ -409,16 +454,18 @@ class Trainer:
                     # Mean over the window and over the ranks (one all-reduce per log line).
                     vals = self.dist.mean(torch.stack([window[k] for k in FIGURES]).div(n_window)).tolist()
                     last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(FIGURES, vals))}
+                    if self.step - window_from < cfg.log_every:
+                        last_row["partial"] = True
+                        last_row["window_steps"] = self.step - window_from
                     if not all(math.isfinite(v) for v in vals):
                         raise FloatingPointError(f"non-finite losses at step {self.step}: {last_row}")
                     if self.is_main:
                         self._log(last_row)
-                    bar.set_postfix({k: f"{last_row[k]:.3f}" for k in FIGURES}, refresh=False)
-                    window, n_window = {}, 0
+                    bar.set_postfix_str(progress_postfix(last_row), refresh=False)
+                    window, n_window, window_from = {}, 0, self.step
                 bar.update(1)
-                if (self._epoch_ended and cfg.sample_every and self.data.epoch % cfg.sample_every == 0
-                        and self.is_main):
-                    self.save_samples(os.path.join(self.run_dir, "samples", f"epoch_{self.data.epoch:04d}.png"))
+                if sample_every and self.step % sample_every == 0 and self.step < cfg.steps and self.is_main:
+                    self.save_samples(os.path.join(self.run_dir, "samples", f"step_{self.step:06d}.png"))
                 if stopping:
                     self.interrupted = stop.requested or "a signal on another process"
                     break  # the checkpoint is written below
@@ -439,9 +486,6 @@ class Trainer:
                     "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in FIGURES}}
         self.save_samples(os.path.join(self.run_dir, "samples", "final.png"))
         plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"))
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
 
         metrics: Dict[str, Any] = {"steps": self.step, "epochs": self.data.epoch,
                                    "train_seconds": round(self.elapsed, 3), "device": str(self.device),
@@ -456,4 +500,8 @@ class Trainer:
             metrics["metrics_seconds"] = round(time.perf_counter() - t, 3)
         with open(os.path.join(self.run_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
+        if self._tb is not None:
+            self._tb_metrics(metrics)
+            self._tb.close()
+            self._tb = None
         return metrics

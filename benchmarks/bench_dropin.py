@@ -1,0 +1,250 @@
+#!/usr/bin/env python
+"""The ganx drop-in on ordinary DCGAN scripts: unmodified vs ganx.fuse(G) vs the whole drop-in.
+
+    python benchmarks/bench_dropin.py                    # CPU, 2 threads, batch 64 (several minutes)
+    python benchmarks/bench_dropin.py --quick --out -    # smoke test, writes nothing
+
+Two parts, each timed in this one process with the contenders alternating (turn after turn,
+so a change in machine load hits all of them alike) and reported as the median of per-turn
+ratios:
+
+* **per training step** (D update on real + fake, G update; Adam) of the models in examples/:
+  the resize-conv DCGAN at 32 px and the ConvTranspose2d DCGAN at 64 px (RGB, latent 100,
+  width 64). Contenders: the unmodified script (nn.Sigmoid + nn.BCELoss); ``ganx.fuse(G)``
+  only; the whole drop-in (``fuse(G)``, ``logits_and_bce(D, criterion)``, the two D-loss
+  calls replaced by ``ganx.nn.DiscriminatorBCELoss``); for the ConvTranspose DCGAN also the
+  drop-in with ``conv_transpose="fuse"`` (what ``fuse`` declines to do on the CPU).
+* **per layer** (forward + backward, batch 64) of the generator layers ``fuse`` decides on:
+  each ConvTranspose2d(4, 2, 1) of the 64 px DCGAN as nn.ConvTranspose2d vs ganx's
+  FusedConvTranspose2d, and each Upsample + Conv2d of the 32 px one vs UpsampleConv2d.
+
+Results: benchmarks/results/dropin-<device>-<date>.{md,json}, with the machine, the date and
+the load average (``uptime``) before and after every part.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+import ganx  # noqa: E402
+import dcgan_convtranspose  # noqa: E402
+import dcgan_resize_conv as ex  # noqa: E402
+
+
+def load() -> str:
+    a, b, c = os.getloadavg()
+    return f"{a:.2f} {b:.2f} {c:.2f}"
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout
+        return sha.strip() + ("+dirty" if dirty.strip() else "")
+    except OSError:
+        return "?"
+
+
+def alternate(fns, turns, reps):
+    """Per-turn mean time of each fn (reps calls per turn), turns alternating; medians and
+    per-turn ratios to fns[0]."""
+    for f in fns:
+        f()  # warm-up
+    times = [[] for _ in fns]
+    for _ in range(turns):
+        for f, t in zip(fns, times):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                f()
+            t.append((time.perf_counter() - t0) / reps)
+    med = [statistics.median(t) for t in times]
+    ratios = [statistics.median(t0 / ti for t0, ti in zip(times[0], t)) for t in times]
+    spread = [(min(t0 / ti for t0, ti in zip(times[0], t)), max(t0 / ti for t0, ti in zip(times[0], t))) for t in times]
+    return med, ratios, spread
+
+
+# ----------------------------------------------------------------- per training step
+
+def step_contenders(name, size, batch, nz, width, nc):
+    make_g = ex.generator if name == "resize-conv" else dcgan_convtranspose.generator
+    torch.manual_seed(0)
+    G, D = make_g(nz, width, nc, size), ex.discriminator(width, nc, size)
+    crit = nn.BCELoss()
+    data = torch.rand(4 * batch, nc, size, size) * 2 - 1
+    G_f, g_rep = ganx.fuse(G)
+    D_l, crit_l, d_rep = ganx.logits_and_bce(D, crit)
+    d_loss = ganx.nn.DiscriminatorBCELoss()
+
+    def plain(G, D, oG, oD, real):
+        return ex.train_step(G, D, oG, oD, crit, real, nz)
+
+    def dropin(G, D, oG, oD, real):
+        return ex.train_step_dropin(G, D, oG, oD, crit_l, real, nz, d_loss)
+
+    rows = [("unmodified script", ex.Timed(G, D, plain)),
+            ("ganx.fuse(G) only", ex.Timed(G_f, D, plain)),
+            ("drop-in: fuse(G) + logits_and_bce(D) + DiscriminatorBCELoss", ex.Timed(G_f, D_l, dropin))]
+    reports = {"fuse": str(g_rep), "logits_and_bce": str(d_rep)}
+    if name == "convtranspose":
+        G_ff, rep2 = ganx.fuse(G, conv_transpose="fuse")
+        rows.append(("drop-in with conv_transpose='fuse' (declined by default on the CPU)",
+                     ex.Timed(G_ff, D_l, dropin)))
+        reports["fuse conv_transpose='fuse'"] = str(rep2)
+    state = {"i": 0}
+    batches = [data[i * batch:(i + 1) * batch] for i in range(4)]
+
+    def runner(t):
+        def f():
+            t.step(t.G, t.D, t.optG, t.optD, batches[state["i"] % 4])
+            state["i"] += 1
+        return f
+    return rows, [runner(t) for _, t in rows], reports
+
+
+# ----------------------------------------------------------------- per layer
+
+def layer_cases(batch, width, nc):
+    w = width
+    cases = []
+    for cin, cout, h, act in [(8 * w, 4 * w, 4, None), (4 * w, 2 * w, 8, None), (2 * w, w, 16, None), (w, nc, 32, "tanh")]:
+        ref = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)
+        ref_seq = nn.Sequential(ref, nn.Tanh()) if act else ref
+        fused = ganx.nn.FusedConvTranspose2d(cin, cout, bias=False, activation=act)
+        fused.weight = ref.weight
+        label = f"ConvTranspose2d(4,2,1){' + Tanh' if act else ''} N{batch} {cin}->{cout}ch {h}->{2 * h}px"
+        cases.append((label, "nn.ConvTranspose2d", "ganx FusedConvTranspose2d", ref_seq, fused, (batch, cin, h, h)))
+    for cin, cout, h, act in [(4 * w, 2 * w, 4, None), (2 * w, w, 8, None), (w, nc, 16, "tanh")]:
+        conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=act is not None)
+        ref = nn.Sequential(nn.Upsample(scale_factor=2), conv, *([nn.Tanh()] if act else []))
+        fused = ganx.nn.UpsampleConv2d(cin, cout, 3, 2, bias=act is not None, activation=act)
+        fused.weight = conv.weight
+        if act:
+            fused.bias = conv.bias
+        label = f"Upsample(2) + Conv2d(3x3){' + Tanh' if act else ''} N{batch} {cin}->{cout}ch {h}->{2 * h}px"
+        cases.append((label, "nn.Upsample + nn.Conv2d", "ganx UpsampleConv2d", ref, fused, (batch, cin, h, h)))
+    return cases
+
+
+def fwd_bwd(m, shape):
+    x = torch.randn(shape, requires_grad=True)
+    g = torch.randn_like(m(x))
+
+    def f():
+        out = m(x)
+        out.backward(g)
+        x.grad = None
+        for p in m.parameters():
+            p.grad = None
+    return f
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--turns", type=int, default=5, help="alternating turns per contender (default 5)")
+    ap.add_argument("--quick", action="store_true", help="tiny models, 1 turn: checks the script, measures nothing")
+    ap.add_argument("--parts", default="step,layer", help="comma list of: step, layer")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="directory, or - for none")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    batch, width, turns = (4, 4, 1) if a.quick else (a.batch, a.width, a.turns)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    head = {"device": f"{cpu_name()} ({a.threads} threads)", "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "torch": torch.__version__, "ganx_commit": commit(), "python": platform.python_version(),
+            "command": "bench_dropin.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "batch": batch, "width": width, "turns": turns, "load_start": load()}
+    parts = a.parts.split(",")
+    res = {"header": head, "steps": [], "layers": []}
+    print(f"# {head['device']}, torch {head['torch']}, ganx {head['ganx_commit']}, load {head['load_start']}")
+    if "step" in parts:
+        for name, size in [("resize-conv", 32), ("convtranspose", 64)]:
+            l0 = load()
+            rows, fns, reports = step_contenders(name, size, batch, 100, width, 3)
+            reps = 1 if a.quick else (3 if size == 32 else 2)
+            med, ratios, spread = alternate(fns, turns, reps)
+            entry = {"model": f"{name} DCGAN {size} px", "load_before": l0, "load_after": load(), "reports": reports,
+                     "rows": [{"contender": r[0], "step_ms": m * 1e3, "speedup": q, "speedup_min_max": s}
+                              for r, m, q, s in zip(rows, med, ratios, spread)]}
+            res["steps"].append(entry)
+            print(f"## {entry['model']} (load {l0} -> {entry['load_after']})")
+            for r in entry["rows"]:
+                print(f"  {r['contender']:<70} {r['step_ms']:8.1f} ms  {r['speedup']:.2f}x")
+    if "layer" in parts:
+        for label, ref_name, f_name, ref, fused, shape in layer_cases(batch, width, 3):
+            l0 = load()
+            med, ratios, spread = alternate([fwd_bwd(ref, shape), fwd_bwd(fused, shape)], turns, 1 if a.quick else 5)
+            e = {"layer": label, "reference": ref_name, "ganx": f_name, "ref_ms": med[0] * 1e3, "ganx_ms": med[1] * 1e3,
+                 "speedup": ratios[1], "speedup_min_max": spread[1], "load_before": l0, "load_after": load()}
+            res["layers"].append(e)
+            print(f"  {label:<60} {ref_name} {e['ref_ms']:.2f} ms, {f_name} {e['ganx_ms']:.2f} ms: {e['speedup']:.2f}x"
+                  f"  (load {l0})")
+    head["load_end"] = load()
+    if a.out != "-":
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = out / f"dropin-cpu-{a.threads}core-{now.strftime('%Y-%m-%d')}{'-quick' if a.quick else ''}"
+        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
+        stem.with_suffix(".md").write_text(markdown(res))
+        print(f"wrote {stem}.md and .json")
+    return 0
+
+
+def markdown(res) -> str:
+    h = res["header"]
+    lines = [f"# The ganx drop-in on DCGAN scripts: CPU, batch {h['batch']}, float32", "",
+             f"- device: {h['device']}; date: {h['date']}; torch {h['torch']}; ganx @ {h['ganx_commit']}",
+             f"- load average (uptime, 1/5/15 min): start {h['load_start']}, end {h.get('load_end', '?')}; the machine "
+             "is shared, so every number is a median over turns in which the contenders alternated, and each "
+             "speed-up is the median of per-turn ratios (min-max in brackets)",
+             f"- command: `python benchmarks/{h['command']}`; {h['turns']} turns", ""]
+    if res["steps"]:
+        lines += ["## Per training step (D update on real + fake, G update, Adam; latent 100, width "
+                  f"{h['width']}, RGB)", ""]
+        for e in res["steps"]:
+            lines += [f"### {e['model']} (load {e['load_before']} -> {e['load_after']})", "",
+                      "| contender | step time | speed-up over the unmodified script |", "|---|---|---|"]
+            for r in e["rows"]:
+                lo, hi = r["speedup_min_max"]
+                lines.append(f"| {r['contender']} | {r['step_ms']:.1f} ms | **{r['speedup']:.2f}x** ({lo:.2f}-{hi:.2f}) |")
+            lines += ["", "```"] + [v for v in e["reports"].values()] + ["```", ""]
+    if res["layers"]:
+        lines += ["## Per layer (forward + backward)", "",
+                  "| layer | reference | ganx | reference time | ganx time | ganx speed-up | load |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in res["layers"]:
+            lo, hi = e["speedup_min_max"]
+            lines.append(f"| {e['layer']} | {e['reference']} | {e['ganx']} | {e['ref_ms']:.2f} ms | {e['ganx_ms']:.2f} ms "
+                         f"| {e['speedup']:.2f}x ({lo:.2f}-{hi:.2f}) | {e['load_before']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
