@@ -12,7 +12,8 @@ ratios:
   the resize-conv DCGAN at 32 px and the ConvTranspose2d DCGAN at 64 px (RGB, latent 100,
   width 64). Contenders: the unmodified script (nn.Sigmoid + nn.BCELoss); ``ganx.fuse(G)``
   only; the whole drop-in (``fuse(G)``, ``logits_and_bce(D, criterion)``, the two D-loss
-  calls replaced by ``ganx.nn.DiscriminatorBCELoss``); for the ConvTranspose DCGAN also the
+  calls replaced by ``ganx.nn.DiscriminatorBCELoss``); the drop-in with D's parameters frozen
+  during the G step (a plain-PyTorch change, for scale); for the ConvTranspose DCGAN also the
   drop-in with ``conv_transpose="fuse"`` (what ``fuse`` declines to do on the CPU).
 * **per layer** (forward + backward, batch 64) of the generator layers ``fuse`` decides on:
   each ConvTranspose2d(4, 2, 1) of the 64 px DCGAN as nn.ConvTranspose2d vs ganx's
@@ -71,21 +72,27 @@ def commit() -> str:
 
 
 def alternate(fns, turns, reps):
-    """Per-turn mean time of each fn (reps calls per turn), turns alternating; medians and
-    per-turn ratios to fns[0]."""
+    """Each fn timed for reps calls per turn, turns alternating. Returns, per fn, the median
+    wall time, the median per-turn wall-time ratio to fns[0] with its min-max, and the same
+    for process CPU time (all threads: on a shared machine the work done, less the time spent
+    waiting for a core)."""
     for f in fns:
         f()  # warm-up
-    times = [[] for _ in fns]
+    wall = [[] for _ in fns]
+    cpu = [[] for _ in fns]
     for _ in range(turns):
-        for f, t in zip(fns, times):
-            t0 = time.perf_counter()
+        for f, w, c in zip(fns, wall, cpu):
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(reps):
                 f()
-            t.append((time.perf_counter() - t0) / reps)
-    med = [statistics.median(t) for t in times]
-    ratios = [statistics.median(t0 / ti for t0, ti in zip(times[0], t)) for t in times]
-    spread = [(min(t0 / ti for t0, ti in zip(times[0], t)), max(t0 / ti for t0, ti in zip(times[0], t))) for t in times]
-    return med, ratios, spread
+            w.append((time.perf_counter() - t0) / reps)
+            c.append((time.process_time() - c0) / reps)
+
+    def stats(times):
+        med = [statistics.median(t) for t in times]
+        per_turn = [[t0 / ti for t0, ti in zip(times[0], t)] for t in times]
+        return med, [statistics.median(r) for r in per_turn], [(min(r), max(r)) for r in per_turn]
+    return stats(wall), stats(cpu)
 
 
 # ----------------------------------------------------------------- per training step
@@ -106,9 +113,25 @@ def step_contenders(name, size, batch, nz, width, nc):
     def dropin(G, D, oG, oD, real):
         return ex.train_step_dropin(G, D, oG, oD, crit_l, real, nz, d_loss)
 
+    def dropin_frozen_d(G, D, oG, oD, real):
+        """The drop-in, plus a plain-PyTorch change that is not ganx's: D's parameters do not
+        require grad during the G step (their gradients there are discarded by the next
+        optD.zero_grad anyway), so D's weight gradients are not computed for it."""
+        n = real.shape[0]
+        fake = G(torch.randn(n, nz))
+        oD.zero_grad(set_to_none=True)
+        d_loss(D(real), D(fake.detach())).backward()
+        oD.step()
+        oG.zero_grad(set_to_none=True)
+        D.requires_grad_(False)
+        crit_l(D(fake), torch.ones(n, 1)).backward()
+        D.requires_grad_(True)
+        oG.step()
+
     rows = [("unmodified script", ex.Timed(G, D, plain)),
             ("ganx.fuse(G) only", ex.Timed(G_f, D, plain)),
-            ("drop-in: fuse(G) + logits_and_bce(D) + DiscriminatorBCELoss", ex.Timed(G_f, D_l, dropin))]
+            ("drop-in: fuse(G) + logits_and_bce(D) + DiscriminatorBCELoss", ex.Timed(G_f, D_l, dropin)),
+            ("drop-in + D frozen in the G step (plain PyTorch, not ganx)", ex.Timed(G_f, D_l, dropin_frozen_d))]
     reports = {"fuse": str(g_rep), "logits_and_bce": str(d_rep)}
     if name == "convtranspose":
         G_ff, rep2 = ganx.fuse(G, conv_transpose="fuse")
@@ -168,9 +191,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--turns", type=int, default=5, help="alternating turns per contender (default 5)")
+    ap.add_argument("--turns", type=int, default=5, help="alternating turns per contender, x2 (default 5: 10 turns "
+                    "of one step each, or of 3 layer calls)")
     ap.add_argument("--quick", action="store_true", help="tiny models, 1 turn: checks the script, measures nothing")
     ap.add_argument("--parts", default="step,layer", help="comma list of: step, layer")
+    ap.add_argument("--tag", default="", help="suffix for the result file names")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="directory, or - for none")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -179,7 +204,8 @@ def main(argv=None):
     head = {"device": f"{cpu_name()} ({a.threads} threads)", "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "torch": torch.__version__, "ganx_commit": commit(), "python": platform.python_version(),
             "command": "bench_dropin.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "batch": batch, "width": width, "turns": turns, "load_start": load()}
+            "batch": batch, "width": width, "turns": turns, "load_start": load(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp's default, spin then sleep)")}
     parts = a.parts.split(",")
     res = {"header": head, "steps": [], "layers": []}
     print(f"# {head['device']}, torch {head['torch']}, ganx {head['ganx_commit']}, load {head['load_start']}")
@@ -187,29 +213,32 @@ def main(argv=None):
         for name, size in [("resize-conv", 32), ("convtranspose", 64)]:
             l0 = load()
             rows, fns, reports = step_contenders(name, size, batch, 100, width, 3)
-            reps = 1 if a.quick else (3 if size == 32 else 2)
-            med, ratios, spread = alternate(fns, turns, reps)
+            (med, ratios, spread), (cmed, cratios, cspread) = alternate(fns, turns * 2, 1)
             entry = {"model": f"{name} DCGAN {size} px", "load_before": l0, "load_after": load(), "reports": reports,
-                     "rows": [{"contender": r[0], "step_ms": m * 1e3, "speedup": q, "speedup_min_max": s}
-                              for r, m, q, s in zip(rows, med, ratios, spread)]}
+                     "rows": [{"contender": r[0], "step_ms": m * 1e3, "speedup": q, "speedup_min_max": s,
+                               "cpu_ms": cm * 1e3, "cpu_speedup": cq, "cpu_speedup_min_max": cs}
+                              for r, m, q, s, cm, cq, cs in zip(rows, med, ratios, spread, cmed, cratios, cspread)]}
             res["steps"].append(entry)
             print(f"## {entry['model']} (load {l0} -> {entry['load_after']})")
             for r in entry["rows"]:
-                print(f"  {r['contender']:<70} {r['step_ms']:8.1f} ms  {r['speedup']:.2f}x")
+                print(f"  {r['contender']:<70} {r['step_ms']:8.1f} ms  {r['speedup']:.2f}x   cpu {r['cpu_ms']:8.1f} ms "
+                      f"{r['cpu_speedup']:.2f}x", flush=True)
     if "layer" in parts:
         for label, ref_name, f_name, ref, fused, shape in layer_cases(batch, width, 3):
             l0 = load()
-            med, ratios, spread = alternate([fwd_bwd(ref, shape), fwd_bwd(fused, shape)], turns, 1 if a.quick else 5)
+            (med, ratios, spread), (cmed, cratios, cspread) = alternate(
+                [fwd_bwd(ref, shape), fwd_bwd(fused, shape)], turns * 2, 1 if a.quick else 3)
             e = {"layer": label, "reference": ref_name, "ganx": f_name, "ref_ms": med[0] * 1e3, "ganx_ms": med[1] * 1e3,
-                 "speedup": ratios[1], "speedup_min_max": spread[1], "load_before": l0, "load_after": load()}
+                 "speedup": ratios[1], "speedup_min_max": spread[1], "cpu_speedup": cratios[1],
+                 "cpu_speedup_min_max": cspread[1], "load_before": l0, "load_after": load()}
             res["layers"].append(e)
             print(f"  {label:<60} {ref_name} {e['ref_ms']:.2f} ms, {f_name} {e['ganx_ms']:.2f} ms: {e['speedup']:.2f}x"
-                  f"  (load {l0})")
+                  f" (cpu time {e['cpu_speedup']:.2f}x)  (load {l0})", flush=True)
     head["load_end"] = load()
     if a.out != "-":
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"dropin-cpu-{a.threads}core-{now.strftime('%Y-%m-%d')}{'-quick' if a.quick else ''}"
+        stem = out / f"dropin-cpu-{a.threads}core-{now.strftime('%Y-%m-%d')}{'-quick' if a.quick else ''}{'-' + a.tag if a.tag else ''}"
         stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
         stem.with_suffix(".md").write_text(markdown(res))
         print(f"wrote {stem}.md and .json")
@@ -222,26 +251,33 @@ def markdown(res) -> str:
              f"- device: {h['device']}; date: {h['date']}; torch {h['torch']}; ganx @ {h['ganx_commit']}",
              f"- load average (uptime, 1/5/15 min): start {h['load_start']}, end {h.get('load_end', '?')}; the machine "
              "is shared, so every number is a median over turns in which the contenders alternated, and each "
-             "speed-up is the median of per-turn ratios (min-max in brackets)",
-             f"- command: `python benchmarks/{h['command']}`; {h['turns']} turns", ""]
+             "speed-up is the median of per-turn ratios (min-max in brackets); CPU time is the process's (all "
+             "threads), which on a busy machine leaves out the time spent waiting for a core",
+             f"- command: `python benchmarks/{h['command']}`; {2 * h['turns']} alternating turns per contender; "
+             f"OMP_WAIT_POLICY={h['omp_wait_policy']}", ""]
     if res["steps"]:
         lines += ["## Per training step (D update on real + fake, G update, Adam; latent 100, width "
                   f"{h['width']}, RGB)", ""]
         for e in res["steps"]:
             lines += [f"### {e['model']} (load {e['load_before']} -> {e['load_after']})", "",
-                      "| contender | step time | speed-up over the unmodified script |", "|---|---|---|"]
+                      "| contender | step time (wall) | speed-up over the unmodified script (wall) | CPU time "
+                      "per step | speed-up (CPU time) |", "|---|---|---|---|---|"]
             for r in e["rows"]:
                 lo, hi = r["speedup_min_max"]
-                lines.append(f"| {r['contender']} | {r['step_ms']:.1f} ms | **{r['speedup']:.2f}x** ({lo:.2f}-{hi:.2f}) |")
+                clo, chi = r["cpu_speedup_min_max"]
+                lines.append(f"| {r['contender']} | {r['step_ms']:.1f} ms | **{r['speedup']:.2f}x** ({lo:.2f}-{hi:.2f}) "
+                             f"| {r['cpu_ms']:.1f} ms | {r['cpu_speedup']:.2f}x ({clo:.2f}-{chi:.2f}) |")
             lines += ["", "```"] + [v for v in e["reports"].values()] + ["```", ""]
     if res["layers"]:
         lines += ["## Per layer (forward + backward)", "",
-                  "| layer | reference | ganx | reference time | ganx time | ganx speed-up | load |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| layer | reference | ganx | reference time | ganx time | ganx speed-up (wall) | (CPU time) | load |",
+                  "|---|---|---|---|---|---|---|---|"]
         for e in res["layers"]:
             lo, hi = e["speedup_min_max"]
+            clo, chi = e["cpu_speedup_min_max"]
             lines.append(f"| {e['layer']} | {e['reference']} | {e['ganx']} | {e['ref_ms']:.2f} ms | {e['ganx_ms']:.2f} ms "
-                         f"| {e['speedup']:.2f}x ({lo:.2f}-{hi:.2f}) | {e['load_before']} |")
+                         f"| {e['speedup']:.2f}x ({lo:.2f}-{hi:.2f}) | {e['cpu_speedup']:.2f}x ({clo:.2f}-{chi:.2f}) "
+                         f"| {e['load_before']} |")
         lines.append("")
     return "\n".join(lines)
 

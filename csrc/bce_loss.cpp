@@ -3,6 +3,7 @@
 #include "bce_loss.h"
 
 #include <cmath>
+#include <limits>
 
 namespace ganx {
 
@@ -104,6 +105,92 @@ at::Tensor broadcast_factor(const char* op, const char* arg, const std::optional
   // Kernels read factors in the input's dtype; a single value is read once per element at offset 0.
   if (w.numel() == 1) return w.reshape({1}).to(input.scalar_type());
   return w.to(input.scalar_type()).expand(input.sizes()).contiguous();
+}
+
+// ------------------------------------------------------------------ the set-up of each op
+
+namespace {
+
+at::Tensor loss_out(Reduction red, at::IntArrayRef sizes, const at::TensorOptions& opts, BceAlloc alloc) {
+  return red == Reduction::None ? alloc(sizes, opts) : at::empty({}, opts);
+}
+
+// One input with a target tensor (BCE-with-logits, BCE on probabilities).
+BceCall tensor_call(const char* op, const at::Tensor& input, const at::Tensor& target,
+                    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>* pos_weight,
+                    int64_t reduction, bool need_grad, BceAlloc alloc) {
+  BceCall c;
+  c.red = static_cast<Reduction>(reduction);
+  c.need_grad = need_grad;
+  c.x0 = input.contiguous();
+  c.n0 = c.x0.numel();
+  c.t = target.to(c.x0.scalar_type()).contiguous();
+  c.w = broadcast_factor(op, "weight", weight, c.x0);
+  if (pos_weight != nullptr) c.pw = broadcast_factor(op, "pos_weight", *pos_weight, c.x0);
+  c.gs0 = bce_grad_scale(c.red == Reduction::Mean, c.n0);
+  const auto opts = c.x0.options();
+  c.loss = loss_out(c.red, c.x0.sizes(), opts, alloc);
+  c.grad = alloc(need_grad ? c.x0.sizes() : at::IntArrayRef{0}, opts);
+  return c;
+}
+
+}  // namespace
+
+BceCall bce_discriminator_call(const at::Tensor& real, const at::Tensor& fake, double real_target,
+                               double fake_target, int64_t reduction, bool need_grad, BceAlloc alloc) {
+  check_bce_discriminator_inputs(real, fake, real_target, fake_target, reduction);
+  BceCall c;
+  c.red = static_cast<Reduction>(reduction);
+  c.need_grad = need_grad;
+  c.x0 = real.contiguous();
+  c.x1 = fake.contiguous();
+  c.n0 = c.x0.numel();
+  c.n1 = c.x1.numel();
+  c.c0 = bce_target_coefs(real_target);
+  c.c1 = bce_target_coefs(fake_target);
+  c.gs0 = bce_grad_scale(c.red == Reduction::Mean, c.n0);
+  c.gs1 = bce_grad_scale(c.red == Reduction::Mean, c.n1);
+  const auto opts = c.x0.options();
+  c.loss = loss_out(c.red, {c.n0 + c.n1}, opts, alloc);
+  // Both gradients in one buffer (real then fake, flattened): one allocation.
+  c.grad = alloc({need_grad ? c.n0 + c.n1 : 0}, opts);
+  c.stats = at::empty({4}, opts.dtype(at::kFloat));
+  return c;
+}
+
+BceCall bce_generator_call(const at::Tensor& fake, int64_t mode, double target, int64_t reduction,
+                           bool need_grad, BceAlloc alloc) {
+  const GenMode m = check_bce_generator_inputs(fake, mode, target, reduction);
+  BceCall c;
+  c.red = static_cast<Reduction>(reduction);
+  c.need_grad = need_grad;
+  c.x0 = fake.contiguous();
+  c.n0 = c.x0.numel();
+  c.c0 = bce_generator_coefs(m == GenMode::NonSaturating, target);
+  c.gs0 = bce_grad_scale(c.red == Reduction::Mean, c.n0);
+  const auto opts = c.x0.options();
+  c.loss = loss_out(c.red, c.x0.sizes(), opts, alloc);
+  c.grad = alloc(need_grad ? c.x0.sizes() : at::IntArrayRef{0}, opts);
+  return c;
+}
+
+BceCall bce_with_logits_call(const at::Tensor& input, const at::Tensor& target,
+                             const std::optional<at::Tensor>& weight,
+                             const std::optional<at::Tensor>& pos_weight, int64_t reduction, bool need_grad,
+                             BceAlloc alloc) {
+  check_bce_with_logits_inputs(input, target, weight, pos_weight, reduction);
+  return tensor_call("bce_with_logits", input, target, weight, &pos_weight, reduction, need_grad, alloc);
+}
+
+BceCall bce_probs_call(const at::Tensor& input, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+                       int64_t reduction, bool need_grad, BceAlloc alloc) {
+  check_bce_probs_inputs(input, target, weight, reduction);
+  return tensor_call("binary_cross_entropy", input, target, weight, nullptr, reduction, need_grad, alloc);
+}
+
+void bce_fill_empty(BceCall& c) {
+  if (c.red != Reduction::None) c.loss.fill_(c.red == Reduction::Mean ? std::numeric_limits<double>::quiet_NaN() : 0.0);
+  if (c.stats.defined()) c.stats.fill_(std::numeric_limits<double>::quiet_NaN());
 }
 
 }  // namespace ganx

@@ -1,5 +1,5 @@
-// Shared declarations of the fused BCE losses: argument checks (bce_loss.cpp) and the
-// per-element math used by both the CPU and the CUDA kernels.
+// Shared declarations of the fused BCE losses: argument checks and the set-up of each op
+// (bce_loss.cpp); the per-element math used by both the CPU and the CUDA kernels is bce_math.h.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <optional>
+
+#include "bce_math.h"
 
 namespace ganx {
 
@@ -36,42 +38,36 @@ const char* bce_cpu_isa();
 at::Tensor broadcast_factor(const char* op, const char* arg, const std::optional<at::Tensor>& f,
                             const at::Tensor& input);
 
-// Per-element BCE on a logit l, written for a general positive/negative coefficient pair so one
-// routine serves every loss here:
-//   loss = cpos * softplus(-l) + cneg * softplus(l),   d loss / dl = cneg * sigmoid(l) - cpos * sigmoid(-l)
-// (cpos = pos_weight * t, cneg = 1 - t for BCE-with-logits; t, 1 - t for plain BCE). With
-// e = exp(-|l|) and L = log1p(e): softplus(+-l) = max(+-l, 0) + L, which never overflows. A zero
-// coefficient drops its term *before* multiplying, so BCE(+inf, 1) = 0 and BCE(-inf, 0) = 0
-// (torch's formula gives NaN there); a NaN logit reaches the result through e and L.
-template <typename T>
-C10_HOST_DEVICE inline T bce_elem(T l, T e, T L, T cpos, T cneg, T& grad, T& sig) {
-  const T one(1), zero(0);
-  // Every operand is computed before the selects, so they compile to blends (vectorisable).
-  const T inv = one / (one + e);
-  const T einv = e * inv;
-  sig = l >= zero ? inv : einv;                 // sigmoid(l)
-  const T sig_neg = l >= zero ? einv : inv;     // sigmoid(-l) = 1 - sig, without the cancellation
-  const T nl = -l;
-  const T pos_part = l < zero ? nl : zero;      // max(-l, 0)
-  const T neg_part = l > zero ? l : zero;       // max(l, 0)
-  const T ap = cpos * pos_part, bp = cneg * neg_part;
-  const T a = cpos == zero ? zero : ap;
-  const T b = cneg == zero ? zero : bp;
-  grad = cneg * sig - cpos * sig_neg;
-  return a + b + (cpos + cneg) * L;
-}
+// The set-up every device's kernel of an op shares (bce_loss.cpp): the argument checks, the
+// contiguous inputs in the input's dtype, the outputs, and the coefficients and gradient scales
+// (bce_math.h, in double). The CPU and CUDA files differ only in the allocator of the large
+// outputs and in the kernels they run on a BceCall.
+struct BceCall {
+  Reduction red = Reduction::Mean;
+  bool need_grad = false;
+  at::Tensor x0, x1;           // contiguous logits / probabilities (x1: the discriminator's fake)
+  int64_t n0 = 0, n1 = 0;
+  at::Tensor t, w, pw;         // target and factors (broadcast_factor), undefined when absent
+  TargetCoefs c0{1, 0, 1}, c1{1, 0, 1};  // scalar-target coefficients of segments 0 and 1
+  double gs0 = 1, gs1 = 1;     // gradient scales (bce_grad_scale)
+  at::Tensor loss, grad, stats;  // stats: discriminator only
+};
 
-// Per-element BCE on a probability p (torch.nn.functional.binary_cross_entropy): the logs are
-// clamped at -100 so p in {0, 1} gives a finite loss, and the gradient's denominator at 1e-12.
-template <typename T>
-C10_HOST_DEVICE inline T bce_prob_elem(T p, T t, T log_p, T log_1mp, T& grad) {
-  const T one(1), lo(-100), eps(1e-12);
-  log_p = log_p < lo ? lo : log_p;
-  log_1mp = log_1mp < lo ? lo : log_1mp;
-  T den = (one - p) * p;
-  den = den < eps ? eps : den;
-  grad = (p - t) / den;
-  return (t - one) * log_1mp - t * log_p;
-}
+// Allocator of the per-element outputs (the CPU recycles large ones: buffer_cache.h).
+using BceAlloc = at::Tensor (*)(at::IntArrayRef, const at::TensorOptions&);
+
+BceCall bce_discriminator_call(const at::Tensor& real, const at::Tensor& fake, double real_target,
+                               double fake_target, int64_t reduction, bool need_grad, BceAlloc alloc);
+BceCall bce_generator_call(const at::Tensor& fake, int64_t mode, double target, int64_t reduction,
+                           bool need_grad, BceAlloc alloc);
+BceCall bce_with_logits_call(const at::Tensor& input, const at::Tensor& target,
+                             const std::optional<at::Tensor>& weight,
+                             const std::optional<at::Tensor>& pos_weight, int64_t reduction, bool need_grad,
+                             BceAlloc alloc);
+BceCall bce_probs_call(const at::Tensor& input, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+                       int64_t reduction, bool need_grad, BceAlloc alloc);
+
+// torch's reductions of nothing (mean NaN, sum 0) and NaN statistics, for empty inputs.
+void bce_fill_empty(BceCall& c);
 
 }  // namespace ganx

@@ -404,9 +404,15 @@ def test_no_grad_and_non_contiguous():
 
 # ----------------------------------------------------------------- CUDA (compared with the CPU kernel and fp64)
 
+# One list of CUDA cases for a real GPU (here) and the CUDA emulator (tests/test_emu_bce.py).
+CUDA_DISC_SIZES = [(64, 64), (700, 300), (1_000_003, 40_000)]  # 1 block / 1 block / many
+CUDA_LOWP_SIZES = [1000, 300_001]
+CUDA_LOWP_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
 @cuda
 @needs_cuda
-@pytest.mark.parametrize("n_real,n_fake", [(64, 64), (700, 300), (1_000_003, 40_000)])  # 1 block / 1 block / many
+@pytest.mark.parametrize("n_real,n_fake", CUDA_DISC_SIZES)
 def test_cuda_matches_cpu_and_reference(n_real, n_fake):
     real, fake = logits(n_real, seed=30), logits(n_fake, seed=31)
     real[:3] = torch.tensor([INF, -INF, NAN], dtype=torch.float64)
@@ -434,8 +440,8 @@ def test_cuda_matches_cpu_and_reference(n_real, n_fake):
 
 @cuda
 @needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("n", [1000, 300_001])
+@pytest.mark.parametrize("dtype", CUDA_LOWP_DTYPES)
+@pytest.mark.parametrize("n", CUDA_LOWP_SIZES)
 def test_cuda_low_precision_2x_eager(dtype, n):
     real, fake = logits(n, seed=32, extreme=False), logits(n // 3 + 1, seed=33, extreme=False)
     exact = torch_bce(real, 0.9) + torch_bce(fake, 0.0)
@@ -483,3 +489,35 @@ def test_cuda_errors_and_opcheck():
     real = torch.randn(2, 1, 3, 3, device="cuda", requires_grad=True)
     torch.library.opcheck(torch.ops.ganx.bce_discriminator_loss, (real, real.detach()[0], 1.0, 0.0, 1, True))
     torch.library.opcheck(torch.ops.ganx.bce_generator_loss, (real, 1, 1.0, 0, True))
+
+
+def test_one_target_range_everywhere():
+    # One closed range [0, 1] for every scalar target, checked once per call by the op in C++;
+    # the fake kernel (torch.compile / meta), the loss modules and the training config accept and
+    # refuse the same values, with the op's message.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ganx.ops.bce import TARGET_RANGE
+    from ganx.train.config import ConfigError, TrainConfig
+
+    assert TARGET_RANGE == (0.0, 1.0)
+    x = torch.randn(4)
+    for bad in (1.5, -0.1, float("nan")):
+        msg = "bce_discriminator_loss: real_target must be in \\[0, 1\\]"
+        with pytest.raises(ValueError, match=msg):
+            GF.bce_discriminator_loss(x, x, real_target=bad)  # the public function: checked by the op
+        with pytest.raises(ValueError, match=msg):
+            torch.ops.ganx.bce_discriminator_loss(x, x, bad, 0.0, 1, False)
+        with FakeTensorMode() as mode, pytest.raises(ValueError, match=msg):
+            fx = mode.from_tensor(x)
+            torch.ops.ganx.bce_discriminator_loss(fx, fx, bad, 0.0, 1, False)
+        with FakeTensorMode() as mode, pytest.raises(ValueError, match="bce_generator_loss: target must be in"):
+            torch.ops.ganx.bce_generator_loss(mode.from_tensor(x), 0, bad, 1, False)
+        with pytest.raises(ValueError, match="DiscriminatorBCELoss: real_target must be in \\[0, 1\\]"):
+            DiscriminatorBCELoss(real_target=bad)
+        with pytest.raises(ConfigError, match="real_target': must be in \\[0, 1\\]"):
+            TrainConfig(real_target=bad).validate()
+    for ok in (0.0, 1.0):  # both ends are valid in every layer
+        GF.bce_discriminator_loss(x, x, real_target=ok)
+        DiscriminatorBCELoss(real_target=ok)
+        TrainConfig(real_target=ok).validate()

@@ -149,3 +149,81 @@ def test_untrusted_checkpoint_never_runs_code(tmp_path):
     if sys.platform != "win32":
         torch.load(evil, weights_only=False)
         assert marker.exists()
+
+
+# ------------------------------------------------------------------ kill -9 (issue 17)
+def _check_run_invariants(run):
+    """What must hold after a kill -9 at any point: every checkpoint present verifies, the
+    log is readable (a torn last line aside) and its steps never repeat."""
+    from ganx.train.images import read_log
+
+    ck = run / "checkpoints"
+    for name in ("last.pt", "previous.pt"):
+        if (ck / name).exists():
+            load_checkpoint(ck / name)  # loads and its digest verifies
+    if (run / "log.jsonl").exists():
+        steps = [r["step"] for r in read_log(run / "log.jsonl")]
+        assert steps == sorted(set(steps)), steps
+
+
+def _finish_and_check(run, steps):
+    r = ganx("train", "--resume", "auto", "--out", run, "--steps", steps, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert load_checkpoint(run)["step"] == steps
+    assert [row["step"] for row in _rows(run)] == list(range(1, steps + 1))
+    leftovers = [n for n in os.listdir(run / "checkpoints") + os.listdir(run) if ".tmp" in n]
+    assert leftovers == [], leftovers
+
+
+def test_kill9_at_every_save_and_resume_point(tmp_path):
+    """A chain of runs of one folder, each killed with SIGKILL at another point of a save or of
+    the resume's log rewrite; `--resume auto` continues each time, and the run ends exactly
+    as an uninterrupted one logs it (steps 1..N once each), with no temporary file left."""
+    run = tmp_path / "run"
+    chain = ["save:tmp:2",        # step-4 checkpoint written to its temporary file, not renamed
+             "write:log.jsonl",   # the resume drops the log lines after step 2: killed before its rename
+             "save:previous:1",   # previous.pt updated, last.pt not yet replaced
+             "log:torn:2",        # half a log line written
+             "save:done:1"]       # right after a rename
+    first = True
+    for point in chain:
+        args = ["--out", run, "--steps", 8, "--checkpoint-every", 2, *TINY]
+        r = ganx("train", *(["--resume", "auto"] if not first else []), *args, GANX_TEST_KILL_AT=point)
+        assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr)
+        first = False
+        _check_run_invariants(run)
+    _finish_and_check(run, 8)
+
+
+def test_kill9_at_random_moments_repeated(tmp_path):
+    """SIGKILL at random moments (seeded) of a run that checkpoints every step, three times over,
+    each followed by `--resume auto`."""
+    import random
+
+    rnd = random.Random(17)
+    run = tmp_path / "run"
+    steps = 40
+    for i in range(3):
+        args = ["train", "--out", str(run), "--steps", str(steps), "--checkpoint-every", "1", *TINY]
+        if (run / "checkpoints").is_dir():
+            args[1:1] = ["--resume", "auto"]
+        p = subprocess.Popen([sys.executable, "-m", "ganx", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=_env(GANX_TEST_SLOW_STEP=0.01))
+        try:
+            # wait until it trains (its log grows), then a random moment more
+            deadline = time.time() + 120
+            n0 = len((run / "log.jsonl").read_bytes().splitlines()) if (run / "log.jsonl").exists() else 0
+            while time.time() < deadline and p.poll() is None:
+                if (run / "log.jsonl").exists() and (run / "log.jsonl").stat().st_size and \
+                        len((run / "log.jsonl").read_bytes().splitlines()) > n0:
+                    break
+                time.sleep(0.01)
+            time.sleep(rnd.uniform(0.0, 0.3))
+            p.send_signal(signal.SIGKILL)
+            p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        _check_run_invariants(run)
+    _finish_and_check(run, steps)

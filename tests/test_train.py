@@ -169,10 +169,13 @@ def test_resume_of_a_checkpoint_that_counted_sample_every_in_epochs(tmp_path):
     t.fit(tensorboard=False)
     old = load_checkpoint(tmp_path / "run")
     del old["sample_every_unit"]
+    old.pop("integrity", None)  # an old checkpoint: no digest either
     old["config"]["sample_every"] = 1  # the old default: a grid every epoch
-    torch.save(old, tmp_path / "old.pt")
-    assert Trainer.from_checkpoint(tmp_path / "old.pt", dataset=SMALL).config.sample_every is None
-    assert Trainer.from_checkpoint(tmp_path / "old.pt", {"sample_every": 1}, dataset=SMALL).config.sample_every == 1
+    old_pt = tmp_path / "old-run" / "checkpoints" / "last.pt"
+    old_pt.parent.mkdir(parents=True)
+    torch.save(old, old_pt)
+    assert Trainer.from_checkpoint(old_pt, dataset=SMALL).config.sample_every is None
+    assert Trainer.from_checkpoint(old_pt, {"sample_every": 1}, dataset=SMALL).config.sample_every == 1
     assert Trainer.from_checkpoint(tmp_path / "run", dataset=SMALL).config.sample_every == 0
 
 

@@ -323,134 +323,107 @@ double reduce(Reduction red, double sum, int64_t n) {
 
 // ------------------------------------------------------------------ ops
 
+// Each op: the set-up shared with CUDA (bce_loss.cpp; large outputs from the buffer cache,
+// buffer_cache.h: no page faults on every call), then the kernels above.
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
     const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target,
     int64_t reduction, bool need_grad) {
-  check_bce_discriminator_inputs(real, fake, real_target, fake_target, reduction);
-  const auto red = static_cast<Reduction>(reduction);
-  const auto r = real.contiguous(), f = fake.contiguous();
-  const int64_t nr = r.numel(), nf = f.numel();
-  const auto opts = r.options();
-  auto loss = red == Reduction::None ? cached_empty({nr + nf}, opts) : at::empty({}, opts);
-  // Both gradients in one buffer (real then fake): one allocation, from the buffer cache when
-  // large (buffer_cache.h: no page faults on every call).
-  auto grad = cached_empty({need_grad ? nr + nf : 0}, opts);
-  auto stats = at::empty({4}, opts.dtype(at::kFloat));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "bce_discriminator_loss_cpu", [&] {
+  auto c = bce_discriminator_call(real, fake, real_target, fake_target, reduction, need_grad, &cached_empty);
+  const auto red = c.red;
+  const int64_t nr = c.n0, nf = c.n1;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x0.scalar_type(), "bce_discriminator_loss_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool none = red == Reduction::None;
-    scalar_t* lp = ptr_or_null<scalar_t>(loss, none);
-    scalar_t* gp = ptr_or_null<scalar_t>(grad, need_grad);
-    const acc_t sr = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(nr, 1)) : acc_t(1);
-    const acc_t sf = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(nf, 1)) : acc_t(1);
+    scalar_t* lp = ptr_or_null<scalar_t>(c.loss, none);
+    scalar_t* gp = ptr_or_null<scalar_t>(c.grad, need_grad);
+    const auto sr = static_cast<acc_t>(c.gs0), sf = static_cast<acc_t>(c.gs1);
     const auto [a, b] = chunked2(
-        nr, logit_ranges<scalar_t>(r, nullptr, nullptr, nullptr, real_target, 1.0 - real_target, 1.0, 1.0, lp, gp, sr, true),
-        nf, logit_ranges<scalar_t>(f, nullptr, nullptr, nullptr, fake_target, 1.0 - fake_target, 1.0, 1.0,
+        nr, logit_ranges<scalar_t>(c.x0, nullptr, nullptr, nullptr, c.c0.cpos, c.c0.cneg, c.c0.w, 1.0, lp, gp, sr, true),
+        nf, logit_ranges<scalar_t>(c.x1, nullptr, nullptr, nullptr, c.c1.cpos, c.c1.cneg, c.c1.w, 1.0,
                                    lp ? lp + nr : nullptr, gp ? gp + nr : nullptr, sf, true));
     if (!none) {
-      loss.mutable_data_ptr<scalar_t>()[0] =
+      c.loss.mutable_data_ptr<scalar_t>()[0] =
           static_cast<scalar_t>(reduce(red, a.loss, nr) + reduce(red, b.loss, nf));
     }
-    float* s = stats.mutable_data_ptr<float>();
+    float* s = c.stats.mutable_data_ptr<float>();
     s[0] = static_cast<float>(a.pos / static_cast<double>(nr));               // D says "real" on real
     s[1] = static_cast<float>((static_cast<double>(nf) - b.pos) / static_cast<double>(nf));  // "fake" on fake
     s[2] = static_cast<float>(a.stat / static_cast<double>(nr));
     s[3] = static_cast<float>(b.stat / static_cast<double>(nf));
   });
-  return {loss, grad, stats};
+  return {c.loss, c.grad, c.stats};
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cpu(const at::Tensor& fake, int64_t mode, double target,
                                                           int64_t reduction, bool need_grad) {
-  const auto m = check_bce_generator_inputs(fake, mode, target, reduction);
-  const auto red = static_cast<Reduction>(reduction);
-  const auto f = fake.contiguous();
-  const int64_t n = f.numel();
-  const auto opts = f.options();
-  auto loss = red == Reduction::None ? cached_empty(f.sizes(), opts) : at::empty({}, opts);
-  auto g = cached_empty(need_grad ? f.sizes() : at::IntArrayRef{0}, opts);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "bce_generator_loss_cpu", [&] {
+  auto c = bce_generator_call(fake, mode, target, reduction, need_grad, &cached_empty);
+  const auto red = c.red;
+  const int64_t n = c.n0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x0.scalar_type(), "bce_generator_loss_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool none = red == Reduction::None;
-    const acc_t t = static_cast<acc_t>(target);
-    const acc_t sc = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(n, 1)) : acc_t(1);
-    // non-saturating: BCE(l, t); minimax: -BCE(l, 1 - t), = log(1 - D(G(z))) for t = 1.
-    const bool ns = m == GenMode::NonSaturating;
-    const Sums a = run_logits<scalar_t>(f, nullptr, nullptr, nullptr, ns ? target : 1.0 - target,
-                                        ns ? 1.0 - target : target, ns ? 1.0 : -1.0, 1.0,
-                                        ptr_or_null<scalar_t>(loss, none), ptr_or_null<scalar_t>(g, need_grad), sc,
-                                        false);
-    if (!none) loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
+    const Sums a = run_logits<scalar_t>(c.x0, nullptr, nullptr, nullptr, c.c0.cpos, c.c0.cneg, c.c0.w, 1.0,
+                                        ptr_or_null<scalar_t>(c.loss, none), ptr_or_null<scalar_t>(c.grad, need_grad),
+                                        static_cast<acc_t>(c.gs0), false);
+    if (!none) c.loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
   });
-  return {loss, g};
+  return {c.loss, c.grad};
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_with_logits_cpu(const at::Tensor& input, const at::Tensor& target,
                                                        const std::optional<at::Tensor>& weight,
                                                        const std::optional<at::Tensor>& pos_weight,
                                                        int64_t reduction, bool need_grad) {
-  constexpr const char* op = "bce_with_logits";
-  check_bce_with_logits_inputs(input, target, weight, pos_weight, reduction);
-  const auto red = static_cast<Reduction>(reduction);
-  const auto x = input.contiguous();
-  const auto t = target.to(x.scalar_type()).contiguous();
-  const auto w = broadcast_factor(op, "weight", weight, x);
-  const auto pw = broadcast_factor(op, "pos_weight", pos_weight, x);
-  const int64_t n = x.numel();
-  const auto opts = x.options();
-  auto loss = red == Reduction::None ? cached_empty(x.sizes(), opts) : at::empty({}, opts);
-  auto g = cached_empty(need_grad ? x.sizes() : at::IntArrayRef{0}, opts);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bce_with_logits_cpu", [&] {
+  auto c = bce_with_logits_call(input, target, weight, pos_weight, reduction, need_grad, &cached_empty);
+  const auto red = c.red;
+  const int64_t n = c.n0;
+  const auto &w = c.w, &pw = c.pw;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x0.scalar_type(), "bce_with_logits_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool none = red == Reduction::None;
-    const acc_t sc = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(n, 1)) : acc_t(1);
     const bool wfull = w.defined() && w.numel() > 1, pwfull = pw.defined() && pw.numel() > 1;
-    const scalar_t* tp = t.const_data_ptr<scalar_t>();
+    const scalar_t* tp = c.t.const_data_ptr<scalar_t>();
     const scalar_t* wp = w.defined() ? w.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* pwp = pw.defined() ? pw.const_data_ptr<scalar_t>() : nullptr;
     const acc_t w0 = (w.defined() && !wfull) ? static_cast<acc_t>(wp[0]) : acc_t(1);
     const acc_t pw0 = (pw.defined() && !pwfull) ? static_cast<acc_t>(pwp[0]) : acc_t(1);
-    scalar_t* lp = ptr_or_null<scalar_t>(loss, none);
-    scalar_t* gp = ptr_or_null<scalar_t>(g, need_grad);
-    const Sums a = run_logits<scalar_t>(x, tp, wfull ? wp : nullptr, pwfull ? pwp : nullptr, 1.0, 0.0, w0, pw0,
-                                        lp, gp, sc, false);
-    if (!none) loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
+    scalar_t* lp = ptr_or_null<scalar_t>(c.loss, none);
+    scalar_t* gp = ptr_or_null<scalar_t>(c.grad, need_grad);
+    const Sums a = run_logits<scalar_t>(c.x0, tp, wfull ? wp : nullptr, pwfull ? pwp : nullptr, 1.0, 0.0, w0, pw0,
+                                        lp, gp, static_cast<acc_t>(c.gs0), false);
+    if (!none) c.loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
   });
-  return {loss, g};
+  return {c.loss, c.grad};
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_probs_cpu(const at::Tensor& input, const at::Tensor& target,
                                                  const std::optional<at::Tensor>& weight, int64_t reduction,
                                                  bool need_grad) {
   constexpr const char* op = "binary_cross_entropy";
-  check_bce_probs_inputs(input, target, weight, reduction);
-  const auto red = static_cast<Reduction>(reduction);
-  const auto x = input.contiguous();
-  const auto t = target.to(x.scalar_type()).contiguous();
-  const auto w = broadcast_factor(op, "weight", weight, x);
-  const int64_t n = x.numel();
-  const auto opts = x.options();
-  auto loss = red == Reduction::None ? cached_empty(x.sizes(), opts) : at::empty({}, opts);
-  auto g = cached_empty(need_grad ? x.sizes() : at::IntArrayRef{0}, opts);
+  auto c = bce_probs_call(input, target, weight, reduction, need_grad, &cached_empty);
+  const auto red = c.red;
+  const int64_t n = c.n0;
+  const auto& w = c.w;
   double bad = 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "binary_cross_entropy_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x0.scalar_type(), "binary_cross_entropy_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool none = red == Reduction::None;
-    const acc_t sc = red == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(n, 1)) : acc_t(1);
+    const acc_t sc = static_cast<acc_t>(c.gs0);
     const bool wfull = w.defined() && w.numel() > 1;
-    const scalar_t* tp = t.const_data_ptr<scalar_t>();
+    const scalar_t* tp = c.t.const_data_ptr<scalar_t>();
     const scalar_t* wp = w.defined() ? w.const_data_ptr<scalar_t>() : nullptr;
     const acc_t w0 = (w.defined() && !wfull) ? static_cast<acc_t>(wp[0]) : acc_t(1);
-    scalar_t* lp = ptr_or_null<scalar_t>(loss, none);
-    scalar_t* gp = ptr_or_null<scalar_t>(g, need_grad);
-    const Sums a = wfull ? run<scalar_t>(x, ProbTensor<scalar_t, acc_t, true>{tp, wp, w0}, lp, gp, sc, true)
-                         : run<scalar_t>(x, ProbTensor<scalar_t, acc_t, false>{tp, wp, w0}, lp, gp, sc, true);
+    scalar_t* lp = ptr_or_null<scalar_t>(c.loss, none);
+    scalar_t* gp = ptr_or_null<scalar_t>(c.grad, need_grad);
+    const Sums a = wfull ? run<scalar_t>(c.x0, ProbTensor<scalar_t, acc_t, true>{tp, wp, w0}, lp, gp, sc, true)
+                         : run<scalar_t>(c.x0, ProbTensor<scalar_t, acc_t, false>{tp, wp, w0}, lp, gp, sc, true);
     bad = a.stat;
-    if (!none) loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
+    if (!none) c.loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
   });
   TORCH_CHECK(bad == 0, op, ": all elements of input should be between 0 and 1 (probabilities; use "
               "bce_with_logits for logits)");
-  return {loss, g};
+  return {c.loss, c.grad};
 }
 
 }  // namespace

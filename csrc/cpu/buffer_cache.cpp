@@ -1,29 +1,74 @@
 // A small cache of large CPU output buffers for the loss kernels (see buffer_cache.h).
 #include "cpu/buffer_cache.h"
 
+#include <ATen/EmptyTensor.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <string>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define GANX_HAVE_MMAP 1
+#endif
 
 namespace ganx {
 namespace {
 
 constexpr size_t kMinBytes = size_t(1) << 20;  // smaller buffers: the allocator is fast enough
 constexpr size_t kMaxBlocks = 8;
-constexpr size_t kAlign = 64;
+constexpr long long kMaxLimitMiB = 1LL << 20;  // 1 TiB: anything above is a typo, not a cache size
 
 size_t limit_from_env() {
   const char* v = std::getenv("GANX_CPU_BUFFER_CACHE_MB");
   if (v == nullptr || *v == '\0') return size_t(512) << 20;
   char* end = nullptr;
+  errno = 0;
   const long long mb = std::strtoll(v, &end, 10);
-  TORCH_CHECK(end != v && *end == '\0' && mb >= 0, "ganx: GANX_CPU_BUFFER_CACHE_MB must be a number of MiB >= 0, got '",
-              v, "'");
+  TORCH_CHECK(end != v && *end == '\0' && errno != ERANGE && mb >= 0 && mb <= kMaxLimitMiB,
+              "ganx: GANX_CPU_BUFFER_CACHE_MB must be a whole number of MiB in [0, ", kMaxLimitMiB,
+              "] (0 turns the CPU buffer cache off), got '", v, "'");
   return static_cast<size_t>(mb) << 20;
 }
+
+// Sizes are rounded up to one of 8 classes per power of two (at most 12.5% more), so calls
+// whose sizes vary a little (the last batch of an epoch, a changing batch size) still reuse.
+size_t size_class(size_t bytes) {
+  size_t p = 1;
+  while (p * 2 <= bytes) p *= 2;
+  const size_t step = p / 8;
+  return (bytes + step - 1) / step * step;
+}
+
+// Blocks come straight from mmap and go back with munmap: memory the cache lets go of
+// returns to the system at once (glibc would keep a freed block of this size in its heap).
+void* map_block(size_t bytes) {
+#ifdef GANX_HAVE_MMAP
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+#else
+  return std::malloc(bytes);
+#endif
+}
+
+void unmap_block(void* p, size_t bytes) {
+#ifdef GANX_HAVE_MMAP
+  munmap(p, bytes);
+#else
+  (void)bytes;
+  std::free(p);
+#endif
+}
+
+struct Block {
+  void* ptr;
+  size_t bytes;
+};
 
 class Cache {
  public:
@@ -48,7 +93,7 @@ class Cache {
     std::unique_lock<std::mutex> lock(mu_);
     if (bytes > limit_) {
       lock.unlock();
-      std::free(p);
+      unmap_block(p, bytes);
       return;
     }
     free_.push_back({p, bytes});
@@ -60,7 +105,7 @@ class Cache {
       free_.pop_front();
     }
     lock.unlock();
-    for (const Block& b : evicted) std::free(b.ptr);
+    for (const Block& b : evicted) unmap_block(b.ptr, b.bytes);
   }
 
   BufferCacheStats stats() {
@@ -76,16 +121,12 @@ class Cache {
       all.swap(free_);
       cached_ = 0;
     }
-    for (const Block& b : all) std::free(b.ptr);
+    for (const Block& b : all) unmap_block(b.ptr, b.bytes);
   }
 
   size_t limit() const { return limit_; }
 
  private:
-  struct Block {
-    void* ptr;
-    size_t bytes;
-  };
   std::mutex mu_;
   std::deque<Block> free_;
   size_t cached_ = 0;
@@ -99,21 +140,45 @@ Cache& cache() {
   return *c;
 }
 
+void give_back(void* ctx) {
+  Block* b = static_cast<Block*>(ctx);
+  cache().give(b->ptr, b->bytes);
+  delete b;
+}
+
+// The allocator of the tensors cached_empty makes. Their storage is an ordinary resizable
+// storage with this allocator, so resize_(), set_() and out= work on them exactly as on any
+// torch CPU tensor (a grown tensor gets a new block, its old one goes back to the cache).
+class CachingAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) override {
+    Cache& c = cache();
+    if (n < kMinBytes || c.limit() == 0) return c10::GetCPUAllocator()->allocate(n);
+    const size_t bytes = size_class(n);
+    void* p = c.take(bytes);
+    if (p == nullptr) {
+      p = map_block(bytes);
+      TORCH_CHECK(p != nullptr, "ganx: out of memory allocating ", bytes, " bytes on the CPU");
+    }
+    return {p, new Block{p, bytes}, &give_back, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+
+CachingAllocator& allocator() {
+  static CachingAllocator* a = new CachingAllocator();
+  return *a;
+}
+
 }  // namespace
 
 at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
   TORCH_INTERNAL_ASSERT(options.device().is_cpu());
-  int64_t n = 1;
-  for (const int64_t s : sizes) n *= s;
-  const size_t bytes = static_cast<size_t>(n) * options.dtype().itemsize();
-  Cache& c = cache();
-  if (bytes < kMinBytes || c.limit() == 0) return at::empty(sizes, options);
-  void* p = c.take(bytes);
-  if (p == nullptr) {
-    p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
-    TORCH_CHECK(p != nullptr, "ganx: out of memory allocating ", bytes, " bytes on the CPU");
-  }
-  return at::from_blob(p, sizes, [bytes](void* q) { cache().give(q, bytes); }, options);
+  return at::detail::empty_generic(sizes, &allocator(), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                   c10::typeMetaToScalarType(options.dtype()), std::nullopt);
 }
 
 BufferCacheStats buffer_cache_stats() { return cache().stats(); }

@@ -9,7 +9,14 @@
 //     other kernel headers;
 //   - launches go through ganx::dev::launch(kernel, grid, block, dynamic_smem, stream, args...);
 //   - the .cu file (tensors, dtype dispatch, device guard, current stream, allocation) includes
-//     the kernel header and calls the launchers.
+//     the kernel header and calls the launchers;
+//   - shared memory is declared with the two macros below, never with a bare __shared__ (the
+//     emulator gives each declaration its own exact-size, poisoned allocation per block, which a
+//     bare `static` array could not be; a bare __shared__ fails to compile there, saying so):
+//       GANX_SHARED(float, tile, [16][17]);   // __shared__ float tile[16][17];
+//       GANX_DYNAMIC_SHARED(float, buf);      // float* buf = the launch's dynamic shared memory
+//   - kernel headers use a named namespace (never an anonymous one: the emulator names the
+//     kernel of a failure from its symbol).
 #pragma once
 
 #if defined(__CUDACC__)
@@ -38,12 +45,18 @@ inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
 }  // namespace dev
 }  // namespace ganx
 
+#define GANX_SHARED(type, name, dims) __shared__ type name dims
+#define GANX_DYNAMIC_SHARED(type, name)                  \
+  extern __shared__ __align__(16) unsigned char ganx_dynamic_smem_[]; \
+  type* name = reinterpret_cast<type*>(ganx_dynamic_smem_)
+
 #else
 
 // g++ build of the kernel headers: the emulator provides dim3, threadIdx/blockIdx/blockDim/
 // gridDim, __global__/__device__/__host__/__forceinline__/__launch_bounds__/__shared__/
 // __restrict__, __syncthreads, __syncwarp, __shfl_*_sync, atomics, __ldg, the math functions,
-// ganx::dev::Stream and ganx::dev::launch with the same signature as above.
+// ganx::dev::Stream and ganx::dev::launch with the same signature as above, GANX_SHARED and
+// GANX_DYNAMIC_SHARED.
 #include "ganx_cuda_emu.h"
 
 #endif

@@ -149,7 +149,9 @@ def _make_trainer(args):
                 print(f"ganx: warning: skipping {p}", file=sys.stderr)
             if path is None:
                 if problems:
-                    raise UserError(f"--resume auto: no readable checkpoint in {out!r}")
+                    raise UserError(f"--resume auto: no usable checkpoint in {out!r} ({len(problems)} skipped, "
+                                    f"see the warnings above); resume one explicitly with --resume FILE --out "
+                                    f"{out}, or use another --out")
                 if os.environ.get("RANK", "0") == "0":  # one line under torchrun
                     print(f"ganx: --resume auto: no checkpoint in {out!r}; starting a fresh run there")
                 args.resume = None  # nothing to resume: a fresh run in that folder
@@ -287,11 +289,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if extra:
         _reject_unknown(_subparser(parser, args.command), extra)
     from ganx.data import DataError
+    from ganx.train.checkpoint import CheckpointError
+    from ganx.train.config import ConfigError
 
     try:
         return {"train": _cmd_train, "sample": _cmd_sample, "info": _cmd_info,
                 "bench": _cmd_bench}[args.command](args)
-    except (UserError, DataError) as e:
+    except (UserError, DataError, ConfigError, CheckpointError) as e:
         print(f"ganx {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

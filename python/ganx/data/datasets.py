@@ -19,6 +19,22 @@ __all__ = ["DataError", "ImageDataset", "load_dataset", "load_digits_dataset", "
            "load_array", "load_torchvision", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Pixels of one image file, checked from its header before it is decoded: a 164 KB PNG can
+# declare 13000 x 13000 pixels (1.7 GB decoded). GANX_MAX_IMAGE_PIXELS overrides it.
+MAX_IMAGE_PIXELS = 1 << 25
+
+
+def _max_image_pixels() -> int:
+    v = os.environ.get("GANX_MAX_IMAGE_PIXELS")
+    if not v:
+        return MAX_IMAGE_PIXELS
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise DataError(f"GANX_MAX_IMAGE_PIXELS={v!r}: expected a positive integer")
+    return n
 
 
 class DataError(ValueError):
@@ -107,7 +123,9 @@ def _set_channels(x: torch.Tensor, channels: Optional[int], what: str) -> torch.
 
 def _finish(x01: torch.Tensor, labels, class_names, image_size: int, channels: Optional[int],
             name: str) -> ImageDataset:
-    x = _set_channels(_resize(x01.float(), image_size), channels, name)
+    # Clamped whether or not it was resized (the loaders already refuse values out of range;
+    # this only removes the interpolation's overshoot, the same way at every size).
+    x = _set_channels(_resize(x01.float(), image_size).clamp_(0, 1), channels, name)
     return ImageDataset(x.mul_(2).sub_(1).contiguous(), labels, class_names or [], name)
 
 
@@ -122,16 +140,36 @@ def load_digits_dataset(image_size: int = 16, channels: int = 1) -> ImageDataset
 
 
 def _pil_to_tensor(img) -> torch.Tensor:
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
     a = np.asarray(img, dtype=np.uint8)
     if a.ndim == 2:
         a = a[:, :, None]
     return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def _normalise_mode(img):
+def _normalise_mode(img, what: str = "image"):
     """PIL image -> mode "L" (grey) or "RGB" (colour); alpha is dropped, and a palette image
-    whose palette is all greys counts as grey."""
-    if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
+    whose palette is all greys counts as grey. 16-bit grey ("I;16", or "I" holding 0..65535)
+    is scaled by 255/65535 (not clipped at 255, which is what PIL's own conversion does);
+    float grey ("F") must hold 0..1 or 0..255."""
+    from PIL import Image
+
+    if img.mode.startswith("I") or img.mode == "F":
+        a = np.asarray(img).astype(np.float64)
+        hi, lo = (float(a.max()), float(a.min())) if a.size else (0.0, 0.0)
+        if not np.isfinite(a).all():
+            raise DataError(f"{what}: the image contains NaN or infinity")
+        if img.mode == "F":
+            if lo < 0 or hi > 255:
+                raise DataError(f"{what}: float image values must lie in [0, 1] or [0, 255], got [{lo}, {hi}]")
+            a = a * (1.0 if hi > 1 else 255.0)
+        else:
+            if lo < 0 or hi > 65535:
+                raise DataError(f"{what}: integer image values must lie in [0, 65535], got [{lo}, {hi}]")
+            a = a * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("1", "L", "LA"):
         return img.convert("L")
     rgb = img.convert("RGB")
     if img.mode == "P":
@@ -167,16 +205,37 @@ def load_image_folder(root, image_size: int, channels: Optional[int] = None) -> 
     if labelled and len(class_names) < 2:  # a single subfolder is just a folder, not classes
         labelled, class_names = False, []
     class_index = {c: i for i, c in enumerate(class_names)}
+    max_px = _max_image_pixels()
+    # ganx checks the declared size itself (below, with its own lower limit and a message that
+    # names the file); PIL's bomb check would raise before that, so it is off while reading.
+    pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return _load_image_files(root, files, labelled, class_names, class_index, rel_parts, image_size,
+                                 channels, max_px)
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+
+
+def _load_image_files(root, files, labelled, class_names, class_index, rel_parts, image_size, channels,
+                      max_px) -> ImageDataset:
+    from PIL import Image, UnidentifiedImageError
 
     tensors, modes = [], {}
     for p in files:
         try:
             with Image.open(p) as img:
+                w, h = img.size  # from the header: nothing decoded yet
+                if w * h > max_px:
+                    raise DataError(f"image {str(p)!r} declares {w}x{h} pixels, more than the {max_px} ganx "
+                                    f"decodes per image (set GANX_MAX_IMAGE_PIXELS to allow more)")
                 img.load()
-                img = _normalise_mode(img)
+                img = _normalise_mode(img, str(p))
                 grey = img.mode == "L"
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"cannot read image {str(p)!r}: {e}") from e
+        except DataError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                MemoryError) as e:
+            raise DataError(f"cannot read image {str(p)!r}: {' '.join(str(e).split())[:300]}") from None
         c = 1 if grey else 3
         modes.setdefault(c, p)
         t = _pil_to_tensor(img).unsqueeze(0)
@@ -209,17 +268,85 @@ def _array_to_unit(a: np.ndarray, what: str) -> torch.Tensor:
         raise DataError(f"{what}: the array holds no images")
     if a.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0
+    if a.dtype == np.bool_:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(f"{what}: images must be real numbers, got dtype {a.dtype} (ganx does not drop an "
+                        f"imaginary part silently; pass np.abs(a) or a.real)")
     if not np.issubdtype(a.dtype, np.number):
         raise DataError(f"{what}: images must be numeric, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.integer):
+        lo, hi = int(a.min()), int(a.max())
+        if a.dtype == np.uint16:  # the 16-bit convention: 0..65535
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) / 65535.0
+        if lo < 0 or hi > 255:
+            raise DataError(f"{what}: {a.dtype} images must hold 0..255 (uint8's convention; uint16 is read as "
+                            f"0..65535), got values in [{lo}, {hi}]")
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) / 255.0
     t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     if not torch.isfinite(t).all():
-        raise DataError(f"{what}: the array contains NaN or infinity")
+        raise DataError(f"{what}: the array contains NaN or infinity (or values beyond float32's range)")
     lo, hi = float(t.min()), float(t.max())
     if lo < 0:
         if lo < -1 or hi > 1:
             raise DataError(f"{what}: float images with negative values must lie in [-1, 1], got [{lo}, {hi}]")
         return (t + 1) / 2
+    if hi > 255:
+        raise DataError(f"{what}: float images must lie in [-1, 1], [0, 1] or [0, 255], got [{lo}, {hi}]")
     return t if hi <= 1 else t / 255.0
+
+
+def _npy_header(f, what: str):
+    """(shape, dtype) of the .npy stream ``f`` from its header, without reading the data."""
+    from numpy.lib import format as npf
+
+    try:
+        version = npf.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npf.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = npf.read_array_header_2_0(f)
+    except (ValueError, OSError, SyntaxError, TypeError, EOFError) as e:
+        raise DataError(f"cannot read array file {what}: {' '.join(str(e).split())[:200]}") from None
+    return tuple(int(d) for d in shape), dtype
+
+
+def _check_array_size(shape, dtype, what: str, stored: Optional[int] = None) -> None:
+    from ganx._limits import check_bytes
+
+    n = 1
+    for d in shape:
+        n *= d
+    nbytes = n * dtype.itemsize
+    if stored is not None and nbytes > stored:
+        raise DataError(f"{what}: its header declares {nbytes} bytes of data (shape {shape}, {dtype}) but the file "
+                        f"holds only {stored}; the file is truncated or not what it claims")
+    # The array itself, its float32 copy and the resized copy: about itemsize + 8 bytes per value.
+    check_bytes(n * (dtype.itemsize + 8), f"{what} (shape {shape}, {dtype})", DataError)
+
+
+def _check_array_file(path: Path) -> None:
+    """Check the sizes every array of a .npy/.npz declares before numpy allocates them."""
+    import zipfile
+
+    what = repr(str(path))
+    if path.suffix == ".npz":
+        try:
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    if not info.filename.endswith(".npy"):
+                        continue
+                    with z.open(info) as f:
+                        shape, dtype = _npy_header(f, f"{what} ({info.filename})")
+                    stored = info.file_size if info.compress_type == zipfile.ZIP_STORED else None
+                    _check_array_size(shape, dtype, f"{what} ({info.filename})", stored)
+        except zipfile.BadZipFile as e:
+            raise DataError(f"cannot read array file {what}: {e}") from None
+    else:
+        with open(path, "rb") as f:
+            shape, dtype = _npy_header(f, what)
+            stored = os.fstat(f.fileno()).st_size - f.tell()
+        _check_array_size(shape, dtype, what, stored)
 
 
 def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDataset:
@@ -228,6 +355,7 @@ def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDa
     if not path.is_file():
         raise DataError(f"array file {str(path)!r} does not exist")
     labels = None
+    _check_array_file(path)
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -241,12 +369,21 @@ def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDa
             a = np.load(path, allow_pickle=False)
     except DataError:
         raise
-    except (ValueError, OSError) as e:
-        raise DataError(f"cannot read array file {str(path)!r}: {e}") from e
+    except (ValueError, OSError, EOFError, MemoryError) as e:
+        raise DataError(f"cannot read array file {str(path)!r}: {' '.join(str(e).split())[:300]}") from None
     x = _array_to_unit(a, str(path))
     class_names = []
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
+        if np.issubdtype(labels.dtype, np.complexfloating) or not (
+                np.issubdtype(labels.dtype, np.number) or labels.dtype.kind in "bUS"):
+            raise DataError(f"{str(path)!r}: labels must be integers or strings, got dtype {labels.dtype}")
+        if np.issubdtype(labels.dtype, np.floating):
+            if not np.isfinite(labels).all():
+                raise DataError(f"{str(path)!r}: the labels contain NaN or infinity")
+            if not (labels == np.round(labels)).all():
+                raise DataError(f"{str(path)!r}: float labels must be whole numbers (class indices)")
+            labels = labels.astype(np.int64)
         if len(labels) != len(x):
             raise DataError(f"{str(path)!r}: {len(x)} images but {len(labels)} labels")
         # Any label values (ints or strings) map to 0..K-1 in sorted order.

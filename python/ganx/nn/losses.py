@@ -45,8 +45,8 @@ class DiscriminatorBCELoss(nn.Module):
         super().__init__()
         name = type(self).__name__
         self.impl = _impl(name, impl)
-        self.real_target = _fused._target(name, "real_target", real_target)
-        self.fake_target = _fused._target(name, "fake_target", fake_target)
+        self.real_target = _fused.check_target(name, "real_target", real_target)
+        self.fake_target = _fused.check_target(name, "fake_target", fake_target)
         _fused._reduction(name, reduction)
         self.reduction = reduction
         self.return_stats = bool(return_stats)
@@ -76,7 +76,7 @@ class GeneratorBCELoss(nn.Module):
         if mode not in _fused.GENERATOR_MODES:
             raise ValueError(f"{name}: mode must be 'non_saturating' or 'minimax', got {mode!r}")
         self.mode = mode
-        self.target = _fused._target(name, "target", target)
+        self.target = _fused.check_target(name, "target", target)
         _fused._reduction(name, reduction)
         self.reduction = reduction
 

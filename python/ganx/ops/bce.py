@@ -88,11 +88,26 @@ def _reduction(op: str, reduction) -> int:
     return code
 
 
-def _target(op: str, name: str, value) -> float:
+# A scalar target's range, closed: the ops check it in C++ (csrc/bce_loss.cpp, check_target_value),
+# once per call; check_target is its Python twin for the fake kernels, the loss modules' constructors
+# and the training config, so every layer accepts and refuses the same values with the same message.
+TARGET_RANGE = (0.0, 1.0)
+
+
+def check_target(op: str, name: str, value) -> float:
+    """``value`` as a float if it is a valid target (a number in [0, 1]); TypeError / ValueError otherwise."""
+    value = _target_type(op, name, value)
+    lo, hi = TARGET_RANGE
+    if not lo <= value <= hi:
+        raise ValueError(f"{op}: {name} must be in [0, 1], got {value}")
+    return value
+
+
+def _target_type(op: str, name: str, value) -> float:
+    # The public functions check only the type here (a tensor or a bool must not become a float
+    # silently); the range is the op's to check.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{op}: {name} must be a float in [0, 1], got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{op}: {name} must be in [0, 1], got {value}")
     return float(value)
 
 
@@ -144,14 +159,14 @@ def bce_discriminator_loss(
             inputs (two tensors, because the inputs may differ in shape).
         return_stats: also return a :class:`DiscriminatorStats`.
 
-    Returns ``loss`` or ``(loss, stats)``. One kernel launch (CUDA: one for inputs up to 1024
-    logits in all, plus a one-block reduction beyond) reads both inputs once and writes the loss,
-    the gradients and the statistics; backward is a scale of the saved gradients.
+    Returns ``loss`` or ``(loss, stats)``. One kernel launch, on CUDA as on the CPU, reads both
+    inputs once and writes the loss, the gradients and the statistics; backward is a scale of the
+    saved gradients.
     """
     op = "bce_discriminator_loss"
     red = _reduction(op, reduction)
-    rt = _target(op, "real_target", real_target)
-    ft = _target(op, "fake_target", fake_target)
+    rt = _target_type(op, "real_target", real_target)
+    ft = _target_type(op, "fake_target", fake_target)
     _tensor(op, "real_logits", real_logits)
     _tensor(op, "fake_logits", fake_logits)
     need_grad = torch.is_grad_enabled() and (real_logits.requires_grad or fake_logits.requires_grad)
@@ -183,7 +198,7 @@ def bce_generator_loss(
     if code is None:
         raise ValueError(f"{op}: mode must be 'non_saturating' or 'minimax', got {mode!r}")
     red = _reduction(op, reduction)
-    t = _target(op, "target", target)
+    t = _target_type(op, "target", target)
     _tensor(op, "fake_logits", fake_logits)
     need_grad = torch.is_grad_enabled() and fake_logits.requires_grad
     return _GEN(fake_logits, code, t, red, need_grad)[0]
@@ -269,9 +284,17 @@ def _check_fake_logits(op: str, *ts: Tensor) -> None:
     torch._check(all(t.dtype == ts[0].dtype for t in ts), lambda: f"{op}: inputs must have the same dtype")
 
 
+def _check_fake_reduction(op: str, reduction: int) -> None:
+    if reduction not in (0, 1, 2):  # csrc/bce_loss.cpp check_reduction
+        raise ValueError(f"{op}: reduction must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
+
+
 @torch.library.register_fake("ganx::bce_discriminator_loss")
 def _disc_fake(real, fake, real_target, fake_target, reduction, need_grad):
     _check_fake_logits("bce_discriminator_loss", real, fake)
+    check_target("bce_discriminator_loss", "real_target", real_target)
+    check_target("bce_discriminator_loss", "fake_target", fake_target)
+    _check_fake_reduction("bce_discriminator_loss", reduction)
     loss = real.new_empty((real.numel() + fake.numel(),)) if reduction == 0 else real.new_empty(())
     stats = real.new_empty((4,), dtype=torch.float32)
     grad = real.new_empty((real.numel() + fake.numel() if need_grad else 0,))
@@ -281,6 +304,8 @@ def _disc_fake(real, fake, real_target, fake_target, reduction, need_grad):
 @torch.library.register_fake("ganx::bce_generator_loss")
 def _gen_fake(fake, mode, target, reduction, need_grad):
     _check_fake_logits("bce_generator_loss", fake)
+    check_target("bce_generator_loss", "target", target)
+    _check_fake_reduction("bce_generator_loss", reduction)
     return _loss_like(fake, reduction), _grad_like(fake, need_grad)
 
 

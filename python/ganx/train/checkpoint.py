@@ -1,8 +1,9 @@
 """Atomic checkpoint files and RNG-state capture in plain types (torch.load(weights_only=True))."""
 from __future__ import annotations
 
-import errno
 import glob
+import hashlib
+import math
 import os
 import pickle
 import random
@@ -14,9 +15,11 @@ import numpy as np
 import torch
 
 __all__ = ["save_atomic", "load_checkpoint", "capture_rng", "restore_rng", "CheckpointError",
-           "CheckpointSaveError", "find_resumable"]
+           "CheckpointSaveError", "find_resumable", "state_digest", "run_dir_of"]
 
 FORMAT = "ganx-checkpoint-v1"
+# A step beyond this is not a step any run reached (and would overflow loops and logs).
+MAX_STEP = 10 ** 12
 
 
 class CheckpointError(ValueError):
@@ -39,6 +42,11 @@ def save_atomic(obj: Any, path, previous: Optional[str] = None) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        # The digest of the state itself, verified by load_checkpoint: a bit flipped anywhere
+        # after this point (disk, copy, transfer) is detected, not trained on.
+        obj = {k: v for k, v in obj.items() if k != "integrity"}
+        obj["integrity"] = {"algorithm": "sha256", "digest": state_digest(obj)}
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -46,6 +54,7 @@ def save_atomic(obj: Any, path, previous: Optional[str] = None) -> None:
             faults.maybe_fail_save(f)  # test hook: GANX_TEST_FAIL_SAVE (simulated full disk)
             f.flush()
             os.fsync(f.fileno())
+        faults.kill_point("save:tmp")
         if previous and os.path.isfile(path):
             # A hard link keeps `path` in place the whole time (no window without a checkpoint).
             prev = os.path.join(folder, previous)
@@ -57,7 +66,9 @@ def save_atomic(obj: Any, path, previous: Optional[str] = None) -> None:
                 os.replace(ptmp, prev)
             except OSError:  # filesystems without hard links: no fallback copy this time
                 pass
+        faults.kill_point("save:previous")
         os.replace(tmp, path)
+        faults.kill_point("save:done")
     except BaseException:
         try:
             os.unlink(tmp)
@@ -74,9 +85,76 @@ def save_atomic(obj: Any, path, previous: Optional[str] = None) -> None:
         pass
 
 
-def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+def _digest_into(h, obj) -> None:
+    # A canonical walk: type tags, lengths and raw tensor bytes, so two states hash alike
+    # exactly when they are equal (lists and tuples alike: pickling may turn one into the other).
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(obj, dict):
+        h.update(f"d{len(obj)}".encode())
+        for k, v in obj.items():
+            _digest_into(h, k)
+            _digest_into(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"l{len(obj)}".encode())
+        for v in obj:
+            _digest_into(h, v)
+    elif isinstance(obj, str):
+        b = obj.encode("utf-8", "surrogatepass")
+        h.update(f"s{len(b)}:".encode() + b)
+    elif isinstance(obj, bytes):
+        h.update(f"b{len(obj)}:".encode() + obj)
+    elif obj is None or isinstance(obj, (bool, int, float)):
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+    elif isinstance(obj, torch.Size):
+        _digest_into(h, tuple(obj))
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def state_digest(obj) -> str:
+    """SHA-256 hex digest of a checkpoint's state (without its ``integrity`` entry)."""
+    h = hashlib.sha256()
+    _digest_into(h, {k: v for k, v in obj.items() if k != "integrity"} if isinstance(obj, dict) else obj)
+    return h.hexdigest()
+
+
+def _verify_archive(path: str) -> None:
+    """The archive's own CRC-32s (torch.load does not check them): catches a flipped bit in
+    checkpoints written before the state digest existed, too."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except zipfile.BadZipFile:
+        return  # not a zip (legacy torch format or garbage): torch.load reports it
+    except (OSError, EOFError, ValueError, RuntimeError, zipfile.LargeZipFile) as e:
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted and cannot be read ({e})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path!r} is corrupted: its entry {bad!r} fails its CRC check "
+                              f"(the bytes on disk changed after it was written)")
+
+
+def _check_plain(path: str, ckpt: Dict[str, Any]) -> None:
+    step = ckpt["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        raise CheckpointError(f"checkpoint {path!r} has an invalid step {step!r} (an integer in [0, {MAX_STEP}])")
+    if not isinstance(ckpt["config"], dict):
+        raise CheckpointError(f"checkpoint {path!r} has no valid config (got {type(ckpt['config']).__name__})")
+    for key in ("G", "D"):
+        if not isinstance(ckpt[key], dict):
+            raise CheckpointError(f"checkpoint {path!r}: {key!r} is not a state dict")
+    if not isinstance(ckpt["rng"], dict):
+        raise CheckpointError(f"checkpoint {path!r}: 'rng' is not a mapping")
+
+
+def load_checkpoint(path, map_location="cpu", verify: bool = True) -> Dict[str, Any]:
     """Load a ganx checkpoint safely: ``weights_only=True`` (tensors and plain types only), so
-    an untrusted file can never run code. Every failure is a :class:`CheckpointError` (or
+    an untrusted file can never run code. With ``verify`` (the default) the archive's CRCs and
+    the state's SHA-256 digest (checkpoints of ganx >= 0.x carry one) are checked, so a
+    corrupted file is reported instead of used. Every failure is a :class:`CheckpointError` (or
     FileNotFoundError) naming the file."""
     path = os.fspath(path)
     if os.path.isdir(path):  # a run folder: its latest checkpoint
@@ -84,6 +162,8 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     _check_is_archive(path)
+    if verify:
+        _verify_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -104,6 +184,14 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     for key in ("step", "config", "G", "D", "rng"):
         if key not in ckpt:
             raise CheckpointError(f"checkpoint {path!r} is incomplete (no {key!r})")
+    integrity = ckpt.get("integrity")
+    if verify and integrity is not None:
+        if not isinstance(integrity, dict) or integrity.get("algorithm") != "sha256":
+            raise CheckpointError(f"checkpoint {path!r} has an integrity record ganx cannot check ({integrity!r:.80})")
+        if state_digest(ckpt) != integrity.get("digest"):
+            raise CheckpointError(f"checkpoint {path!r} is corrupted: its content does not match the SHA-256 "
+                                  f"digest written with it")
+    _check_plain(path, ckpt)
     return ckpt
 
 
@@ -123,23 +211,122 @@ def _check_is_archive(path: str) -> None:
                               f"are the .pt files that ganx train writes into RUN/checkpoints/)")
 
 
-def candidates(run_dir) -> List[str]:
-    """The checkpoint files of a run folder, newest first (by modification time, then name)."""
-    files = glob.glob(os.path.join(os.fspath(run_dir), "checkpoints", "*.pt"))
-    return sorted(files, key=lambda f: (os.path.getmtime(f), os.path.basename(f) == "last.pt"), reverse=True)
+def run_dir_of(path) -> Optional[str]:
+    """The run folder a checkpoint belongs to: the folder itself for a run folder, the parent of
+    ``checkpoints/`` for a file in one; None for a file elsewhere."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return path
+    parent = os.path.dirname(path) or "."
+    if os.path.basename(os.path.abspath(parent)) == "checkpoints":
+        return os.path.dirname(parent) or (os.path.dirname(os.path.abspath(parent)))
+    return None
+
+
+def candidates(run_dir, problems: Optional[List[str]] = None) -> List[str]:
+    """The checkpoint files of a run folder, newest first (by modification time, then name).
+    Links that leave the run folder, dangling links and link loops are skipped (and described
+    in ``problems``)."""
+    from ganx.train.rundir import inside
+
+    run_dir = os.fspath(run_dir)
+    folder = os.path.join(run_dir, "checkpoints")
+    if not inside(run_dir, folder):
+        if problems is not None:
+            problems.append(f"{folder!r} is a symbolic link that leads out of the run folder; its checkpoints "
+                            f"are not used")
+        return []
+    out = []
+    for f in glob.glob(os.path.join(glob.escape(folder), "*.pt")):
+        try:
+            if not inside(run_dir, f):
+                raise CheckpointError(f"{f!r} is a symbolic link that leads out of the run folder")
+            st = os.stat(f)  # follows links: dangling ones and loops raise here
+        except CheckpointError as e:
+            if problems is not None:
+                problems.append(str(e))
+            continue
+        except OSError as e:
+            if problems is not None:
+                problems.append(f"{f!r} cannot be read ({e.strerror or e}; a dangling link or a link loop?)")
+            continue
+        out.append((st.st_mtime, os.path.basename(f) == "last.pt", f))
+    return [f for _, _, f in sorted(out, reverse=True)]
+
+
+MODEL_KEYS = ("image_size", "channels", "conditional", "latent_dim", "g_width", "d_width", "spectral_norm",
+              "minibatch_std")
+
+
+def _run_expectations(run_dir: str) -> Tuple[Optional[dict], Optional[int], List[str]]:
+    """What the run folder itself says about its run: config.yaml, and the last logged step."""
+    import json
+
+    notes: List[str] = []
+    cfg = None
+    p = os.path.join(run_dir, "config.yaml")
+    if os.path.isfile(p) and os.path.getsize(p) < 1 << 20:
+        try:
+            import yaml
+
+            with open(p) as f:
+                c = yaml.safe_load(f)
+            cfg = c if isinstance(c, dict) else None
+        except Exception:
+            cfg = None
+    last = None
+    log = os.path.join(run_dir, "log.jsonl")
+    if os.path.isfile(log):
+        with open(log, "rb") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                    s = row.get("step") if isinstance(row, dict) else None
+                except ValueError:
+                    continue
+                if isinstance(s, int) and not isinstance(s, bool):
+                    last = s if last is None else max(last, s)
+    return cfg, last, notes
+
+
+def _implausible(ck: Dict[str, Any], run_cfg: Optional[dict], last_logged: Optional[int]) -> Optional[str]:
+    cfg = ck["config"]
+    step = int(ck["step"])
+    own_steps = cfg.get("steps")
+    if isinstance(own_steps, int) and step > own_steps:
+        return f"its step {step} is beyond the steps of its own config ({own_steps})"
+    if run_cfg is not None:
+        diff = [k for k in MODEL_KEYS if k in run_cfg and k in cfg and run_cfg[k] != cfg[k]
+                and not (k == "channels" and run_cfg[k] is None)]
+        if diff:
+            return ("its model does not match the run's config.yaml ("
+                    + ", ".join(f"{k}: {cfg[k]!r} vs {run_cfg[k]!r}" for k in diff) + ")")
+    if last_logged is not None:
+        every = cfg.get("log_every") if isinstance(cfg.get("log_every"), int) else 1
+        if step > last_logged + max(1, every):
+            return f"its step {step} is beyond the run's log, which ends at step {last_logged}"
+    return None
 
 
 def find_resumable(run_dir, map_location="cpu") -> Tuple[Optional[str], Optional[Dict[str, Any]], List[str]]:
-    """For ``--resume auto``: the newest checkpoint of ``run_dir`` that loads, with its content,
-    and the messages of the newer ones that did not (truncated, corrupted...). (None, None, [])
-    when the run has no checkpoint at all."""
+    """For ``--resume auto``: the checkpoint of ``run_dir`` with the highest *verified* step (CRCs
+    and digest checked) that is plausible for the run (its model matches the run's config.yaml,
+    its step is within its own config's steps and the run's log), with its content, and the
+    messages of the ones skipped (truncated, corrupted, implausible, dangling links...).
+    (None, None, []) when the run has no checkpoint at all."""
+    run_dir = os.fspath(run_dir)
     problems: List[str] = []
+    run_cfg, last_logged, _ = _run_expectations(run_dir)
     best = None
-    for f in candidates(run_dir):
+    for f in candidates(run_dir, problems):
         try:
             ck = load_checkpoint(f, map_location)
-        except (CheckpointError, FileNotFoundError) as e:
+        except (CheckpointError, FileNotFoundError, OSError) as e:
             problems.append(str(e))
+            continue
+        why = _implausible(ck, run_cfg, last_logged)
+        if why:
+            problems.append(f"checkpoint {f!r} is not used: {why}")
             continue
         if best is None or int(ck["step"]) > int(best[1]["step"]):
             best = (f, ck)

@@ -3,6 +3,7 @@ YAML/TOML files and command-line flags (unknown keys and wrong types are errors)
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional, Union, get_args, get_origin, get_type_hints
@@ -108,10 +109,16 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"config key {name!r}: must be in [0, 1), got {getattr(self, name)}")
-        if not 0 < self.real_target <= 1:
-            raise ConfigError(f"config key 'real_target': must be in (0, 1], got {self.real_target}")
+        from ganx.ops.bce import TARGET_RANGE  # the losses' own range, the one every layer checks
+
+        if not TARGET_RANGE[0] <= self.real_target <= TARGET_RANGE[1]:
+            raise ConfigError(f"config key 'real_target': must be in [0, 1], got {self.real_target}")
         if (self.sample_every is not None and self.sample_every < 0) or self.threads < 0:
             raise ConfigError("config keys 'sample_every' and 'threads' must be >= 0")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"config key {f.name!r}: must be a finite number, got {v}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"config key 'device': must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
@@ -127,7 +134,7 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
+            raise ConfigError(f"unknown config key(s) {', '.join(_short(u, 60) for u in unknown[:10])}; valid keys: "
                               f"{', '.join(sorted(names))}")
         return cls(**d)
 
@@ -185,7 +192,60 @@ def _coerce(name: str, value: Any, typ) -> Any:
         if isinstance(value, os.PathLike):
             return os.fspath(value)
     tname = getattr(typ, "__name__", str(typ)) + (" or null" if optional else "")
-    raise ConfigError(f"config key {name!r}: expected {tname}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"config key {name!r}: expected {tname}, got {type(value).__name__} {_short(value)}")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """repr of a value for an error message, cut short (a YAML alias bomb must not become a
+    gigabyte-long message)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother = 3, limit, limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 8
+    text = r.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes; anything near this is not one
+MAX_YAML_NODES = 100_000  # values after expanding aliases; a config has a few dozen
+
+
+def _yaml_load(f):
+    """yaml.safe_load that first counts the values the document holds with its aliases
+    expanded, and refuses more than MAX_YAML_NODES (a "billion laughs" file of a few hundred
+    bytes would otherwise expand to gigabytes when it is copied or printed)."""
+    import yaml
+
+    loader = yaml.SafeLoader(f)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        memo: Dict[int, int] = {}
+
+        def size(n, depth=0) -> int:
+            if id(n) in memo:
+                return memo[id(n)]
+            if depth > 100:
+                raise yaml.YAMLError("nested more than 100 levels deep")
+            memo[id(n)] = 1  # a (recursive) alias to an ancestor counts once
+            if isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(size(c, depth + 1) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+            else:
+                total = 1
+            memo[id(n)] = total
+            if total > MAX_YAML_NODES:
+                raise yaml.YAMLError(f"it expands to more than {MAX_YAML_NODES} values through its aliases "
+                                     f"(*name); refused (a config holds a few dozen)")
+            return total
+
+        size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_config_file(path) -> Dict[str, Any]:
@@ -193,6 +253,9 @@ def load_config_file(path) -> Dict[str, Any]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path!r} is {os.path.getsize(path)} bytes; a config file must be under "
+                          f"{MAX_CONFIG_BYTES} bytes")
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".toml":
@@ -204,7 +267,7 @@ def load_config_file(path) -> Dict[str, Any]:
             import yaml
 
             with open(path) as f:
-                d = yaml.safe_load(f) or {}
+                d = _yaml_load(f) or {}
         else:
             raise ConfigError(f"config file {path!r}: use a .yaml, .yml or .toml file")
     except ConfigError:
@@ -212,7 +275,8 @@ def load_config_file(path) -> Dict[str, Any]:
     except ImportError as e:
         raise ConfigError(f"config file {path!r}: TOML needs Python >= 3.11 (tomllib)") from e
     except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError: show the parser's message
-        raise ConfigError(f"config file {path!r} could not be parsed: {e}") from e
+        msg = " ".join(str(e).split())
+        raise ConfigError(f"config file {path!r} could not be parsed: {msg[:400]}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"config file {path!r} must hold a mapping of keys to values")
     return d

@@ -9,6 +9,12 @@ Test hooks (never set them in production; they only exist to prove the recovery 
   with ``OSError(ENOSPC)``, as a full disk would make it.
 * ``GANX_TEST_SLOW_STEP=SECONDS``: sleep that long after each step (so a test can signal a
   process in the middle of a run).
+* ``GANX_TEST_KILL_AT=POINT[:N]``: the process kills itself with SIGKILL (no clean-up of any
+  kind, as ``kill -9`` or a power cut) the N-th time (default 1st) it reaches POINT. Points:
+  ``save:tmp`` (a checkpoint's temporary file is written, not yet renamed), ``save:previous``
+  (previous.pt updated, last.pt not yet replaced), ``save:done``, ``write:NAME`` (the temporary
+  file of NAME, e.g. log.jsonl or config.yaml, is written, not yet renamed) and ``log:torn``
+  (half of a log line is written).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["NonFiniteLossError", "GracefulStop", "inject_nan", "maybe_fail_save", "slow_step"]
+__all__ = ["NonFiniteLossError", "GracefulStop", "inject_nan", "maybe_fail_save", "slow_step", "kill_point"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,6 +69,22 @@ def maybe_fail_save(f) -> None:
         f.seek(max(0, f.tell() // 2))
         f.truncate()
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+_kill_hits = {}
+
+
+def kill_point(name: str) -> None:
+    """The test hook GANX_TEST_KILL_AT: SIGKILL this process at a named point."""
+    v = os.environ.get("GANX_TEST_KILL_AT")
+    if not v:
+        return
+    point, _, n = v.rpartition(":") if v.rsplit(":", 1)[-1].isdigit() else (v, "", "1")
+    if point != name:
+        return
+    _kill_hits[name] = _kill_hits.get(name, 0) + 1
+    if _kill_hits[name] == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def slow_step() -> None:

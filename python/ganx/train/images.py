@@ -8,7 +8,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-__all__ = ["make_grid", "save_grid", "plot_log", "loss_figure", "plotted_rows"]
+__all__ = ["make_grid", "save_grid", "plot_log", "loss_figure", "plotted_rows", "read_log", "read_log_lines"]
 
 
 def make_grid(images: torch.Tensor, nrow: int, padding: int = 1, min_side: int = 256) -> np.ndarray:
@@ -30,19 +30,60 @@ def make_grid(images: torch.Tensor, nrow: int, padding: int = 1, min_side: int =
     return grid.permute(1, 2, 0).numpy()
 
 
-def save_grid(images: torch.Tensor, path, nrow: int) -> np.ndarray:
-    """Writes the grid of ``images`` as a PNG; returns it (uint8, H x W x C)."""
+def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> np.ndarray:
+    """Writes the grid of ``images`` as a PNG; returns it (uint8, H x W x C). With ``root`` (a
+    run folder) the file is replaced atomically and its folder must lie inside ``root`` (no
+    write through a link out of it)."""
     from PIL import Image
 
     a = make_grid(images, nrow)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).save(path)
+    img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+    if root is None:
+        img.save(path)
+        return a
+    import io
+
+    from ganx.train.rundir import atomic_write
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue(), root=root)
     return a
 
 
+def read_log_lines(path):
+    """(line, row) for each non-empty line of a JSONL log; row is None for a line that is not a
+    JSON object. A torn last line (a process killed mid-write) and any other unreadable line
+    are reported once on stderr and skipped by the callers."""
+    import sys
+
+    out = []
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines(keepends=True)
+    bad = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            row = None
+            bad.append(i + 1)
+        out.append((line, row))
+    if bad:
+        last = len(lines)
+        what = (f"its last line ({last}) is torn" if bad == [last] else f"line(s) {', '.join(map(str, bad[:10]))}"
+                f"{' ...' if len(bad) > 10 else ''} are not valid JSON")
+        print(f"ganx: warning: {os.fspath(path)}: {what}; skipped", file=sys.stderr)
+    return out
+
+
 def read_log(path) -> List[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The rows of a JSONL log (unreadable lines skipped with a warning, see read_log_lines)."""
+    return [row for _, row in read_log_lines(path) if row is not None]
 
 
 def _pyplot():
@@ -58,7 +99,8 @@ def plotted_rows(rows: List[dict]) -> List[dict]:
     """The log rows the loss plot shows: full log windows only. A row marked ``"partial"`` (a
     Ctrl-C, the first window after a resume, a run's last short window) averages fewer steps
     than the others and would show as a spike; it is left out, unless the log has nothing else."""
-    rows = [r for r in rows if "d_loss" in r]
+    rows = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in
+                                   ("step", "d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake"))]
     return [r for r in rows if not r.get("partial")] or rows
 
 
@@ -92,7 +134,13 @@ def plot_log(log_path, out_path) -> Optional[str]:
     rows = read_log(log_path) if os.path.isfile(log_path) else []
     if not plotted_rows(rows):
         return None
+    import io
+
+    from ganx.train.rundir import atomic_write
+
     fig = loss_figure(rows)
-    fig.savefig(out_path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
+    atomic_write(out_path, buf.getvalue(), root=os.path.dirname(os.path.abspath(out_path)))
     return str(out_path)

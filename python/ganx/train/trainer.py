@@ -14,8 +14,9 @@ import torch
 
 from ganx.data import BatchIterator, DataError, ImageDataset, load_dataset
 from ganx.models import Discriminator, Generator
-from ganx.train import distributed, faults
-from ganx.train.checkpoint import CheckpointSaveError, capture_rng, load_checkpoint, restore_rng, save_atomic
+from ganx.train import distributed, faults, rundir
+from ganx.train.checkpoint import (MODEL_KEYS, CheckpointError, CheckpointSaveError, capture_rng, load_checkpoint,
+                                   restore_rng, run_dir_of, save_atomic)
 from ganx.train.config import ConfigError, TrainConfig
 from ganx.train.ema import EMA
 from ganx.train.images import plot_log, save_grid
@@ -105,10 +106,15 @@ class Trainer:
             cfg = cfg.replace(out=os.path.join("runs", f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
         if run_dir is not None:
             cfg = cfg.replace(out=os.fspath(run_dir))
+        if os.path.lexists(cfg.out) and not os.path.isdir(cfg.out):
+            raise rundir.RunFolderError(f"run folder {cfg.out!r} exists and is not a folder (give --out a folder path)")
         self.config, self.dataset = cfg, dataset
         self.run_dir = cfg.out
+        self._lock = rundir.RunLock(self.run_dir)
         self.num_classes = dataset.num_classes if cfg.conditional else None
 
+        self._check_model_memory(cfg)
+        self._check_metric_options(cfg, dataset)
         self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, self.num_classes,
                            impl=cfg.impl).to(self.device)
         self.D = Discriminator(cfg.image_size, cfg.channels, cfg.d_width, self.num_classes,
@@ -157,6 +163,47 @@ class Trainer:
             self.grid_z, self.grid_y = torch.randn(64, cfg.latent_dim, generator=g), None
         self._tb = None
         self._last_labels = None
+
+    @staticmethod
+    def _check_metric_options(cfg: TrainConfig, dataset: ImageDataset) -> None:
+        """What the end-of-run metrics need, checked before training instead of after it."""
+        if not cfg.metrics:
+            return
+        space = cfg.feature_space
+        if space == "auto":
+            space = "classifier" if dataset.labels is not None else ("inception" if cfg.inception_weights else None)
+        if space == "classifier" and dataset.labels is None:
+            raise ConfigError(f"feature_space='classifier' needs labelled data, but {dataset.name!r} has no labels "
+                              f"(use 'inception' with --inception-weights, or --no-metrics)")
+        if space == "inception":
+            w = cfg.inception_weights
+            if not w:
+                raise ConfigError("feature_space='inception' needs --inception-weights FILE (a torchvision "
+                                  "inception_v3 state_dict; ganx never downloads), or use --no-metrics")
+            if not os.path.isfile(w):
+                raise ConfigError(f"inception_weights {w!r} does not exist (ganx never downloads; save "
+                                  f"torchvision's inception_v3 state_dict there)")
+            try:
+                import torchvision.models  # noqa: F401
+            except Exception as e:
+                raise ConfigError(f"feature_space='inception' needs torchvision, which cannot be imported ({e}); "
+                                  f"pip install torchvision matching your torch, or use --no-metrics") from None
+
+    def _check_model_memory(self, cfg: TrainConfig) -> None:
+        """Refuse widths whose models (with gradients, Adam's two moments and the EMA copy) do not
+        fit the memory available, before allocating them."""
+        from ganx._limits import check_bytes
+        from ganx.train.sampling import model_bytes
+
+        try:
+            g = model_bytes(Generator, dict(latent_dim=cfg.latent_dim, image_size=cfg.image_size,
+                                            channels=cfg.channels, width=cfg.g_width, num_classes=self.num_classes))
+            d = model_bytes(Discriminator, dict(image_size=cfg.image_size, channels=cfg.channels, width=cfg.d_width,
+                                                num_classes=self.num_classes, minibatch_std=cfg.minibatch_std))
+        except (ValueError, TypeError, RuntimeError, OverflowError) as e:
+            raise ConfigError(f"the model of this config cannot be built: {e}") from None
+        check_bytes(5 * g + 4 * d, f"g_width={cfg.g_width}, d_width={cfg.d_width}, latent_dim={cfg.latent_dim}: "
+                    f"the models with their optimiser state", ConfigError)
 
     # ------------------------------------------------------------------ one update each
     def _autocast(self):
@@ -281,7 +328,7 @@ class Trainer:
         with self._autocast():
             imgs = G(self.grid_z.to(self.device), y)
         G.train(was)
-        grid = save_grid(imgs, path, self.grid_cols)
+        grid = save_grid(imgs, path, self.grid_cols, root=self.run_dir)
         if self._tb is not None:
             self._tb.add_image("samples", grid, self.step, dataformats="HWC")
 
@@ -313,22 +360,47 @@ class Trainer:
                     "data": self.data.state_dict()},
         }
 
-    def load_state_dict(self, ckpt: Dict[str, Any]) -> None:
-        self.G.load_state_dict(ckpt["G"])
-        self.D.load_state_dict(ckpt["D"])
-        self.opt_g.load_state_dict(ckpt["opt_g"])
-        self.opt_d.load_state_dict(ckpt["opt_d"])
+    def load_state_dict(self, ckpt: Dict[str, Any], name: str = "the checkpoint") -> None:
+        """Restore a checkpoint's state. A part that does not fit this trainer's model, optimisers
+        or RNGs is a :class:`CheckpointError` naming it (nothing is half-applied to the models:
+        the weights are checked before anything is loaded)."""
+        def part(what, fn):
+            try:
+                fn()
+            except CheckpointError:
+                raise
+            except Exception as e:  # RuntimeError (shapes), KeyError, TypeError, ValueError, IndexError
+                lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+                detail = " ".join(lines[:2])
+                if len(detail) > 300:
+                    detail = detail[:300] + "..."
+                raise CheckpointError(f"{name}: its {what} cannot be loaded into this run ({detail})") from None
+
+        part("generator weights", lambda: self.G.load_state_dict(ckpt["G"]))
+        part("discriminator weights", lambda: self.D.load_state_dict(ckpt["D"]))
+        part("generator optimiser state", lambda: self.opt_g.load_state_dict(ckpt["opt_g"]))
+        part("discriminator optimiser state", lambda: self.opt_d.load_state_dict(ckpt["opt_d"]))
         if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema.load_state_dict(ckpt["ema"])
+            part("EMA state", lambda: self.ema.load_state_dict(ckpt["ema"]))
         if ckpt.get("scaler_g"):
-            self.scaler_g.load_state_dict(ckpt["scaler_g"])
+            part("gradient scaler state", lambda: self.scaler_g.load_state_dict(ckpt["scaler_g"]))
         if ckpt.get("scaler_d"):
-            self.scaler_d.load_state_dict(ckpt["scaler_d"])
-        restore_rng(ckpt["rng"]["global"])
-        self.noise_gen.set_state(ckpt["rng"]["noise"])
-        self.data.load_state_dict(ckpt["rng"]["data"])
+            part("gradient scaler state", lambda: self.scaler_d.load_state_dict(ckpt["scaler_d"]))
+        part("RNG state", lambda: restore_rng(ckpt["rng"]["global"]))
+        part("noise RNG state", lambda: self.noise_gen.set_state(ckpt["rng"]["noise"]))
+
+        def data_state():
+            st = ckpt["rng"]["data"]
+            self.data.load_state_dict(st)
+            if not (0 <= self.data.epoch <= 10 ** 12 and 0 <= self.data.index < self.data.batches_per_epoch):
+                raise ValueError(f"data position (epoch {self.data.epoch}, batch {self.data.index}) is out of range "
+                                 f"for {self.data.batches_per_epoch} batches per epoch")
+        part("data position", data_state)
         self.step = int(ckpt["step"])
-        self.elapsed = float(ckpt.get("elapsed", 0.0))
+        try:
+            self.elapsed = float(ckpt.get("elapsed", 0.0))
+        except (TypeError, ValueError):
+            self.elapsed = 0.0
 
     @property
     def checkpoint_path(self) -> str:
@@ -341,6 +413,8 @@ class Trainer:
         path = path or self.checkpoint_path
         if not self.is_main:
             return path
+        if os.path.abspath(os.path.dirname(path)) == os.path.abspath(os.path.join(self.run_dir, "checkpoints")):
+            rundir.safe_subdir(self.run_dir, "checkpoints")  # never through a link out of the run folder
         try:
             save_atomic(self.state_dict(), path, previous="previous.pt" if path == self.checkpoint_path else None)
         except OSError as e:
@@ -353,16 +427,44 @@ class Trainer:
     def from_checkpoint(cls, path, overrides: Optional[Dict[str, Any]] = None,
                         dataset: Optional[ImageDataset] = None) -> "Trainer":
         """Resume: rebuild the run from the checkpoint's config (``overrides`` on top, e.g. a
-        larger ``steps``) and restore its state. ``path`` is a checkpoint or a run folder."""
+        larger ``steps``) and restore its state. ``path`` is a checkpoint or a run folder.
+
+        Where the resumed run writes is never taken from the checkpoint (a file can come from
+        anywhere): ``overrides['out']`` if given, else the run folder the checkpoint lies in
+        (``RUN/checkpoints/*.pt`` -> ``RUN``); a checkpoint elsewhere needs ``out``. Options that
+        change the model (image size, widths, conditioning...) cannot be overridden."""
+        overrides = dict(overrides or {})
         ckpt = load_checkpoint(path)
+        src = os.fspath(path)
+        if os.path.isdir(src):
+            src = os.path.join(src, "checkpoints", "last.pt")
         saved = dict(ckpt["config"])
         if ckpt.get("sample_every_unit") != "steps" and saved.get("sample_every"):
             # A checkpoint from before sample_every counted steps: its value was in epochs (1
             # by default), which read as steps would write a grid at every step.
             saved["sample_every"] = None
-        cfg = TrainConfig.from_dict({**saved, **(overrides or {})})
+        if overrides.get("out") is None:
+            overrides.pop("out", None)
+            out = run_dir_of(path)
+            if out is None:
+                raise ConfigError(f"checkpoint {src!r} does not lie in a run folder's checkpoints/; pass --out RUN "
+                                  f"to say where the resumed run writes")
+            overrides["out"] = out
+        changed = [k for k in MODEL_KEYS if k in overrides and k in saved and overrides[k] != saved[k]
+                   and not (k == "channels" and overrides[k] is None)]
+        if changed:
+            raise ConfigError(f"checkpoint {src!r}: a resumed run keeps its model; cannot change "
+                              + ", ".join(f"{k} ({saved[k]!r} -> {overrides[k]!r})" for k in changed)
+                              + " (start a new run in another --out for that)")
+        try:
+            cfg = TrainConfig.from_dict({**saved, **overrides})
+        except ConfigError as e:
+            raise ConfigError(f"checkpoint {src!r}: its config is not usable: {e}") from None
+        from ganx.train.sampling import check_model_size
+
+        check_model_size(ckpt, src)
         trainer = cls(cfg, dataset=dataset)
-        trainer.load_state_dict(ckpt)
+        trainer.load_state_dict(ckpt, f"checkpoint {src!r}")
         return trainer
 
     # ------------------------------------------------------------------ the loop
@@ -370,8 +472,7 @@ class Trainer:
         """One log.jsonl line (and its TensorBoard scalars). A row whose window covers fewer than
         ``log_every`` steps (a Ctrl-C, the first row after a resume, the last of a run whose
         length is not a multiple of log_every) carries ``"partial": true``; the plot skips it."""
-        with open(os.path.join(self.run_dir, "log.jsonl"), "a") as f:
-            f.write(json.dumps(row) + "\n")
+        rundir.append_line(os.path.join(self.run_dir, "log.jsonl"), json.dumps(row))
         if self._tb is not None:
             for k in FIGURES:
                 self._tb.add_scalar(f"train/{k}", row[k], row["step"])
@@ -383,7 +484,7 @@ class Trainer:
             print('ganx: tensorboard is not installed; logging to log.jsonl only '
                   '(for TensorBoard logs: pip install "ganx[tensorboard]")')
             return
-        self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=self.step + 1)
+        self._tb = SummaryWriter(rundir.safe_subdir(self.run_dir, "tensorboard"), purge_step=self.step + 1)
         self._tb_hparams()
 
     def _tb_hparams(self) -> None:
@@ -406,21 +507,48 @@ class Trainer:
                 self._tb.add_scalar(f"metrics/{k}", v, self.step)
 
     def _prepare_run_dir(self) -> None:
+        """Take the run folder's lock, clean what interrupted runs left, write config.yaml and
+        drop the log lines after the checkpoint, all without following links out of the folder."""
         import yaml
 
-        os.makedirs(os.path.join(self.run_dir, "samples"), exist_ok=True)
-        with open(os.path.join(self.run_dir, "config.yaml"), "w") as f:
-            yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+        rundir.check_run_dir(self.run_dir)
+        self._lock.acquire()
+        if self._lock.stale_note:
+            rundir.warn(f"{self.run_dir}: {self._lock.stale_note}")
+        n = rundir.clean_stale_temporaries(self.run_dir)
+        if n:
+            rundir.warn(f"{self.run_dir}: removed {n} temporary file(s) of interrupted saves")
+        rundir.safe_subdir(self.run_dir, "samples")
+        rundir.safe_subdir(self.run_dir, "checkpoints")
+        rundir.atomic_write(os.path.join(self.run_dir, "config.yaml"),
+                            yaml.safe_dump(self.config.to_dict(), sort_keys=False), root=self.run_dir)
         # After a resume, drop log lines written after the checkpoint (they will be redone).
+        # Never in place: a new file, fsynced, renamed over the old one (a kill leaves one of them).
         log = os.path.join(self.run_dir, "log.jsonl")
+        if os.path.islink(log):
+            raise rundir.RunFolderError(f"{log!r} is a symbolic link; ganx does not write through it. Remove the link")
         if os.path.isfile(log):
-            with open(log) as f:
-                rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= self.step]
-            with open(log, "w") as f:
-                f.writelines(rows)
+            from ganx.train.images import read_log_lines
+
+            keep, changed = [], False
+            for line, row in read_log_lines(log):
+                if row is not None and row.get("step", 0) <= self.step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    changed = True
+            if changed:
+                rundir.atomic_write(log, "".join(keep), root=self.run_dir)
 
     def fit(self, tensorboard: bool = True) -> Dict[str, Any]:
-        """Train until ``config.steps``; returns the metrics that are also written to metrics.json."""
+        """Train until ``config.steps``; returns the metrics that are also written to metrics.json.
+        Holds the run folder's lock (one writer per folder) from start to end."""
+
+        try:
+            return self._fit(tensorboard)
+        finally:
+            self._lock.release()
+
+    def _fit(self, tensorboard: bool) -> Dict[str, Any]:
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -498,8 +626,8 @@ class Trainer:
                                               seed=cfg.seed + 3, feature_space=cfg.feature_space,
                                               inception_weights=cfg.inception_weights, device=self.device))
             metrics["metrics_seconds"] = round(time.perf_counter() - t, 3)
-        with open(os.path.join(self.run_dir, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+        rundir.atomic_write(os.path.join(self.run_dir, "metrics.json"), json.dumps(metrics, indent=2),
+                            root=self.run_dir)
         if self._tb is not None:
             self._tb_metrics(metrics)
             self._tb.close()
