@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kEpiThreads) upconv_epilogue_fwd_kernel(Epilog
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kEpiThreads) upconv_epilogue_bwd_kernel(EpilogueBwdArgs<scalar_t, acc_t> A,
                                                                           int64_t chunks) {
-  __shared__ acc_t red[kEpiThreads];
+  GANX_SHARED(acc_t, red, [kEpiThreads]);
   const int64_t s = A.s, Wo = A.W * s, P = A.H * s * Wo;
   const acc_t slope = static_cast<acc_t>(A.slope);
   const int64_t blk = blockIdx.x;
