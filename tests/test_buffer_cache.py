@@ -92,3 +92,18 @@ def test_cache_off_and_limit_from_variable():
         assert r.returncode == 0, r.stderr
         stats = eval(r.stdout)
         assert stats["limit_bytes"] == limit and stats["blocks"] == (0 if limit == 0 else 1), stats
+
+
+def test_a_larger_cached_block_serves_a_smaller_request():
+    clear_cpu_buffer_cache()
+    big = _cached_output(2 * N)
+    ptr = big.data_ptr()
+    del big
+    small = _cached_output(int(1.2 * N))  # fits in the freed block, which is less than twice as large
+    assert small.data_ptr() == ptr
+    small.fill_(3.0)
+    assert small.shape == (int(1.2 * N),) and bool((small == 3.0).all())
+    del small
+    tiny = _cached_output(N // 2)  # more than twice smaller: a block of its own
+    assert tiny.data_ptr() != ptr
+    clear_cpu_buffer_cache()

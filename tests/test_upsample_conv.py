@@ -1,9 +1,7 @@
 """upsample_conv2d against the pure-torch reference: forward, every gradient, formats, errors."""
-import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch._prims_common import suggest_memory_format
 
@@ -371,3 +369,20 @@ def test_cuda_nan_stays_in_receptive_field(scale, k):
     (gwr,) = torch.autograd.grad(ref, wr, go)
     assert torch.equal(out.isnan(), ref.isnan())
     assert torch.equal(gw.isnan(), gwr.isnan())
+
+
+# ----------------------------------------------------------------- the folded weight (reference)
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 3, 5, 4, 7), (1, 8, 2, 6, 3)])
+def test_deconv_weight_is_the_upsample_conv(shape):
+    n, ci, co, h, w = shape
+    x = torch.randn(n, ci, h, w, dtype=torch.float64)
+    wt = torch.randn(co, ci, 3, 3, dtype=torch.float64)
+    ref = nn.functional.conv2d(nn.functional.interpolate(x, scale_factor=2, mode="nearest"), wt, padding=1)
+    got = nn.functional.conv_transpose2d(x, reference.deconv_weight(wt), stride=2, padding=1)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_deconv_weight_rejects_other_kernels():
+    with pytest.raises(ValueError, match="deconv_weight: only 3x3"):
+        reference.deconv_weight(torch.randn(2, 2, 5, 5))

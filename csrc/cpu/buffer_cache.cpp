@@ -74,19 +74,24 @@ class Cache {
  public:
   Cache() : limit_(limit_from_env()) {}
 
-  void* take(size_t bytes) {
+  // The smallest cached block that holds `bytes` and is at most twice as large (best fit:
+  // with sizes that vary from call to call, an exact-size match would rarely happen and every
+  // miss costs a fresh mapping and its page faults). Returns the block, or {nullptr, 0}.
+  Block take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = free_.rbegin(); it != free_.rend(); ++it) {  // most recently returned first
-      if (it->bytes == bytes) {
-        void* p = it->ptr;
-        cached_ -= bytes;
-        free_.erase(std::next(it).base());
-        ++hits_;
-        return p;
-      }
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->bytes >= bytes && it->bytes / 2 <= bytes && (best == free_.end() || it->bytes < best->bytes)) best = it;
     }
-    ++misses_;
-    return nullptr;
+    if (best == free_.end()) {
+      ++misses_;
+      return {nullptr, 0};
+    }
+    const Block b = *best;
+    cached_ -= b.bytes;
+    free_.erase(best);
+    ++hits_;
+    return b;
   }
 
   void give(void* p, size_t bytes) {
@@ -154,13 +159,13 @@ class CachingAllocator final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) override {
     Cache& c = cache();
     if (n < kMinBytes || c.limit() == 0) return c10::GetCPUAllocator()->allocate(n);
-    const size_t bytes = size_class(n);
-    void* p = c.take(bytes);
-    if (p == nullptr) {
-      p = map_block(bytes);
-      TORCH_CHECK(p != nullptr, "ganx: out of memory allocating ", bytes, " bytes on the CPU");
+    Block b = c.take(n);
+    if (b.ptr == nullptr) {
+      b.bytes = size_class(n);
+      b.ptr = map_block(b.bytes);
+      TORCH_CHECK(b.ptr != nullptr, "ganx: out of memory allocating ", b.bytes, " bytes on the CPU");
     }
-    return {p, new Block{p, bytes}, &give_back, c10::Device(c10::DeviceType::CPU)};
+    return {b.ptr, new Block(b), &give_back, c10::Device(c10::DeviceType::CPU)};
   }
 
   void copy_data(void* dest, const void* src, std::size_t count) const override {
