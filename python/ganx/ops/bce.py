@@ -106,6 +106,9 @@ def check_target(op: str, name: str, value) -> float:
     return value
 
 
+_target = check_target  # the former name (type and range), for callers not yet renamed
+
+
 def _target_type(op: str, name: str, value) -> float:
     # The public functions check only the type here (a tensor or a bool must not become a float
     # silently); the range is the op's to check.
@@ -315,6 +318,7 @@ def _gen_fake(fake, mode, target, reduction, need_grad):
 @torch.library.register_fake("ganx::bce_with_logits")
 def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
     _check_fake_logits("bce_with_logits", input)
+    _check_fake_reduction("bce_with_logits", reduction)
     torch._check(target.shape == input.shape, lambda: "bce_with_logits: target must have input's shape")
     return _loss_like(input, reduction), _grad_like(input, need_grad)
 
@@ -322,6 +326,7 @@ def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
 @torch.library.register_fake("ganx::binary_cross_entropy")
 def _bce_fake(input, target, weight, reduction, need_grad):
     _check_fake_logits("binary_cross_entropy", input)
+    _check_fake_reduction("binary_cross_entropy", reduction)
     torch._check(target.shape == input.shape, lambda: "binary_cross_entropy: target must have input's shape")
     return _loss_like(input, reduction), _grad_like(input, need_grad)
 
