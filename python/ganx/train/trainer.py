@@ -115,6 +115,14 @@ class Trainer:
 
         self._check_model_memory(cfg)
         self._check_metric_options(cfg, dataset)
+        if os.environ.get("GANX_CPU_BUFFER_CACHE_MB"):
+            # The CPU losses read it at their first large call; a bad value is a start-up error.
+            from ganx.ops import cpu_buffer_cache_stats
+
+            try:
+                cpu_buffer_cache_stats()
+            except RuntimeError as e:
+                raise ConfigError((str(e).strip().splitlines() or [""])[0]) from None
         self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, self.num_classes,
                            impl=cfg.impl).to(self.device)
         self.D = Discriminator(cfg.image_size, cfg.channels, cfg.d_width, self.num_classes,
