@@ -6,12 +6,12 @@
     python benchmarks/bench_losses.py --tiny --out -       # smoke test, writes nothing
 
 Results go to benchmarks/results/losses-<device>-<date>.{md,json,png}. See --help and
-benchmarks/README.md. The code lives in ganx._bench.losses (so `ganx bench` has it too).
+benchmarks/README.md. The code lives in benchmarks/ganx_bench/losses.py.
 """
 import sys
 from pathlib import Path
 
-from ganx._bench.losses import main
+from ganx_bench.losses import main
 
 if __name__ == "__main__":
     sys.exit(main(default_out=Path(__file__).resolve().parent / "results"))

@@ -6,12 +6,12 @@
     python benchmarks/bench_train_step.py --tiny --out -       # smoke test, writes nothing
 
 Results go to benchmarks/results/train_step-<device>-<date>.{md,json,png}. See --help and
-benchmarks/README.md. The code lives in ganx._bench.train_step (so `ganx bench` has it too).
+benchmarks/README.md. The code lives in benchmarks/ganx_bench/train_step.py.
 """
 import sys
 from pathlib import Path
 
-from ganx._bench.train_step import main
+from ganx_bench.train_step import main
 
 if __name__ == "__main__":
     sys.exit(main(default_out=Path(__file__).resolve().parent / "results"))

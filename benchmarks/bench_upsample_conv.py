@@ -6,12 +6,12 @@
     python benchmarks/bench_upsample_conv.py --tiny --out -       # smoke test, writes nothing
 
 Results go to benchmarks/results/upsample_conv-<device>-<date>.{md,json,png}. See --help and
-benchmarks/README.md. The code lives in ganx._bench.upsample_conv (so `ganx bench` has it too).
+benchmarks/README.md. The code lives in benchmarks/ganx_bench/upsample_conv.py.
 """
 import sys
 from pathlib import Path
 
-from ganx._bench.upsample_conv import main
+from ganx_bench.upsample_conv import main
 
 if __name__ == "__main__":
     sys.exit(main(default_out=Path(__file__).resolve().parent / "results"))

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ganx._bench.harness import COMPARE_KEYS, compare_md, load_json
+from ganx_bench.harness import COMPARE_KEYS, compare_md, load_json
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "32",
         "--steps", "6", "--log-every", "2", "--checkpoint-every", "3", "--metric-samples", "100",

@@ -127,7 +127,8 @@ def test_torchrun_sigterm_stops_all_ranks_with_a_checkpoint(tmp_path):
     exe = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     cmd = ([exe] if exe else [sys.executable, "-m", "torch.distributed.run"])
     cmd += ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-            "-m", "ganx", "train", "--out", str(run), "--steps", "1000", *TINY]
+            os.path.join(os.path.dirname(__file__), "faulty_ganx.py"),  # python -m ganx + slow steps
+            "train", "--out", str(run), "--steps", "1000", *TINY]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "GANX_TEST_SLOW_STEP": "0.1"}
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -89,6 +89,12 @@ def test_unwritten_shared_memory_reads_poison_and_barrier_orders():
     assert out[64:].tolist() == [float(63 - t) for t in range(64)]
 
 
+def test_one_past_a_static_shared_array_is_caught():
+    assert st("shared_ptr", "asan").tensor("out", torch.float32).tolist() == [float(t) for t in range(33)]
+    with pytest.raises(H.EmuFailure, match="heap-buffer-overflow"):
+        st("shared_ptr", "asan", bug=1)
+
+
 def test_barrier_after_an_exited_thread_fails():
     with pytest.raises(H.EmuFailure, match=r"barriers.*__syncthreads at .* is reached by 63 of 64 threads: 1 have exited"):
         st("barriers", bug=1)

@@ -1,6 +1,6 @@
 """Faults: signals, NaN/Inf losses, corrupted / untrusted checkpoints, a disk that fills up during a
-save. Where it matters the test drives a real `python -m ganx train` process (the hidden hooks of
-ganx.train.faults inject the NaN, the slow steps and the failing save)."""
+save. Where it matters the test drives a real `ganx train` process (tests/faulty_ganx.py plants the
+NaN and the slow steps by monkeypatching; ganx.train.faults' hook makes the save fail)."""
 import json
 import os
 import signal
@@ -15,6 +15,7 @@ from ganx.data import load_digits_dataset
 from ganx.train import Trainer, TrainConfig, load_checkpoint
 from ganx.train.checkpoint import CheckpointError, find_resumable
 
+FAULTY_GANX = os.path.join(os.path.dirname(__file__), "faulty_ganx.py")  # python -m ganx + planted faults
 TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "32",
         "--log-every", "1", "--device", "cpu", "--no-progress", "--impl", "reference", "--threads", "1",
         "--no-metrics", "--sample-every", "0"]
@@ -28,7 +29,7 @@ def _env(**hooks):
 
 
 def ganx(*args, **hooks):
-    return subprocess.run([sys.executable, "-m", "ganx", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, FAULTY_GANX, *map(str, args)], capture_output=True, text=True,
                           env=_env(**hooks), timeout=240)
 
 
@@ -39,7 +40,7 @@ def _rows(run):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_and_resumes(tmp_path, sig):
     run = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "ganx", "train", "--out", str(run), "--steps", "1000",
+    p = subprocess.Popen([sys.executable, FAULTY_GANX, "train", "--out", str(run), "--steps", "1000",
                           "--checkpoint-every", "1000", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=_env(GANX_TEST_SLOW_STEP=0.05))
     try:

@@ -75,13 +75,36 @@ def test_config_roundtrip():
     (dict(image_size=24), "image_size must be one of"),
     (dict(channels=2), "channels must be 1 or 3"),
     (dict(num_classes=1), "num_classes"),
-    (dict(impl="cuda"), "impl must be"),
 ])
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Generator(**kwargs)
     with pytest.raises(ValueError, match=match):
         Discriminator(**kwargs)
+    with pytest.raises(ValueError, match="impl must be"):
+        Generator(impl="cuda")
+    with pytest.raises(TypeError, match="impl"):
+        Discriminator(impl="fused")  # D has no fused layer, so no impl to choose
+
+
+def test_registry_builds_by_name():
+    from ganx.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
+    from ganx.train import TrainConfig
+
+    assert GENERATORS["dcgan"] is Generator and DISCRIMINATORS["dcgan"] is Discriminator
+    cfg = TrainConfig(image_size=16, channels=1, latent_dim=8, g_width=4, d_width=4, spectral_norm=True,
+                      impl="reference")
+    G = GENERATORS[cfg.generator].from_config(cfg, 10)
+    D = DISCRIMINATORS[cfg.discriminator].from_config(cfg, 10)
+    assert (G.latent_dim, G.width, G.num_classes, G.impl) == (8, 4, 10, "reference")
+    assert (D.width, D.spectral_norm, D.minibatch_std) == (4, True, 4)
+    G2 = build_generator(G.arch, G.config())
+    G2.load_state_dict(G.state_dict())
+    build_discriminator(D.arch, D.config()).load_state_dict(D.state_dict())
+    with pytest.raises(ValueError, match="unknown generator architecture 'stylegan'; known: dcgan"):
+        build_generator("stylegan", {})
+    with pytest.raises(ValueError, match="unknown discriminator architecture"):
+        build_discriminator("nope", {})
 
 
 def test_one_pass_over_real_and_fake_equals_two():

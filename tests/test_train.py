@@ -8,8 +8,9 @@ import torch
 
 import ganx.functional
 from ganx.data import load_digits_dataset
-from ganx.train import AdversarialLoss, ConfigError, Trainer, TrainConfig, load_checkpoint, load_config_file
+from ganx.train import ConfigError, Trainer, TrainConfig, load_checkpoint, load_config_file, load_generator
 from ganx.train import checkpoint as ckpt_mod
+from ganx.train.losses import BCELoss
 
 HAS_FUSED_LOSSES = hasattr(ganx.functional, "bce_discriminator_loss")
 IMPLS = ["reference", pytest.param("fused", marks=pytest.mark.skipif(
@@ -60,29 +61,30 @@ def test_step_rules(tmp_path, impl, conditional):
     assert not same(g1, params(t.G)), "a G step must change G's weights"
 
 
-def test_loss_adapter_reference_values():
+def test_bce_loss_reference_values():
     real, fake = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([-3.0, 1.0])
-    loss, s = AdversarialLoss("reference").d_loss(real, fake)
+    loss, s = BCELoss("reference").d_loss(real, fake)
     sp = torch.nn.functional.softplus
     torch.testing.assert_close(loss, sp(-real).mean() + sp(fake).mean())
+    assert list(s) == list(BCELoss.stats)
     assert float(s["acc_real"]) == pytest.approx(2 / 3) and float(s["acc_fake"]) == pytest.approx(0.5)
     torch.testing.assert_close(s["d_real"], torch.sigmoid(real).mean())
-    torch.testing.assert_close(AdversarialLoss("reference").g_loss(fake), sp(-fake).mean())
-    torch.testing.assert_close(AdversarialLoss("reference", "minimax").g_loss(fake), -sp(fake).mean())
+    torch.testing.assert_close(BCELoss("reference").g_loss(fake), sp(-fake).mean())
+    torch.testing.assert_close(BCELoss("reference", "minimax").g_loss(fake), -sp(fake).mean())
     # label smoothing: BCE(l, 0.9) = softplus(l) - 0.9 l
-    loss_s, _ = AdversarialLoss("reference", real_target=0.9).d_loss(real, fake)
+    loss_s, _ = BCELoss("reference", real_target=0.9).d_loss(real, fake)
     torch.testing.assert_close(loss_s, (sp(real) - 0.9 * real).mean() + sp(fake).mean())
 
 
 @pytest.mark.skipif(not HAS_FUSED_LOSSES, reason="this build of ganx has no fused BCE losses")
 @pytest.mark.parametrize("g_mode", ["non_saturating", "minimax"])
-def test_loss_adapter_fused_matches_reference(g_mode):
+def test_bce_loss_fused_matches_reference(g_mode):
     torch.manual_seed(0)
     real = torch.randn(33, requires_grad=True)
     fake = torch.randn(33, requires_grad=True)
     out = {}
     for impl in ("fused", "reference"):
-        L = AdversarialLoss(impl, g_mode, real_target=0.9)
+        L = BCELoss(impl, g_mode, real_target=0.9)
         dl, st = L.d_loss(real, fake)
         gl = L.g_loss(fake)
         grads = torch.autograd.grad(dl + gl, (real, fake))
@@ -92,6 +94,7 @@ def test_loss_adapter_fused_matches_reference(g_mode):
     torch.testing.assert_close(f[1], r[1])
     for a, b in zip(f[2], r[2]):
         torch.testing.assert_close(a, b)
+    assert list(f[3]) == list(r[3]) == list(BCELoss.stats)
     for k in r[3]:
         torch.testing.assert_close(f[3][k].float(), r[3][k].float())
 
@@ -201,11 +204,18 @@ def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
 def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
     import signal
 
-    from ganx.train import faults
     from ganx.train.images import read_log
 
     t = Trainer(tiny(tmp_path, steps=50, log_every=3), dataset=SMALL)
-    monkeypatch.setattr(faults, "slow_step", lambda: t.step == 5 and signal.raise_signal(signal.SIGINT))
+    train_step = Trainer.train_step
+
+    def step_then_ctrl_c(self):
+        figs = train_step(self)
+        if self.step == 5:
+            signal.raise_signal(signal.SIGINT)
+        return figs
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
     m = t.fit(tensorboard=False)
     assert m["interrupted"] and m["steps"] == 5
     rows = read_log(tmp_path / "run" / "log.jsonl")
@@ -263,6 +273,38 @@ def test_checkpoint_is_weights_only_and_complete(tmp_path):
         assert k in ck
     assert ck["step"] == 4 and ck["config"]["steps"] == 4
     assert {"global", "noise", "data"} <= set(ck["rng"])
+
+
+OLD_CHECKPOINT = os.path.join(os.path.dirname(__file__), "data", "checkpoint-v1-3648c49.pt")
+
+
+def test_checkpoint_records_the_architectures(tmp_path):
+    t = Trainer(tiny(tmp_path), dataset=SMALL)
+    t.fit(tensorboard=False)
+    ck = load_checkpoint(tmp_path / "run")
+    assert (ck["generator_arch"], ck["discriminator_arch"]) == ("dcgan", "dcgan")
+    assert ck["generator_config"] == t.G.config() and ck["discriminator_config"] == t.D.config()
+    G, _ = load_generator(tmp_path / "run", use_ema=False)
+    assert type(G) is type(t.G) and all(torch.equal(a, b) for a, b in zip(G.state_dict().values(),
+                                                                          t.G.state_dict().values()))
+
+
+def test_checkpoint_of_ganx_0_1_0_still_loads(tmp_path):
+    """tests/data/checkpoint-v1-3648c49.pt was written by the code of commit 3648c49 (before the
+    model registry and the pluggable losses): 2 steps, 16px, widths 4, spectral norm, conditional.
+    It records no architecture names and its D config has the since-removed 'impl'."""
+    old = load_checkpoint(OLD_CHECKPOINT)
+    assert "generator_arch" not in old and "impl" in old["discriminator_config"]
+    G, _ = load_generator(OLD_CHECKPOINT)
+    z = torch.randn(3, G.latent_dim)
+    assert G(z, torch.tensor([0, 1, 2])).shape == (3, 1, 16, 16)
+    torch.testing.assert_close(G.state_dict()["project.0.weight"], old["ema"]["module"]["project.0.weight"])
+    # and the run resumes from it (a new run folder; its data: the digits it was trained on)
+    t = Trainer.from_checkpoint(OLD_CHECKPOINT, {"steps": 3, "out": str(tmp_path / "resumed")},
+                                dataset=_DIGITS._subset(torch.arange(64)))
+    assert t.step == 2
+    t.fit(tensorboard=False)
+    assert load_checkpoint(tmp_path / "resumed")["step"] == 3
 
 
 def test_crash_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -344,3 +386,18 @@ def test_cuda_amp_training(tmp_path, amp):
     assert not same(g0, params(t.G))
     c = Trainer.from_checkpoint(tmp_path / "run", {"steps": 6}, dataset=SMALL)
     c.fit(tensorboard=False)
+
+
+def test_auto_resume_policy(tmp_path):
+    from ganx.train.checkpoint import CheckpointError
+    from ganx.train.resume import auto_resume_path
+
+    assert auto_resume_path(str(tmp_path / "none")) is None  # nothing there: a fresh run
+    Trainer(tiny(tmp_path, steps=1), dataset=SMALL).fit(tensorboard=False)
+    run = tmp_path / "run"
+    assert auto_resume_path(str(run)).endswith("last.pt")
+    (run / "checkpoints" / "last.pt").write_bytes(b"torn")
+    warned = []
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        auto_resume_path(str(run), warned.append)
+    assert len(warned) == 1 and "last.pt" in warned[0]

@@ -1,10 +1,9 @@
 """upsample_conv2d against the pure-torch reference: forward, every gradient, formats, errors."""
-import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch._prims_common import suggest_memory_format
 
 import ganx
 from ganx.ops import reference
@@ -275,16 +274,18 @@ def test_cuda_matches_cpu_and_reference_fp64(scale, k, act, slope):
 @pytest.mark.cuda
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 17, 19, 5), (2, 64, 8, 8), (1, 9, 33, 31), (4, 130, 4, 4)])
 @pytest.mark.parametrize("fmt", ["contiguous", "channels_last", "sliced"])
-def test_cuda_shapes_and_formats_float32(shape, fmt):
+def test_cuda_shapes_and_formats_float32(shape, fmt, no_tf32):
     n, ci, h, w_ = shape
     x, w, b = _inputs(n, ci, 11, h, w_, 3, dtype=torch.float32, device="cuda")
     if fmt == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     elif fmt == "sliced":
         x = torch.randn(n, ci, h + 2, w_ + 3, device="cuda")[:, :, 1:h + 1, 2:w_ + 2]
-    torch.backends.cudnn.allow_tf32 = False
     out = _compare(x, w, b, 2, "leaky_relu", 0.2, atol=1e-4, rtol=1e-4)
-    if fmt == "channels_last":
+    # The output takes x's suggest_memory_format(): c10 calls an N x C x 1 x 1 tensor
+    # contiguous, so (1, 1, 1, 1) channels_last is an ordinary contiguous tensor.
+    assert out.is_contiguous(memory_format=suggest_memory_format(x))
+    if fmt == "channels_last" and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -368,3 +369,20 @@ def test_cuda_nan_stays_in_receptive_field(scale, k):
     (gwr,) = torch.autograd.grad(ref, wr, go)
     assert torch.equal(out.isnan(), ref.isnan())
     assert torch.equal(gw.isnan(), gwr.isnan())
+
+
+# ----------------------------------------------------------------- the folded weight (reference)
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 3, 5, 4, 7), (1, 8, 2, 6, 3)])
+def test_deconv_weight_is_the_upsample_conv(shape):
+    n, ci, co, h, w = shape
+    x = torch.randn(n, ci, h, w, dtype=torch.float64)
+    wt = torch.randn(co, ci, 3, 3, dtype=torch.float64)
+    ref = nn.functional.conv2d(nn.functional.interpolate(x, scale_factor=2, mode="nearest"), wt, padding=1)
+    got = nn.functional.conv_transpose2d(x, reference.deconv_weight(wt), stride=2, padding=1)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_deconv_weight_rejects_other_kernels():
+    with pytest.raises(ValueError, match="deconv_weight: only 3x3"):
+        reference.deconv_weight(torch.randn(2, 2, 5, 5))

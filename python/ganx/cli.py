@@ -77,13 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="print versions, build and devices")
 
-    b = sub.add_parser("bench", help="quick CPU benchmark of the fused ops against eager PyTorch (< 2 min)",
-                       description="Times ganx's fused ops against eager PyTorch (and the folded-weight "
-                                   "conv_transpose2d) on four DCGAN generator layers and the BCE losses at "
-                                   "64 and 1M logits, on the CPU, and prints the Markdown table. The full "
-                                   "benchmark suite (GPU, torch.compile, more shapes) is in benchmarks/.")
+    b = sub.add_parser("bench", help="quick CPU timer of the fused ops against eager PyTorch (about a minute)",
+                       description="Times ganx's fused ops against eager PyTorch on the CPU: upsample_conv2d on "
+                                   "four DCGAN generator layers (forward, forward+backward) and the BCE "
+                                   "discriminator loss at 64 and 1M logits, each checked against eager first, "
+                                   "and prints the Markdown table. The full benchmark suite (GPU, torch.compile, "
+                                   "the folded conv_transpose2d, more shapes, plots) is in the repository's "
+                                   "benchmarks/.")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
-    b.add_argument("--out", default=None, help="also write .md/.json/.png results into this folder")
+    b.add_argument("--out", default=None, help="also write the report as .md and .json into this folder")
     return p
 
 
@@ -134,7 +136,8 @@ def _cmd_train(args) -> int:
 
 def _make_trainer(args):
     from ganx.train import ConfigError, Trainer, TrainConfig, load_config_file
-    from ganx.train.checkpoint import CheckpointError, find_resumable
+    from ganx.train.checkpoint import CheckpointError
+    from ganx.train.resume import auto_resume_path
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume")}
     try:
@@ -144,14 +147,8 @@ def _make_trainer(args):
             out = overrides.get("out", file_cfg.get("out"))
             if not out:
                 raise UserError("--resume auto needs the run folder: give --out RUN (or 'out' in the config file)")
-            path, _, problems = find_resumable(out)
-            for p in problems:
-                print(f"ganx: warning: skipping {p}", file=sys.stderr)
+            path = auto_resume_path(out)  # the policy: ganx.train.resume
             if path is None:
-                if problems:
-                    raise UserError(f"--resume auto: no usable checkpoint in {out!r} ({len(problems)} skipped, "
-                                    f"see the warnings above); resume one explicitly with --resume FILE --out "
-                                    f"{out}, or use another --out")
                 if os.environ.get("RANK", "0") == "0":  # one line under torchrun
                     print(f"ganx: --resume auto: no checkpoint in {out!r}; starting a fresh run there")
                 args.resume = None  # nothing to resume: a fresh run in that folder
@@ -178,6 +175,7 @@ def _cmd_sample(args) -> int:
 
     import torch
 
+    from ganx.models.common import latents
     from ganx.train import load_generator, resolve_device
     from ganx.train.config import ConfigError
     from ganx.train.images import save_grid
@@ -208,7 +206,7 @@ def _cmd_sample(args) -> int:
         raise UserError("--class: this checkpoint's generator is unconditional")
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        z = torch.randn(args.n, G.latent_dim, generator=g).to(device)
+        z = latents(args.n, G.latent_dim, g, device)
         imgs = G(z, labels.to(device) if labels is not None else None)
     nrow = args.nrow or (G.num_classes if (labels is not None and args.label is None and args.n >= G.num_classes * 2)
                          else max(1, math.ceil(math.sqrt(args.n))))
@@ -239,6 +237,12 @@ def _cmd_info(args) -> int:
         print("visible CUDA devices: none")
     print(f"CPU threads: {torch.get_num_threads()}; CPU loss kernels: {_ext._C.cpu_isa()} "
           f"(torch's CPU capability: {torch.backends.cpu.get_cpu_capability()})")
+    from ganx.ops import upsample_conv as _uc
+    forced = _uc.get_upconv_algorithm()
+    print(f"upsample-conv algorithms: {', '.join(_uc.UPCONV_ALGORITHMS)}; "
+          + (f"forced: {forced} (GANX_UPCONV_ALGO / ganx.ops.set_upconv_algorithm)" if forced else
+             "automatic (static rule; timed once per shape when torch.backends.cudnn.benchmark is on); "
+             "choices made so far: ganx.ops.upconv_algorithm_choices()"))
     try:
         import torch.utils.tensorboard  # noqa: F401
         tb = "yes"

@@ -205,6 +205,18 @@ template <typename T>
 inline T __ldg(const T* p) {
   return *p;
 }
+template <typename T>
+inline T __ldcg(const T* p) {  // one memory here: every cache operator is a plain load
+  return *p;
+}
+template <typename T>
+inline T __ldcs(const T* p) {
+  return *p;
+}
+template <typename T>
+inline void __stcs(T* p, T v) {
+  *p = v;
+}
 
 template <typename T>
 inline T ganx_emu_atomic_rmw_int(T* p, T v, int op) {

@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 EMU = ROOT / "tests" / "emu"
 SOURCES = ["tests/emu/driver_main.cpp", "tests/emu/bce_driver.cpp",  # + one per kernel header's ops
-           "tests/emu/selftest_driver.cpp"]
+           "tests/emu/upconv_driver.cpp", "tests/emu/selftest_driver.cpp"]
 RUNTIME = "tests/emu/emu_runtime.cpp"
 VARIANTS = ("plain", "asan", "race")
 
@@ -64,6 +64,8 @@ def _inputs(include_first: Optional[Path]) -> List[Path]:
     files = [ROOT / s for s in SOURCES + [RUNTIME]]
     files += sorted((ROOT / "csrc" / "cuda" / "kernels").glob("*.cuh"))
     files += [ROOT / "csrc" / "cuda" / "launch.cuh", ROOT / "csrc" / "bce_math.h"]
+    files += [ROOT / "csrc" / "activation.h", ROOT / "csrc" / "upconv_epilogue.h",
+              ROOT / "csrc" / "cpu" / "upconv_epilogue.h"]
     files += sorted(EMU.glob("*.h")) + sorted(EMU.glob("*.cuh"))
     if include_first is not None:
         files += sorted(p for p in include_first.rglob("*") if p.is_file())

@@ -1,5 +1,5 @@
 // The emulator's self-test kernels (selftest_kernels.cuh) as driver op "selftest".
-// Keys: kernel (warp_ops, dyn_shared, atomics, barriers, syncwarp, half, launch), blocks,
+// Keys: kernel (warp_ops, dyn_shared, atomics, barriers, shared_ptr, syncwarp, half, launch), blocks,
 // threads, bug; launch: gx, gy, gz, bx, by, bz, smem. Arrays in: a, b (half). Out: out.
 #include "selftest_kernels.cuh"
 
@@ -38,6 +38,10 @@ void op_selftest(const Case& c, Result& r) {
   } else if (k == "barriers") {
     Buf<float> out(128);
     st::launch_barriers(out.data, bug);
+    r.arrays.push_back({"out", out.bytes()});
+  } else if (k == "shared_ptr") {
+    Buf<float> out(33);
+    st::launch_shared_ptr(out.data, bug);
     r.arrays.push_back({"out", out.bytes()});
   } else if (k == "syncwarp") {
     Buf<int> out(32);

@@ -84,6 +84,17 @@ __global__ void half_math(const c10::Half* a, const c10::Half* b, c10::Half* out
   if (i < n) out[i] = static_cast<c10::Half>(static_cast<float>(a[i]) * static_cast<float>(b[i]) + 1.0f);
 }
 
+// A static shared array read through a pointer (no bounds UBSan could know); bug 1 reads one
+// element past its end: the exact-size allocation puts AddressSanitizer's redzone right there.
+__global__ void shared_ptr(float* out, int bug) {
+  GANX_SHARED(float, s, [33]);
+  float* p = s;
+  const int t = threadIdx.x;
+  p[t] = static_cast<float>(t);
+  __syncthreads();
+  out[t] = p[t + (bug == 1 ? 1 : 0)];
+}
+
 __global__ void nothing() {}
 
 // ------------------------------------------------------------------ launchers
@@ -103,6 +114,7 @@ inline void launch_syncwarp_order(int* out, int bug) {
 inline void launch_half_math(const c10::Half* a, const c10::Half* b, c10::Half* out, int n) {
   dev::launch(half_math, dim3((n + 127) / 128), dim3(128), 0, nullptr, a, b, out, n);
 }
+inline void launch_shared_ptr(float* out, int bug) { dev::launch(shared_ptr, dim3(1), dim3(33), 0, nullptr, out, bug); }
 inline void launch_nothing(dim3 grid, dim3 block, size_t smem) { dev::launch(nothing, grid, block, smem, nullptr); }
 
 }  // namespace emu_selftest

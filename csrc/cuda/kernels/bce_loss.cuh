@@ -284,7 +284,7 @@ __global__ void __launch_bounds__(kThreads)
   A w[kSums] = {};
   for (int b = threadIdx.x; b < static_cast<int>(gridDim.x); b += kThreads) {
 #pragma unroll
-    for (int k = 0; k < kSums; ++k) w[k] += partials[static_cast<int64_t>(b) * kSums + k];
+    for (int k = 0; k < kSums; ++k) w[k] += __ldcg(partials + static_cast<int64_t>(b) * kSums + k);  // from L2
   }
   block_reduce(w, sh);
   if (threadIdx.x == 0) {

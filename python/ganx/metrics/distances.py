@@ -2,7 +2,7 @@
 caller's choice, see ganx.metrics.features)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch

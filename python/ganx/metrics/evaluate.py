@@ -10,6 +10,7 @@ import torch
 from ganx.metrics.distances import fid_from_features, kid_from_features, unit_rms_scale
 from ganx.metrics.features import (ClassifierFeatures, InceptionFeatures, class_entropy,
                                    load_or_train_classifier, predict)
+from ganx.models.common import latents
 
 __all__ = ["evaluate_generator", "generate", "diversity", "format_metrics"]
 
@@ -43,7 +44,7 @@ def generate(G, n: int, seed: int, device, labels: Optional[torch.Tensor] = None
     out = []
     for i in range(0, n, batch_size):
         m = min(batch_size, n - i)
-        z = torch.randn(m, G.latent_dim, generator=g).to(device)
+        z = latents(m, G.latent_dim, g, device)
         y = labels[i:i + m].to(device) if labels is not None else None
         out.append(G(z, y).float().cpu())
     G.train(was_training)

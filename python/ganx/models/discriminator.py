@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from ganx.models.generator import _check_common
+from ganx.models.common import check_common
 
 __all__ = ["Discriminator", "MinibatchStd"]
 
@@ -55,9 +55,9 @@ class Discriminator(nn.Module):
     Conditioning (``num_classes`` set) is by projection (Miyato & Koyama 2018):
     ``logit = psi(h) + <embed(y), h>`` with ``h`` the pooled features, so the class enters
     as an inner product rather than as extra input channels.
-
-    ``impl`` is accepted for symmetry with the Generator; D has no fused layer yet.
     """
+
+    arch = "dcgan"  # its name in ganx.models.registry
 
     def __init__(
         self,
@@ -67,17 +67,15 @@ class Discriminator(nn.Module):
         num_classes: Optional[int] = None,
         spectral_norm: bool = False,
         minibatch_std: int = 4,
-        impl: str = "fused",
     ):
         super().__init__()
-        _check_common(image_size, channels, width, num_classes, impl)
+        check_common(image_size, channels, width, num_classes)
         self.image_size = int(image_size)
         self.channels = int(channels)
         self.width = int(width)
         self.num_classes = num_classes
         self.spectral_norm = bool(spectral_norm)
         self.minibatch_std = int(minibatch_std)
-        self.impl = impl
         sn = _sn if spectral_norm else (lambda m: m)
 
         n_blocks = (image_size // 4).bit_length() - 1
@@ -127,7 +125,14 @@ class Discriminator(nn.Module):
             raise ValueError("Discriminator: this discriminator is unconditional; labels must be None")
         return logit
 
+    @classmethod
+    def from_config(cls, cfg, num_classes: Optional[int]) -> "Discriminator":
+        """The discriminator of a training config (ganx.train.TrainConfig)."""
+        return cls(cfg.image_size, cfg.channels, cfg.d_width, num_classes, spectral_norm=cfg.spectral_norm,
+                   minibatch_std=cfg.minibatch_std)
+
     def config(self) -> dict:
+        """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint."""
         return {"image_size": self.image_size, "channels": self.channels, "width": self.width,
                 "num_classes": self.num_classes, "spectral_norm": self.spectral_norm,
-                "minibatch_std": self.minibatch_std, "impl": self.impl}
+                "minibatch_std": self.minibatch_std}

@@ -6,25 +6,12 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ganx.models.common import IMAGE_SIZES, check_common, latents
 from ganx.nn.upsample_conv import UpsampleConv2d
 
 __all__ = ["Generator", "IMAGE_SIZES"]
 
-IMAGE_SIZES = (16, 32, 64, 128)
 _BASE = 4  # spatial size after the linear projection; every block doubles it
-
-
-def _check_common(image_size: int, channels: int, width: int, num_classes: Optional[int], impl: str) -> None:
-    if image_size not in IMAGE_SIZES:
-        raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if width < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
-    if num_classes is not None and num_classes < 2:
-        raise ValueError(f"num_classes must be None (unconditional) or >= 2, got {num_classes}")
-    if impl not in ("fused", "reference"):
-        raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
 
 
 class Generator(nn.Module):
@@ -44,6 +31,8 @@ class Generator(nn.Module):
     (same parameters, same state_dict), for comparison and debugging.
     """
 
+    arch = "dcgan"  # its name in ganx.models.registry
+
     def __init__(
         self,
         latent_dim: int = 64,
@@ -55,7 +44,9 @@ class Generator(nn.Module):
         impl: str = "fused",
     ):
         super().__init__()
-        _check_common(image_size, channels, width, num_classes, impl)
+        check_common(image_size, channels, width, num_classes)
+        if impl not in ("fused", "reference"):
+            raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         self.latent_dim = int(latent_dim)
@@ -128,8 +119,12 @@ class Generator(nn.Module):
     def sample_latent(self, n: int, generator: Optional[torch.Generator] = None,
                       device=None) -> torch.Tensor:
         """n standard-normal latents, drawn on the CPU (so a seed gives the same z on any device)."""
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return z.to(device) if device is not None else z
+        return latents(n, self.latent_dim, generator, device)
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: Optional[int]) -> "Generator":
+        """The generator of a training config (ganx.train.TrainConfig)."""
+        return cls(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, num_classes, impl=cfg.impl)
 
     def config(self) -> dict:
         """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint."""

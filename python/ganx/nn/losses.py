@@ -47,7 +47,7 @@ class DiscriminatorBCELoss(nn.Module):
         self.impl = _impl(name, impl)
         self.real_target = _fused.check_target(name, "real_target", real_target)
         self.fake_target = _fused.check_target(name, "fake_target", fake_target)
-        _fused._reduction(name, reduction)
+        _fused.check_reduction(name, reduction)
         self.reduction = reduction
         self.return_stats = bool(return_stats)
 
@@ -77,7 +77,7 @@ class GeneratorBCELoss(nn.Module):
             raise ValueError(f"{name}: mode must be 'non_saturating' or 'minimax', got {mode!r}")
         self.mode = mode
         self.target = _fused.check_target(name, "target", target)
-        _fused._reduction(name, reduction)
+        _fused.check_reduction(name, reduction)
         self.reduction = reduction
 
     def forward(self, fake_logits: Tensor) -> Tensor:
@@ -100,7 +100,7 @@ class BCEWithLogitsLoss(nn.Module):
         name = type(self).__name__
         self.impl = _impl(name, impl)
         self.reduction = _legacy_reduction(size_average, reduce, reduction)
-        _fused._reduction(name, self.reduction)
+        _fused.check_reduction(name, self.reduction)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
         self.weight: Optional[Tensor]
@@ -122,7 +122,7 @@ class BCELoss(nn.Module):
         name = type(self).__name__
         self.impl = _impl(name, impl)
         self.reduction = _legacy_reduction(size_average, reduce, reduction)
-        _fused._reduction(name, self.reduction)
+        _fused.check_reduction(name, self.reduction)
         self.register_buffer("weight", weight)
         self.weight: Optional[Tensor]
 

@@ -82,7 +82,9 @@ def clear_cpu_buffer_cache() -> None:
 
 # ----------------------------------------------------------------- argument checks (cheap)
 
-def _reduction(op: str, reduction) -> int:
+def check_reduction(op: str, reduction) -> int:
+    """The kernels' code of ``reduction``; a ValueError naming ``op`` when it is not one (shared with
+    the loss modules of ganx.nn.losses)."""
     code = REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
     if code is None:
         raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
@@ -104,6 +106,9 @@ def check_target(op: str, name: str, value) -> float:
     return value
 
 
+_target = check_target  # the former name (type and range), for callers not yet renamed
+
+
 def _target_type(op: str, name: str, value) -> float:
     # The public functions check only the type here (a tensor or a bool must not become a float
     # silently); the range is the op's to check.
@@ -123,7 +128,7 @@ def _no_factor_grad(op: str, name: str, t: Optional[Tensor]) -> None:
                            f"pass {name}.detach()")
 
 
-def _double_backward_check(op: str, *tensors: Tensor) -> None:
+def _double_backward_check(op: str) -> None:
     # Grad mode is on inside a backward only under create_graph=True; the saved gradient is a
     # constant, so a graph built on it would give silently wrong higher-order gradients.
     if torch.is_grad_enabled():
@@ -165,7 +170,7 @@ def bce_discriminator_loss(
     saved gradients.
     """
     op = "bce_discriminator_loss"
-    red = _reduction(op, reduction)
+    red = check_reduction(op, reduction)
     rt = _target_type(op, "real_target", real_target)
     ft = _target_type(op, "fake_target", fake_target)
     _tensor(op, "real_logits", real_logits)
@@ -198,7 +203,7 @@ def bce_generator_loss(
     code = GENERATOR_MODES.get(mode) if isinstance(mode, str) else None
     if code is None:
         raise ValueError(f"{op}: mode must be 'non_saturating' or 'minimax', got {mode!r}")
-    red = _reduction(op, reduction)
+    red = check_reduction(op, reduction)
     t = _target_type(op, "target", target)
     _tensor(op, "fake_logits", fake_logits)
     need_grad = torch.is_grad_enabled() and fake_logits.requires_grad
@@ -230,7 +235,7 @@ def bce_with_logits(
     is finite at input = +-inf where the math is (torch returns NaN there).
     """
     op = "bce_with_logits"
-    red = _reduction(op, reduction)
+    red = check_reduction(op, reduction)
     _tensor(op, "input", input)
     _tensor(op, "target", target)
     if target.dtype != input.dtype:
@@ -258,7 +263,7 @@ def binary_cross_entropy(
     :func:`bce_with_logits` on logits: it is exact where this one clamps.
     """
     op = "binary_cross_entropy"
-    red = _reduction(op, reduction)
+    red = check_reduction(op, reduction)
     _tensor(op, "input", input)
     _tensor(op, "target", target)
     if target.dtype != input.dtype:
@@ -313,6 +318,7 @@ def _gen_fake(fake, mode, target, reduction, need_grad):
 @torch.library.register_fake("ganx::bce_with_logits")
 def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
     _check_fake_logits("bce_with_logits", input)
+    _check_fake_reduction("bce_with_logits", reduction)
     torch._check(target.shape == input.shape, lambda: "bce_with_logits: target must have input's shape")
     return _loss_like(input, reduction), _grad_like(input, need_grad)
 
@@ -320,6 +326,7 @@ def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
 @torch.library.register_fake("ganx::binary_cross_entropy")
 def _bce_fake(input, target, weight, reduction, need_grad):
     _check_fake_logits("binary_cross_entropy", input)
+    _check_fake_reduction("binary_cross_entropy", reduction)
     torch._check(target.shape == input.shape, lambda: "binary_cross_entropy: target must have input's shape")
     return _loss_like(input, reduction), _grad_like(input, need_grad)
 
@@ -345,7 +352,7 @@ def _bwl_setup(ctx, inputs, output):
 
 def _bwl_backward(ctx, g_loss, _):
     g, input, weight, pos_weight = ctx.saved_tensors
-    _double_backward_check("bce_with_logits", g_loss, g)
+    _double_backward_check("bce_with_logits")
     g_input = g_target = None
     if ctx.needs_input_grad[0]:
         if not ctx.need_grad:
@@ -376,7 +383,7 @@ def _bce_setup(ctx, inputs, output):
 
 def _bce_backward(ctx, g_loss, _):
     g, input, weight = ctx.saved_tensors
-    _double_backward_check("binary_cross_entropy", g_loss, g)
+    _double_backward_check("binary_cross_entropy")
     g_input = g_target = None
     if ctx.needs_input_grad[0]:
         if not ctx.need_grad:

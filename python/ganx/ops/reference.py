@@ -10,21 +10,27 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation",
+__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation", "ACTIVATION_FUNCTIONS",
            "bce_with_logits", "binary_cross_entropy", "bce_discriminator_loss", "bce_generator_loss",
-           "discriminator_stats"]
+           "discriminator_stats", "deconv_weight"]
+
+
+# The reference function of each fused activation: (pre-activation, negative_slope) -> output.
+# Paired with the C++ activation table (names, enum, slope flag) in ganx/ops/activations.py.
+ACTIVATION_FUNCTIONS = {
+    "none": lambda y, slope: y,
+    "relu": lambda y, slope: F.relu(y),
+    "leaky_relu": lambda y, slope: F.leaky_relu(y, slope),
+    "tanh": lambda y, slope: torch.tanh(y),
+}
 
 
 def apply_activation(y: torch.Tensor, activation: Optional[str], negative_slope: float = 0.01) -> torch.Tensor:
-    if activation in (None, "none"):
-        return y
-    if activation == "relu":
-        return F.relu(y)
-    if activation == "leaky_relu":
-        return F.leaky_relu(y, negative_slope)
-    if activation == "tanh":
-        return torch.tanh(y)
-    raise ValueError(f"upsample_conv2d: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+    act = "none" if activation is None else activation
+    if act not in ACTIVATION_FUNCTIONS:
+        names = ", ".join(["None"] + [repr(n) for n in ACTIVATION_FUNCTIONS if n != "none"])
+        raise ValueError(f"upsample_conv2d: activation must be one of {names}, got {activation!r}")
+    return ACTIVATION_FUNCTIONS[act](y, negative_slope)
 
 
 def upsample_conv2d(
@@ -52,6 +58,27 @@ def conv_transpose2d_4s2(
 ) -> torch.Tensor:
     """act(conv_transpose2d(x, weight (C_in, C_out, 4, 4), bias, stride=2, padding=1))."""
     return apply_activation(F.conv_transpose2d(x, weight, bias, stride=2, padding=1), activation, negative_slope)
+
+
+def deconv_weight(weight: torch.Tensor) -> torch.Tensor:
+    """3x3 conv weight (C_out, C_in, 3, 3) -> the (C_in, C_out, 4, 4) weight ``W4`` with
+    ``conv_transpose2d(x, W4, stride=2, padding=1) == conv2d(interpolate(x, 2, "nearest"), weight,
+    padding=1)``; the oracle of csrc's ``deconv_weight``.
+
+    Output row 2i reads x rows i (tap 1) and i-1 (tap 3), row 2i+1 rows i (tap 2) and i+1 (tap 0);
+    upsampling then the 3x3 conv gives row 2i = w0 x[i-1] + (w1 + w2) x[i] and row 2i+1 =
+    (w0 + w1) x[i] + w2 x[i+1]: per axis ``[w2, w1 + w2, w0 + w1, w0]``, the two 2-tap phase
+    kernels interleaved.
+    """
+    if weight.dim() != 4 or weight.shape[-2:] != (3, 3):
+        raise ValueError(f"deconv_weight: only 3x3 kernels fold to conv_transpose2d(4, 2, 1), got "
+                         f"{tuple(weight.shape)}")
+
+    def rows(w: torch.Tensor, d: int) -> torch.Tensor:
+        k0, k1, k2 = w.unbind(d)
+        return torch.stack([k2, k1 + k2, k0 + k1, k0], d)
+
+    return rows(rows(weight, 2), 3).transpose(0, 1)
 
 
 # ----------------------------------------------------------------- BCE adversarial losses

@@ -254,8 +254,8 @@ def candidates(run_dir, problems: Optional[List[str]] = None) -> List[str]:
     return [f for _, _, f in sorted(out, reverse=True)]
 
 
-MODEL_KEYS = ("image_size", "channels", "conditional", "latent_dim", "g_width", "d_width", "spectral_norm",
-              "minibatch_std")
+MODEL_KEYS = ("generator", "discriminator", "image_size", "channels", "conditional", "latent_dim", "g_width",
+              "d_width", "spectral_norm", "minibatch_std")
 
 
 def _run_expectations(run_dir: str) -> Tuple[Optional[dict], Optional[int], List[str]]:

@@ -8,6 +8,10 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional, Union, get_args, get_origin, get_type_hints
 
+from ganx.models.registry import DISCRIMINATORS, GENERATORS
+from ganx.ops.bce import TARGET_RANGE  # the losses' own range, the one every layer checks
+from ganx.train.losses import LOSSES
+
 __all__ = ["TrainConfig", "ConfigError", "load_config_file"]
 
 
@@ -34,6 +38,10 @@ class TrainConfig:
                                    choices=(None, 1, 3))
     conditional: bool = _opt(True, "class-conditional GAN (needs labels); --no-conditional for unconditional")
     # models
+    generator: str = _opt("dcgan", "generator architecture (ganx.models.registry): 'dcgan' = DCGAN on "
+                          "ganx's fused upsample+conv", choices=tuple(GENERATORS))
+    discriminator: str = _opt("dcgan", "discriminator architecture (ganx.models.registry): 'dcgan' = strided "
+                              "convs, projection conditioning", choices=tuple(DISCRIMINATORS))
     latent_dim: int = _opt(64, "size of the Gaussian latent z")
     g_width: int = _opt(32, "generator width: channels of its last hidden block (doubling towards the input)")
     d_width: int = _opt(32, "discriminator width: channels of its first conv (doubling at every block)")
@@ -47,9 +55,14 @@ class TrainConfig:
     steps: int = _opt(3000, "generator updates to train for")
     batch_size: int = _opt(64, "images per batch (real and fake alike)")
     d_steps: int = _opt(1, "discriminator updates per generator update")
-    g_loss: str = _opt("non_saturating", "generator loss: 'non_saturating' (-log D(G(z))) or "
+    loss: str = _opt("bce", "adversarial loss: 'bce' (the classic GAN losses on logits, fused) or 'hinge' "
+                     "(D: relu(1 - D(x)) + relu(1 + D(G(z))), G: -D(G(z)))", choices=tuple(LOSSES))
+    g_loss: str = _opt("non_saturating", "generator loss of --loss bce: 'non_saturating' (-log D(G(z))) or "
                        "'minimax' (log(1 - D(G(z))))", choices=("non_saturating", "minimax"))
-    real_target: float = _opt(1.0, "target for real images in D's loss; < 1 is one-sided label smoothing")
+    real_target: float = _opt(1.0, "target for real images in D's loss (--loss bce); < 1 is one-sided "
+                              "label smoothing")
+    r1_gamma: float = _opt(0.0, "weight of the R1 penalty gamma/2 * E ||grad D(x)||^2 on real images added "
+                           "to D's loss (StyleGAN's regulariser; 0 = off)")
     lr_g: float = _opt(2e-4, "Adam learning rate of the generator")
     lr_d: float = _opt(2e-4, "Adam learning rate of the discriminator")
     beta1: float = _opt(0.5, "Adam beta1 (both optimisers)")
@@ -109,10 +122,13 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"config key {name!r}: must be in [0, 1), got {getattr(self, name)}")
-        from ganx.ops.bce import TARGET_RANGE  # the losses' own range, the one every layer checks
-
         if not TARGET_RANGE[0] <= self.real_target <= TARGET_RANGE[1]:
             raise ConfigError(f"config key 'real_target': must be in [0, 1], got {self.real_target}")
+        if self.loss != "bce" and (self.g_loss != "non_saturating" or self.real_target != 1):
+            raise ConfigError(f"config keys 'g_loss' and 'real_target' belong to loss 'bce'; "
+                              f"loss {self.loss!r} has neither (leave them at their defaults)")
+        if not self.r1_gamma >= 0:
+            raise ConfigError(f"config key 'r1_gamma': must be >= 0, got {self.r1_gamma}")
         if (self.sample_every is not None and self.sample_every < 0) or self.threads < 0:
             raise ConfigError("config keys 'sample_every' and 'threads' must be >= 0")
         for f in fields(self):

@@ -1,14 +1,12 @@
 """Reliability helpers of the training loop: graceful stop on SIGINT/SIGTERM, non-finite loss
-detection, and the hidden fault-injection hooks that the tests drive through environment
-variables (a real ``python -m ganx train`` process can be made to hit a NaN or a full disk).
+detection, and the fault-injection hooks of file writing that the tests drive through environment
+variables (a real ``python -m ganx train`` process can be made to hit a full disk or a kill -9).
+NaN losses and slow steps are planted by tests/faulty_ganx.py, outside ganx.
 
 Test hooks (never set them in production; they only exist to prove the recovery paths):
 
-* ``GANX_TEST_INJECT_NAN_AT_STEP=N``: the D loss of step N (1-based) becomes NaN.
 * ``GANX_TEST_FAIL_SAVE=K``: the K-th checkpoint save of the process (1-based) fails half-way
   with ``OSError(ENOSPC)``, as a full disk would make it.
-* ``GANX_TEST_SLOW_STEP=SECONDS``: sleep that long after each step (so a test can signal a
-  process in the middle of a run).
 * ``GANX_TEST_KILL_AT=POINT[:N]``: the process kills itself with SIGKILL (no clean-up of any
   kind, as ``kill -9`` or a power cut) the N-th time (default 1st) it reaches POINT. Points:
   ``save:tmp`` (a checkpoint's temporary file is written, not yet renamed), ``save:previous``
@@ -24,9 +22,7 @@ import signal
 import threading
 from typing import Optional
 
-import torch
-
-__all__ = ["NonFiniteLossError", "GracefulStop", "inject_nan", "maybe_fail_save", "slow_step", "kill_point"]
+__all__ = ["NonFiniteLossError", "GracefulStop", "maybe_fail_save", "kill_point"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -43,14 +39,6 @@ def _env_int(name: str) -> Optional[int]:
         return int(v) if v else None
     except ValueError:
         return None
-
-
-def inject_nan(loss: torch.Tensor, step: int) -> torch.Tensor:
-    """The test hook GANX_TEST_INJECT_NAN_AT_STEP: poison the loss of one step."""
-    at = _env_int("GANX_TEST_INJECT_NAN_AT_STEP")
-    if at is not None and step == at:
-        return loss * float("nan")
-    return loss
 
 
 _saves = 0
@@ -85,14 +73,6 @@ def kill_point(name: str) -> None:
     _kill_hits[name] = _kill_hits.get(name, 0) + 1
     if _kill_hits[name] == int(n):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def slow_step() -> None:
-    v = os.environ.get("GANX_TEST_SLOW_STEP")
-    if v:
-        import time
-
-        time.sleep(float(v))
 
 
 class GracefulStop:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+
+from ganx.train.losses import BCELoss
 
 __all__ = ["make_grid", "save_grid", "plot_log", "loss_figure", "plotted_rows", "read_log", "read_log_lines"]
 
@@ -104,8 +106,10 @@ def plotted_rows(rows: List[dict]) -> List[dict]:
     return [r for r in rows if not r.get("partial")] or rows
 
 
-def loss_figure(rows: List[dict]):
-    """The two-panel figure of plot_log: D/G losses above, D's accuracies and outputs below."""
+def loss_figure(rows: List[dict], stats: Optional[Dict[str, str]] = None):
+    """The two-panel figure of plot_log: D/G losses above, the loss's D statistics below
+    (``stats``: log key -> label, the loss's ``stats``; default BCE's accuracies and mean D(x),
+    D(G(z)))."""
     plt = _pyplot()
     rows = plotted_rows(rows)
     steps = [r["step"] for r in rows]
@@ -115,11 +119,15 @@ def loss_figure(rows: List[dict]):
     a1.set_ylabel("loss")
     a1.legend()
     a1.grid(alpha=0.3)
-    for key, lab in (("acc_real", "D accuracy, real"), ("acc_fake", "D accuracy, fake"),
-                     ("d_real", "mean D(x)"), ("d_fake", "mean D(G(z))")):
-        a2.plot(steps, [r[key] for r in rows], label=lab, linestyle="-" if key.startswith("acc") else "--")
-    a2.set_ylim(-0.02, 1.02)
-    a2.set_ylabel("accuracy / probability")
+    stats = BCELoss.stats if stats is None else stats
+    for key, lab in stats.items():
+        a2.plot(steps, [r.get(key, float("nan")) for r in rows], label=lab,
+                linestyle="-" if key.startswith("acc") else "--")
+    if all(0 <= r.get(k, 0) <= 1 for r in rows for k in stats):
+        a2.set_ylim(-0.02, 1.02)
+        a2.set_ylabel("accuracy / probability")
+    else:
+        a2.set_ylabel("D statistics")
     a2.set_xlabel("step")
     a2.legend(ncol=2, fontsize=8)
     a2.grid(alpha=0.3)
@@ -127,9 +135,9 @@ def loss_figure(rows: List[dict]):
     return fig
 
 
-def plot_log(log_path, out_path) -> Optional[str]:
-    """Plot D/G losses and D's accuracies and outputs over steps from a JSONL log (full log
-    windows only, see :func:`plotted_rows`); None when the log has no rows."""
+def plot_log(log_path, out_path, stats: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Plot D/G losses and the loss's D statistics (``stats``, see :func:`loss_figure`) over steps
+    from a JSONL log (full log windows only, see :func:`plotted_rows`); None when the log has no rows."""
     plt = _pyplot()
     rows = read_log(log_path) if os.path.isfile(log_path) else []
     if not plotted_rows(rows):
@@ -138,7 +146,7 @@ def plot_log(log_path, out_path) -> Optional[str]:
 
     from ganx.train.rundir import atomic_write
 
-    fig = loss_figure(rows)
+    fig = loss_figure(rows, stats)
     buf = io.BytesIO()
     fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)

@@ -1,76 +1,186 @@
-"""Adversarial losses behind one interface, so the trainer is the same code for both impls.
+"""The GAN losses of the trainer: one object per loss, chosen by name (``--loss``), plus the R1
+penalty (``--r1-gamma``) on top of any of them.
 
-``impl="fused"`` calls ganx.functional's one-pass BCE kernels; ``impl="reference"`` computes
-the same quantities with plain PyTorch. Both work on logits (BCE(l, t) is
-``softplus(l) - l*t``, never ``log(sigmoid(l))``) and return the same statistics:
+A loss owns both updates' objectives and the figures they report:
 
-* D loss = mean BCE(real, real_target) + mean BCE(fake, fake_target)
-* G loss: non-saturating = mean BCE(fake, target) = -log D(G(z));
-  minimax = -mean BCE(fake, 0) = log(1 - D(G(z))) (G minimises it; it saturates early on)
-* stats: acc_real = P(real logit > 0), acc_fake = P(fake logit <= 0), d_real = mean D(x),
-  d_fake = mean D(G(z)), as 0-dim float tensors (no host sync until someone reads them).
+* ``d_step(D, real, fake, labels) -> (loss, stats)``: D's objective for one update. It gets D
+  itself and the images (``fake`` already detached), so a loss that needs more than the logits
+  of one pass (a gradient penalty) can have it. ``stats`` maps each name of :attr:`stats` to a
+  0-dim tensor (no host sync until someone reads it).
+* ``g_step(D, fake, labels) -> loss``: G's objective on images that carry G's graph (D frozen).
+* :attr:`stats`: the D figures, name -> label in the plot; the trainer logs, plots and prints
+  ``d_loss``, ``g_loss`` and these.
+
+Most losses only look at logits: they subclass :class:`LogitLoss` and write ``d_loss`` /
+``g_loss`` on logits. Adding a loss = one class here and one line in :data:`LOSSES`; the
+training loop does not change.
+
+* ``bce`` (default): D: ``BCE(real, real_target) + BCE(fake, 0)``; G: non-saturating
+  ``-log D(G(z))`` or minimax ``log(1 - D(G(z)))``. ``impl="fused"`` runs ganx's one-pass kernels
+  (ganx.ops.bce), ``impl="reference"`` their pure-PyTorch twins (ganx.ops.reference).
+* ``hinge`` (Lim & Ye 2017; SAGAN, BigGAN): D: ``mean relu(1 - real) + mean relu(1 + fake)``;
+  G: ``-mean fake``.
+* :class:`R1Penalty` (Mescheder et al. 2018; StyleGAN's default regulariser): adds
+  ``gamma / 2 * E ||grad_x D(x)||^2`` on real images to any loss's D objective (a double
+  backward through D only).
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-__all__ = ["AdversarialLoss", "STAT_NAMES"]
+from ganx.ops import bce as _fused_bce
+from ganx.ops import reference as _reference
 
-STAT_NAMES = ("acc_real", "acc_fake", "d_real", "d_fake")
+__all__ = ["GANLoss", "LogitLoss", "BCELoss", "HingeLoss", "R1Penalty", "LOSSES", "build_loss",
+           "discriminate"]
+
+Stats = Dict[str, Tensor]
 
 
-class AdversarialLoss:
+def discriminate(D, real: Tensor, fake: Tensor, labels: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """D's logits on the real and the generated batch, in one pass over ``cat([real, fake])``
+    (valid because D has no layer that mixes samples across its real and fake halves)."""
+    n = real.shape[0]
+    both_y = torch.cat([labels, labels]) if labels is not None else None
+    logits = D(torch.cat([real, fake.to(real.dtype)]), both_y)
+    return logits[:n], logits[n:]
+
+
+class GANLoss:
+    """The interface the trainer calls (see the module docstring)."""
+
+    name = "?"
+    stats: Dict[str, str] = {}
+
+    def d_step(self, D, real: Tensor, fake: Tensor, labels: Optional[Tensor]) -> Tuple[Tensor, Stats]:
+        raise NotImplementedError
+
+    def g_step(self, D, fake: Tensor, labels: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def figures(self) -> Tuple[str, ...]:
+        """Everything a step reports: the two losses, then the D statistics."""
+        return ("d_loss", "g_loss", *self.stats)
+
+    @classmethod
+    def from_config(cls, cfg) -> "GANLoss":
+        return cls()
+
+
+class LogitLoss(GANLoss):
+    """A loss that needs only D's logits: one D pass per update, losses in float32 whatever the
+    autocast dtype of D's output."""
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tuple[Tensor, Stats]:
+        raise NotImplementedError
+
+    def g_loss(self, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def d_step(self, D, real, fake, labels):
+        real_logits, fake_logits = discriminate(D, real, fake, labels)
+        return self.d_loss(real_logits.float(), fake_logits.float())
+
+    def g_step(self, D, fake, labels):
+        return self.g_loss(D(fake, labels).float())
+
+
+class BCELoss(LogitLoss):
+    """The classic GAN losses on logits (the math is in ganx.ops.bce). Stats: D's accuracy on
+    real and on fake (a logit > 0 reads "real"), mean D(x) and mean D(G(z)) (sigmoids)."""
+
+    name = "bce"
+    stats = {"acc_real": "D accuracy, real", "acc_fake": "D accuracy, fake", "d_real": "mean D(x)",
+             "d_fake": "mean D(G(z))"}
+
     def __init__(self, impl: str = "fused", g_mode: str = "non_saturating", real_target: float = 1.0):
         if impl not in ("fused", "reference"):
-            raise ValueError(f"AdversarialLoss: impl must be 'fused' or 'reference', got {impl!r}")
-        if g_mode not in ("non_saturating", "minimax"):
-            raise ValueError(f"AdversarialLoss: g_mode must be 'non_saturating' or 'minimax', got {g_mode!r}")
+            raise ValueError(f"BCELoss: impl must be 'fused' or 'reference', got {impl!r}")
+        if g_mode not in _fused_bce.GENERATOR_MODES:
+            raise ValueError(f"BCELoss: g_mode must be 'non_saturating' or 'minimax', got {g_mode!r}")
         self.impl, self.g_mode, self.real_target = impl, g_mode, float(real_target)
-        if impl == "fused":
-            from ganx import functional
+        # The fused ops and their reference twins have the same signatures.
+        self._ops = _fused_bce if impl == "fused" else _reference
 
-            missing = [n for n in ("bce_discriminator_loss", "bce_generator_loss") if not hasattr(functional, n)]
-            if missing:
-                raise ImportError(f"impl='fused': ganx.functional has no {', '.join(missing)} in this build "
-                                  f"of ganx; rebuild ganx or use impl='reference'")
-            self._f = functional
+    @classmethod
+    def from_config(cls, cfg) -> "BCELoss":
+        return cls(cfg.impl, cfg.g_loss, cfg.real_target)
 
-    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        # Losses are computed in float32 whatever the autocast dtype of D's output.
-        real_logits, fake_logits = real_logits.float(), fake_logits.float()
-        if self.impl == "fused":
-            loss, stats = self._f.bce_discriminator_loss(real_logits, fake_logits, real_target=self.real_target,
-                                                         fake_target=0.0, return_stats=True)
-            return loss, _stats_to_dict(stats)
-        loss = (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.real_target))
-                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    def d_loss(self, real_logits, fake_logits):
+        loss, stats = self._ops.bce_discriminator_loss(real_logits, fake_logits, real_target=self.real_target,
+                                                       return_stats=True)
+        # A DiscriminatorStats (fused) or a 4-vector (reference): both iterate in this order.
+        return loss, dict(zip(self.stats, stats))
+
+    def g_loss(self, fake_logits):
+        return self._ops.bce_generator_loss(fake_logits, mode=self.g_mode)
+
+
+class HingeLoss(LogitLoss):
+    """Hinge loss: D: ``mean relu(1 - real) + mean relu(1 + fake)``, G: ``-mean fake``. Stats: D's
+    accuracy on real and on fake, and its mean raw logits (not probabilities: hinge logits are
+    margins, not log-odds)."""
+
+    name = "hinge"
+    stats = {"acc_real": "D accuracy, real", "acc_fake": "D accuracy, fake", "logit_real": "mean logit, real",
+             "logit_fake": "mean logit, fake"}
+
+    def d_loss(self, real_logits, fake_logits):
+        loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
         with torch.no_grad():
-            stats = {
-                "acc_real": (real_logits > 0).float().mean(),
-                "acc_fake": (fake_logits <= 0).float().mean(),
-                "d_real": torch.sigmoid(real_logits).mean(),
-                "d_fake": torch.sigmoid(fake_logits).mean(),
-            }
+            stats = {"acc_real": (real_logits > 0).float().mean(), "acc_fake": (fake_logits <= 0).float().mean(),
+                     "logit_real": real_logits.mean(), "logit_fake": fake_logits.mean()}
         return loss, stats
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        fake_logits = fake_logits.float()
-        if self.impl == "fused":
-            return self._f.bce_generator_loss(fake_logits, mode=self.g_mode)
-        if self.g_mode == "non_saturating":
-            return F.softplus(-fake_logits).mean()
-        return -F.softplus(fake_logits).mean()
+    def g_loss(self, fake_logits):
+        return -fake_logits.mean()
 
 
-def _stats_to_dict(stats) -> Dict[str, torch.Tensor]:
-    """Normalise the fused op's stats (a dict, a named tuple or a tensor) to our dict of names."""
-    if isinstance(stats, dict):
-        return {k: stats[k] for k in STAT_NAMES}
-    if hasattr(stats, "_asdict"):
-        return {k: v for k, v in stats._asdict().items() if k in STAT_NAMES}
-    if isinstance(stats, torch.Tensor) and stats.numel() == 4:
-        return dict(zip(STAT_NAMES, stats.unbind(0)))
-    raise TypeError(f"unexpected stats from ganx.functional.bce_discriminator_loss: {type(stats).__name__}")
+class R1Penalty(GANLoss):
+    """``base``'s objectives, plus ``gamma / 2 * E_x ||grad_x D(x)||^2`` over the real batch in
+    D's objective (R1, Mescheder et al. 2018). The gradient comes from the same D pass as the
+    base loss's logits (``create_graph=True``), so the update backpropagates through it: a double
+    backward through D only (G's images are detached in the D step). Adds the stat ``r1`` (the
+    unscaled mean squared gradient norm)."""
+
+    name = "r1"
+
+    def __init__(self, base: LogitLoss, gamma: float):
+        if not isinstance(base, LogitLoss):
+            raise TypeError(f"R1Penalty: the base loss must work on logits, got {type(base).__name__}")
+        if not gamma > 0:
+            raise ValueError(f"R1Penalty: gamma must be > 0, got {gamma}")
+        self.base, self.gamma = base, float(gamma)
+        self.stats = {**base.stats, "r1": "R1: mean ||grad D(x)||^2"}
+
+    def penalty(self, real: Tensor, real_logits: Tensor) -> Tensor:
+        """Mean over the batch of ``||d sum(D(x)) / dx_i||^2`` (``real`` must require grad)."""
+        (g,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        return g.float().square().flatten(1).sum(1).mean()
+
+    def d_step(self, D, real, fake, labels):
+        real = real.detach().requires_grad_(True)
+        real_logits, fake_logits = discriminate(D, real, fake, labels)
+        loss, stats = self.base.d_loss(real_logits.float(), fake_logits.float())
+        r1 = self.penalty(real, real_logits)
+        return loss + (self.gamma / 2) * r1, {**stats, "r1": r1.detach()}
+
+    def g_step(self, D, fake, labels):
+        return self.base.g_step(D, fake, labels)
+
+
+LOSSES = {"bce": BCELoss, "hinge": HingeLoss}
+
+
+def build_loss(cfg) -> GANLoss:
+    """The loss a config asks for: ``LOSSES[cfg.loss]``, wrapped in :class:`R1Penalty` when
+    ``cfg.r1_gamma > 0``."""
+    loss = LOSSES[cfg.loss].from_config(cfg)
+    if cfg.r1_gamma > 0:
+        loss = R1Penalty(loss, cfg.r1_gamma)
+    return loss

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import torch
 
-from ganx.models import Discriminator, Generator
+from ganx.models.registry import checkpoint_config
 from ganx.train.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["load_generator", "model_bytes", "check_model_size"]
 
 
-def model_bytes(cls, kwargs) -> int:
-    """Bytes of the parameters and buffers of ``cls(**kwargs)``, found by building it on the
-    meta device (nothing is allocated)."""
+def model_bytes(build, args) -> int:
+    """Bytes of the parameters and buffers of the module ``build(**args)`` (``args`` a dict) or
+    ``build(*args)`` (a tuple), found by building it on the meta device (nothing is allocated)."""
     with torch.device("meta"):
-        m = cls(**kwargs)
+        m = build(**args) if isinstance(args, dict) else build(*args)
     return sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
 
 
@@ -23,21 +23,27 @@ def check_model_size(ckpt, name: str, factor: float = 1.0) -> None:
     from ganx._limits import check_bytes
 
     total = 0
-    for key, cls in (("generator_config", Generator), ("discriminator_config", Discriminator)):
-        cfg = ckpt.get(key)
-        if cfg is None:
+    for kind in ("generator", "discriminator"):
+        key = f"{kind}_config"
+        try:
+            found = checkpoint_config(kind, ckpt)  # (the architecture's class, its arguments)
+        except ValueError as e:  # an architecture name this ganx does not know
+            raise CheckpointError(f"{name}: {e}") from None
+        if found is None:
             continue
+        cls, cfg = found
         if not isinstance(cfg, dict):
             raise CheckpointError(f"{name}: {key!r} is not a mapping")
         try:
-            total += model_bytes(cls, dict(cfg))
+            total += model_bytes(cls, cfg)
         except (TypeError, ValueError, RuntimeError, OverflowError) as e:
             raise CheckpointError(f"{name}: its {key} is not a valid model ({e})") from None
     check_bytes(total * factor, f"{name}: the models of its config", CheckpointError)
 
 
 def load_generator(path, use_ema: bool = True, device="cpu", impl=None):
-    """The checkpoint's generator in eval mode (its EMA weights by default, when it has them).
+    """The checkpoint's generator in eval mode (its EMA weights by default, when it has them),
+    rebuilt from the architecture name and constructor arguments the checkpoint records.
     Returns (generator, checkpoint dict). ``impl`` overrides the layer implementation."""
     ckpt = load_checkpoint(path)
     name = f"checkpoint {str(path)!r}"
@@ -47,9 +53,11 @@ def load_generator(path, use_ema: bool = True, device="cpu", impl=None):
     kwargs = dict(kwargs)
     if impl is not None:
         kwargs["impl"] = impl
-    check_model_size({"generator_config": kwargs}, name, factor=2.0)
+    check_model_size({"generator_config": kwargs, "generator_arch": ckpt.get("generator_arch", "dcgan")}, name,
+                     factor=2.0)
+    cls, _ = checkpoint_config("generator", ckpt)
     try:
-        G = Generator(**kwargs)
+        G = cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: its generator_config is not a valid generator ({e})") from None
     ema = ckpt.get("ema")

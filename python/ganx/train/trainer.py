@@ -12,30 +12,31 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ganx.data import BatchIterator, DataError, ImageDataset, load_dataset
-from ganx.models import Discriminator, Generator
+from ganx._version import __version__
+from ganx.data import BatchIterator, ImageDataset, load_dataset
+from ganx.models import DISCRIMINATORS, GENERATORS
+from ganx.models.common import latents
 from ganx.train import distributed, faults, rundir
-from ganx.train.checkpoint import (MODEL_KEYS, CheckpointError, CheckpointSaveError, capture_rng, load_checkpoint,
-                                   restore_rng, run_dir_of, save_atomic)
+from ganx.train.checkpoint import (FORMAT, MODEL_KEYS, CheckpointError, CheckpointSaveError, capture_rng,
+                                   load_checkpoint, restore_rng, run_dir_of, save_atomic)
 from ganx.train.config import ConfigError, TrainConfig
 from ganx.train.ema import EMA
 from ganx.train.images import plot_log, save_grid
-from ganx.train.losses import AdversarialLoss
+from ganx.train.losses import build_loss
 
 __all__ = ["Trainer", "resolve_device"]
 
-FIGURES = ("d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake")
 # End-of-run metrics written to TensorBoard (and the metric columns of its HPARAMS tab).
 TB_METRICS = ("fid", "kid", "classifier_accuracy", "class_entropy", "diversity_ratio",
               "classifier_heldout_accuracy")
-CHECKPOINT_FORMAT = "ganx-checkpoint-v1"
 
 
 def progress_postfix(row: Dict[str, Any]) -> str:
-    """The progress bar's figures: the two losses and D's accuracy on real and fake, short enough
-    that the bar stays readable in an 80-column terminal (all six figures are in log.jsonl)."""
-    return (f"D {row['d_loss']:.2f} G {row['g_loss']:.2f} "
-            f"acc {row['acc_real']:.2f}/{row['acc_fake']:.2f}")
+    """The progress bar's figures: the two losses and D's accuracy on real and fake (when the loss
+    reports them), short enough that the bar stays readable in an 80-column terminal (all the
+    loss's figures are in log.jsonl)."""
+    acc = f" acc {row['acc_real']:.2f}/{row['acc_fake']:.2f}" if "acc_real" in row and "acc_fake" in row else ""
+    return f"D {row['d_loss']:.2f} G {row['g_loss']:.2f}{acc}"
 
 
 class _SkipStep(Exception):
@@ -53,15 +54,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Trains a :class:`~ganx.models.Generator` against a :class:`~ganx.models.Discriminator`.
+    """Trains a generator against a discriminator, both built by name from ganx.models.registry
+    (``config.generator`` / ``config.discriminator``; default the DCGAN pair), with the loss
+    ``config.loss`` (ganx.train.losses).
 
     One *step* is ``d_steps`` discriminator updates followed by one generator update:
 
-    * D update: a real batch (target ``real_target``) and a generated batch (target 0) made
-      under ``torch.no_grad()`` (so G's output is detached and G gets no gradient) go through
-      D in one forward pass; only D's optimiser steps.
+    * D update: a real batch and a generated batch made under ``torch.no_grad()`` (so G's
+      output is detached and G gets no gradient) go to the loss's D step
+      (:mod:`ganx.train.losses`, ``config.loss``); only D's optimiser steps.
     * G update: fresh noise, D's parameters frozen (``requires_grad_(False)``, so no gradient
-      is even computed for them, and D's optimiser is not stepped); only G's optimiser steps;
+      is even computed for them, and D's optimiser is not stepped), the loss's G step; only
+      G's optimiser steps;
       then G's EMA is updated.
 
     Randomness: the global torch RNG (seeded with ``seed``) draws the initial weights; the
@@ -123,11 +127,9 @@ class Trainer:
                 cpu_buffer_cache_stats()
             except RuntimeError as e:
                 raise ConfigError((str(e).strip().splitlines() or [""])[0]) from None
-        self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, self.num_classes,
-                           impl=cfg.impl).to(self.device)
-        self.D = Discriminator(cfg.image_size, cfg.channels, cfg.d_width, self.num_classes,
-                               spectral_norm=cfg.spectral_norm, minibatch_std=cfg.minibatch_std,
-                               impl=cfg.impl).to(self.device)
+        # The architectures by name (ganx.models.registry); a checkpoint records both names.
+        self.G = GENERATORS[cfg.generator].from_config(cfg, self.num_classes).to(self.device)
+        self.D = DISCRIMINATORS[cfg.discriminator].from_config(cfg, self.num_classes).to(self.device)
         if cfg.sync_batchnorm and self.dist.enabled:
             self.G = distributed.convert_sync_batchnorm(self.G, self.device)
         betas = (cfg.beta1, cfg.beta2)
@@ -138,7 +140,8 @@ class Trainer:
         # self.D stay the plain modules: checkpoints, EMA and sampling use those.
         self.G_train = self.dist.wrap(self.G, self.device)
         self.D_train = self.dist.wrap(self.D, self.device)
-        self.loss = AdversarialLoss(cfg.impl, cfg.g_loss, cfg.real_target)
+        self.loss = build_loss(cfg)  # its D and G objectives and the figures they report
+        self.figures = self.loss.figures
 
         # fp16 needs loss scaling (its range underflows small gradients); bf16 does not.
         # One scaler per optimiser: D and G steps interleave unevenly (d_steps) and their
@@ -163,14 +166,13 @@ class Trainer:
         g = torch.Generator().manual_seed(cfg.seed + 2)
         if self.num_classes:
             self.grid_cols = 10
-            z = torch.randn(self.grid_cols, cfg.latent_dim, generator=g)
+            z = latents(self.grid_cols, cfg.latent_dim, g)
             self.grid_z = z.repeat(self.num_classes, 1)
             self.grid_y = torch.arange(self.num_classes).repeat_interleave(self.grid_cols)
         else:
             self.grid_cols = 8
-            self.grid_z, self.grid_y = torch.randn(64, cfg.latent_dim, generator=g), None
+            self.grid_z, self.grid_y = latents(64, cfg.latent_dim, g), None
         self._tb = None
-        self._last_labels = None
 
     @staticmethod
     def _check_metric_options(cfg: TrainConfig, dataset: ImageDataset) -> None:
@@ -204,10 +206,8 @@ class Trainer:
         from ganx.train.sampling import model_bytes
 
         try:
-            g = model_bytes(Generator, dict(latent_dim=cfg.latent_dim, image_size=cfg.image_size,
-                                            channels=cfg.channels, width=cfg.g_width, num_classes=self.num_classes))
-            d = model_bytes(Discriminator, dict(image_size=cfg.image_size, channels=cfg.channels, width=cfg.d_width,
-                                                num_classes=self.num_classes, minibatch_std=cfg.minibatch_std))
+            g = model_bytes(GENERATORS[cfg.generator].from_config, (cfg, self.num_classes))
+            d = model_bytes(DISCRIMINATORS[cfg.discriminator].from_config, (cfg, self.num_classes))
         except (ValueError, TypeError, RuntimeError, OverflowError) as e:
             raise ConfigError(f"the model of this config cannot be built: {e}") from None
         check_bytes(5 * g + 4 * d, f"g_width={cfg.g_width}, d_width={cfg.d_width}, latent_dim={cfg.latent_dim}: "
@@ -223,7 +223,7 @@ class Trainer:
         """``n`` latents for this rank: every rank draws the whole global batch of latents (so the
         noise generator stays in step everywhere) and keeps its own slice."""
         w, r = self.dist.world_size, self.dist.rank
-        z = torch.randn(n * w, self.config.latent_dim, generator=self.noise_gen)[r * n:(r + 1) * n]
+        z = latents(n * w, self.config.latent_dim, self.noise_gen)[r * n:(r + 1) * n]
         return z.to(self.device, non_blocking=True)
 
     def _check_finite(self, loss: torch.Tensor, name: str) -> bool:
@@ -239,16 +239,11 @@ class Trainer:
 
     def d_step(self, real: torch.Tensor, labels: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """One discriminator update on a real batch and a detached generated batch."""
-        n = real.shape[0]
-        z = self._noise(n)
+        z = self._noise(real.shape[0])
         with torch.no_grad(), self._autocast():
             fake = self.G(z, labels)
-        both_y = torch.cat([labels, labels]) if labels is not None else None
         with self._autocast():
-            # One pass for both halves: D has no layer that mixes samples (no BatchNorm).
-            logits = self.D_train(torch.cat([real, fake.to(real.dtype)]), both_y)
-            loss, stats = self.loss.d_loss(logits[:n], logits[n:])
-        loss = faults.inject_nan(loss, self.step + 1)  # test hook (GANX_TEST_INJECT_NAN_AT_STEP)
+            loss, stats = self.loss.d_step(self.D_train, real, fake, labels)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
         if not self._check_finite(loss, "d_loss"):
@@ -265,7 +260,7 @@ class Trainer:
         try:
             with self._autocast():
                 # The plain D, not its DDP wrapper: frozen, it gets no gradient and so no all-reduce.
-                loss = self.loss.g_loss(self.D(self.G_train(z, labels), labels))
+                loss = self.loss.g_step(self.D, self.G_train(z, labels), labels)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
             if not self._check_finite(loss, "g_loss"):
@@ -312,7 +307,7 @@ class Trainer:
             except _SkipStep:
                 self._skipped = True
         if self._skipped:
-            figs = {k: torch.tensor(float("nan")) for k in FIGURES}
+            figs = {k: torch.tensor(float("nan")) for k in self.figures}
             if self.is_main:
                 print(f"ganx: warning: non-finite {self._skip_reason} at step {self.step + 1}; "
                       f"step {self.step + 1} skipped (--skip-nonfinite)")
@@ -322,7 +317,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ sampling
     @property
-    def sampler(self) -> Generator:
+    def sampler(self) -> torch.nn.Module:
         """The generator used for samples: the EMA copy when there is one."""
         return self.ema.module if self.ema is not None else self.G
 
@@ -343,18 +338,18 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue the run exactly: tensors and plain types only."""
-        import ganx
-
         return {
-            "format": CHECKPOINT_FORMAT,
-            "ganx_version": str(ganx.__version__),
+            "format": FORMAT,
+            "ganx_version": __version__,
             "torch_version": str(torch.__version__),
             "step": self.step,
             "epoch": self.data.epoch,
             "elapsed": self.elapsed,
             "config": self.config.to_dict(),
             "sample_every_unit": "steps",  # older checkpoints counted sample_every in epochs
+            "generator_arch": self.G.arch,
             "generator_config": self.G.config(),
+            "discriminator_arch": self.D.arch,
             "discriminator_config": self.D.config(),
             "class_names": list(self.dataset.class_names) if self.num_classes else [],
             "G": self.G.state_dict(),
@@ -482,7 +477,7 @@ class Trainer:
         length is not a multiple of log_every) carries ``"partial": true``; the plot skips it."""
         rundir.append_line(os.path.join(self.run_dir, "log.jsonl"), json.dumps(row))
         if self._tb is not None:
-            for k in FIGURES:
+            for k in self.figures:
                 self._tb.add_scalar(f"train/{k}", row[k], row["step"])
 
     def _open_tensorboard(self) -> None:
@@ -578,7 +573,6 @@ class Trainer:
             stop.__enter__()
             while self.step < cfg.steps:
                 figs = self.train_step()
-                faults.slow_step()  # test hook (GANX_TEST_SLOW_STEP)
                 # SIGINT/SIGTERM: stop after this step, on every rank at the same step (decided
                 # by a collective before any rank-dependent branch, so no rank waits alone).
                 stopping = self.dist.any(stop.requested is not None, self.device) and self.step < cfg.steps
@@ -588,8 +582,8 @@ class Trainer:
                     n_window += 1
                 if window and (self.step % cfg.log_every == 0 or self.step == cfg.steps or stopping):
                     # Mean over the window and over the ranks (one all-reduce per log line).
-                    vals = self.dist.mean(torch.stack([window[k] for k in FIGURES]).div(n_window)).tolist()
-                    last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(FIGURES, vals))}
+                    vals = self.dist.mean(torch.stack([window[k] for k in self.figures]).div(n_window)).tolist()
+                    last_row = {"step": self.step, "epoch": self.data.epoch, **dict(zip(self.figures, vals))}
                     if self.step - window_from < cfg.log_every:
                         last_row["partial"] = True
                         last_row["window_steps"] = self.step - window_from
@@ -619,13 +613,13 @@ class Trainer:
                 self._tb.close()
                 self._tb = None
             return {"steps": self.step, "epochs": self.data.epoch, "interrupted": self.interrupted,
-                    "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in FIGURES}}
+                    "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in self.figures}}
         self.save_samples(os.path.join(self.run_dir, "samples", "final.png"))
-        plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"))
+        plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"), self.loss.stats)
 
         metrics: Dict[str, Any] = {"steps": self.step, "epochs": self.data.epoch,
                                    "train_seconds": round(self.elapsed, 3), "device": str(self.device),
-                                   "final": {k: last_row.get(k) for k in FIGURES}}
+                                   "final": {k: last_row.get(k) for k in self.figures}}
         if cfg.metrics:
             from ganx.metrics import evaluate_generator
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ganx._bench import harness as H
+from ganx_bench import harness as H
 
 BENCH = "losses"
 LOSSES = ("discriminator", "generator")
@@ -54,13 +54,6 @@ SIZES: Dict[int, str] = {
     16777216: "batch 256 x 256x256 per-pixel D",
 }
 TINY_SIZES = (64, 4096)
-
-
-def available() -> Optional[str]:
-    """None if ganx has the BCE losses, else why not (for skipping)."""
-    import ganx.functional as GF
-    missing = [n for n in ("bce_discriminator_loss", "bce_generator_loss") if not hasattr(GF, n)]
-    return f"ganx.functional has no {', '.join(missing)} yet" if missing else None
 
 
 # --------------------------------------------------------------------------- contenders
@@ -318,18 +311,9 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None) -> int:
-    """Command-line entry point (benchmarks/bench_*.py); returns the exit status."""
-    run_main(argv, default_out)
-    return 0
-
-
 def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None, echo: bool = True) -> str:
     """Parses ``argv``, checks, times, writes the results; returns the Markdown report."""
     args = parser(default_out).parse_args(argv)
-    why = available()
-    if why:
-        raise SystemExit(f"bench_losses: {why}")
     ctx = H.setup(BENCH, args)
     contenders = (args.contenders.split(",") if args.contenders else
                   [c for c in CONTENDERS if ctx.is_cuda or c != "compile-reduce-overhead"])
@@ -347,8 +331,10 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
     rows, notes = run(ctx, sizes, losses, contenders, phases)
     tmd, tres = targets(ctx, rows)
     body = tmd + "\n\n" + tables_md(rows, contenders, ctx.is_cuda)
-    if notes:
-        body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
+    body += H.dropped_md(notes)
     return H.finish(ctx, f"BCE adversarial losses benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"targets": tres, "dropped": notes}, plots(ctx, rows, contenders),
              compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)
+
+
+main = H.entry_point(run_main)

@@ -8,7 +8,7 @@ Models: DCGAN-sized :class:`ganx.models.Generator` / :class:`ganx.models.Discrim
 
 Contenders (same initial weights, same real batch and latents, same flags):
 
-- ``fused``: models with ``impl="fused"`` and ``AdversarialLoss("fused")`` (ganx kernels).
+- ``fused``: models with ``impl="fused"`` and ``BCELoss("fused")`` (ganx kernels).
 - ``reference``: ``impl="reference"`` models and losses (plain PyTorch).
 - ``compile``: the reference models wrapped in ``torch.compile`` (default mode); the loss
   and the optimisers stay eager.
@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ganx._bench import harness as H
+from ganx_bench import harness as H
 
 BENCH = "train_step"
 CONTENDERS = ("fused", "reference", "compile")
@@ -56,20 +56,6 @@ class StepConfig:
         return f"{self.image_size}px N{self.batch} {self.precision}" + ("" if self.width == 64 else f" width {self.width}")
 
 
-def available() -> Optional[str]:
-    """None if ganx has what this benchmark needs, else why not (for skipping)."""
-    try:
-        import ganx.models  # noqa: F401
-        from ganx.train.losses import AdversarialLoss
-    except ImportError as e:
-        return f"ganx.models / ganx.train.losses not importable: {e}"
-    try:
-        AdversarialLoss("fused")
-    except ImportError as e:
-        return str(e)
-    return None
-
-
 def configs_for(device: str, tiny: bool, precisions: Sequence[str]) -> List[StepConfig]:
     if tiny:
         return [StepConfig(16, 4, p, width=4, latent_dim=8) for p in precisions]
@@ -90,10 +76,10 @@ class Step:
     def __init__(self, cfg: StepConfig, contender: str, state: Tuple[dict, dict], inputs: Dict[str, torch.Tensor],
                  device: torch.device, dtype: torch.dtype = torch.float32):
         from ganx.models import Discriminator, Generator
-        from ganx.train.losses import AdversarialLoss
+        from ganx.train.losses import BCELoss
         impl = "fused" if contender == "fused" else "reference"
         self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl=impl).to(device, dtype)
-        self.D = Discriminator(cfg.image_size, cfg.channels, cfg.width, impl=impl).to(device, dtype)
+        self.D = Discriminator(cfg.image_size, cfg.channels, cfg.width).to(device, dtype)
         inputs = {k: v.to(dtype) for k, v in inputs.items()}
         self.G.load_state_dict(state[0])
         self.D.load_state_dict(state[1])
@@ -101,7 +87,7 @@ class Step:
         self.D.train()
         self.g_fwd = torch.compile(self.G, dynamic=False) if contender == "compile" else self.G
         self.d_fwd = torch.compile(self.D, dynamic=False) if contender == "compile" else self.D
-        self.loss = AdversarialLoss(impl)
+        self.loss = BCELoss(impl)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.real, self.z, self.z2 = inputs["real"], inputs["z"], inputs["z2"]
@@ -193,7 +179,7 @@ def run(ctx: H.Context, configs: Sequence[StepConfig], contenders: Sequence[str]
             H.reset_compile_caches()
         torch.manual_seed(ctx.args.get("seed", 0) + i)
         G0 = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl="reference")
-        D0 = Discriminator(cfg.image_size, cfg.channels, cfg.width, impl="reference")
+        D0 = Discriminator(cfg.image_size, cfg.channels, cfg.width)
         state = (G0.state_dict(), D0.state_dict())
         inputs = {"real": torch.rand(cfg.batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1,
                   "z": torch.randn(cfg.batch, cfg.latent_dim), "z2": torch.randn(cfg.batch, cfg.latent_dim)}
@@ -289,18 +275,9 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None) -> int:
-    """Command-line entry point (benchmarks/bench_*.py); returns the exit status."""
-    run_main(argv, default_out)
-    return 0
-
-
 def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None, echo: bool = True) -> str:
     """Parses ``argv``, checks, times, writes the results; returns the Markdown report."""
     args = parser(default_out).parse_args(argv)
-    why = available()
-    if why:
-        raise SystemExit(f"bench_train_step: {why}")
     if args.dtype not in ("float32", "bfloat16"):
         raise SystemExit("bench_train_step: --dtype must be float32 or bfloat16 (bf16 autocast; parameters stay fp32)")
     # Parameters stay fp32 whatever the autocast dtype: the measured peaks are taken in float32.
@@ -328,7 +305,9 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
             raise SystemExit(f"--configs {args.configs!r} matches no config")
     rows, notes = run(ctx, configs, contenders)
     body = tables_md(rows, contenders)
-    if notes:
-        body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
+    body += H.dropped_md(notes)
     return H.finish(ctx, f"GAN training step benchmark: {ctx.env['device']}", body, rows, {"dropped": notes},
              plots(ctx, rows, contenders), compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)
+
+
+main = H.entry_point(run_main)

@@ -9,7 +9,7 @@ Contenders, in one process, on the same inputs, dtype and flags:
   are left out so that every contender gets the same treatment: the harness's own graph-replay
   column.
 - ``convT-folded``: ``F.conv_transpose2d(x, W4, b, stride=2, padding=1)`` with the 4x4 kernel
-  folded from the 3x3 one (see :func:`fold_weight`): cuDNN's / oneDNN's best form of the same
+  folded from the 3x3 one (see ganx.ops.reference.deconv_weight): cuDNN's / oneDNN's best form of the same
   math. The forward uses W4 folded once beforehand (what an inference deployment would do);
   forward+backward folds inside the step (a training step must, the 3x3 weight changes) so
   that its gradient reaches the 3x3 weight like every other contender's.
@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganx._bench import harness as H
+from ganx.ops.reference import deconv_weight
+from ganx_bench import harness as H
 
 BENCH = "upsample_conv"
 PHASES = ("fwd", "fwd+bwd")
@@ -144,32 +145,6 @@ def compulsory_bytes(s: ConvShape, phase: str, elem: int) -> float:
 
 # --------------------------------------------------------------------------- the contenders
 
-FOLD_1D = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
-
-
-def fold_weight(w: torch.Tensor) -> torch.Tensor:
-    """3x3 conv weight (C_out, C_in, 3, 3) -> 4x4 conv_transpose2d weight (C_in, C_out, 4, 4).
-
-    With ``conv_transpose2d(x, W4, stride=2, padding=1)``, output row 2i reads x rows i (tap 1)
-    and i-1 (tap 3), output row 2i+1 reads rows i (tap 2) and i+1 (tap 0). Nearest upsampling
-    then a 3x3 "same" conv gives row 2i = w0 x[i-1] + (w1 + w2) x[i] and row 2i+1 =
-    (w0 + w1) x[i] + w2 x[i+1], so per axis W4 = [w2, w1 + w2, w0 + w1, w0] = F @ w with the
-    4x3 0/1 matrix F = FOLD_1D; in 2-D, W4 = F w F^T for every (C_out, C_in) pair.
-    """
-    if w.shape[-2:] != (3, 3):
-        raise ValueError(f"fold_weight: only 3x3 kernels fold to conv_transpose2d(4, 2, 1), got {tuple(w.shape)}")
-    key = (w.device, w.dtype)
-    f = _FOLD_CACHE.get(key)
-    if f is None:
-        # Made once per device and dtype: a host-to-device copy in every call would add a
-        # synchronising copy to this contender's time (and cannot be captured in a CUDA graph).
-        f = _FOLD_CACHE[key] = torch.tensor(FOLD_1D, dtype=w.dtype, device=w.device)
-    return torch.einsum("ak,bl,oikl->ioab", f, f, w)
-
-
-_FOLD_CACHE: Dict[Tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-
 def _activation_module(s: ConvShape) -> nn.Module:
     if s.activation is None:
         return nn.Identity()
@@ -219,7 +194,7 @@ def build(s: ConvShape, ctx: H.Context, contenders: Sequence[str]) -> Setup:
             forwards[name] = torch.compile(eager, mode="max-autotune-no-cudagraphs", dynamic=False)
         elif name == "convT-folded":
             if s.k == 3 and s.scale == 2:  # the fold exists only for this case
-                forwards[name] = lambda x_: _act(F.conv_transpose2d(x_, fold_weight(w), b, stride=2, padding=1), s)
+                forwards[name] = lambda x_: _act(F.conv_transpose2d(x_, deconv_weight(w), b, stride=2, padding=1), s)
         else:
             raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS}")
     return Setup(s, x, w, b, grad_out, forwards)
@@ -233,7 +208,7 @@ def step_fn(st: Setup, name: str, phase: str) -> Callable[[], Any]:
     """
     if phase == "fwd":
         if name == "convT-folded":  # inference folds once, outside the timed call
-            w4, b, s = fold_weight(st.weight.detach()), st.bias.detach(), st.shape
+            w4, b, s = deconv_weight(st.weight.detach()), st.bias.detach(), st.shape
 
             def fwd(x_):
                 return _act(F.conv_transpose2d(x_, w4, b, stride=2, padding=1), s)
@@ -296,7 +271,7 @@ def run(ctx: H.Context, shapes: Sequence[ConvShape], contenders: Sequence[str],
     notes: Dict[str, str] = {}
     elem = torch.tensor([], dtype=ctx.dtype).element_size()
     tol = H.tolerance(ctx.dtype, ctx.tf32)
-    peak, bw = ctx.peaks["matmul_flops_per_s"], ctx.peaks["copy_bytes_per_s"]
+    peak = ctx.peaks["matmul_flops_per_s"]
     for s in shapes:
         wanted = [c for c in contenders if c not in s.skip
                   and (c != "compile-max-autotune" or s.autotune or all_autotune)]
@@ -433,12 +408,6 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None) -> int:
-    """Command-line entry point (benchmarks/bench_*.py); returns the exit status."""
-    run_main(argv, default_out)
-    return 0
-
-
 def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None, echo: bool = True) -> str:
     """Parses ``argv``, checks, times, writes the results; returns the Markdown report."""
     args = parser(default_out).parse_args(argv)
@@ -462,8 +431,10 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
     rows, notes = run(ctx, shapes, contenders, phases, all_autotune=args.max_autotune == "all")
     head, extra = summary(rows, contenders)
     body = head + "\n\n" + detail_md(rows, contenders, ctx.is_cuda)
-    if notes:
-        body += "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
+    body += H.dropped_md(notes)
     return H.finish(ctx, f"upsample_conv2d benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"summary": extra, "dropped": notes}, plots(ctx, rows, contenders),
              compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)
+
+
+main = H.entry_point(run_main)

@@ -618,6 +618,21 @@ def compare_md(rows: List[Dict[str, Any]], old: Dict[str, Any], keys: Sequence[s
     return "\n".join(out + [md_table([*keys, "earlier", "now", "speed-up"], table)])
 
 
+def dropped_md(notes: Dict[str, str]) -> str:
+    """The "Dropped:" list of contenders a benchmark could not run, and why ("" when none)."""
+    return "\n\nDropped:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()) if notes else ""
+
+
+def entry_point(run_main: Callable[..., str]) -> Callable[..., int]:
+    """The ``main(argv=None, default_out=None) -> exit status`` of a benchmark module, which its
+    script in benchmarks/ calls: ``run_main`` parses, times, writes and prints the report."""
+    def main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] = None) -> int:
+        run_main(argv, default_out)
+        return 0
+    main.__doc__ = f"Command-line entry point of {run_main.__module__} (benchmarks/bench_*.py); the exit status."
+    return main
+
+
 def finish(ctx: Context, title: str, body_md: str, results: List[Dict[str, Any]],
            extra: Dict[str, Any], plots: Sequence[Callable[[Path], Optional[Path]]] = (),
            compare_keys: Sequence[str] = (), echo: bool = True) -> str:
