@@ -6,7 +6,8 @@
 #include "bce_loss.h"
 #include "cpu/buffer_cache.h"
 
-#include "ganx.h"
+#include "activation.h"
+#include "upsample_conv2d.h"
 
 // All schemas live here, each with a one-line statement of its math.
 TORCH_LIBRARY(ganx, m) {
@@ -92,6 +93,30 @@ PYBIND11_MODULE(_C, m) {
     d["misses"] = s.misses;
     return d;
   }, "The CPU output-buffer cache of the loss kernels: blocks and bytes held, limit, hits, misses");
+  m.def("activations", [] {
+    pybind11::list l;
+    for (const auto& a : ganx::kActivations)
+      l.append(pybind11::make_tuple(a.name, static_cast<int>(a.act), a.takes_slope));
+    return l;
+  }, "The activation table (csrc/activation.h): (name, enum value, takes negative_slope) per entry");
+  m.def("set_upconv_algorithm", &ganx::set_forced_algorithm,
+        "Forces the upsample-conv algorithm: 'deconv', 'stacked', 'split', or 'auto' / '' for the automatic "
+        "choice (initially GANX_UPCONV_ALGO)");
+  m.def("upconv_algorithm", &ganx::forced_algorithm, "The forced upsample-conv algorithm ('' when automatic)");
+  m.def("upconv_algorithm_choices", [] {
+    pybind11::list l;
+    for (const auto& c : ganx::algorithm_choices()) {
+      pybind11::dict d;
+      d["key"] = c.key;
+      d["algorithm"] = c.algo;
+      d["source"] = c.source;
+      l.append(d);
+    }
+    return l;
+  }, "Every upsample-conv algorithm choice made so far: key (op, direction, shapes, dtype, memory format, "
+     "device), algorithm, source ('rule', 'timed' under cudnn.benchmark, 'forced')");
+  m.def("clear_upconv_algorithm_choices", &ganx::clear_algorithm_choices,
+        "Forgets the choices (timed ones are timed again on next use)");
   m.def("cpu_buffer_cache_clear", &ganx::buffer_cache_clear,
         "Frees every buffer the CPU output-buffer cache holds");
 }

@@ -1,26 +1,39 @@
-// Device-independent parts of upsample_conv2d: argument checks, the phase geometry, the
-// folding of the k x k kernel into phase kernels and its transpose, the activation's gradient.
-#include "ganx.h"
+// The phase-decomposed layer, written once for both devices: argument checks, geometry, the
+// choice of algorithm, and the ATen composition (vendor convolution + ganx's glue kernels,
+// reached through the DeviceGlue each device file registers). The CPU and CUDA files only
+// register these functions and their glue, so CI tests on the CPU the code that runs on the GPU.
+#include "upsample_conv2d.h"
+
+#include <ATen/Context.h>
+#include <ATen/OpMathType.h>
+#include <c10/util/strides.h>
+#include <torch/csrc/jit/frontend/tracer.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <sstream>
 
 namespace ganx {
 
 Act parse_activation(const std::string& name, double negative_slope, const char* op) {
-  if (name == "none") return Act::None;
-  if (name == "relu") return Act::ReLU;
-  if (name == "tanh") return Act::Tanh;
-  if (name == "leaky_relu") {
-    // The backward computes the slope from the activation's *output*: out > 0 <=> pre > 0
-    // holds only for a non-negative slope.
-    TORCH_CHECK_VALUE(std::isfinite(negative_slope) && negative_slope >= 0,
-                      op, ": negative_slope must be finite and >= 0 for "
-                      "activation='leaky_relu', got ", negative_slope);
-    return Act::LeakyReLU;
+  for (const auto& info : kActivations) {
+    if (name != info.name) continue;
+    if (info.takes_slope) {
+      // The backward computes the slope from the activation's *output*: out > 0 <=> pre > 0
+      // holds only for a non-negative slope.
+      TORCH_CHECK_VALUE(std::isfinite(negative_slope) && negative_slope >= 0, op,
+                        ": negative_slope must be finite and >= 0 for activation='", name, "', got ",
+                        negative_slope);
+    }
+    return info.act;
   }
-  TORCH_CHECK_VALUE(false, op, ": activation must be one of 'none', 'relu', "
-                    "'leaky_relu', 'tanh', got '", name, "'");
+  std::string names;
+  for (const auto& info : kActivations) names += std::string(names.empty() ? "'" : ", '") + info.name + "'";
+  TORCH_CHECK_VALUE(false, op, ": activation must be one of ", names, ", got '", name, "'");
 }
 
 UpConvGeometry upconv_geometry(int64_t s, int64_t k, int64_t p) {
@@ -46,16 +59,8 @@ UpConvGeometry upconv_geometry(int64_t s, int64_t k, int64_t p) {
   return g;
 }
 
-UpConvGeometry conv_transpose4s2_geometry() {
-  UpConvGeometry g = upconv_geometry(2, 3, 1);  // d0 = {-1, 0}, T = 2, pad 1/1
-  g.fold = Fold::ConvTranspose4s2;
-  g.k = 4;
-  return g;
-}
-
-// Checks shared by both ops; `w_in` / `w_out` are the weight dims holding C_in / C_out.
-static void check_common(const char* op, const at::Tensor& x, const at::Tensor& weight,
-                         const std::optional<at::Tensor>& bias, int64_t w_in, int64_t w_out) {
+void check_phase_conv_common(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, int64_t w_in, int64_t w_out) {
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C_in, H, W), got ", x.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": x must be a floating-point tensor, got ",
               x.scalar_type());
@@ -83,21 +88,11 @@ static void check_common(const char* op, const at::Tensor& x, const at::Tensor& 
   }
 }
 
-void check_conv_transpose4s2_inputs(const at::Tensor& x, const at::Tensor& weight,
-                                    const std::optional<at::Tensor>& bias) {
-  const char* op = "conv_transpose2d_4s2";
-  TORCH_CHECK(weight.dim() == 4, op, ": weight must be 4-D (C_in, C_out, 4, 4), got ", weight.dim(), "-D");
-  TORCH_CHECK_VALUE(weight.size(2) == 4 && weight.size(3) == 4, op, ": weight must have a 4x4 kernel, got ",
-                    weight.size(2), "x", weight.size(3));
-  check_common(op, x, weight, bias, /*w_in=*/0, /*w_out=*/1);
-}
-
 void check_upsample_conv2d_inputs(const at::Tensor& x, const at::Tensor& weight,
-                                  const std::optional<at::Tensor>& bias, int64_t scale,
-                                  int64_t padding) {
+                                  const std::optional<at::Tensor>& bias, int64_t scale, int64_t padding) {
   const char* op = "upsample_conv2d";
   TORCH_CHECK(weight.dim() == 4, op, ": weight must be 4-D (C_out, C_in, kH, kW), got ", weight.dim(), "-D");
-  check_common(op, x, weight, bias, /*w_in=*/1, /*w_out=*/0);
+  check_phase_conv_common(op, x, weight, bias, /*w_in=*/1, /*w_out=*/0);
   const int64_t kh = weight.size(2), kw = weight.size(3);
   TORCH_CHECK_VALUE(kh == kw, op, ": weight must have a square kernel, got ", kh, "x", kw);
   TORCH_CHECK_VALUE(kh == 1 || kh == 3 || kh == 5, op,
@@ -106,79 +101,493 @@ void check_upsample_conv2d_inputs(const at::Tensor& x, const at::Tensor& weight,
                     kMaxScale, "], got ", scale);
   TORCH_CHECK_VALUE(padding == kh / 2, op, ": padding must be kernel_size // 2 = ", kh / 2,
                     " ('same' convolution), got ", padding);
-  // Output coordinates are computed in 64 bits, but a single dimension must fit 32 bits.
   TORCH_CHECK(x.size(2) * scale < (int64_t(1) << 31) && x.size(3) * scale < (int64_t(1) << 31), op,
               ": the upsampled size ", x.size(2) * scale, "x", x.size(3) * scale, " is too large");
 }
 
-// F[a, t, ky] = 1 where original tap ky of phase a lands on phase tap t.
-static at::Tensor fold_matrix(const UpConvGeometry& g, const at::TensorOptions& opts) {
-  auto F = at::zeros({g.s, g.T, g.k}, opts.device(at::kCPU));
-  auto acc = F.accessor<float, 3>();
-  if (g.fold == Fold::UpsampleConv) {
-    for (int64_t a = 0; a < g.s; ++a)
-      for (int64_t ky = 0; ky < g.k; ++ky) acc[a][floor_div(a + ky - g.p, g.s) - g.d0[a]][ky] = 1.f;
-  } else {  // transposed conv, k = 4, s = 2, p = 1: tap t of phase a is ky = a + 1 - 2 (d0[a] + t)
-    for (int64_t a = 0; a < 2; ++a)
-      for (int64_t t = 0; t < 2; ++t) acc[a][t][a + 1 - 2 * (g.d0[a] + t)] = 1.f;
+at::MemoryFormat output_format(const at::Tensor& x) { return x.suggest_memory_format(); }
+
+namespace {
+// t with exactly the dense strides of `fmt` (what the fake kernels promise): contiguous(fmt)
+// keeps the strides of size-1 dims as they are, so a view (a crop of a padded gradient) can
+// come back with strides that no freshly allocated tensor has.
+at::Tensor dense_in(const at::Tensor& t, at::MemoryFormat fmt) {
+  auto c = t.contiguous(fmt);
+  const std::vector<int64_t> want = fmt == at::MemoryFormat::ChannelsLast
+                                        ? c10::get_channels_last_strides_2d(c.sizes())
+                                        : [&] {
+                                            const auto d = c10::contiguous_strides(c.sizes());
+                                            return std::vector<int64_t>(d.begin(), d.end());
+                                          }();
+  if (c.strides() == c10::IntArrayRef(want)) return c;
+  return at::empty(c.sizes(), c.options().memory_format(fmt)).copy_(c);
+}
+}  // namespace
+
+// ---------------------------------------------------------------- device glue registry
+
+namespace {
+std::array<std::optional<DeviceGlue>, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>&
+glue_table() {
+  static std::array<std::optional<DeviceGlue>,
+                    static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)> table;
+  return table;
+}
+}  // namespace
+
+void register_device_glue(c10::DeviceType type, const DeviceGlue& glue) {
+  glue_table()[static_cast<size_t>(type)] = glue;
+}
+
+const DeviceGlue& device_glue(const at::Tensor& t, const char* op) {
+  const auto& entry = glue_table()[static_cast<size_t>(t.device().type())];
+  TORCH_CHECK(entry.has_value(), op, ": no kernels for device ", t.device(), " in this build of ganx");
+  return *entry;
+}
+
+// ---------------------------------------------------------------- weight fold (exact sums)
+
+namespace {
+
+using TapLists = std::vector<std::vector<int32_t>>;
+
+// Row r = a*T + t of the phase kernels: the original taps ky that sum into phase a's tap t.
+TapLists phase_rows(const UpConvGeometry& g) {
+  TapLists rows(g.s * g.T);
+  for (int64_t a = 0; a < g.s; ++a) {
+    if (g.fold == Fold::UpsampleConv) {
+      for (int64_t ky = 0; ky < g.k; ++ky)
+        rows[a * g.T + floor_div(a + ky - g.p, g.s) - g.d0[a]].push_back(static_cast<int32_t>(ky));
+    } else {  // transposed conv, k = 4, s = 2, p = 1: tap t of phase a is ky = a + 1 - 2 (d0[a] + t)
+      for (int64_t t = 0; t < 2; ++t) rows[a * g.T + t].push_back(static_cast<int32_t>(a + 1 - 2 * (g.d0[a] + t)));
+    }
   }
-  return F.to(opts.device());
+  return rows;
 }
 
-at::Tensor fold_weight(const at::Tensor& weight, const UpConvGeometry& g, at::ScalarType acc) {
-  auto w = weight.to(acc);
-  auto F = fold_matrix(g, w.options().dtype(at::kFloat)).to(acc);
-  // Wf[a, b, o, i, t, u] = sum_{ky, kx} F[a, t, ky] F[b, u, kx] w[o, i, ky, kx]
-  // (ConvTranspose2d stores its weight as (C_in, C_out, kH, kW)).
-  const char* eq = g.fold == Fold::UpsampleConv ? "atk,bul,oikl->aboitu" : "atk,bul,iokl->aboitu";
-  return at::einsum(eq, {F, F, w}).contiguous();
+// Row ky4 of the interleaved 4x4 transposed-conv kernel = phase a's tap t with ky4 = a + 1 - 2 (d0[a] + t).
+TapLists deconv_rows(const UpConvGeometry& g) {
+  const TapLists ph = phase_rows(g);
+  TapLists rows(4);
+  for (int64_t a = 0; a < 2; ++a)
+    for (int64_t t = 0; t < 2; ++t) rows[a + 1 - 2 * (g.d0[a] + t)] = ph[a * g.T + t];
+  return rows;
 }
 
-at::Tensor unfold_weight_grad(const at::Tensor& grad_folded, const UpConvGeometry& g) {
-  auto F = fold_matrix(g, grad_folded.options().dtype(at::kFloat)).to(grad_folded.scalar_type());
-  const char* eq = g.fold == Fold::UpsampleConv ? "atk,bul,aboitu->oikl" : "atk,bul,aboitu->iokl";
-  return at::einsum(eq, {F, F, grad_folded});
+// The transpose of a fold: destination tap ky collects the rows whose lists contain it.
+TapLists transpose_rows(const TapLists& rows, int64_t n_taps) {
+  TapLists inv(n_taps);
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (int32_t ky : rows[r]) inv[ky].push_back(static_cast<int32_t>(r));
+  return inv;
 }
 
-at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& out, Act act,
-                               double negative_slope) {
-  switch (act) {
-    case Act::None:
-      return grad_out;
-    case Act::ReLU:  // d relu = [out > 0]
-      return at::threshold_backward(grad_out, out, 0);
-    case Act::LeakyReLU:  // [out > 0] + slope [out <= 0]; exact since slope >= 0
-      return at::leaky_relu_backward(grad_out, out, negative_slope, /*self_is_result=*/true);
-    case Act::Tanh:  // 1 - tanh^2
-      return at::tanh_backward(grad_out, out);
+FoldArgs fold_args(const TapLists& rows, int64_t n0, int64_t n1) {
+  TORCH_INTERNAL_ASSERT(rows.size() <= static_cast<size_t>(kMaxFoldRows));
+  FoldArgs f{};
+  f.n0 = n0;
+  f.n1 = n1;
+  f.rows_dst = static_cast<int32_t>(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    TORCH_INTERNAL_ASSERT(rows[r].size() <= static_cast<size_t>(kMaxFoldList));
+    f.count[r] = static_cast<int32_t>(rows[r].size());
+    for (size_t x = 0; x < rows[r].size(); ++x) f.list[r][x] = rows[r][x];
   }
-  return grad_out;
+  return f;
+}
+
+// A k x k kernel with its "out" / "in" channel dims at (d_o, d_i).
+FoldIndex plain_index(const at::Tensor& t, int64_t d_o, int64_t d_i) {
+  return {t.stride(d_o), t.stride(d_i), 0, t.stride(2), 0, t.stride(3), static_cast<int32_t>(t.size(2))};
+}
+// Phase kernels [s, s, C_out, C_in, T, T]: row (a, t) at a * stride(0) + t * stride(4).
+FoldIndex phase_index(const at::Tensor& t) {
+  return {t.stride(2), t.stride(3), t.stride(0), t.stride(4), t.stride(1), t.stride(5), static_cast<int32_t>(t.size(4))};
+}
+
+int64_t w_out_dim(const UpConvGeometry& g) { return g.fold == Fold::UpsampleConv ? 0 : 1; }
+
+}  // namespace
+
+at::Tensor fold_weight(const at::Tensor& weight, const UpConvGeometry& g) {
+  const int64_t d_o = w_out_dim(g), d_i = 1 - d_o;
+  const int64_t c_out = weight.size(d_o), c_in = weight.size(d_i);
+  auto wf = at::empty({g.s, g.s, c_out, c_in, g.T, g.T}, weight.options().memory_format(at::MemoryFormat::Contiguous));
+  FoldArgs f = fold_args(phase_rows(g), c_out, c_in);
+  f.src = plain_index(weight, d_o, d_i);
+  f.dst = phase_index(wf);
+  device_glue(weight, "upsample_conv2d").fold(f, weight, wf);
+  return wf;
+}
+
+at::Tensor unfold_weight_grad(const at::Tensor& grad_folded, const UpConvGeometry& g, const at::Tensor& weight) {
+  const int64_t d_o = w_out_dim(g), d_i = 1 - d_o;
+  auto gw = at::empty(weight.sizes(), grad_folded.options().memory_format(at::MemoryFormat::Contiguous));
+  FoldArgs f = fold_args(transpose_rows(phase_rows(g), g.k), weight.size(d_o), weight.size(d_i));
+  f.src = phase_index(grad_folded);
+  f.dst = plain_index(gw, d_o, d_i);
+  device_glue(weight, "upsample_conv2d").fold(f, grad_folded, gw);
+  return gw;
+}
+
+namespace {
+
+// The (C_in, C_out, 4, 4) transposed-conv kernel of the deconv form: for upsample + 3x3, rows
+// (and columns) K0 = w2, K1 = w1 + w2, K2 = w0 + w1, K3 = w0 (DESIGN.md section 2's phase taps
+// interleaved); ConvTranspose2d's own weight as it is.
+at::Tensor deconv_weight(const at::Tensor& weight, const UpConvGeometry& g) {
+  if (g.fold == Fold::ConvTranspose4s2) return weight;
+  auto w4 = at::empty({weight.size(1), weight.size(0), 4, 4}, weight.options().memory_format(at::MemoryFormat::Contiguous));
+  FoldArgs f = fold_args(deconv_rows(g), weight.size(0), weight.size(1));
+  f.src = plain_index(weight, 0, 1);
+  f.dst = plain_index(w4, 1, 0);
+  device_glue(weight, "upsample_conv2d").fold(f, weight, w4);
+  return w4;
+}
+
+at::Tensor deconv_weight_grad(const at::Tensor& gw4, const UpConvGeometry& g, const at::Tensor& weight) {
+  if (g.fold == Fold::ConvTranspose4s2) return gw4;
+  auto gw = at::empty(weight.sizes(), gw4.options().memory_format(at::MemoryFormat::Contiguous));
+  FoldArgs f = fold_args(transpose_rows(deconv_rows(g), g.k), weight.size(0), weight.size(1));
+  f.src = plain_index(gw4, 1, 0);
+  f.dst = plain_index(gw, 0, 1);
+  device_glue(weight, "upsample_conv2d").fold(f, gw4, gw);
+  return gw;
+}
+
+bool uniform_taps(const UpConvGeometry& g) {
+  for (int64_t a = 0; a < g.s; ++a)
+    if (g.taps[a] != g.T) return false;
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- algorithm choice
+
+const char* algo_name(UpconvAlgo a) {
+  switch (a) {
+    case UpconvAlgo::Deconv: return "deconv";
+    case UpconvAlgo::Stacked: return "stacked";
+    case UpconvAlgo::Split: return "split";
+  }
+  return "?";
+}
+
+bool algo_available(UpconvAlgo a, const UpConvGeometry& g) {
+  switch (a) {
+    case UpconvAlgo::Deconv: return g.s == 2 && g.T == 2 && uniform_taps(g) && g.d0[0] == -1 && g.d0[1] == 0;
+    // Phases with fewer taps than T would multiply x outside their receptive field by the
+    // zero padding taps (0 * NaN = NaN): only the per-phase form skips them.
+    case UpconvAlgo::Stacked: return uniform_taps(g);
+    case UpconvAlgo::Split: return true;
+  }
+  return false;
+}
+
+namespace {
+
+constexpr UpconvAlgo kAllAlgos[] = {UpconvAlgo::Deconv, UpconvAlgo::Stacked, UpconvAlgo::Split};
+
+std::mutex& algo_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::string, AlgoChoice>& algo_cache() {
+  static std::map<std::string, AlgoChoice> c;
+  return c;
+}
+constexpr size_t kMaxCachedChoices = 4096;
+
+std::optional<UpconvAlgo> parse_algo(const std::string& name, const char* where) {
+  if (name.empty() || name == "auto") return std::nullopt;
+  for (auto a : kAllAlgos)
+    if (name == algo_name(a)) return a;
+  TORCH_CHECK_VALUE(false, where, ": algorithm must be one of 'auto', 'deconv', 'stacked', 'split', got '", name, "'");
+}
+
+std::string& forced_name() {
+  static std::string name = [] {
+    const char* env = std::getenv("GANX_UPCONV_ALGO");
+    std::string v = env ? env : "";
+    parse_algo(v, "GANX_UPCONV_ALGO");
+    return v == "auto" ? std::string() : v;
+  }();
+  return name;
+}
+
+// The documented static rule. CUDA: the vendor's transposed conv whenever the geometry allows
+// it, else the stacked form, else per phase. CPU (measured on oneDNN, DCGAN shapes, see
+// benchmarks/results/upsample_conv-cpu-*): the deconv form from 8x8 maps on, the stacked one
+// from 16x16 on (its unused border costs (H+1)(W+1)/(HW), 1.56x at 4x4), per phase below.
+UpconvAlgo rule(const UpConvGeometry& g, int64_t H, int64_t W, bool cuda) {
+  const int64_t m = std::min(H, W);
+  if (algo_available(UpconvAlgo::Deconv, g) && (cuda || m >= 8)) return UpconvAlgo::Deconv;
+  if (algo_available(UpconvAlgo::Stacked, g) && (cuda || m >= 16)) return UpconvAlgo::Stacked;
+  return UpconvAlgo::Split;
+}
+
+std::string choice_key(const char* op, const char* dir, const at::Tensor& x, int64_t c_out, const UpConvGeometry& g,
+                       bool bias, Act act) {
+  std::ostringstream k;
+  k << op << " " << dir << " x" << x.sizes() << " c_out=" << c_out << " s=" << g.s << " k=" << g.k << " "
+    << x.scalar_type() << " " << (output_format(x) == at::MemoryFormat::ChannelsLast ? "channels_last" : "contiguous")
+    << " " << x.device() << (bias ? " bias" : "") << " act=" << static_cast<int>(act);
+  return k.str();
+}
+
+// Picks the algorithm: forced > cached timing (cudnn.benchmark on) > rule. `run` runs one
+// candidate once (used only for timing).
+template <typename Run>
+UpconvAlgo choose(const char* op, const char* dir, const at::Tensor& x, int64_t c_out, const UpConvGeometry& g,
+                  bool bias, Act act, const DeviceGlue& glue, Run&& run) {
+  const std::string key = choice_key(op, dir, x, c_out, g, bias, act);
+  auto remember = [&](UpconvAlgo a, const char* source) {
+    std::lock_guard<std::mutex> lock(algo_mutex());
+    auto& c = algo_cache();
+    if (c.size() < kMaxCachedChoices || c.count(key)) c[key] = {key, algo_name(a), source};
+    return a;
+  };
+  std::string forced;
+  {
+    std::lock_guard<std::mutex> lock(algo_mutex());
+    forced = forced_name();
+  }
+  if (auto f = parse_algo(forced, op)) {
+    TORCH_CHECK_VALUE(algo_available(*f, g), op, ": the forced algorithm '", forced,
+                      "' (GANX_UPCONV_ALGO / ganx.ops.upconv_algorithm) is not available for scale ", g.s,
+                      " with a ", g.k, "x", g.k, " kernel; '", algo_name(rule(g, x.size(2), x.size(3), true)),
+                      "' and 'split' are");
+    return remember(*f, "forced");
+  }
+  const bool can_time = at::globalContext().benchmarkCuDNN() && !glue.capturing() &&
+                        !torch::jit::tracer::isTracing() && x.numel() > 0;
+  if (can_time) {
+    {
+      std::lock_guard<std::mutex> lock(algo_mutex());
+      auto it = algo_cache().find(key);
+      if (it != algo_cache().end() && it->second.source == "timed") return *parse_algo(it->second.algo, op);
+    }
+    // Time every available candidate once: a warm-up, then the best of three runs.
+    UpconvAlgo best = UpconvAlgo::Split;
+    double best_t = 0;
+    bool first = true;
+    for (auto a : kAllAlgos) {
+      if (!algo_available(a, g)) continue;
+      run(a);
+      double t_min = 0;
+      for (int rep = 0; rep < 3; ++rep) {
+        glue.synchronize();
+        const auto t0 = std::chrono::steady_clock::now();
+        run(a);
+        glue.synchronize();
+        const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        t_min = rep == 0 ? t : std::min(t_min, t);
+      }
+      if (first || t_min < best_t) {
+        best = a;
+        best_t = t_min;
+        first = false;
+      }
+    }
+    return remember(best, "timed");
+  }
+  return remember(rule(g, x.size(2), x.size(3), x.device().is_cuda()), "rule");
+}
+
+// ---------------------------------------------------------------- the forward composition
+
+PhaseMaps stacked_maps(const at::Tensor& y, const UpConvGeometry& g, int64_t c_out) {
+  PhaseMaps ph;
+  ph.tensors = {y};
+  for (int64_t a = 0; a < g.s; ++a)
+    for (int64_t b = 0; b < g.s; ++b)
+      ph.offset[a * g.s + b] = (a * g.s + b) * c_out * y.stride(1) + (g.pad_lo + g.d0[a]) * y.stride(2) +
+                               (g.pad_lo + g.d0[b]) * y.stride(3);
+  return ph;
+}
+
+// The window of the padded input that phase (a, b) correlates with its taps[a] x taps[b] kernel.
+at::Tensor phase_window(const at::Tensor& xp, const UpConvGeometry& g, int64_t a, int64_t b, int64_t H, int64_t W) {
+  return xp.narrow(2, g.pad_lo + g.d0[a], H + g.taps[a] - 1).narrow(3, g.pad_lo + g.d0[b], W + g.taps[b] - 1);
+}
+// Phase (a, b)'s kernel without its zero padding taps.
+at::Tensor phase_kernel(const at::Tensor& wf, const UpConvGeometry& g, int64_t a, int64_t b) {
+  return wf[a][b].narrow(2, 0, g.taps[a]).narrow(3, 0, g.taps[b]);
+}
+
+at::Tensor padded_input(const at::Tensor& x, const UpConvGeometry& g, at::MemoryFormat fmt) {
+  return at::constant_pad_nd(x, {g.pad_lo, g.pad_hi, g.pad_lo, g.pad_hi}, 0).contiguous(fmt);
+}
+
+at::Tensor stacked_weight(const at::Tensor& wf, const UpConvGeometry& g) {
+  return wf.reshape({g.s * g.s * wf.size(2), wf.size(3), g.T, g.T});
+}
+
+at::Tensor forward_with(UpconvAlgo algo, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                        const UpConvGeometry& g, Act act, double slope, int64_t c_out, const DeviceGlue& glue) {
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
+  const auto fmt = output_format(x);
+  if (algo == UpconvAlgo::Deconv) {
+    // The vendor writes the interleaved output; with no activation it adds the bias itself.
+    const auto b = act == Act::None && bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
+    auto y = dense_in(at::conv_transpose2d(x, deconv_weight(weight, g), b, /*stride=*/2, /*padding=*/1), fmt);
+    if (act != Act::None) glue.epilogue_fwd(PhaseMaps{{y}, {}}, y, bias, 1, act, slope);
+    return y;
+  }
+  auto out = at::empty({N, c_out, H * g.s, W * g.s}, x.options().memory_format(fmt));
+  const at::Tensor wf = fold_weight(weight, g);
+  if (algo == UpconvAlgo::Stacked) {
+    at::Tensor y;
+    if (g.pad_lo == g.pad_hi) {
+      y = at::conv2d(x, stacked_weight(wf, g), {}, /*stride=*/1, /*padding=*/g.pad_lo);
+    } else {
+      y = at::conv2d(padded_input(x, g, fmt), stacked_weight(wf, g));
+    }
+    glue.epilogue_fwd(stacked_maps(y, g, c_out), out, bias, g.s, act, slope);
+    return out;
+  }
+  const auto xp = padded_input(x, g, fmt);
+  PhaseMaps ph;
+  bool same_strides = true;
+  for (int64_t a = 0; a < g.s; ++a)
+    for (int64_t b = 0; b < g.s; ++b) {
+      ph.tensors.push_back(at::conv2d(phase_window(xp, g, a, b, H, W), phase_kernel(wf, g, a, b)));
+      same_strides = same_strides && ph.tensors.back().strides() == ph.tensors[0].strides();
+    }
+  if (!same_strides)
+    for (auto& t : ph.tensors) t = t.contiguous(fmt);
+  glue.epilogue_fwd(ph, out, bias, g.s, act, slope);
+  return out;
+}
+
+// ---------------------------------------------------------------- the backward composition
+// Backward (derivation): with pre = out before the activation, d pre = act'(out) * grad_out
+// (the backward epilogue, which also de-interleaves d pre into the phase maps and sums it
+// for d bias). Each phase is the stride-1 valid correlation
+//   pre_ab[n,o,i,j] = b[o] + sum_{c,t,u} Wf_ab[o,c,t,u] x[n,c,i+d0[a]+t,j+d0[b]+u],
+// so d x is the sum over phases of the full correlation of d pre_ab with the flipped phase
+// kernel and d Wf_ab[o,c,t,u] = sum_{n,i,j} d pre_ab[n,o,i,j] x[n,c,i+d0[a]+t,j+d0[b]+u]: the
+// vendor's convolution_backward of whichever form the forward took (deconv: the transposed
+// conv; stacked: the stacked conv with zero gradient on its unused border; split: each phase's
+// conv, input gradients added). d weight is the transpose of the (linear) fold applied to d Wf.
+struct Grads {
+  at::Tensor gx, gw, gb;
+};
+
+Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                    const at::Tensor& out, const UpConvGeometry& g, Act act, double slope, int64_t c_out, bool need_x,
+                    bool need_w, bool need_b, const DeviceGlue& glue) {
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
+  const auto fmt = output_format(x);
+  const at::Tensor y_out = act != Act::None ? out : at::Tensor();
+  Grads r;
+  if (algo == UpconvAlgo::Deconv) {
+    at::Tensor gpre = grad;
+    if (act == Act::None) {
+      if (need_b) r.gb = grad.sum({0, 2, 3}, false, at::toOpMathType(grad.scalar_type())).to(grad.scalar_type());
+    } else {
+      gpre = at::empty(grad.sizes(), grad.options().memory_format(fmt));
+      r.gb = glue.epilogue_bwd(grad, y_out, PhaseMaps{{gpre}, {}}, 1, act, slope, need_b);
+    }
+    if (!need_x && !need_w) return r;
+    const auto w4 = deconv_weight(weight, g);
+    auto [gx, gw4, unused] = at::convolution_backward(
+        gpre, x, w4, std::nullopt, /*stride=*/{2, 2}, /*padding=*/{1, 1}, /*dilation=*/{1, 1}, /*transposed=*/true,
+        /*output_padding=*/{0, 0}, /*groups=*/1, {need_x, need_w, false});
+    if (need_x) r.gx = dense_in(gx, fmt);
+    if (need_w) r.gw = deconv_weight_grad(gw4, g, weight);
+    return r;
+  }
+  const at::Tensor wf = fold_weight(weight, g);
+  if (algo == UpconvAlgo::Stacked) {
+    const bool conv_pads = g.pad_lo == g.pad_hi;
+    const at::Tensor xin = conv_pads ? x : padded_input(x, g, fmt);
+    const int64_t Hf = H + g.pad_lo + g.pad_hi - g.T + 1, Wf = W + g.pad_lo + g.pad_hi - g.T + 1;
+    auto gy = at::zeros({N, g.s * g.s * c_out, Hf, Wf}, grad.options().memory_format(fmt));
+    r.gb = glue.epilogue_bwd(grad, y_out, stacked_maps(gy, g, c_out), g.s, act, slope, need_b);
+    if (!need_x && !need_w) return r;
+    const auto w_all = stacked_weight(wf, g);
+    const int64_t pad = conv_pads ? g.pad_lo : 0;
+    auto [gxin, gw_all, unused] = at::convolution_backward(
+        gy, xin, w_all, std::nullopt, /*stride=*/{1, 1}, /*padding=*/{pad, pad}, /*dilation=*/{1, 1},
+        /*transposed=*/false, /*output_padding=*/{0, 0}, /*groups=*/1, {need_x, need_w, false});
+    if (need_x) r.gx = dense_in(conv_pads ? gxin : gxin.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W), fmt);
+    if (need_w) r.gw = unfold_weight_grad(gw_all.reshape(wf.sizes()).contiguous(), g, weight);
+    return r;
+  }
+  PhaseMaps ph;
+  for (int64_t ab = 0; ab < g.s * g.s; ++ab) ph.tensors.push_back(at::empty({N, c_out, H, W}, grad.options().memory_format(fmt)));
+  r.gb = glue.epilogue_bwd(grad, y_out, ph, g.s, act, slope, need_b);
+  if (!need_x && !need_w) return r;
+  const auto xp = padded_input(x, g, fmt);
+  at::Tensor gxp = need_x ? at::zeros_like(xp) : at::Tensor();
+  at::Tensor gwf = need_w ? at::zeros_like(wf) : at::Tensor();  // padding taps keep a zero gradient
+  for (int64_t a = 0; a < g.s; ++a) {
+    for (int64_t b = 0; b < g.s; ++b) {
+      auto window = phase_window(xp, g, a, b, H, W);
+      auto [gi, gk, unused] = at::convolution_backward(
+          ph.tensors[a * g.s + b], window, phase_kernel(wf, g, a, b), std::nullopt, {1, 1}, {0, 0}, {1, 1}, false,
+          {0, 0}, 1, {need_x, need_w, false});
+      if (need_x) phase_window(gxp, g, a, b, H, W).add_(gi);
+      if (need_w) phase_kernel(gwf, g, a, b).copy_(gk);
+    }
+  }
+  if (need_x) r.gx = dense_in(gxp.narrow(2, g.pad_lo, H).narrow(3, g.pad_lo, W), fmt);
+  if (need_w) r.gw = unfold_weight_grad(gwf, g, weight);
+  return r;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- the ops
+
+void set_forced_algorithm(const std::string& name) {
+  const auto a = parse_algo(name, "ganx.ops.upconv_algorithm");
+  std::lock_guard<std::mutex> lock(algo_mutex());
+  forced_name() = a ? algo_name(*a) : "";
+}
+
+std::string forced_algorithm() {
+  std::lock_guard<std::mutex> lock(algo_mutex());
+  return forced_name();
+}
+
+std::vector<AlgoChoice> algorithm_choices() {
+  std::lock_guard<std::mutex> lock(algo_mutex());
+  std::vector<AlgoChoice> v;
+  for (const auto& kv : algo_cache()) v.push_back(kv.second);
+  return v;
+}
+
+void clear_algorithm_choices() {
+  std::lock_guard<std::mutex> lock(algo_mutex());
+  algo_cache().clear();
 }
 
 at::Tensor phase_conv_op(const char* op, const at::Tensor& x, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, const UpConvGeometry& g,
-                         const std::string& activation, double negative_slope, PhaseForwardFn fwd,
-                         at::ScalarType acc_type) {
+                         const std::string& activation, double negative_slope) {
   const Act act = parse_activation(activation, negative_slope, op);
-  const int64_t c_out = g.fold == Fold::UpsampleConv ? weight.size(0) : weight.size(1);
+  const int64_t c_out = weight.size(w_out_dim(g));
   const at::Tensor b = (bias.has_value() && bias->defined()) ? *bias : at::Tensor();
-  return fwd(x, weight, b, g, act, negative_slope, c_out, acc_type);
+  const auto& glue = device_glue(x, op);
+  if (x.numel() == 0) {
+    return at::empty({x.size(0), c_out, x.size(2) * g.s, x.size(3) * g.s}, x.options().memory_format(output_format(x)));
+  }
+  const UpconvAlgo algo = choose(op, "forward", x, c_out, g, b.defined(), act, glue, [&](UpconvAlgo a) {
+    forward_with(a, x, weight, b, g, act, negative_slope, c_out, glue);
+  });
+  return forward_with(algo, x, weight, b, g, act, negative_slope, c_out, glue);
 }
 
-// Backward (derivation): with pre = out before the activation, d pre = act'(out) * grad_out
-// (activation_backward). Each phase is the stride-1 valid correlation
-//   pre_ab[n,o,i,j] = b[o] + sum_{c,t,u} Wf_ab[o,c,t,u] x[n,c,i+d0[a]+t,j+d0[b]+u],
-// so d x is the sum over phases of the full correlation of d pre_ab with the flipped phase
-// kernel, d Wf_ab[o,c,t,u] = sum_{n,i,j} d pre_ab[n,o,i,j] x[n,c,i+d0[a]+t,j+d0[b]+u], d b is
-// d pre summed over N, H, W, and d weight is the transpose of the (linear) folding applied
-// to d Wf.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
     const char* op, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor& out, bool has_bias, const UpConvGeometry& g, const std::string& activation,
-    double negative_slope, std::array<bool, 3> output_mask, PhaseBackwardFn bwd, at::ScalarType acc_type) {
+    double negative_slope, std::array<bool, 3> output_mask) {
   const Act act = parse_activation(activation, negative_slope, op);
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
-  const int64_t c_out = g.fold == Fold::UpsampleConv ? weight.size(0) : weight.size(1);
+  const int64_t c_out = weight.size(w_out_dim(g));
   TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == N && grad_out.size(1) == c_out &&
                   grad_out.size(2) == H * g.s && grad_out.size(3) == W * g.s,
               op, "_backward: grad_out must have shape ", std::vector<int64_t>{N, c_out, H * g.s, W * g.s},
@@ -188,21 +597,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
   if (act != Act::None) {
     TORCH_CHECK(out.sizes() == grad_out.sizes(), op, "_backward: out must have the shape of grad_out ",
                 grad_out.sizes(), " when an activation is fused, got ", out.sizes());
+    TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.device() == x.device(), op,
+                "_backward: out must have the dtype and device of x");
   }
   const bool need_x = output_mask[0], need_w = output_mask[1], need_b = output_mask[2] && has_bias;
-  at::Tensor gx = need_x ? at::zeros_like(x, at::MemoryFormat::Preserve) : at::empty({0}, x.options());
-  at::Tensor gw = need_w ? at::zeros_like(weight) : at::empty({0}, weight.options());
+  const auto fmt = output_format(x);
+  at::Tensor gx = need_x ? at::zeros(x.sizes(), x.options().memory_format(fmt)) : at::empty({0}, x.options());
+  at::Tensor gw = need_w ? at::zeros(weight.sizes(), weight.options()) : at::empty({0}, weight.options());
   at::Tensor gb = need_b ? at::zeros({c_out}, x.options()) : at::empty({0}, x.options());
   if (grad_out.numel() == 0 || (!need_x && !need_w && !need_b)) return {gx, gw, gb};
 
-  const auto gpre = activation_backward(grad_out.to(x.scalar_type()), out, act, negative_slope);
-  if (need_b) gb = gpre.sum({0, 2, 3}, /*keepdim=*/false, acc_type).to(x.scalar_type());
-  if (!need_x && !need_w) return {gx, gw, gb};
-
-  auto [gx_, gw_] = bwd(gpre, x, weight, g, need_x, need_w, acc_type);
-  if (need_x) gx = gx_;
-  if (need_w) gw = gw_.to(weight.scalar_type()).contiguous();
+  const auto& glue = device_glue(x, op);
+  const at::Tensor grad = grad_out.to(x.scalar_type());
+  const UpconvAlgo algo = choose(op, "backward", x, c_out, g, has_bias, act, glue, [&](UpconvAlgo a) {
+    backward_with(a, grad, x, weight, out, g, act, negative_slope, c_out, need_x, need_w, need_b, glue);
+  });
+  Grads r = backward_with(algo, grad, x, weight, out, g, act, negative_slope, c_out, need_x, need_w, need_b, glue);
+  if (need_x) gx = r.gx;
+  if (need_w) gw = r.gw.to(weight.scalar_type()).contiguous();
+  if (need_b) gb = r.gb;
   return {gx, gw, gb};
+}
+
+at::Tensor upsample_conv2d(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                           int64_t scale, int64_t padding, c10::string_view activation, double negative_slope) {
+  check_upsample_conv2d_inputs(x, weight, bias, scale, padding);
+  return phase_conv_op("upsample_conv2d", x, weight, bias, upconv_geometry(scale, weight.size(2), padding),
+                       std::string(activation), negative_slope);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, int64_t scale, int64_t padding, c10::string_view activation, double negative_slope,
+    std::array<bool, 3> output_mask) {
+  check_upsample_conv2d_inputs(x, weight, std::nullopt, scale, padding);
+  return phase_conv_backward_op("upsample_conv2d", grad_out, x, weight, out, has_bias,
+                                upconv_geometry(scale, weight.size(2), padding), std::string(activation),
+                                negative_slope, output_mask);
 }
 
 }  // namespace ganx

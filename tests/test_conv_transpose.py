@@ -101,11 +101,10 @@ def test_errors(over, exc, match):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("act,slope", ACTS)
-def test_cuda_matches_torch(act, slope):
+def test_cuda_matches_torch(act, slope, no_tf32):
     x, w, b = _inputs(3, 9, 5, 7, 6, device="cuda")
     out = _check(x, w, b, act, slope, atol=1e-10)
     cpu = ganx.functional.conv_transpose2d_4s2(x.cpu(), w.cpu(), b.cpu(), act, slope)
     torch.testing.assert_close(out.detach().cpu(), cpu, atol=1e-10, rtol=0)
     xh = x.float().contiguous(memory_format=torch.channels_last)
-    torch.backends.cudnn.allow_tf32 = False
     _check(xh, w.float(), b.float(), act, slope, atol=1e-4, rtol=1e-4)

@@ -237,6 +237,12 @@ def _cmd_info(args) -> int:
         print("visible CUDA devices: none")
     print(f"CPU threads: {torch.get_num_threads()}; CPU loss kernels: {_ext._C.cpu_isa()} "
           f"(torch's CPU capability: {torch.backends.cpu.get_cpu_capability()})")
+    from ganx.ops import upsample_conv as _uc
+    forced = _uc.get_upconv_algorithm()
+    print(f"upsample-conv algorithms: {', '.join(_uc.UPCONV_ALGORITHMS)}; "
+          + (f"forced: {forced} (GANX_UPCONV_ALGO / ganx.ops.set_upconv_algorithm)" if forced else
+             "automatic (static rule; timed once per shape when torch.backends.cudnn.benchmark is on); "
+             "choices made so far: ganx.ops.upconv_algorithm_choices()"))
     try:
         import torch.utils.tensorboard  # noqa: F401
         tb = "yes"

@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 EMU = ROOT / "tests" / "emu"
 SOURCES = ["tests/emu/driver_main.cpp", "tests/emu/bce_driver.cpp",  # + one per kernel header's ops
-           "tests/emu/selftest_driver.cpp"]
+           "tests/emu/upconv_driver.cpp", "tests/emu/selftest_driver.cpp"]
 RUNTIME = "tests/emu/emu_runtime.cpp"
 VARIANTS = ("plain", "asan", "race")
 
@@ -65,7 +65,9 @@ def _torch_include() -> str:
 def _inputs(include_first: Optional[Path]) -> List[Path]:
     files = [ROOT / s for s in SOURCES + [RUNTIME]]
     files += sorted((ROOT / "csrc" / "cuda" / "kernels").glob("*.cuh"))
-    files += [ROOT / "csrc" / "cuda" / "launch.cuh"] + sorted((ROOT / "csrc").glob("*.h"))  # what kernels include
+    # what kernel headers and their CPU-twin drivers include
+    files += [ROOT / "csrc" / "cuda" / "launch.cuh"] + sorted((ROOT / "csrc").glob("*.h"))
+    files += sorted((ROOT / "csrc" / "cpu").glob("*.h"))
     files += sorted(EMU.glob("*.h")) + sorted(EMU.glob("*.cuh"))
     if include_first is not None:
         files += sorted(p for p in include_first.rglob("*") if p.is_file())

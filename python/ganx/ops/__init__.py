@@ -3,4 +3,6 @@ from ganx.ops import reference  # noqa: F401
 from ganx.ops.bce import (  # noqa: F401
     DiscriminatorStats, bce_discriminator_loss, bce_generator_loss, bce_with_logits, binary_cross_entropy,
     clear_cpu_buffer_cache, cpu_buffer_cache_stats)
-from ganx.ops.upsample_conv import conv_transpose2d_4s2, upsample_conv2d  # noqa: F401
+from ganx.ops.upsample_conv import (  # noqa: F401
+    UPCONV_ALGORITHMS, conv_transpose2d_4s2, get_upconv_algorithm, set_upconv_algorithm, upconv_algorithm,
+    upconv_algorithm_choices, upsample_conv2d)

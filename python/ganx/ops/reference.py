@@ -10,21 +10,27 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation",
+__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation", "ACTIVATION_FUNCTIONS",
            "bce_with_logits", "binary_cross_entropy", "bce_discriminator_loss", "bce_generator_loss",
            "discriminator_stats", "deconv_weight"]
 
 
+# The reference function of each fused activation: (pre-activation, negative_slope) -> output.
+# Paired with the C++ activation table (names, enum, slope flag) in ganx/ops/activations.py.
+ACTIVATION_FUNCTIONS = {
+    "none": lambda y, slope: y,
+    "relu": lambda y, slope: F.relu(y),
+    "leaky_relu": lambda y, slope: F.leaky_relu(y, slope),
+    "tanh": lambda y, slope: torch.tanh(y),
+}
+
+
 def apply_activation(y: torch.Tensor, activation: Optional[str], negative_slope: float = 0.01) -> torch.Tensor:
-    if activation in (None, "none"):
-        return y
-    if activation == "relu":
-        return F.relu(y)
-    if activation == "leaky_relu":
-        return F.leaky_relu(y, negative_slope)
-    if activation == "tanh":
-        return torch.tanh(y)
-    raise ValueError(f"upsample_conv2d: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+    act = "none" if activation is None else activation
+    if act not in ACTIVATION_FUNCTIONS:
+        names = ", ".join(["None"] + [repr(n) for n in ACTIVATION_FUNCTIONS if n != "none"])
+        raise ValueError(f"upsample_conv2d: activation must be one of {names}, got {activation!r}")
+    return ACTIVATION_FUNCTIONS[act](y, negative_slope)
 
 
 def upsample_conv2d(

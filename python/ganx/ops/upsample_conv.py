@@ -13,17 +13,62 @@ torch.compile and its autograd formula registered here.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
-from typing import Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 from ganx import _ext  # noqa: F401  (registers torch.ops.ganx)
+from ganx.ops.activations import ACTIVATIONS, check_activation
 
-__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "ACTIVATIONS"]
+__all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "ACTIVATIONS", "UPCONV_ALGORITHMS", "set_upconv_algorithm",
+           "get_upconv_algorithm", "upconv_algorithm", "upconv_algorithm_choices"]
 
-ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh")
 _MAX_SCALE = 4
+
+# ----------------------------------------------------------------- algorithm choice
+# Both ops run as one of three compositions of the vendor's convolution (cuDNN / oneDNN) with
+# ganx's glue kernels (csrc/upsample_conv2d.h):
+#   "deconv":  s = 2 with 2x2 phase kernels (upsample + 3x3, ConvTranspose2d(4, 2, 1)): one
+#              stride-2 transposed conv with the folded 4x4 kernel, then bias + activation;
+#   "stacked": the s*s phase kernels as output channels of one stride-1 conv, then one pass
+#              that crops, interleaves, adds the bias and activates;
+#   "split":   one conv per phase (always available), then the same pass.
+# Static rule: CUDA takes deconv when the geometry allows it, else stacked, else split; the CPU
+# (measured on oneDNN) takes deconv from 8x8 maps on, stacked from 16x16, split below. With
+# torch.backends.cudnn.benchmark on, the candidates are timed once per (op, direction, shapes,
+# dtype, memory format, device) and the fastest is cached (never while a CUDA graph is being
+# captured or under tracing). GANX_UPCONV_ALGO or set_upconv_algorithm() forces one.
+UPCONV_ALGORITHMS = ("deconv", "stacked", "split")
+
+
+def set_upconv_algorithm(name: Optional[str]) -> None:
+    """Forces one algorithm for every later call (None or "auto": the automatic choice)."""
+    _ext._C.set_upconv_algorithm("auto" if name is None else name)
+
+
+def get_upconv_algorithm() -> Optional[str]:
+    """The forced algorithm, or None when the choice is automatic."""
+    return _ext._C.upconv_algorithm() or None
+
+
+@contextlib.contextmanager
+def upconv_algorithm(name: Optional[str]) -> Iterator[None]:
+    """``with upconv_algorithm("stacked"): ...`` forces an algorithm inside the block (tests, benchmarks)."""
+    old = get_upconv_algorithm()
+    set_upconv_algorithm(name)
+    try:
+        yield
+    finally:
+        set_upconv_algorithm(old)
+
+
+def upconv_algorithm_choices() -> List[Dict[str, str]]:
+    """Every choice made so far: ``key`` (op, direction, shapes, dtype, format, device), ``algorithm``,
+    ``source`` ("rule", "timed" or "forced")."""
+    return list(_ext._C.upconv_algorithm_choices())
 
 
 def _check_python_args(weight, scale_factor, padding, activation, negative_slope):
@@ -31,9 +76,7 @@ def _check_python_args(weight, scale_factor, padding, activation, negative_slope
         raise TypeError(f"upsample_conv2d: scale_factor must be an integer, got {type(scale_factor).__name__}")
     if float(scale_factor) != int(scale_factor) or not 1 <= int(scale_factor) <= _MAX_SCALE:
         raise ValueError(f"upsample_conv2d: scale_factor must be an integer in [1, {_MAX_SCALE}], got {scale_factor}")
-    act = "none" if activation is None else activation
-    if act not in ACTIVATIONS:
-        raise ValueError(f"upsample_conv2d: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+    act = check_activation("upsample_conv2d", activation)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
         dims = f"{weight.dim()}-D" if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"upsample_conv2d: weight must be 4-D (C_out, C_in, kH, kW), got {dims}")
@@ -66,17 +109,12 @@ def upsample_conv2d(
         activation: None, "relu", "leaky_relu" or "tanh", applied after the bias.
         negative_slope: slope of leaky_relu (>= 0).
 
-    Under ``torch.autocast("cuda")`` the inputs are cast to the autocast dtype, like conv2d.
-    Gradients for x, weight and bias (only those needed are computed). Double backward is
+    Under ``torch.autocast("cuda")`` the inputs are cast to the autocast dtype, like conv2d (the
+    op's Autocast kernel, csrc/autocast.cpp); under CPU autocast it runs in float32. Gradients
+    for x, weight and bias (only those needed are computed). Double backward is
     not supported (a clear error).
     """
     s, p, act, slope = _check_python_args(weight, scale_factor, padding, activation, negative_slope)
-    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
-        dtype = torch.get_autocast_dtype("cuda")
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
-        with torch.autocast("cuda", enabled=False):
-            return torch.ops.ganx.upsample_conv2d(x, weight, bias, s, p, act, slope)
     return torch.ops.ganx.upsample_conv2d(x, weight, bias, s, p, act, slope)
 
 
@@ -98,24 +136,22 @@ def conv_transpose2d_4s2(
         x: (N, C_in, H, W); weight: (C_in, C_out, 4, 4) (ConvTranspose2d's layout);
         bias: (C_out,) or None; activation / negative_slope as in :func:`upsample_conv2d`.
     """
-    act = "none" if activation is None else activation
-    if act not in ACTIVATIONS:
-        raise ValueError(f"conv_transpose2d_4s2: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+    act = check_activation("conv_transpose2d_4s2", activation)
     slope = float(negative_slope)
-    if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
-        dtype = torch.get_autocast_dtype("cuda")
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
-        with torch.autocast("cuda", enabled=False):
-            return torch.ops.ganx.conv_transpose2d_4s2(x, weight, bias, act, slope)
     return torch.ops.ganx.conv_transpose2d_4s2(x, weight, bias, act, slope)
 
 
 # ----------------------------------------------------------------- fake kernels (shapes only)
 
+# The real kernels give the output and grad_x the memory format x.suggest_memory_format()
+# (csrc/upsample_conv2d.cpp, output_format) and grad_weight a contiguous layout; the fakes say
+# the same for every layout (tests/test_upsample_conv.py checks them against each other).
 def _out_format(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-                                   and not x.is_contiguous()) else torch.contiguous_format
+    return suggest_memory_format(x) if x.dim() == 4 else torch.contiguous_format
+
+
+def _like(t: torch.Tensor, fmt: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=fmt)
 
 
 @torch.library.register_fake("ganx::upsample_conv2d")
@@ -130,8 +166,8 @@ def _upsample_conv2d_fake(x, weight, bias, scale, padding, activation, negative_
 @torch.library.register_fake("ganx::upsample_conv2d_backward")
 def _upsample_conv2d_backward_fake(grad_out, x, weight, out, has_bias, scale, padding, activation,
                                    negative_slope, output_mask):
-    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
-    gw = torch.empty_like(weight) if output_mask[1] else weight.new_empty((0,))
+    gx = _like(x, _out_format(x)) if output_mask[0] else x.new_empty((0,))
+    gw = _like(weight) if output_mask[1] else weight.new_empty((0,))
     gb = x.new_empty((weight.shape[0],)) if (output_mask[2] and has_bias) else x.new_empty((0,))
     return gx, gw, gb
 
@@ -147,8 +183,8 @@ def _conv_transpose2d_4s2_fake(x, weight, bias, activation, negative_slope):
 
 @torch.library.register_fake("ganx::conv_transpose2d_4s2_backward")
 def _conv_transpose2d_4s2_backward_fake(grad_out, x, weight, out, has_bias, activation, negative_slope, output_mask):
-    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
-    gw = torch.empty_like(weight) if output_mask[1] else weight.new_empty((0,))
+    gx = _like(x, _out_format(x)) if output_mask[0] else x.new_empty((0,))
+    gw = _like(weight) if output_mask[1] else weight.new_empty((0,))
     gb = x.new_empty((weight.shape[1],)) if (output_mask[2] and has_bias) else x.new_empty((0,))
     return gx, gw, gb
 

@@ -1,0 +1,154 @@
+// The upsample-conv header: argument checks, the geometry of the phase-decomposed layer and
+// the ATen composition that serves both devices (csrc/upsample_conv2d.cpp), shared by both ops
+// that use it: upsample_conv2d (nearest upsampling + "same" conv) and conv_transpose2d_4s2
+// (ConvTranspose2d(4, stride 2, padding 1); its own file: csrc/conv_transpose2d_4s2.cpp).
+//
+// How a call runs (DESIGN.md section 2): the phase GEMM is the vendor's convolution (cuDNN on
+// CUDA, oneDNN on the CPU) in one of three forms (the algorithms, see UpconvAlgo), and ganx's
+// own glue kernels (csrc/cpu/upconv_epilogue.h, csrc/cuda/kernels/upconv_epilogue.cuh) fold
+// the weight and crop / interleave / bias / activate the result in one pass (backward: the
+// reverse in one pass).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "activation.h"
+#include "upconv_epilogue.h"
+
+namespace ganx {
+
+// "none" | "relu" | ... (the table in activation.h); anything else is a ValueError naming the op.
+Act parse_activation(const std::string& name, double negative_slope, const char* op = "upsample_conv2d");
+
+// Largest supported scale factor and the supported (odd) kernel sizes.
+constexpr int64_t kMaxScale = 4;
+constexpr int64_t kMaxTaps = 5;  // taps per phase never exceed the kernel size (<= 5)
+
+// Nearest upsampling by s followed by a k x k "same" convolution (padding p = k/2) is, for
+// output row oy = s*i + a (phase a), a correlation of the *input* rows i + d0[a] + t,
+// t = 0..T-1, with a phase kernel whose tap t is the sum of the original taps ky with
+// floor((a + ky - p) / s) == d0[a] + t. Phases with fewer distinct offsets than T get zero
+// taps at the end, so every phase has the same T x T kernel.
+enum class Fold : int64_t {
+  UpsampleConv = 0,       // weight (C_out, C_in, k, k): phase taps are sums of original taps
+  ConvTranspose4s2 = 1,   // weight (C_in, C_out, 4, 4) of ConvTranspose2d(4, stride 2, padding 1):
+                          // phase taps are a selection of the original taps
+};
+
+struct UpConvGeometry {
+  Fold fold = Fold::UpsampleConv;
+  int64_t s = 2, k = 3, p = 1;
+  int64_t T = 2;                            // taps per phase (per dimension)
+  std::array<int64_t, kMaxScale> d0{};      // first input offset of each phase
+  std::array<int64_t, kMaxScale> taps{};    // taps phase a really has (<= T; the rest are zero
+                                            // padding that must not *read* x: 0 * NaN = NaN)
+  int64_t pad_lo = 0, pad_hi = 0;           // zero padding of x that covers every phase
+};
+
+UpConvGeometry upconv_geometry(int64_t scale, int64_t kernel_size, int64_t padding);
+// ConvTranspose2d(k=4, s=2, p=1): out[2i + a] = sum_t x[i + d0[a] + t] * w[ky = a + 1 - 2 (d0[a] + t)]
+// with d0 = {-1, 0} and T = 2 -- the geometry of upsample-conv with s = 2, k = 3.
+UpConvGeometry conv_transpose4s2_geometry();
+
+// Checks shared by both ops; `w_in` / `w_out` are the weight dims holding C_in / C_out.
+void check_phase_conv_common(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, int64_t w_in, int64_t w_out);
+// Every user-facing check of upsample_conv2d (raises with the op and argument named).
+void check_upsample_conv2d_inputs(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, int64_t scale, int64_t padding);
+// Checks of conv_transpose2d_4s2 (weight in ConvTranspose2d's (C_in, C_out, 4, 4) layout).
+void check_conv_transpose4s2_inputs(const at::Tensor& x, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias);
+
+// The memory format of the op's output and of grad_x: x's suggest_memory_format() (the
+// fake kernels in python/ganx/ops/upsample_conv.py mirror this rule).
+at::MemoryFormat output_format(const at::Tensor& x);
+
+// ---------------------------------------------------------------- algorithms
+//   deconv:  s = 2 with 2x2 phase kernels -- one stride-2 transposed conv with the 4x4 kernel
+//            the phase kernels interleave into (the vendor writes the interleaved output;
+//            the epilogue is bias + activation in place);
+//   stacked: all phase kernels as the output channels of one stride-1 conv of the padded x;
+//            the epilogue crops each phase's window and interleaves;
+//   split:   one conv per phase (phases with unequal tap counts, and small maps on the CPU).
+enum class UpconvAlgo : int { Deconv = 0, Stacked = 1, Split = 2 };
+const char* algo_name(UpconvAlgo a);
+bool algo_available(UpconvAlgo a, const UpConvGeometry& g);
+
+// The forced algorithm ("" = automatic), from GANX_UPCONV_ALGO or set_forced_algorithm().
+void set_forced_algorithm(const std::string& name);
+std::string forced_algorithm();
+// One entry per (op, direction, shapes, dtype, memory format, device) seen: the algorithm and
+// how it was chosen ("rule", "timed", "forced").
+struct AlgoChoice {
+  std::string key, algo, source;
+};
+std::vector<AlgoChoice> algorithm_choices();
+void clear_algorithm_choices();
+
+// ---------------------------------------------------------------- device glue kernels
+// The phase maps the epilogue reads (forward) or writes (backward): tensors.size() == 1 means
+// every phase lies in tensors[0] at element offset offset[ab]; otherwise tensors[ab] is phase
+// ab (offset 0). All maps share tensors[0]'s strides.
+struct PhaseMaps {
+  std::vector<at::Tensor> tensors;
+  std::array<int64_t, kMaxPhases> offset{};
+};
+
+struct DeviceGlue {
+  // out = act(interleave(phases) + bias); out may be phases.tensors[0] itself when s == 1.
+  void (*epilogue_fwd)(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
+                       double slope);
+  // phases = de-interleave(act'(out) * grad); returns the bias gradient (dtype of grad) if
+  // need_bias, else an undefined tensor.
+  at::Tensor (*epilogue_bwd)(const at::Tensor& grad, const at::Tensor& out, const PhaseMaps& ph, int64_t s, Act act,
+                             double slope, bool need_bias);
+  // dst = the tap sums of FoldArgs over src (see upconv_epilogue.h).
+  void (*fold)(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst);
+  void (*synchronize)();   // for timing candidates
+  bool (*capturing)();     // a CUDA graph is being captured on the current stream
+};
+// Each device file registers its glue at static-initialisation time.
+void register_device_glue(c10::DeviceType type, const DeviceGlue& glue);
+const DeviceGlue& device_glue(const at::Tensor& t, const char* op);
+
+// Folded phase kernels [s, s, C_out, C_in, T, T] (dtype of weight) computed on weight's device
+// by exact sums in float64 (one rounding per tap), and the transpose of the folding.
+at::Tensor fold_weight(const at::Tensor& weight, const UpConvGeometry& g);
+at::Tensor unfold_weight_grad(const at::Tensor& grad_folded, const UpConvGeometry& g, const at::Tensor& weight);
+
+// ---------------------------------------------------------------- the ops, written once
+at::Tensor phase_conv_op(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, const UpConvGeometry& g,
+                         const std::string& activation, double negative_slope);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
+    const char* op, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& out, bool has_bias, const UpConvGeometry& g, const std::string& activation,
+    double negative_slope, std::array<bool, 3> output_mask);
+
+at::Tensor upsample_conv2d(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                           int64_t scale, int64_t padding, c10::string_view activation, double negative_slope);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, int64_t scale, int64_t padding, c10::string_view activation, double negative_slope,
+    std::array<bool, 3> output_mask);
+at::Tensor conv_transpose2d_4s2(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                c10::string_view activation, double negative_slope);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_4s2_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
+    bool has_bias, c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask);
+
+inline int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+}  // namespace ganx

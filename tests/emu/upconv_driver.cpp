@@ -1,0 +1,117 @@
+// The upsample-conv glue kernels (csrc/cuda/kernels/upconv_epilogue.cuh) as driver ops, each run
+// twice on the same inputs: the CUDA kernel under the emulator (through its host launcher, as
+// csrc/cuda/upsample_conv2d.cu calls it) and the CPU twin (csrc/cpu/upconv_epilogue.h, both
+// traversals), so the test compares the two and both with a torch reference.
+//
+// Keys: N C H W s act slope; cl (the CUDA forward's traversal order and the CPU twin's
+// traversal); strides of the phase maps ps_n ps_c ps_h ps_w (one buffer of s*s maps, map ab at
+// element ab * pstep), of out os_*, of grad gs_*; has_bias.
+// upconv_fwd: arrays in "phases" [, "bias"]; out "out_cuda", "out_cpu".
+// upconv_bwd: arrays in "grad" [, "out"]; out "ph_cuda", "ph_cpu", "gb_cuda", "gb_cpu"
+// (bias gradients reduced from the partial sums in a fixed order, as the .cu / .cpp files do).
+#include "cuda/kernels/upconv_epilogue.cuh"
+#include "cpu/upconv_epilogue.h"
+
+#include <string>
+#include <vector>
+
+#include "driver.h"
+
+namespace {
+
+using namespace ganx;
+using namespace ganx::emu_driver;
+
+Strides4 strides(const Case& c, const char* p) {
+  const std::string s(p);
+  return {c.integer(s + "_n"), c.integer(s + "_c"), c.integer(s + "_h"), c.integer(s + "_w")};
+}
+
+template <typename T>
+void op_typed(const Case& c, Result& r) {
+  using A = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+  const int64_t N = c.integer("N"), C = c.integer("C"), H = c.integer("H"), W = c.integer("W"), s = c.integer("s");
+  const int64_t pstep = c.integer("pstep");
+  const Act act = static_cast<Act>(c.integer("act"));
+  const double slope = c.num("slope");
+  const bool cl = c.integer("cl") != 0;
+  const int64_t out_n = N * C * H * s * W * s;
+  if (c.op == "upconv_fwd") {
+    Buf<T> ph(c.arrays.at("phases"), 0);
+    Buf<T> bias = c.has_array("bias") ? Buf<T>(c.arrays.at("bias"), 0) : Buf<T>(0);
+    Buf<T> out_cuda(out_n), out_cpu(out_n);
+    EpilogueFwdArgs<T> a{};
+    for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = ph.data + ab * pstep;
+    a.ps = strides(c, "ps");
+    a.bias = c.has_array("bias") ? bias.data : nullptr;
+    a.os = strides(c, "os");
+    a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
+    a.out = out_cuda.data;
+    cuda::launch_upconv_epilogue_fwd<T, A>(a, cl, nullptr);
+    a.out = out_cpu.data;
+    std::vector<A> tmp(static_cast<size_t>(cl ? C : W));
+    if (cl) {
+      for (int64_t u = 0; u < N * H; ++u) cpu::epilogue_fwd_row(a, u / H, u % H, tmp.data(), cpu::ScalarRowAct{});
+    } else {
+      for (int64_t u = 0; u < N * C; ++u) cpu::epilogue_fwd_plane(a, u / C, u % C, tmp.data(), cpu::ScalarRowAct{});
+    }
+    r.arrays.push_back({"out_cuda", out_cuda.bytes()});
+    r.arrays.push_back({"out_cpu", out_cpu.bytes()});
+    return;
+  }
+  // upconv_bwd
+  Buf<T> grad(c.arrays.at("grad"), 0);
+  Buf<T> out = c.has_array("out") ? Buf<T>(c.arrays.at("out"), 0) : Buf<T>(0);
+  const bool has_bias = c.integer("has_bias") != 0;
+  Buf<T> ph_cuda(s * s * pstep), ph_cpu(s * s * pstep);
+  const int64_t chunks = cuda::upconv_epilogue_bwd_chunks(H, W, s);
+  Buf<A> partial(has_bias ? N * C * chunks : 0);
+  EpilogueBwdArgs<T, A> a{};
+  a.grad = grad.data;
+  a.gs = strides(c, "gs");
+  a.out = act != Act::None ? out.data : nullptr;
+  a.os = strides(c, "os");
+  for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = ph_cuda.data + ab * pstep;
+  a.ps = strides(c, "ps");
+  a.bias_partial = has_bias ? partial.data : nullptr;
+  a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
+  cuda::launch_upconv_epilogue_bwd<T, A>(a, nullptr);
+  std::vector<double> gb_cuda(static_cast<size_t>(C), 0.0), gb_cpu(static_cast<size_t>(C), 0.0);
+  if (has_bias)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t o = 0; o < C; ++o)
+        for (int64_t k = 0; k < chunks; ++k) gb_cuda[o] += partial.data[(n * C + o) * chunks + k];
+  EpilogueBwdArgs<T, double> b{};
+  b.grad = a.grad, b.gs = a.gs, b.out = a.out, b.os = a.os, b.ps = a.ps;
+  for (int64_t ab = 0; ab < s * s; ++ab) b.phase[ab] = ph_cpu.data + ab * pstep;
+  b.N = N, b.C = C, b.H = H, b.W = W, b.s = a.s, b.act = act, b.slope = slope;
+  if (cl) {
+    std::vector<double> row(static_cast<size_t>(C));
+    for (int64_t u = 0; u < N * H; ++u) {
+      std::fill(row.begin(), row.end(), 0.0);
+      cpu::epilogue_bwd_row(b, u / H, u % H, row.data());
+      for (int64_t o = 0; o < C; ++o) gb_cpu[o] += row[o];
+    }
+  } else {
+    for (int64_t u = 0; u < N * C; ++u) gb_cpu[u % C] += cpu::epilogue_bwd_plane(b, u / C, u % C);
+  }
+  r.arrays.push_back({"ph_cuda", ph_cuda.bytes()});
+  r.arrays.push_back({"ph_cpu", ph_cpu.bytes()});
+  r.arrays.push_back({"gb_cuda", std::string(reinterpret_cast<const char*>(gb_cuda.data()), gb_cuda.size() * 8)});
+  r.arrays.push_back({"gb_cpu", std::string(reinterpret_cast<const char*>(gb_cpu.data()), gb_cpu.size() * 8)});
+  r.set("chunks", std::to_string(chunks));
+}
+
+void op_upconv(const Case& c, Result& r) {
+  if (c.dtype == "float32") return op_typed<float>(c, r);
+  if (c.dtype == "float64") return op_typed<double>(c, r);
+  if (c.dtype == "float16") return op_typed<c10::Half>(c, r);
+  if (c.dtype == "bfloat16") return op_typed<c10::BFloat16>(c, r);
+  std::fprintf(stderr, "ganx-emu driver: upconv: unknown dtype %s\n", c.dtype.c_str());
+  std::exit(2);
+}
+
+}  // namespace
+
+GANX_EMU_OP("upconv_fwd", op_upconv);
+static ::ganx::emu_driver::Register ganx_emu_reg_upconv_bwd("upconv_bwd", op_upconv);

@@ -1,0 +1,195 @@
+"""The upsample-conv glue kernels (csrc/cuda/kernels/upconv_epilogue.cuh) executed under the CUDA
+emulator (tests/emu) in its three builds (plain, AddressSanitizer + UBSan, ThreadSanitizer),
+compared with their CPU twins (csrc/cpu/upconv_epilogue.h, run by the same driver on the same
+inputs) and with a torch reference of the epilogue's math. No GPU needed.
+
+Cases: scales 1-3 (s = 1 is the deconv form's in-place bias + activation), every activation,
+NCHW and channels_last strides for the phase maps, the output and grad_out (a stride-0 grad too),
+with and without bias, every dtype, and a plane larger than one backward block's chunk (several
+partial sums per channel).
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "emu"))
+import harness as H  # noqa: E402
+
+from ganx.ops.activations import ACTIVATION_TABLE  # noqa: E402
+
+DT = ["float32", "float64", "float16", "bfloat16"]
+TOL = {"float32": 1e-5, "float64": 1e-12, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+def _strides(shape, cl):
+    n, c, h, w = shape
+    return (h * w * c, 1, w * c, c) if cl else (c * h * w, h * w, w, 1)
+
+
+def _view(flat, shape, strides):
+    return torch.as_strided(flat, shape, strides)
+
+
+def _kv(prefix, st):
+    return {f"{prefix}_n": st[0], f"{prefix}_c": st[1], f"{prefix}_h": st[2], f"{prefix}_w": st[3]}
+
+
+def _act_ref(name, y, slope):
+    return ACTIVATION_TABLE[name].reference(y, slope)
+
+
+def _cases():
+    cs = []
+    g = torch.Generator().manual_seed(0)
+    geoms = [(2, 3, 5, 4, 2), (1, 2, 3, 7, 1), (2, 3, 4, 3, 3), (1, 2, 40, 60, 2)]
+    for dtype in DT:
+        for (N, C, H_, W, s) in geoms:
+            big = H_ * W > 1000
+            for act in ACTIVATION_TABLE:
+                for cl in (False, True):
+                    if big and (act not in ("none", "tanh") or dtype not in ("float32", "float16")):
+                        continue
+                    slope = 0.2 if act == "leaky_relu" else 0.0
+                    kv = dict(N=N, C=C, H=H_, W=W, s=s, act=ACTIVATION_TABLE[act].enum, slope=slope, cl=int(cl))
+                    pshape = (N, C, H_, W)
+                    pst = _strides(pshape, cl)
+                    oshape = (N, C, H_ * s, W * s)
+                    ost = _strides(oshape, cl)
+                    pstep = N * C * H_ * W
+                    kv.update(**_kv("ps", pst), **_kv("os", ost), pstep=pstep)
+                    t = H.DTYPES[dtype]
+                    ph = (torch.randn(s * s * pstep, generator=g, dtype=torch.float64) * 2).to(t)
+                    bias = torch.randn(C, generator=g, dtype=torch.float64).to(t)
+                    cid = f"{dtype}-{N}x{C}x{H_}x{W}-s{s}-{act}-{'cl' if cl else 'nchw'}"
+                    c = H.Case(f"fwd-{cid}", "upconv_fwd", dtype, {"phases": ph, "bias": bias}, dict(kv))
+                    c.meta = dict(pshape=pshape, pst=pst, oshape=oshape, ost=ost, act=act, slope=slope, s=s)
+                    cs.append(c)
+                    # backward: grad in the other layout (strides need not match the output's),
+                    # a stride-0 grad for the NCHW no-bias cases
+                    gst = _strides(oshape, not cl)
+                    grad = torch.randn(N * C * H_ * s * W * s, generator=g, dtype=torch.float64).to(t)
+                    out = torch.tanh(torch.randn(N * C * H_ * s * W * s, generator=g, dtype=torch.float64)).to(t)
+                    if act == "relu" or act == "leaky_relu":
+                        out = torch.where(out.double() > 0.3, out.double(), -out.double().abs()).to(t)
+                    has_bias = not (act == "none" and not cl)
+                    if not has_bias:
+                        gst = (0, 0, 0, 0)
+                        grad = grad[:1]
+                    kvb = dict(kv, has_bias=int(has_bias), **_kv("gs", gst))
+                    arrays = {"grad": grad}
+                    if act != "none":
+                        arrays["out"] = out
+                    cb = H.Case(f"bwd-{cid}", "upconv_bwd", dtype, arrays, kvb)
+                    cb.meta = dict(c.meta, gst=gst, has_bias=has_bias)
+                    cs.append(cb)
+    return cs
+
+
+CASES = _cases()
+BY_ID = {c.id: c for c in CASES}
+
+
+def _included(variant, c):
+    big = c.meta["pshape"][2] * c.meta["pshape"][3] > 1000
+    # the sanitizer builds run the small cases in two dtypes (time)
+    return variant == "plain" or not (big or c.dtype in ("bfloat16", "float64"))
+
+
+@functools.lru_cache(maxsize=None)
+def results(variant: str):
+    return H.run(variant, [c for c in CASES if _included(variant, c)])
+
+
+def _fwd_reference(c):
+    m = c.meta
+    t = H.DTYPES[c.dtype]
+    s = m["s"]
+    ph = c.arrays["phases"].double()
+    n = ph.numel() // (s * s)
+    out = torch.empty(m["oshape"], dtype=torch.float64)
+    for a in range(s):
+        for b in range(s):
+            p = _view(ph[(a * s + b) * n:(a * s + b + 1) * n], m["pshape"], m["pst"])
+            v = p.to(t).double() if t in (torch.float16, torch.bfloat16) else p
+            out[:, :, a::s, b::s] = v + c.arrays["bias"].double().view(1, -1, 1, 1)
+    return _act_ref(m["act"], out, m["slope"])
+
+
+def _bwd_reference(c):
+    m = c.meta
+    s = m["s"]
+    gflat = c.arrays["grad"].double()
+    grad = torch.as_strided(gflat, m["oshape"], m["gst"])
+    if m["act"] == "none":
+        d = grad.clone()
+    else:
+        y = _view(c.arrays["out"].double(), m["oshape"], m["ost"])
+        if m["act"] == "relu":
+            d = torch.where(y > 0, grad, torch.zeros_like(grad))
+        elif m["act"] == "leaky_relu":
+            d = torch.where(y > 0, grad, grad * m["slope"])
+        else:
+            d = grad * (1 - y * y)
+    phases = [d[:, :, a::s, b::s] for a in range(s) for b in range(s)]
+    return phases, d.sum((0, 2, 3))
+
+
+def variant_cases():
+    return [(v, c.id) for v in H.VARIANTS for c in CASES if _included(v, c)]
+
+
+@pytest.mark.parametrize("variant,cid", variant_cases())
+def test_emulated_upconv_epilogue_matches_cpu_twin_and_reference(variant, cid):
+    c = BY_ID[cid]
+    r = results(variant)[cid]
+    t = H.DTYPES[c.dtype]
+    tol = TOL[c.dtype]
+    m = c.meta
+    if c.op == "upconv_fwd":
+        n = torch.Size(m["oshape"]).numel()
+        cu = _view(r.tensor("out_cuda", t), m["oshape"], m["ost"]).double()
+        cp = _view(r.tensor("out_cpu", t), m["oshape"], m["ost"]).double()
+        assert cu.numel() == n
+        torch.testing.assert_close(cu, cp, atol=tol, rtol=tol)
+        torch.testing.assert_close(cu, _fwd_reference(c), atol=tol * 4, rtol=tol * 4)
+        return
+    pst = m["pst"]
+    n = torch.Size(m["pshape"]).numel()
+    ph_cu, ph_cp = r.tensor("ph_cuda", t).double(), r.tensor("ph_cpu", t).double()
+    ref_ph, ref_gb = _bwd_reference(c)
+    s = m["s"]
+    for ab in range(s * s):
+        a_cu = _view(ph_cu[ab * n:(ab + 1) * n], m["pshape"], pst)
+        a_cp = _view(ph_cp[ab * n:(ab + 1) * n], m["pshape"], pst)
+        assert torch.equal(a_cu, a_cp), ab  # same element-wise arithmetic, bit for bit
+        torch.testing.assert_close(a_cu, ref_ph[ab], atol=tol * 4, rtol=tol * 4)
+    if m["has_bias"]:
+        gb_cu = r.tensor("gb_cuda", torch.float64)
+        gb_cp = r.tensor("gb_cpu", torch.float64)
+        scale = ref_gb.abs().max().item() + 1
+        torch.testing.assert_close(gb_cu, gb_cp, atol=tol * scale, rtol=0)
+        torch.testing.assert_close(gb_cu, ref_gb, atol=tol * 8 * scale, rtol=0)
+        if m["pshape"][2] * m["pshape"][3] * s * s > 4096:
+            assert r.int("chunks") > 1
+
+
+def test_planted_bug_is_caught(tmp_path):
+    # A missing barrier in the backward's bias reduction must make the race build fail.
+    src = (H.ROOT / "csrc" / "cuda" / "kernels" / "upconv_epilogue.cuh").read_text()
+    needle = "    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];\n    __syncthreads();\n"
+    assert needle in src
+    bad = src.replace(needle, "    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];\n")
+    d = tmp_path / "inc" / "cuda" / "kernels"
+    d.mkdir(parents=True)
+    (d / "upconv_epilogue.cuh").write_text(bad.replace('#include "../launch.cuh"', '#include "cuda/launch.cuh"')
+                                           .replace('#include "../../upconv_epilogue.h"', '#include "upconv_epilogue.h"'))
+    exe = H.build("race", include_first=tmp_path / "inc", tag="upconv-planted")
+    case = next(c for c in CASES if c.op == "upconv_bwd" and c.meta["has_bias"] and c.dtype == "float32"
+                and c.meta["s"] == 2)
+    with pytest.raises(H.EmuFailure):
+        H.run("race", [case], exe=exe)
