@@ -14,5 +14,5 @@ t = time.perf_counter()
 harness.build_all()
 print(f"emu: {', '.join(harness.VARIANTS)} builds ready in {time.perf_counter() - t:.1f} s", flush=True)
 PY
-python -m pytest -q -p no:cacheprovider tests/test_emu_selftest.py tests/test_emu_bce.py tests/test_emu_planted.py "$@"
+python -m pytest -q -p no:cacheprovider tests/test_emu_*.py "$@"  # every emulated kernel's tests
 echo "emu: tests/emu/run.sh took ${SECONDS} s"
