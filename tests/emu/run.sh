@@ -15,5 +15,5 @@ for v in harness.VARIANTS:
     harness.build(v)
     print(f"emu: {v} build ready in {time.perf_counter() - t:.1f} s", flush=True)
 PY
-python -m pytest -q -p no:cacheprovider tests/test_emu_bce.py tests/test_emu_planted.py "$@"
+python -m pytest -q -p no:cacheprovider tests/test_emu_bce.py tests/test_emu_upconv.py tests/test_emu_planted.py "$@"
 echo "emu: tests/emu/run.sh took ${SECONDS} s"
