@@ -14,7 +14,7 @@ ratios:
   only; the whole drop-in (``fuse(G)``, ``logits_and_bce(D, criterion)``, the two D-loss
   calls replaced by ``ganx.nn.DiscriminatorBCELoss``); the drop-in with D's parameters frozen
   during the G step (a plain-PyTorch change, for scale); for the ConvTranspose DCGAN also the
-  drop-in with ``conv_transpose="fuse"`` (what ``fuse`` declines to do on the CPU).
+  drop-in with ``where_slower="fuse"`` (what ``fuse`` declines to do on the CPU).
 * **per layer** (forward + backward, batch 64) of the generator layers ``fuse`` decides on:
   each ConvTranspose2d(4, 2, 1) of the 64 px DCGAN as nn.ConvTranspose2d vs ganx's
   FusedConvTranspose2d, and each Upsample + Conv2d of the 32 px one vs UpsampleConv2d.
@@ -134,10 +134,10 @@ def step_contenders(name, size, batch, nz, width, nc):
             ("drop-in + D frozen in the G step (plain PyTorch, not ganx)", ex.Timed(G_f, D_l, dropin_frozen_d))]
     reports = {"fuse": str(g_rep), "logits_and_bce": str(d_rep)}
     if name == "convtranspose":
-        G_ff, rep2 = ganx.fuse(G, conv_transpose="fuse")
-        rows.append(("drop-in with conv_transpose='fuse' (declined by default on the CPU)",
+        G_ff, rep2 = ganx.fuse(G, where_slower="fuse")
+        rows.append(("drop-in with where_slower='fuse' (declined by default on the CPU)",
                      ex.Timed(G_ff, D_l, dropin)))
-        reports["fuse conv_transpose='fuse'"] = str(rep2)
+        reports["fuse where_slower='fuse'"] = str(rep2)
     state = {"i": 0}
     batches = [data[i * batch:(i + 1) * batch] for i in range(4)]
 
@@ -170,6 +170,15 @@ def layer_cases(batch, width, nc):
             fused.bias = conv.bias
         label = f"Upsample(2) + Conv2d(3x3){' + Tanh' if act else ''} N{batch} {cin}->{cout}ch {h}->{2 * h}px"
         cases.append((label, "nn.Upsample + nn.Conv2d", "ganx UpsampleConv2d", ref, fused, (batch, cin, h, h)))
+    # the scales and kernels fuse decides on by device (the policy in ganx/convert/_fuse.py)
+    for k, sc, n, cin, cout, h in [(1, 2, batch, w, w // 4 or 1, 16), (5, 2, batch, w, w, 16), (3, 1, 16, w, w, 16),
+                                   (3, 3, 16, w, w // 2 or 1, 16), (3, 4, 16, w, w // 2 or 1, 8)]:
+        conv = nn.Conv2d(cin, cout, k, 1, k // 2)
+        ref = nn.Sequential(nn.Upsample(scale_factor=sc), conv)
+        fused = ganx.nn.UpsampleConv2d(cin, cout, k, sc)
+        fused.weight, fused.bias = conv.weight, conv.bias
+        label = f"Upsample({sc}) + Conv2d({k}x{k}) N{n} {cin}->{cout}ch {h}->{sc * h}px"
+        cases.append((label, "nn.Upsample + nn.Conv2d", "ganx UpsampleConv2d", ref, fused, (n, cin, h, h)))
     return cases
 
 

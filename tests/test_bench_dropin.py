@@ -17,6 +17,6 @@ def test_bench_dropin_quick(tmp_path):
     assert res["header"]["load_start"] and res["header"]["device"]
     assert [e["model"] for e in res["steps"]] == ["resize-conv DCGAN 32 px", "convtranspose DCGAN 64 px"]
     assert len(res["steps"][1]["rows"]) == 5 and all(r["step_ms"] > 0 for e in res["steps"] for r in e["rows"])
-    assert len(res["layers"]) == 7
+    assert len(res["layers"]) == 12
     md = js.with_suffix(".md").read_text()
     assert "load average" in md and "| unmodified script |" in md and "ConvTranspose2d(4,2,1)" in md

@@ -107,3 +107,11 @@ def test_a_larger_cached_block_serves_a_smaller_request():
     tiny = _cached_output(N // 2)  # more than twice smaller: a block of its own
     assert tiny.data_ptr() != ptr
     clear_cpu_buffer_cache()
+
+
+def test_bad_cache_size_variable_stops_training_at_start(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ganx", "train", "--out", str(tmp_path / "r"), "--steps", "2",
+                        "--no-metrics", "--no-progress", "--device", "cpu"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "GANX_CPU_BUFFER_CACHE_MB": "-5"})
+    assert r.returncode == 2 and "GANX_CPU_BUFFER_CACHE_MB" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "r" / "log.jsonl").exists()

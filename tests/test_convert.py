@@ -98,14 +98,14 @@ def test_resize_conv_with_batchnorm_between_is_left_and_reported():
 
 def test_convT_dcgan_and_activations_join():
     g = convT_dcgan()
-    fused, report = ganx.fuse(g, conv_transpose="fuse")
+    fused, report = ganx.fuse(g, where_slower="fuse")
     assert len(report.fused) == 3
     assert sum(isinstance(m, ganx.nn.FusedConvTranspose2d) for m in fused) == 3
     acts = [m.activation for m in fused if isinstance(m, ganx.nn.FusedConvTranspose2d)]
     assert acts == [None, None, "tanh"]  # BatchNorm between conv and activation: no join
     seq = nn.Sequential(nn.ConvTranspose2d(4, 3, 4, 2, 1), nn.LeakyReLU(0.3), nn.ConvTranspose2d(3, 2, 4, 2, 1),
                         nn.ReLU())
-    fused_seq, rep = ganx.fuse(seq, conv_transpose="fuse")
+    fused_seq, rep = ganx.fuse(seq, where_slower="fuse")
     assert [m.activation for m in fused_seq if isinstance(m, ganx.nn.FusedConvTranspose2d)] == ["leaky_relu", "relu"]
     assert isinstance(fused_seq[1], nn.Identity) and isinstance(fused_seq[3], nn.Identity)
     _check_same(seq, fused_seq, torch.randn(2, 4, 3, 3))
@@ -128,7 +128,7 @@ def test_conditional_nested_k5_k1_and_bilinear_left_alone():
 def test_custom_forward():
     m = CustomForward()
     # traced: the pair in a hand-written forward is found, the ReLU after the deconv joins it
-    fused, report = ganx.fuse(m, conv_transpose="fuse")
+    fused, report = ganx.fuse(m, where_slower="fuse")
     assert report.method == "torch.fx graph"
     assert isinstance(fused, CustomForward)  # the model keeps its class and forward
     assert isinstance(fused.up, nn.Identity) and isinstance(fused.conv, ganx.nn.UpsampleConv2d)
@@ -137,7 +137,7 @@ def test_custom_forward():
     _check_same(m, fused, torch.randn(2, 4, 3, 3))
     # not traced (the module walk): outside a Sequential nothing is paired, and the report says why
     m.zero_grad(set_to_none=True)
-    walked, report = ganx.fuse(m, trace=False, conv_transpose="fuse")
+    walked, report = ganx.fuse(m, trace=False, where_slower="fuse")
     assert report.method.startswith("module walk")
     assert isinstance(walked.deconv, ganx.nn.FusedConvTranspose2d) and walked.deconv.activation is None
     assert isinstance(walked.up, nn.Upsample)
@@ -154,10 +154,23 @@ def test_conv_transpose_left_on_cpu_with_reason():
     assert "Tanh" in report.left[-1].what  # the candidate epilogue is named too
     fused, report = ganx.fuse(g, device="cuda")  # the device it will train on decides
     assert len(report.fused) == 3
-    fused, report = ganx.fuse(g, conv_transpose="leave", device="cuda")
-    assert not report.fused
-    with pytest.raises(ValueError, match="ganx.fuse: conv_transpose must be one of"):
-        ganx.fuse(g, conv_transpose="sometimes")
+    fused, report = ganx.fuse(g, where_slower="fuse")
+    assert len(report.fused) == 3
+    with pytest.raises(ValueError, match="ganx.fuse: where_slower must be one of"):
+        ganx.fuse(g, where_slower="sometimes")
+
+
+@pytest.mark.parametrize("scale", [1, 3, 4])
+def test_upsample_scales_other_than_2_left_on_cpu_and_exact_when_forced(scale):
+    seq = nn.Sequential(nn.Upsample(scale_factor=scale), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).double()
+    fused, report = ganx.fuse(seq)
+    assert not report.fused and f"scale_factor={scale} ganx's kernel is not faster" in report.left[0].reason
+    forced, report = ganx.fuse(seq, where_slower="fuse")
+    assert report.fused[0].what == f"Upsample(x{scale}) + Conv2d(3x3) + ReLU -> UpsampleConv2d"
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    torch.testing.assert_close(forced(x), seq(x), atol=1e-12, rtol=1e-10)
+    _, report = ganx.fuse(seq, device="cuda")
+    assert len(report.fused) == 1
 
 
 def test_state_dict_both_ways_and_inplace():
@@ -177,7 +190,7 @@ def test_state_dict_both_ways_and_inplace():
 
 def test_compile_of_fused_model():
     g = convT_dcgan().eval()
-    fused, _ = ganx.fuse(g, conv_transpose="fuse")
+    fused, _ = ganx.fuse(g, where_slower="fuse")
     x = torch.randn(2, 16, 1, 1)
     torch.testing.assert_close(torch.compile(fused, fullgraph=True, backend="aot_eager")(x), g(x), atol=1e-5, rtol=1e-4)
 

@@ -201,7 +201,7 @@ def test_conditional_label_times_noise(train):
 
 @pytest.mark.parametrize("train", [True, False])
 def test_unet_convtranspose_instancenorm_skips(train):
-    g, fused, report = _pair(UNetG(), train, conv_transpose="fuse")
+    g, fused, report = _pair(UNetG(), train, where_slower="fuse")
     assert sorted(e.path for e in report.fused) == ["up1.model.0", "up2.model.0", "up3.model.0"]
     # InstanceNorm sits between each ConvTranspose2d and its ReLU: no epilogue joins
     assert all(m.activation is None for m in fused.modules() if isinstance(m, ganx.nn.FusedConvTranspose2d))
@@ -214,7 +214,7 @@ def test_unet_convtranspose_instancenorm_skips(train):
 
 
 def test_unet_plain_convtranspose_joins_inplace_leaky_relu():
-    g, fused, report = _pair(UNetPlainUpG(), True, conv_transpose="fuse")
+    g, fused, report = _pair(UNetPlainUpG(), True, where_slower="fuse")
     assert [e.what for e in report.fused] == ["ConvTranspose2d(4, 2, 1) + LeakyReLU -> FusedConvTranspose2d"]
     assert fused.dec.activation == "leaky_relu" and fused.dec.negative_slope == 0.1
     assert isinstance(fused.act, nn.Identity)

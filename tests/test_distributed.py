@@ -62,8 +62,10 @@ def _worker(rank, world, port, out_dir, cfg):
         distributed.cleanup()
 
 
-def test_ddp_matches_single_process(tmp_path):
-    cfg = dict(EQUIV, out=str(tmp_path / "ddp"))
+@pytest.mark.parametrize("loss", [{}, {"loss": "hinge", "r1_gamma": 1.0}], ids=["bce", "hinge+r1"])
+def test_ddp_matches_single_process(tmp_path, loss):
+    """hinge+r1: R1's double backward through the DDP-wrapped D is all-reduced like the rest."""
+    cfg = dict(EQUIV, out=str(tmp_path / "ddp"), **loss)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), cfg), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     # Identical on both ranks, bit for bit: DDP's averaged gradients are the same everywhere, and

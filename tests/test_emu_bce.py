@@ -120,6 +120,7 @@ BY_ID = {c.id: c for c in CASES}
 
 @functools.lru_cache(maxsize=None)
 def results(variant: str):
+    H.build_all()  # the first call builds the three variants side by side
     cases = [c for c in CASES if variant != "race" or c.race]
     return H.run(variant, cases)
 

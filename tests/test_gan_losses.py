@@ -8,19 +8,9 @@ import torch
 from torch import nn
 
 from ganx.cli import build_parser
-from ganx.data import load_digits_dataset
 from ganx.train import ConfigError, Trainer, TrainConfig
 from ganx.train.losses import LOSSES, BCELoss, HingeLoss, R1Penalty, build_loss
-
-SMALL = load_digits_dataset(16)._subset(torch.arange(256))
-
-
-def tiny(tmp_path, **kw):
-    base = dict(image_size=16, latent_dim=8, g_width=8, d_width=8, batch_size=16, steps=4, log_every=1,
-                checkpoint_every=100, progress=False, metrics=False, sample_every=0, device="cpu",
-                out=str(tmp_path / "run"), impl="reference")
-    base.update(kw)
-    return TrainConfig(**base)
+from test_train import SMALL, tiny  # the trainer tests' tiny config and digits slice
 
 
 class LinearD(nn.Module):

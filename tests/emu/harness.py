@@ -22,7 +22,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
@@ -63,13 +65,23 @@ def _torch_include() -> str:
 def _inputs(include_first: Optional[Path]) -> List[Path]:
     files = [ROOT / s for s in SOURCES + [RUNTIME]]
     files += sorted((ROOT / "csrc" / "cuda" / "kernels").glob("*.cuh"))
-    files += [ROOT / "csrc" / "cuda" / "launch.cuh", ROOT / "csrc" / "bce_math.h"]
-    files += [ROOT / "csrc" / "activation.h", ROOT / "csrc" / "upconv_epilogue.h",
-              ROOT / "csrc" / "cpu" / "upconv_epilogue.h"]
+    # what kernel headers and their CPU-twin drivers include
+    files += [ROOT / "csrc" / "cuda" / "launch.cuh"] + sorted((ROOT / "csrc").glob("*.h"))
+    files += sorted((ROOT / "csrc" / "cpu").glob("*.h"))
     files += sorted(EMU.glob("*.h")) + sorted(EMU.glob("*.cuh"))
     if include_first is not None:
         files += sorted(p for p in include_first.rglob("*") if p.is_file())
     return files
+
+
+_LOCKS = {v: threading.Lock() for v in VARIANTS}
+
+
+def build_all(variants: Iterable[str] = VARIANTS) -> Dict[str, Path]:
+    """Every variant's driver, the builds side by side (one per core)."""
+    variants = list(variants)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(variants), os.cpu_count() or 1))) as ex:
+        return dict(zip(variants, ex.map(build, variants)))
 
 
 def build(variant: str, *, include_first: Optional[Path] = None, tag: str = "", defines: Iterable[str] = ()) -> Path:
@@ -89,9 +101,14 @@ def build(variant: str, *, include_first: Optional[Path] = None, tag: str = "", 
         h.update(str(f).encode())
         h.update(f.read_bytes())
     out_dir = ROOT / "build" / (f"emu-{variant}" + (f"-{tag}" if tag else ""))
+    with _LOCKS[variant]:
+        return _build_locked(gxx, variant, flags, defines, inc, h.hexdigest(), out_dir)
+
+
+def _build_locked(gxx, variant, flags, defines, inc, digest, out_dir) -> Path:
     exe = out_dir / "ganx_emu_driver"
     stamp = out_dir / "inputs.sha256"
-    if exe.exists() and stamp.exists() and stamp.read_text() == h.hexdigest():
+    if exe.exists() and stamp.exists() and stamp.read_text() == digest:
         return exe
     out_dir.mkdir(parents=True, exist_ok=True)
     srcs = [str(ROOT / s) for s in SOURCES]
@@ -104,7 +121,7 @@ def build(variant: str, *, include_first: Optional[Path] = None, tag: str = "", 
         _cc([gxx] + flags + inc + srcs + [str(rt_obj), "-o", str(exe)])
     else:
         _cc([gxx] + flags + inc + srcs + [str(ROOT / RUNTIME), "-o", str(exe)])
-    stamp.write_text(h.hexdigest())
+    stamp.write_text(digest)
     (out_dir / "build_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     return exe
 

@@ -10,10 +10,9 @@ python - <<'PY'
 import sys, time
 sys.path.insert(0, "tests/emu")
 import harness
-for v in harness.VARIANTS:
-    t = time.perf_counter()
-    harness.build(v)
-    print(f"emu: {v} build ready in {time.perf_counter() - t:.1f} s", flush=True)
+t = time.perf_counter()
+harness.build_all()
+print(f"emu: {', '.join(harness.VARIANTS)} builds ready in {time.perf_counter() - t:.1f} s", flush=True)
 PY
-python -m pytest -q -p no:cacheprovider tests/test_emu_bce.py tests/test_emu_upconv.py tests/test_emu_planted.py "$@"
+python -m pytest -q -p no:cacheprovider tests/test_emu_*.py "$@"  # every emulated kernel's tests
 echo "emu: tests/emu/run.sh took ${SECONDS} s"

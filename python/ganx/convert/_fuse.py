@@ -28,10 +28,10 @@ Never slower. On the CPU ganx's ConvTranspose2d(4, 2, 1) is oneDNN's stride-2
 deconvolution (the same call ``nn.ConvTranspose2d`` makes) plus ganx's epilogue pass: there
 is nothing faster to gain and the extra pass costs a few percent per layer
 (benchmarks/bench_dropin.py measures it, per layer and per training step). So on the CPU
-these layers are left as they are, with that reason in the report; ``conv_transpose="fuse"``
-forces them (``"leave"`` leaves them on every device). The upsample + convolution pair is
-fused everywhere: the folded kernel does 2.25x fewer multiply-adds and never builds the
-upsampled tensor.
+these layers are left as they are, with that reason in the report, and so is an Upsample +
+Conv2d at a scale other than 2 (measured not faster there); ``where_slower="fuse"`` forces them. At scale 2 the upsample + convolution
+pair is fused everywhere: the folded kernel does 2.25x fewer multiply-adds and never builds
+the upsampled tensor.
 """
 from __future__ import annotations
 
@@ -48,10 +48,29 @@ from ganx.nn.upsample_conv import FusedConvTranspose2d, UpsampleConv2d
 
 __all__ = ["fuse", "FuseReport", "FuseEntry"]
 
-_CONVT_POLICIES = ("auto", "fuse", "leave")
+_WHERE_SLOWER = ("leave", "fuse")
 _CPU_CONVT_REASON = ("left as nn.ConvTranspose2d on the CPU: ganx's kernel there is oneDNN's deconvolution (the "
                      "call nn.ConvTranspose2d makes) plus an epilogue pass, so it cannot be faster "
-                     "(benchmarks/bench_dropin.py, per layer); conv_transpose='fuse' forces it")
+                     "(benchmarks/bench_dropin.py, per layer); where_slower='fuse' forces it")
+
+
+class _Policy:
+    """Which supported patterns are left because ganx is measured slower on the device
+    (benchmarks/bench_dropin.py, per layer, CPU 2 threads): on the CPU, ConvTranspose2d(4, 2, 1)
+    (0.61-1.01x) and Upsample + Conv2d at scale 1 (0.88-0.91x: the upsampling is a copy), 3
+    (0.96-0.99x) and 4 (0.43-0.45x); scale 2 is 1.13-6.5x (kernels 1, 3, 5). CUDA has not been measured by this code: it fuses."""
+
+    def __init__(self, device: torch.device, where_slower: str):
+        self.cpu = device.type == "cpu" and where_slower == "leave"
+
+    def convT(self) -> Optional[str]:
+        return _CPU_CONVT_REASON if self.cpu else None
+
+    def upconv(self, scale: int) -> str:
+        if self.cpu and scale != 2:
+            return (f"left on the CPU: at scale_factor={scale} ganx's kernel is not faster than nn.Upsample + "
+                    "nn.Conv2d (benchmarks/bench_dropin.py, per layer; only scale 2 is); where_slower='fuse' forces it")
+        return ""
 
 
 @dataclass
@@ -188,7 +207,7 @@ def _what_convT(act_mod):
 # ----------------------------------------------------------------- the graph form
 
 
-def _fuse_graph(target: nn.Module, graph, report: FuseReport, leave_convT: Optional[str]) -> None:
+def _fuse_graph(target: nn.Module, graph, report: FuseReport, policy: "_Policy") -> None:
     modules: Dict[str, nn.Module] = dict(target.named_modules())
     calls = _trace.call_counts(graph)
     swaps: Dict[str, nn.Module] = {}
@@ -233,6 +252,8 @@ def _fuse_graph(target: nn.Module, graph, report: FuseReport, leave_convT: Optio
             others = [u for u in users if u not in convs]
             if not why:
                 why = shared(n)
+            if not why and convs and not others:
+                why = policy.upconv(scale)
             if not why and not users:
                 why = "its output is not used"
             if not why and others:
@@ -273,8 +294,8 @@ def _fuse_graph(target: nn.Module, graph, report: FuseReport, leave_convT: Optio
                 continue
             a = joining_act(n)
             act_mod = modules[a.target] if a is not None else None
-            if leave_convT:
-                left(FuseEntry(path, "left", _what_convT(act_mod).replace(" -> FusedConvTranspose2d", ""), leave_convT))
+            if policy.convT():
+                left(FuseEntry(path, "left", _what_convT(act_mod).replace(" -> FusedConvTranspose2d", ""), policy.convT()))
                 continue
             swaps[path] = _make_convT(m, act_mod)
             if a is not None:
@@ -291,7 +312,7 @@ def _trace_entry(n, conv, action, what, reason):
 # ----------------------------------------------------------------- the module-walking form
 
 
-def _fuse_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, leave_convT: Optional[str]) -> None:
+def _fuse_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, policy: "_Policy") -> None:
     names = list(seq._modules.keys())
     mods = [seq._modules[n] for n in names]
     consumed = set()
@@ -309,7 +330,7 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, leave_
             if prev is None or not isinstance(prev, nn.Upsample):
                 continue  # a plain convolution: nothing to fuse, nothing to report
             scale, why = _upsample_scale(prev)
-            problem = why or _conv_problem(m)
+            problem = why or _conv_problem(m) or policy.upconv(scale)
             if problem:
                 report.entries.append(FuseEntry(path, "left", f"{type(prev).__name__} + Conv2d", problem))
                 continue
@@ -326,9 +347,9 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, leave_
                 report.entries.append(FuseEntry(path, "left", "ConvTranspose2d", problem))
                 continue
             act_mod = act_after(i)
-            if leave_convT:
+            if policy.convT():
                 report.entries.append(FuseEntry(path, "left", _what_convT(act_mod).replace(" -> FusedConvTranspose2d", ""),
-                                                leave_convT))
+                                                policy.convT()))
                 continue
             seq._modules[names[i]] = _make_convT(m, act_mod)
             if act_mod is not None:
@@ -346,15 +367,15 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, leave_
                            "cannot be fused; put it after the convolution)"))
 
 
-def _walk(module: nn.Module, prefix: str, report: FuseReport, leave_convT: Optional[str]) -> None:
+def _walk(module: nn.Module, prefix: str, report: FuseReport, policy: "_Policy") -> None:
     if isinstance(module, nn.Sequential):
-        _fuse_sequential(module, prefix, report, leave_convT)
+        _fuse_sequential(module, prefix, report, policy)
     for name, child in list(module._modules.items()):
         if child is None:
             continue
         path = f"{prefix}{name}"
         if not isinstance(module, nn.Sequential) and type(child) is nn.ConvTranspose2d:
-            problem = _convT_problem(child) or leave_convT
+            problem = _convT_problem(child) or policy.convT()
             if problem:
                 report.entries.append(FuseEntry(path, "left", "ConvTranspose2d", problem))
             else:
@@ -366,7 +387,7 @@ def _walk(module: nn.Module, prefix: str, report: FuseReport, leave_convT: Optio
             report.entries.append(FuseEntry(path, "left", type(child).__name__,
                                             "not inside an nn.Sequential and the model does not trace: the module "
                                             "that consumes its output is unknown, so the pair is not fused"))
-        _walk(child, f"{path}.", report, leave_convT)
+        _walk(child, f"{path}.", report, policy)
 
 
 # ----------------------------------------------------------------- entry point
@@ -378,17 +399,17 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def fuse(model: nn.Module, inplace: bool = False, *, conv_transpose: str = "auto",
+def fuse(model: nn.Module, inplace: bool = False, *, where_slower: str = "leave",
          device=None, trace: bool = True) -> Tuple[nn.Module, FuseReport]:
     """Replace fusable patterns in ``model`` by ganx's fused modules (see the module docstring).
 
     Args:
         model: any ``nn.Module`` (a generator, usually).
         inplace: change ``model`` itself instead of a deep copy.
-        conv_transpose: ``"auto"`` (default: fuse ConvTranspose2d(4, 2, 1) where ganx is faster,
-            i.e. not on the CPU), ``"fuse"`` (always) or ``"leave"`` (never).
-        device: the device the model will train on, for the ``"auto"`` decision (default:
-            where its parameters are now).
+        where_slower: ``"leave"`` (default): a supported pattern for which ganx is measured
+            slower on ``device`` (on the CPU: ConvTranspose2d(4, 2, 1), Upsample at scale 1, 3
+            or 4) is left as it is, with the reason in the report; ``"fuse"``: fuse it anyway.
+        device: the device the model will train on (default: where its parameters are now).
         trace: read the model through torch.fx (default); ``False`` walks the module tree only.
 
     Returns ``(fused_model, report)``; ``print(report)`` lists what was fused and every
@@ -398,19 +419,15 @@ def fuse(model: nn.Module, inplace: bool = False, *, conv_transpose: str = "auto
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"ganx.fuse: model must be an nn.Module, got {type(model).__name__}")
-    if conv_transpose not in _CONVT_POLICIES:
-        raise ValueError(f"ganx.fuse: conv_transpose must be one of {_CONVT_POLICIES}, got {conv_transpose!r}")
+    if where_slower not in _WHERE_SLOWER:
+        raise ValueError(f"ganx.fuse: where_slower must be one of {_WHERE_SLOWER}, got {where_slower!r}")
     dev = torch.device(device) if device is not None else _model_device(model)
-    leave_convT: Optional[str] = None
-    if conv_transpose == "leave":
-        leave_convT = "left: conv_transpose='leave'"
-    elif conv_transpose == "auto" and dev.type == "cpu":
-        leave_convT = _CPU_CONVT_REASON
+    policy = _Policy(dev, where_slower)
     target = model if inplace else copy.deepcopy(model)
     report = FuseReport()
     if type(target) is nn.ConvTranspose2d:  # a bare layer: nothing around it to keep
         report.method = "a single layer"
-        problem = _convT_problem(target) or leave_convT
+        problem = _convT_problem(target) or policy.convT()
         if problem:
             report.entries.append(FuseEntry("", "left", "ConvTranspose2d", problem))
             return target, report
@@ -419,8 +436,8 @@ def fuse(model: nn.Module, inplace: bool = False, *, conv_transpose: str = "auto
     graph, why = _trace.trace(target) if trace else (None, "trace=False")
     if graph is not None:
         report.method = "torch.fx graph"
-        _fuse_graph(target, graph, report, leave_convT)
+        _fuse_graph(target, graph, report, policy)
     else:
         report.method = f"module walk; the model does not trace ({why})"
-        _walk(target, "", report, leave_convT)
+        _walk(target, "", report, policy)
     return target, report

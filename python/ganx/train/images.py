@@ -97,12 +97,13 @@ def _pyplot():
     return plt
 
 
-def plotted_rows(rows: List[dict]) -> List[dict]:
-    """The log rows the loss plot shows: full log windows only. A row marked ``"partial"`` (a
-    Ctrl-C, the first window after a resume, a run's last short window) averages fewer steps
-    than the others and would show as a spike; it is left out, unless the log has nothing else."""
-    rows = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in
-                                   ("step", "d_loss", "g_loss", "acc_real", "acc_fake", "d_real", "d_fake"))]
+def plotted_rows(rows: List[dict], stats: Optional[Dict[str, str]] = None) -> List[dict]:
+    """The log rows the loss plot shows: rows with every figure (the losses and the loss's
+    ``stats``, default BCE's), full log windows only. A row marked ``"partial"`` (a Ctrl-C, the
+    first window after a resume, a run's last short window) averages fewer steps than the others
+    and would show as a spike; it is left out, unless the log has nothing else."""
+    keys = ("step", "d_loss", "g_loss", *(BCELoss.stats if stats is None else stats))
+    rows = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in keys)]
     return [r for r in rows if not r.get("partial")] or rows
 
 
@@ -111,7 +112,7 @@ def loss_figure(rows: List[dict], stats: Optional[Dict[str, str]] = None):
     (``stats``: log key -> label, the loss's ``stats``; default BCE's accuracies and mean D(x),
     D(G(z)))."""
     plt = _pyplot()
-    rows = plotted_rows(rows)
+    rows = plotted_rows(rows, stats)
     steps = [r["step"] for r in rows]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     a1.plot(steps, [r["d_loss"] for r in rows], label="D loss")
@@ -140,7 +141,7 @@ def plot_log(log_path, out_path, stats: Optional[Dict[str, str]] = None) -> Opti
     from a JSONL log (full log windows only, see :func:`plotted_rows`); None when the log has no rows."""
     plt = _pyplot()
     rows = read_log(log_path) if os.path.isfile(log_path) else []
-    if not plotted_rows(rows):
+    if not plotted_rows(rows, stats):
         return None
     import io
 

@@ -119,6 +119,14 @@ class Trainer:
 
         self._check_model_memory(cfg)
         self._check_metric_options(cfg, dataset)
+        if os.environ.get("GANX_CPU_BUFFER_CACHE_MB"):
+            # The CPU losses read it at their first large call; a bad value is a start-up error.
+            from ganx.ops import cpu_buffer_cache_stats
+
+            try:
+                cpu_buffer_cache_stats()
+            except RuntimeError as e:
+                raise ConfigError((str(e).strip().splitlines() or [""])[0]) from None
         # The architectures by name (ganx.models.registry); a checkpoint records both names.
         self.G = GENERATORS[cfg.generator].from_config(cfg, self.num_classes).to(self.device)
         self.D = DISCRIMINATORS[cfg.discriminator].from_config(cfg, self.num_classes).to(self.device)
