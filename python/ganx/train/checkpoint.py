@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ganx.train.rundir import fsync_dir
+
 __all__ = ["save_atomic", "load_checkpoint", "capture_rng", "restore_rng", "CheckpointError",
            "CheckpointSaveError", "find_resumable", "state_digest", "run_dir_of"]
 
@@ -75,14 +77,7 @@ def save_atomic(obj: Any, path, previous: Optional[str] = None) -> None:
         except OSError:
             pass
         raise
-    try:  # make the rename itself durable (not possible on every OS/filesystem)
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    fsync_dir(folder)  # make the rename itself durable
 
 
 def _digest_into(h, obj) -> None:

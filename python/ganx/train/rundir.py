@@ -80,7 +80,7 @@ def safe_subdir(root, name: str) -> str:
     return path
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str) -> None:
     try:  # make a rename durable (not possible on every OS/filesystem)
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -114,7 +114,7 @@ def atomic_write(path, data, root=None) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def append_line(path, line: str) -> None:
