@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ganx.bench import run_quick
+from ganx import bench as quick_bench
 from ganx.cli.errors import UserError
 
 __all__ = ["add_parser", "run"]
@@ -26,5 +26,5 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    print(run_quick(args.out, threads=args.threads))
+    print(quick_bench.run_quick(args.out, threads=args.threads))
     return 0
