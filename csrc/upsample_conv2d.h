@@ -3,7 +3,7 @@
 // that use it: upsample_conv2d (nearest upsampling + "same" conv) and conv_transpose2d_4s2
 // (ConvTranspose2d(4, stride 2, padding 1); its own file: csrc/conv_transpose2d_4s2.cpp).
 //
-// How a call runs (DESIGN.md section 2): the phase GEMM is the vendor's convolution (cuDNN on
+// How a call runs (docs/design.md section 3): the phase GEMM is the vendor's convolution (cuDNN on
 // CUDA, oneDNN on the CPU) in one of three forms (the algorithms, see UpconvAlgo), and ganx's
 // own glue kernels (csrc/cpu/upconv_epilogue.h, csrc/cuda/kernels/upconv_epilogue.cuh) fold
 // the weight and crop / interleave / bias / activate the result in one pass (backward: the
