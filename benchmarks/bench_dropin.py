@@ -470,12 +470,21 @@ def markdown(res) -> str:
                   f"({p['sgemm_gflops_wall']:.0f} GFLOP/s wall on {thr} threads at this load), so the drop-in step "
                   f"cannot take less than {best_ms:.0f} ms on {thr} threads even at the GEMM rate, and at that "
                   f"bound its speed-up over an unmodified step of T ms is T / {best_ms:.0f}."]
-        plain = [r["step_ms"] for e in res.get("steps", []) if e["model"].startswith("resize-conv")
-                 for r in e["rows"] if r["contender"] == "unmodified script"]
-        if plain:
-            lines[-1] += (f" With the unmodified step measured above ({plain[0]:.1f} ms wall at that load; the bound "
-                          f"is for an idle machine, so compare on a quiet one) that is at most "
-                          f"**{plain[0] / best_ms:.2f}x**.")
+        rc = {r["contender"]: r["cpu_ms"] for e in res.get("steps", []) if e["model"].startswith("resize-conv")
+              for r in e["rows"]}
+        dropin = next((k for k in rc if k.startswith("drop-in: ")), None)
+        if "unmodified script" in rc and dropin:
+            gemm = p["sgemm_gflops_per_cpu_second"]
+            r_u = p["step_gflop_unmodified"] / (rc["unmodified script"] / 1e3)
+            r_d = p["step_gflop_dropin"] / (rc[dropin] / 1e3)
+            need = 2.0 * p["step_gflop_dropin"] / p["step_gflop_unmodified"] * r_u
+            lines[-1] += (f" Per CPU-second (the step part above, same run): the unmodified script does "
+                          f"{r_u:.0f} GFLOP/s ({r_u / gemm * 100:.0f}% of the GEMM rate), the drop-in {r_d:.0f} "
+                          f"({r_d / gemm * 100:.0f}%). A speed-up S needs the drop-in at S x "
+                          f"{p['step_gflop_dropin']:.1f} / {p['step_gflop_unmodified']:.1f} of the unmodified "
+                          f"script's rate: 2.0x needs {need:.0f} GFLOP/s, **{need / gemm * 100:.0f}% of the GEMM "
+                          f"rate**; at 100% of it the drop-in would be "
+                          f"**{gemm / r_u * p['step_gflop_unmodified'] / p['step_gflop_dropin']:.2f}x**.")
         lines.append("")
     return "\n".join(lines)
 
