@@ -318,7 +318,7 @@ std::string& forced_name() {
 
 // The documented static rule. CUDA: the vendor's transposed conv whenever the geometry allows
 // it, else the stacked form, else per phase. CPU (measured on oneDNN, DCGAN shapes, forward
-// and backward timed apart, benchmarks/results/upconv-algo-cpu-*): where the deconv form
+// and backward timed apart: benchmarks/bench_dropin.py --parts algo): where the deconv form
 // applies (scale 2, 3x3 kernel; the transposed-conv op), it from 4x4 maps on, except the
 // forward with fewer than 16 output channels (an RGB output layer), which takes the stacked
 // form (oneDNN's deconvolution to 3 channels runs at half its speed); elsewhere the stacked
