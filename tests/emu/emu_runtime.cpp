@@ -643,14 +643,14 @@ void launch_kernel(const void* kernel, dim3 grid, dim3 block, size_t smem, const
   if (L.bound > 0 && nthreads > static_cast<uint64_t>(L.bound))
     die(nullptr, fmt("too many resources requested for launch: %llu threads per block exceed the kernel's "
                      "__launch_bounds__(%ld)", static_cast<unsigned long long>(nthreads), L.bound));
+  if (grid.x > 2147483647u || grid.y > 65535u || grid.z > 65535u)
+    die(nullptr, fmt("grid (%u,%u,%u) exceeds the limits (x < 2^31, y and z <= 65535)", grid.x, grid.y, grid.z));
+  if (smem > kMaxStaticShared) die(nullptr, fmt("dynamic shared memory %zu bytes exceeds 48 KiB", smem));
   if (L.static_registered > kMaxStaticShared)
     die(nullptr, fmt("static shared memory exceeds 48 KiB: %zu bytes in this instantiation (%s), whichever "
                      "branches run", L.static_registered, decls.c_str()));
   if (L.static_registered + smem > kMaxStaticShared)
     die(nullptr, fmt("static (%zu) + dynamic (%zu) shared memory exceeds 48 KiB", L.static_registered, smem));
-  if (grid.x > 2147483647u || grid.y > 65535u || grid.z > 65535u)
-    die(nullptr, fmt("grid (%u,%u,%u) exceeds the limits (x < 2^31, y and z <= 65535)", grid.x, grid.y, grid.z));
-  if (smem > kMaxStaticShared) die(nullptr, fmt("dynamic shared memory %zu bytes exceeds 48 KiB", smem));
 #if defined(GANX_EMU_TSAN)
   if (g_sched_tsan == nullptr) g_sched_tsan = __tsan_get_current_fiber();
   __tsan_release(&g_launch_sync);
