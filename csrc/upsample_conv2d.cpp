@@ -147,7 +147,7 @@ at::Tensor unfold_weight_grad(const at::Tensor& grad_folded, const UpConvGeometr
 namespace {
 
 // The (C_in, C_out, 4, 4) transposed-conv kernel of the deconv form: for upsample + 3x3, rows
-// (and columns) K0 = w2, K1 = w1 + w2, K2 = w0 + w1, K3 = w0 (DESIGN.md section 2's phase taps
+// (and columns) K0 = w2, K1 = w1 + w2, K2 = w0 + w1, K3 = w0 (docs/design.md section 2: the phase taps
 // interleaved); ConvTranspose2d's own weight as it is.
 at::Tensor deconv_weight(const at::Tensor& weight, const UpConvGeometry& g) {
   if (g.fold == Fold::ConvTranspose4s2) return weight;

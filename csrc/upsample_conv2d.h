@@ -3,7 +3,7 @@
 // that use it: upsample_conv2d (nearest upsampling + "same" conv) and conv_transpose2d_4s2
 // (ConvTranspose2d(4, stride 2, padding 1); its own file: csrc/conv_transpose2d_4s2.cpp).
 //
-// How a call runs (DESIGN.md section 2): the phase GEMM is the vendor's convolution (cuDNN on
+// How a call runs (docs/design.md section 3): the phase GEMM is the vendor's convolution (cuDNN on
 // CUDA, oneDNN on the CPU) in one of three forms (the algorithms, see UpconvAlgo), and ganx's
 // own glue kernels (csrc/cpu/upconv_epilogue.h, csrc/cuda/kernels/upconv_epilogue.cuh) fold
 // the weight and crop / interleave / bias / activate the result in one pass (backward: the
@@ -76,6 +76,61 @@ struct PhaseMaps {
   std::vector<at::Tensor> tensors;
   std::array<int64_t, kMaxPhases> offset{};
 };
+
+// The epilogue kernels' raw arguments, packed once for both devices' glue.
+inline Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+// The epilogue walks a tensor as channels_last when its channel stride is 1 (c10 calls an
+// N x 1 x H x W tensor contiguous, so C == 1 is always walked as NCHW).
+inline bool epilogue_channels_last(const at::Tensor& t) { return t.stride(1) == 1 && t.size(1) > 1; }
+
+template <typename scalar_t>
+EpilogueFwdArgs<scalar_t> epilogue_fwd_args(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias,
+                                            int64_t s, Act act, double slope) {
+  EpilogueFwdArgs<scalar_t> A{};
+  const auto& t0 = ph.tensors[0];
+  for (int64_t ab = 0; ab < s * s; ++ab) {
+    const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
+    A.phase[ab] = t.template const_data_ptr<scalar_t>() + ph.offset[ab];
+  }
+  A.ps = strides_of(t0);
+  A.bias = bias.defined() ? bias.template const_data_ptr<scalar_t>() : nullptr;
+  A.out = out.template data_ptr<scalar_t>();
+  A.os = strides_of(out);
+  A.N = out.size(0);
+  A.C = out.size(1);
+  A.H = out.size(2) / s;
+  A.W = out.size(3) / s;
+  A.s = static_cast<int32_t>(s);
+  A.act = act;
+  A.slope = slope;
+  return A;
+}
+
+// bias_partial: where the kernel writes its per-unit bias-gradient partials (nullptr: none).
+template <typename scalar_t, typename acc_t>
+EpilogueBwdArgs<scalar_t, acc_t> epilogue_bwd_args(const at::Tensor& grad, const at::Tensor& out, const PhaseMaps& ph,
+                                                   int64_t s, Act act, double slope, acc_t* bias_partial) {
+  EpilogueBwdArgs<scalar_t, acc_t> A{};
+  A.grad = grad.template const_data_ptr<scalar_t>();
+  A.gs = strides_of(grad);
+  A.out = act != Act::None ? out.template const_data_ptr<scalar_t>() : nullptr;
+  A.os = act != Act::None ? strides_of(out) : Strides4{0, 0, 0, 0};
+  const auto& t0 = ph.tensors[0];
+  for (int64_t ab = 0; ab < s * s; ++ab) {
+    const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
+    A.phase[ab] = t.template data_ptr<scalar_t>() + ph.offset[ab];
+  }
+  A.ps = strides_of(t0);
+  A.bias_partial = bias_partial;
+  A.N = grad.size(0);
+  A.C = grad.size(1);
+  A.H = grad.size(2) / s;
+  A.W = grad.size(3) / s;
+  A.s = static_cast<int32_t>(s);
+  A.act = act;
+  A.slope = slope;
+  return A;
+}
 
 struct DeviceGlue {
   // out = act(interleave(phases) + bias); out may be phases.tensors[0] itself when s == 1.

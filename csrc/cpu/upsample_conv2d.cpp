@@ -16,10 +16,6 @@
 namespace ganx {
 namespace {
 
-Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
-
-bool is_channels_last(const at::Tensor& t) { return t.stride(1) == 1 && t.size(1) > 1; }
-
 // The activation over a row of the scratch buffer with the branch hoisted out of the loop, so
 // the compiler vectorises it; tanh is left for ATen's vectorised tanh_ over each finished
 // chunk of the output while it is still in cache (see epilogue_fwd_cpu).
@@ -39,36 +35,13 @@ struct CpuRowAct {
   }
 };
 
-template <typename scalar_t>
-EpilogueFwdArgs<scalar_t> fwd_args(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias, int64_t s,
-                                   Act act, double slope) {
-  EpilogueFwdArgs<scalar_t> A{};
-  const auto& t0 = ph.tensors[0];
-  for (int64_t ab = 0; ab < s * s; ++ab) {
-    const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
-    A.phase[ab] = t.const_data_ptr<scalar_t>() + ph.offset[ab];
-  }
-  A.ps = strides_of(t0);
-  A.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-  A.out = out.data_ptr<scalar_t>();
-  A.os = strides_of(out);
-  A.N = out.size(0);
-  A.C = out.size(1);
-  A.H = out.size(2) / s;
-  A.W = out.size(3) / s;
-  A.s = static_cast<int32_t>(s);
-  A.act = act;
-  A.slope = slope;
-  return A;
-}
-
 void epilogue_fwd_cpu(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
                       double slope) {
   if (out.numel() == 0) return;
-  const bool cl = is_channels_last(out);
+  const bool cl = epilogue_channels_last(out);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "upconv_epilogue_fwd", [&] {
     using acc_t = cpu::acc_of<scalar_t>;
-    const auto A = fwd_args<scalar_t>(ph, out, bias, s, act, slope);
+    const auto A = epilogue_fwd_args<scalar_t>(ph, out, bias, s, act, slope);
     // Work unit: a (n, o) plane, or an input row (n, i) with every channel (channels_last);
     // each unit's output is one dense block when out is dense in its format.
     const int64_t units = cl ? A.N * A.H : A.N * A.C;
@@ -104,28 +77,11 @@ at::Tensor epilogue_bwd_cpu(const at::Tensor& grad, const at::Tensor& out, const
                             double slope, bool need_bias) {
   const int64_t N = grad.size(0), C = grad.size(1), H = grad.size(2) / s, W = grad.size(3) / s;
   if (grad.numel() == 0) return need_bias ? at::zeros({C}, grad.options()) : at::Tensor();
-  const bool cl = is_channels_last(ph.tensors[0]);
+  const bool cl = epilogue_channels_last(ph.tensors[0]);
   const int64_t units = cl ? N * H : N * C;
   std::vector<double> partial(need_bias ? (cl ? units * C : units) : 0, 0.0);
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "upconv_epilogue_bwd", [&] {
-    EpilogueBwdArgs<scalar_t, double> A{};
-    A.grad = grad.const_data_ptr<scalar_t>();
-    A.gs = strides_of(grad);
-    A.out = act != Act::None ? out.const_data_ptr<scalar_t>() : nullptr;
-    A.os = act != Act::None ? strides_of(out) : Strides4{0, 0, 0, 0};
-    const auto& t0 = ph.tensors[0];
-    for (int64_t ab = 0; ab < s * s; ++ab) {
-      const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
-      A.phase[ab] = t.data_ptr<scalar_t>() + ph.offset[ab];
-    }
-    A.ps = strides_of(t0);
-    A.N = N;
-    A.C = C;
-    A.H = H;
-    A.W = W;
-    A.s = static_cast<int32_t>(s);
-    A.act = act;
-    A.slope = slope;
+    const auto A = epilogue_bwd_args<scalar_t, double>(grad, out, ph, s, act, slope, nullptr);
     const int64_t unit_elems = cl ? s * s * W * C : s * s * H * W;
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, unit_elems));
     at::parallel_for(0, units, grain, [&](int64_t u0, int64_t u1) {

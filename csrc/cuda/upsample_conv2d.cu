@@ -20,33 +20,15 @@
 namespace ganx {
 namespace {
 
-Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
-
 void epilogue_fwd_cuda(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
                        double slope) {
   if (out.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const bool cl = out.stride(1) == 1 && out.size(1) > 1;
+  const bool cl = epilogue_channels_last(out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "upconv_epilogue_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    EpilogueFwdArgs<scalar_t> A{};
-    const auto& t0 = ph.tensors[0];
-    for (int64_t ab = 0; ab < s * s; ++ab) {
-      const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
-      A.phase[ab] = t.const_data_ptr<scalar_t>() + ph.offset[ab];
-    }
-    A.ps = strides_of(t0);
-    A.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    A.out = out.data_ptr<scalar_t>();
-    A.os = strides_of(out);
-    A.N = out.size(0);
-    A.C = out.size(1);
-    A.H = out.size(2) / s;
-    A.W = out.size(3) / s;
-    A.s = static_cast<int32_t>(s);
-    A.act = act;
-    A.slope = slope;
+    const auto A = epilogue_fwd_args<scalar_t>(ph, out, bias, s, act, slope);
     cuda::launch_upconv_epilogue_fwd<scalar_t, acc_t>(A, cl, stream.stream());
   });
 }
@@ -64,25 +46,8 @@ at::Tensor epilogue_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, cons
   at::Tensor partial = need_bias ? at::empty({N, C, chunks}, grad.options().dtype(acc_dtype)) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "upconv_epilogue_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    EpilogueBwdArgs<scalar_t, acc_t> A{};
-    A.grad = grad.const_data_ptr<scalar_t>();
-    A.gs = strides_of(grad);
-    A.out = act != Act::None ? out.const_data_ptr<scalar_t>() : nullptr;
-    A.os = act != Act::None ? strides_of(out) : Strides4{0, 0, 0, 0};
-    const auto& t0 = ph.tensors[0];
-    for (int64_t ab = 0; ab < s * s; ++ab) {
-      const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
-      A.phase[ab] = t.data_ptr<scalar_t>() + ph.offset[ab];
-    }
-    A.ps = strides_of(t0);
-    A.bias_partial = need_bias ? partial.data_ptr<acc_t>() : nullptr;
-    A.N = N;
-    A.C = C;
-    A.H = H;
-    A.W = W;
-    A.s = static_cast<int32_t>(s);
-    A.act = act;
-    A.slope = slope;
+    const auto A = epilogue_bwd_args<scalar_t, acc_t>(grad, out, ph, s, act, slope,
+                                                      need_bias ? partial.data_ptr<acc_t>() : nullptr);
     cuda::launch_upconv_epilogue_bwd<scalar_t, acc_t>(A, stream.stream());
   });
   if (!need_bias) return at::Tensor();
