@@ -1,6 +1,6 @@
 """Faults: signals, NaN/Inf losses, corrupted / untrusted checkpoints, a disk that fills up during a
-save. Where it matters the test drives a real `ganx train` process (tests/faulty_ganx.py plants the
-NaN and the slow steps by monkeypatching; ganx.train.faults' hook makes the save fail)."""
+save, a kill -9 in the middle of a save. Where it matters the test drives a real `ganx train` process
+(tests/faulty_ganx.py plants these faults by monkeypatching; ganx itself has no test hooks)."""
 import json
 import os
 import signal
@@ -209,7 +209,7 @@ def test_kill9_at_random_moments_repeated(tmp_path):
         args = ["train", "--out", str(run), "--steps", str(steps), "--checkpoint-every", "1", *TINY]
         if (run / "checkpoints").is_dir():
             args[1:1] = ["--resume", "auto"]
-        p = subprocess.Popen([sys.executable, "-m", "ganx", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        p = subprocess.Popen([sys.executable, FAULTY_GANX, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=_env(GANX_TEST_SLOW_STEP=0.01))
         try:
             # wait until it trains (its log grows), then a random moment more

@@ -3,7 +3,8 @@ of checkpoints, no in-place rewrites, one writer per run folder, symlinks, one-l
 bounded resources from small inputs, data that is what it claims, options checked at start.
 
 Most tests run in-process (ganx.cli.main, the Trainer); the few that need a real process
-(locks held by another process, kill -9) start `python -m ganx`."""
+(locks held by another process, kill -9) start `python -m ganx`, or tests/faulty_ganx.py where
+the process must run slowly."""
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width"
         "--log-every", "1", "--device", "cpu", "--no-progress", "--impl", "reference", "--threads", "1",
         "--no-metrics", "--sample-every", "0"]
 SMALL = load_digits_dataset(16)._subset(torch.arange(256))
+FAULTY_GANX = os.path.join(os.path.dirname(__file__), "faulty_ganx.py")  # python -m ganx + planted faults
 
 
 def tiny(out, **kw):
@@ -227,7 +229,7 @@ def test_concurrent_cli_writers(tmp_path):
     """Two real processes on one --out: the second is refused with a message, the first is not
     disturbed; after a kill -9 of the holder, its stale lock does not block the next run."""
     run = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "ganx", "train", "--out", str(run), "--steps", "100000",
+    p = subprocess.Popen([sys.executable, FAULTY_GANX, "train", "--out", str(run), "--steps", "100000",
                           "--checkpoint-every", "100000", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=_env(GANX_TEST_SLOW_STEP=0.05))
     try:

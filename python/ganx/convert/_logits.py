@@ -35,6 +35,7 @@ import torch.fx as fx
 from torch import nn
 
 from ganx.convert import _trace
+from ganx.nn import losses as _losses
 
 __all__ = ["logits_and_bce", "LogitsReport"]
 
@@ -216,7 +217,6 @@ def _prove(old: nn.Module, new: nn.Module, graph, example_input) -> str:
 
 
 def _convert_criterion(criterion):
-    from ganx.nn import losses as _losses  # the fused losses (a separate op family): imported lazily
     if criterion is None:
         return None
     if isinstance(criterion, (nn.BCELoss, _losses.BCELoss)):

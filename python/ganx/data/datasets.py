@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganx._limits import check_bytes
+
 __all__ = ["DataError", "ImageDataset", "load_dataset", "load_digits_dataset", "load_image_folder",
            "load_array", "load_torchvision", "IMAGE_EXTENSIONS"]
 
@@ -187,7 +189,7 @@ def load_image_folder(root, image_size: int, channels: Optional[int] = None) -> 
     mixes both is an error unless ``channels`` is given, in which case all are converted.
     Images of different sizes are resized (shorter side, then centre crop).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     root = Path(root)
     if not root.exists():
@@ -312,8 +314,6 @@ def _npy_header(f, what: str):
 
 
 def _check_array_size(shape, dtype, what: str, stored: Optional[int] = None) -> None:
-    from ganx._limits import check_bytes
-
     n = 1
     for d in shape:
         n *= d

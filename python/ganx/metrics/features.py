@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganx._io import atomic_save
+
 __all__ = ["FeatureExtractor", "DigitsClassifier", "ClassifierFeatures", "InceptionFeatures",
            "train_classifier", "load_or_train_classifier", "class_entropy"]
 
@@ -104,9 +106,7 @@ def load_or_train_classifier(dataset, cache_path: Optional[str] = None, seed: in
     model, acc = train_classifier(train.images, train.labels, test.images, test.labels,
                                   dataset.num_classes, seed=seed)
     if cache_path:
-        from ganx.train.checkpoint import save_atomic
-
-        save_atomic({"key": key, "model": model.state_dict(), "heldout_accuracy": acc}, cache_path)
+        atomic_save({"key": key, "model": model.state_dict(), "heldout_accuracy": acc}, cache_path)
     return model, acc
 
 

@@ -3,18 +3,17 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import math
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from ganx.train.rundir import fsync_dir
+from ganx._io import atomic_save
+from ganx.train.rundir import inside
 
 __all__ = ["save_atomic", "load_checkpoint", "capture_rng", "restore_rng", "CheckpointError",
            "CheckpointSaveError", "find_resumable", "state_digest", "run_dir_of"]
@@ -34,50 +33,18 @@ class CheckpointSaveError(OSError):
 
 
 def save_atomic(obj: Any, path, previous: Optional[str] = None) -> None:
-    """torch.save to a temporary file in the same folder, fsync it, then os.replace onto
-    ``path`` and fsync the folder. A crash at any point leaves either the old file or the
-    new one at ``path``, never a torn one. With ``previous`` (a file name in the same folder),
-    the file being replaced is kept under that name once the new one is safely written, so a
-    run always has a fallback if its newest checkpoint later turns out to be unreadable."""
-    from ganx.train import faults
-
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    """Write a checkpoint (or any torch object) atomically (ganx._io.atomic_save: a crash at any
+    point leaves either the old file or the new one at ``path``, never a torn one). A ganx
+    checkpoint gets the SHA-256 digest of its state, which load_checkpoint verifies. With
+    ``previous`` (a file name in the same folder), the file being replaced is kept under that name
+    once the new one is safely written, so a run always has a fallback if its newest checkpoint
+    later turns out to be unreadable."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         # The digest of the state itself, verified by load_checkpoint: a bit flipped anywhere
         # after this point (disk, copy, transfer) is detected, not trained on.
         obj = {k: v for k, v in obj.items() if k != "integrity"}
         obj["integrity"] = {"algorithm": "sha256", "digest": state_digest(obj)}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            faults.maybe_fail_save(f)  # test hook: GANX_TEST_FAIL_SAVE (simulated full disk)
-            f.flush()
-            os.fsync(f.fileno())
-        faults.kill_point("save:tmp")
-        if previous and os.path.isfile(path):
-            # A hard link keeps `path` in place the whole time (no window without a checkpoint).
-            prev = os.path.join(folder, previous)
-            ptmp = prev + ".tmp"
-            try:
-                if os.path.exists(ptmp):
-                    os.unlink(ptmp)
-                os.link(path, ptmp)
-                os.replace(ptmp, prev)
-            except OSError:  # filesystems without hard links: no fallback copy this time
-                pass
-        faults.kill_point("save:previous")
-        os.replace(tmp, path)
-        faults.kill_point("save:done")
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(folder)  # make the rename itself durable
+    atomic_save(obj, path, previous)
 
 
 def _digest_into(h, obj) -> None:
@@ -222,8 +189,6 @@ def candidates(run_dir, problems: Optional[List[str]] = None) -> List[str]:
     """The checkpoint files of a run folder, newest first (by modification time, then name).
     Links that leave the run folder, dangling links and link loops are skipped (and described
     in ``problems``)."""
-    from ganx.train.rundir import inside
-
     run_dir = os.fspath(run_dir)
     folder = os.path.join(run_dir, "checkpoints")
     if not inside(run_dir, folder):

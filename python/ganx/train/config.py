@@ -280,8 +280,6 @@ def load_config_file(path) -> Dict[str, Any]:
             with open(path, "rb") as f:
                 d = tomllib.load(f)
         elif ext in (".yaml", ".yml"):
-            import yaml
-
             with open(path) as f:
                 d = _yaml_load(f) or {}
         else:

@@ -1,14 +1,17 @@
 """Image grids and loss plots written into a run folder (PIL for PNGs, matplotlib Agg for plots)."""
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
 from ganx.train.losses import BCELoss
+from ganx.train.rundir import atomic_write
 
 __all__ = ["make_grid", "save_grid", "plot_log", "loss_figure", "plotted_rows", "read_log", "read_log_lines"]
 
@@ -44,10 +47,6 @@ def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> np.ndarray:
     if root is None:
         img.save(path)
         return a
-    import io
-
-    from ganx.train.rundir import atomic_write
-
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write(path, buf.getvalue(), root=root)
@@ -58,8 +57,6 @@ def read_log_lines(path):
     """(line, row) for each non-empty line of a JSONL log; row is None for a line that is not a
     JSON object. A torn last line (a process killed mid-write) and any other unreadable line
     are reported once on stderr and skipped by the callers."""
-    import sys
-
     out = []
     with open(path, "rb") as f:
         lines = f.read().decode("utf-8", "replace").splitlines(keepends=True)
@@ -143,10 +140,6 @@ def plot_log(log_path, out_path, stats: Optional[Dict[str, str]] = None) -> Opti
     rows = read_log(log_path) if os.path.isfile(log_path) else []
     if not plotted_rows(rows, stats):
         return None
-    import io
-
-    from ganx.train.rundir import atomic_write
-
     fig = loss_figure(rows, stats)
     buf = io.BytesIO()
     fig.savefig(buf, dpi=100, format="png")

@@ -21,10 +21,9 @@ import glob
 import os
 import socket
 import sys
-import tempfile
 from typing import Optional
 
-from ganx.train import faults
+from ganx import _io
 from ganx.train.config import ConfigError
 
 __all__ = ["RunFolderError", "RunLock", "check_run_dir", "inside", "safe_subdir", "atomic_write",
@@ -38,16 +37,21 @@ class RunFolderError(ConfigError):
     link leading out of it); the message names the path and what to do."""
 
 
-def check_run_dir(path) -> str:
-    """Create the run folder if needed; a one-line error when it is a file or cannot be created."""
-    path = os.fspath(path)
+def _make_folder(path: str, what: str, hint: str = "") -> str:
+    """``path`` as a folder (created if missing); a one-line error naming ``what`` it is when it
+    is something else or cannot be created."""
     if os.path.lexists(path) and not os.path.isdir(path):
-        raise RunFolderError(f"run folder {path!r} exists and is not a folder (give --out a folder path)")
+        raise RunFolderError(f"{what}{path!r} exists and is not a folder{hint}")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise RunFolderError(f"cannot create run folder {path!r}: {e.strerror or e}") from None
+        raise RunFolderError(f"cannot create {what}{path!r}: {e.strerror or e}") from None
     return path
+
+
+def check_run_dir(path) -> str:
+    """Create the run folder if needed; a one-line error when it is a file or cannot be created."""
+    return _make_folder(os.fspath(path), "run folder ", " (give --out a folder path)")
 
 
 def inside(root, path) -> bool:
@@ -71,50 +75,16 @@ def safe_subdir(root, name: str) -> str:
     if os.path.islink(path) and not os.path.exists(path):
         raise RunFolderError(f"{path!r} is a dangling or looping symbolic link; remove it")
     _refuse_link(root, path)
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise RunFolderError(f"{path!r} exists and is not a folder")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise RunFolderError(f"cannot create {path!r}: {e.strerror or e}") from None
-    return path
-
-
-def fsync_dir(folder: str) -> None:
-    try:  # make a rename durable (not possible on every OS/filesystem)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    return _make_folder(path, "")
 
 
 def atomic_write(path, data, root=None) -> None:
-    """Replace ``path`` with ``data`` (bytes or str): temporary file in the same folder, fsync,
-    rename. With ``root``, the folder must resolve inside it."""
+    """Replace ``path`` with ``data`` (bytes or str) atomically (ganx._io.atomic_write). With
+    ``root``, the folder must resolve inside it."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     if root is not None:
-        _refuse_link(os.fspath(root), folder)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        faults.kill_point("write:" + os.path.basename(path))
-        os.replace(tmp, path)  # replaces a link named `path`, never writes through it
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(folder)
+        _refuse_link(os.fspath(root), os.path.dirname(os.path.abspath(path)))
+    _io.atomic_write(path, data)
 
 
 def append_line(path, line: str) -> None:
@@ -122,20 +92,14 @@ def append_line(path, line: str) -> None:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(os.fspath(path), flags, 0o644)
-    except OSError as e:
+    except OSError:
         if os.path.islink(path):
             raise RunFolderError(f"{os.fspath(path)!r} is a symbolic link; ganx does not append through it. "
                                  f"Remove the link") from None
         raise
     line = line if line.endswith("\n") else line + "\n"
     with os.fdopen(fd, "a") as f:
-        if os.environ.get("GANX_TEST_KILL_AT", "").startswith("log:torn"):
-            f.write(line[: len(line) // 2])
-            f.flush()
-            faults.kill_point("log:torn")
-            f.write(line[len(line) // 2:])
-        else:
-            f.write(line)
+        f.write(line)
 
 
 def clean_stale_temporaries(run_dir) -> int:

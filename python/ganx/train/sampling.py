@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ganx._limits import check_bytes
 from ganx.models.registry import checkpoint_config
 from ganx.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -20,8 +21,6 @@ def model_bytes(build, args) -> int:
 def check_model_size(ckpt, name: str, factor: float = 1.0) -> None:
     """Refuse a checkpoint whose model configs describe models too large for this machine's
     memory (a crafted ``width`` of 2^15 would otherwise try to allocate tens of GB)."""
-    from ganx._limits import check_bytes
-
     total = 0
     for kind in ("generator", "discriminator"):
         key = f"{kind}_config"

@@ -12,17 +12,21 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from ganx._limits import check_bytes
 from ganx._version import __version__
 from ganx.data import BatchIterator, ImageDataset, load_dataset
+from ganx.metrics import evaluate_generator
 from ganx.models import DISCRIMINATORS, GENERATORS
 from ganx.models.common import latents
+from ganx.ops import cpu_buffer_cache_stats
 from ganx.train import distributed, faults, rundir
 from ganx.train.checkpoint import (FORMAT, MODEL_KEYS, CheckpointError, CheckpointSaveError, capture_rng,
                                    load_checkpoint, restore_rng, run_dir_of, save_atomic)
 from ganx.train.config import ConfigError, TrainConfig
 from ganx.train.ema import EMA
-from ganx.train.images import plot_log, save_grid
+from ganx.train.images import plot_log, read_log_lines, save_grid
 from ganx.train.losses import build_loss
+from ganx.train.sampling import check_model_size, model_bytes
 
 __all__ = ["Trainer", "resolve_device"]
 
@@ -121,8 +125,6 @@ class Trainer:
         self._check_metric_options(cfg, dataset)
         if os.environ.get("GANX_CPU_BUFFER_CACHE_MB"):
             # The CPU losses read it at their first large call; a bad value is a start-up error.
-            from ganx.ops import cpu_buffer_cache_stats
-
             try:
                 cpu_buffer_cache_stats()
             except RuntimeError as e:
@@ -202,9 +204,6 @@ class Trainer:
     def _check_model_memory(self, cfg: TrainConfig) -> None:
         """Refuse widths whose models (with gradients, Adam's two moments and the EMA copy) do not
         fit the memory available, before allocating them."""
-        from ganx._limits import check_bytes
-        from ganx.train.sampling import model_bytes
-
         try:
             g = model_bytes(GENERATORS[cfg.generator].from_config, (cfg, self.num_classes))
             d = model_bytes(DISCRIMINATORS[cfg.discriminator].from_config, (cfg, self.num_classes))
@@ -463,8 +462,6 @@ class Trainer:
             cfg = TrainConfig.from_dict({**saved, **overrides})
         except ConfigError as e:
             raise ConfigError(f"checkpoint {src!r}: its config is not usable: {e}") from None
-        from ganx.train.sampling import check_model_size
-
         check_model_size(ckpt, src)
         trainer = cls(cfg, dataset=dataset)
         trainer.load_state_dict(ckpt, f"checkpoint {src!r}")
@@ -531,8 +528,6 @@ class Trainer:
         if os.path.islink(log):
             raise rundir.RunFolderError(f"{log!r} is a symbolic link; ganx does not write through it. Remove the link")
         if os.path.isfile(log):
-            from ganx.train.images import read_log_lines
-
             keep, changed = [], False
             for line, row in read_log_lines(log):
                 if row is not None and row.get("step", 0) <= self.step:
@@ -621,8 +616,6 @@ class Trainer:
                                    "train_seconds": round(self.elapsed, 3), "device": str(self.device),
                                    "final": {k: last_row.get(k) for k in self.figures}}
         if cfg.metrics:
-            from ganx.metrics import evaluate_generator
-
             t = time.perf_counter()
             metrics.update(evaluate_generator(self.sampler, self.dataset, self.run_dir, n=cfg.metric_samples,
                                               seed=cfg.seed + 3, feature_space=cfg.feature_space,

@@ -1,0 +1,105 @@
+"""Atomic file replacement: the one way ganx writes a file that a reader must never see torn
+(checkpoints, the run folder's config.yaml / metrics.json / log rewrite / PNGs, the metrics'
+classifier cache). It depends on nothing of ganx, so every layer may use it.
+
+A write goes to a temporary file in the destination's folder (``.tmp-NAME.XXXX``), is flushed and
+fsynced, then renamed onto ``path`` with ``os.replace`` and the folder is fsynced: a crash at any
+point leaves either the old file or the new one at ``path``, and a symbolic link planted under that
+name is replaced, never written through. A failed write removes its temporary file.
+
+The steps are separate functions (``_write_temp``, ``_keep_previous``, ``_commit``) so that a test
+can stop a process between them (tests/faulty_ganx.py); nothing here reads the environment.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, BinaryIO, Callable, Optional, Union
+
+import torch
+
+__all__ = ["atomic_write", "atomic_save", "replace_atomically", "fsync_dir"]
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (a no-op where the OS or filesystem cannot)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _write_temp(path: str, write: Callable[[BinaryIO], Any]) -> str:
+    """``write(f)`` into a new temporary file next to ``path``, flushed and fsynced; its name.
+    On any failure the temporary file is removed and the error propagates."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _keep_previous(path: str, previous: Optional[str]) -> None:
+    """Before ``path`` is replaced: keep the file it holds now as ``previous`` (a name in the same
+    folder). A hard link, so ``path`` stays in place the whole time; on a filesystem without hard
+    links there is no fallback copy this time."""
+    if not previous or not os.path.isfile(path):
+        return
+    prev = os.path.join(os.path.dirname(os.path.abspath(path)), previous)
+    ptmp = prev + ".tmp"
+    try:
+        if os.path.exists(ptmp):
+            os.unlink(ptmp)
+        os.link(path, ptmp)
+        os.replace(ptmp, prev)
+    except OSError:
+        pass
+
+
+def _commit(tmp: str, path: str) -> None:
+    os.replace(tmp, path)  # replaces a link named `path`, never writes through it
+
+
+def replace_atomically(path, write: Callable[[BinaryIO], Any], previous: Optional[str] = None) -> None:
+    """Replace ``path`` by what ``write(f)`` writes into a binary file (see the module's doc);
+    with ``previous``, the file being replaced is kept under that name in the same folder."""
+    path = os.fspath(path)
+    tmp = _write_temp(path, write)
+    try:
+        _keep_previous(path, previous)
+        _commit(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write(path, data: Union[bytes, str]) -> None:
+    """Replace ``path`` with ``data`` (a str is written as UTF-8)."""
+    blob = data.encode("utf-8") if isinstance(data, str) else data
+    replace_atomically(path, lambda f: f.write(blob))
+
+
+def atomic_save(obj: Any, path, previous: Optional[str] = None) -> None:
+    """``torch.save(obj)`` onto ``path`` atomically (its folder is created if missing); with
+    ``previous``, the file being replaced is kept under that name."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    replace_atomically(path, lambda f: torch.save(obj, f), previous)
