@@ -7,12 +7,7 @@
 
 namespace ganx {
 
-UpConvGeometry conv_transpose4s2_geometry() {
-  UpConvGeometry g = upconv_geometry(2, 3, 1);  // d0 = {-1, 0}, T = 2, pad 1/1
-  g.fold = Fold::ConvTranspose4s2;
-  g.k = 4;
-  return g;
-}
+// conv_transpose4s2_geometry(): upconv_fold.h
 
 void check_conv_transpose4s2_inputs(const at::Tensor& x, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias) {

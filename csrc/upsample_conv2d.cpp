@@ -36,29 +36,6 @@ Act parse_activation(const std::string& name, double negative_slope, const char*
   TORCH_CHECK_VALUE(false, op, ": activation must be one of ", names, ", got '", name, "'");
 }
 
-UpConvGeometry upconv_geometry(int64_t s, int64_t k, int64_t p) {
-  UpConvGeometry g;
-  g.s = s;
-  g.k = k;
-  g.p = p;
-  int64_t T = 0, lo = 0, hi = 0;
-  for (int64_t a = 0; a < s; ++a) {
-    const int64_t first = floor_div(a - p, s);
-    const int64_t last = floor_div(a + k - 1 - p, s);
-    g.d0[a] = first;
-    g.taps[a] = last - first + 1;
-    T = std::max(T, last - first + 1);
-  }
-  g.T = T;
-  for (int64_t a = 0; a < s; ++a) {
-    lo = std::max(lo, -g.d0[a]);
-    hi = std::max(hi, g.d0[a] + T - 1);
-  }
-  g.pad_lo = lo;
-  g.pad_hi = hi;
-  return g;
-}
-
 void check_phase_conv_common(const char* op, const at::Tensor& x, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, int64_t w_in, int64_t w_out) {
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C_in, H, W), got ", x.dim(), "-D");
@@ -147,85 +124,22 @@ const DeviceGlue& device_glue(const at::Tensor& t, const char* op) {
 
 // ---------------------------------------------------------------- weight fold (exact sums)
 
-namespace {
-
-using TapLists = std::vector<std::vector<int32_t>>;
-
-// Row r = a*T + t of the phase kernels: the original taps ky that sum into phase a's tap t.
-TapLists phase_rows(const UpConvGeometry& g) {
-  TapLists rows(g.s * g.T);
-  for (int64_t a = 0; a < g.s; ++a) {
-    if (g.fold == Fold::UpsampleConv) {
-      for (int64_t ky = 0; ky < g.k; ++ky)
-        rows[a * g.T + floor_div(a + ky - g.p, g.s) - g.d0[a]].push_back(static_cast<int32_t>(ky));
-    } else {  // transposed conv, k = 4, s = 2, p = 1: tap t of phase a is ky = a + 1 - 2 (d0[a] + t)
-      for (int64_t t = 0; t < 2; ++t) rows[a * g.T + t].push_back(static_cast<int32_t>(a + 1 - 2 * (g.d0[a] + t)));
-    }
-  }
-  return rows;
-}
-
-// Row ky4 of the interleaved 4x4 transposed-conv kernel = phase a's tap t with ky4 = a + 1 - 2 (d0[a] + t).
-TapLists deconv_rows(const UpConvGeometry& g) {
-  const TapLists ph = phase_rows(g);
-  TapLists rows(4);
-  for (int64_t a = 0; a < 2; ++a)
-    for (int64_t t = 0; t < 2; ++t) rows[a + 1 - 2 * (g.d0[a] + t)] = ph[a * g.T + t];
-  return rows;
-}
-
-// The transpose of a fold: destination tap ky collects the rows whose lists contain it.
-TapLists transpose_rows(const TapLists& rows, int64_t n_taps) {
-  TapLists inv(n_taps);
-  for (size_t r = 0; r < rows.size(); ++r)
-    for (int32_t ky : rows[r]) inv[ky].push_back(static_cast<int32_t>(r));
-  return inv;
-}
-
-FoldArgs fold_args(const TapLists& rows, int64_t n0, int64_t n1) {
-  TORCH_INTERNAL_ASSERT(rows.size() <= static_cast<size_t>(kMaxFoldRows));
-  FoldArgs f{};
-  f.n0 = n0;
-  f.n1 = n1;
-  f.rows_dst = static_cast<int32_t>(rows.size());
-  for (size_t r = 0; r < rows.size(); ++r) {
-    TORCH_INTERNAL_ASSERT(rows[r].size() <= static_cast<size_t>(kMaxFoldList));
-    f.count[r] = static_cast<int32_t>(rows[r].size());
-    for (size_t x = 0; x < rows[r].size(); ++x) f.list[r][x] = rows[r][x];
-  }
-  return f;
-}
-
-// A k x k kernel with its "out" / "in" channel dims at (d_o, d_i).
-FoldIndex plain_index(const at::Tensor& t, int64_t d_o, int64_t d_i) {
-  return {t.stride(d_o), t.stride(d_i), 0, t.stride(2), 0, t.stride(3), static_cast<int32_t>(t.size(2))};
-}
-// Phase kernels [s, s, C_out, C_in, T, T]: row (a, t) at a * stride(0) + t * stride(4).
-FoldIndex phase_index(const at::Tensor& t) {
-  return {t.stride(2), t.stride(3), t.stride(0), t.stride(4), t.stride(1), t.stride(5), static_cast<int32_t>(t.size(4))};
-}
-
-int64_t w_out_dim(const UpConvGeometry& g) { return g.fold == Fold::UpsampleConv ? 0 : 1; }
-
-}  // namespace
-
+// The FoldArgs of each fold come from the recipes in upconv_fold.h (on sizes and strides, so
+// that the CUDA emulator tests build them with the same code); the device glue runs them.
 at::Tensor fold_weight(const at::Tensor& weight, const UpConvGeometry& g) {
-  const int64_t d_o = w_out_dim(g), d_i = 1 - d_o;
+  const int64_t d_o = fold::w_out_dim(g), d_i = 1 - d_o;
   const int64_t c_out = weight.size(d_o), c_in = weight.size(d_i);
   auto wf = at::empty({g.s, g.s, c_out, c_in, g.T, g.T}, weight.options().memory_format(at::MemoryFormat::Contiguous));
-  FoldArgs f = fold_args(phase_rows(g), c_out, c_in);
-  f.src = plain_index(weight, d_o, d_i);
-  f.dst = phase_index(wf);
+  const FoldArgs f = fold::weight_fold(g, weight.sizes().data(), weight.strides().data(), wf.sizes().data(),
+                                       wf.strides().data());
   device_glue(weight, "upsample_conv2d").fold(f, weight, wf);
   return wf;
 }
 
 at::Tensor unfold_weight_grad(const at::Tensor& grad_folded, const UpConvGeometry& g, const at::Tensor& weight) {
-  const int64_t d_o = w_out_dim(g), d_i = 1 - d_o;
   auto gw = at::empty(weight.sizes(), grad_folded.options().memory_format(at::MemoryFormat::Contiguous));
-  FoldArgs f = fold_args(transpose_rows(phase_rows(g), g.k), weight.size(d_o), weight.size(d_i));
-  f.src = phase_index(grad_folded);
-  f.dst = plain_index(gw, d_o, d_i);
+  const FoldArgs f = fold::weight_unfold(g, grad_folded.sizes().data(), grad_folded.strides().data(),
+                                         gw.sizes().data(), gw.strides().data());
   device_glue(weight, "upsample_conv2d").fold(f, grad_folded, gw);
   return gw;
 }
@@ -238,9 +152,8 @@ namespace {
 at::Tensor deconv_weight(const at::Tensor& weight, const UpConvGeometry& g) {
   if (g.fold == Fold::ConvTranspose4s2) return weight;
   auto w4 = at::empty({weight.size(1), weight.size(0), 4, 4}, weight.options().memory_format(at::MemoryFormat::Contiguous));
-  FoldArgs f = fold_args(deconv_rows(g), weight.size(0), weight.size(1));
-  f.src = plain_index(weight, 0, 1);
-  f.dst = plain_index(w4, 1, 0);
+  const FoldArgs f = fold::deconv_fold(g, weight.sizes().data(), weight.strides().data(), w4.sizes().data(),
+                                       w4.strides().data());
   device_glue(weight, "upsample_conv2d").fold(f, weight, w4);
   return w4;
 }
@@ -248,9 +161,8 @@ at::Tensor deconv_weight(const at::Tensor& weight, const UpConvGeometry& g) {
 at::Tensor deconv_weight_grad(const at::Tensor& gw4, const UpConvGeometry& g, const at::Tensor& weight) {
   if (g.fold == Fold::ConvTranspose4s2) return gw4;
   auto gw = at::empty(weight.sizes(), gw4.options().memory_format(at::MemoryFormat::Contiguous));
-  FoldArgs f = fold_args(transpose_rows(deconv_rows(g), g.k), weight.size(0), weight.size(1));
-  f.src = plain_index(gw4, 1, 0);
-  f.dst = plain_index(gw, 0, 1);
+  const FoldArgs f = fold::deconv_unfold(g, gw4.sizes().data(), gw4.strides().data(), gw.sizes().data(),
+                                         gw.strides().data());
   device_glue(weight, "upsample_conv2d").fold(f, gw4, gw);
   return gw;
 }
@@ -317,12 +229,19 @@ std::string& forced_name() {
 }
 
 // The documented static rule. CUDA: the vendor's transposed conv whenever the geometry allows
-// it, else the stacked form, else per phase. CPU (measured on oneDNN, DCGAN shapes, see
-// benchmarks/results/upsample_conv-cpu-*): the deconv form from 8x8 maps on, the stacked one
-// from 16x16 on (its unused border costs (H+1)(W+1)/(HW), 1.56x at 4x4), per phase below.
-UpconvAlgo rule(const UpConvGeometry& g, int64_t H, int64_t W, bool cuda) {
+// it, else the stacked form, else per phase. CPU (measured on oneDNN, DCGAN shapes, forward
+// and backward timed apart: benchmarks/bench_dropin.py --parts algo): where the deconv form
+// applies (scale 2, 3x3 kernel; the transposed-conv op), it from 4x4 maps on, except the
+// forward with fewer than 16 output channels (an RGB output layer), which takes the stacked
+// form (oneDNN's deconvolution to 3 channels runs at half its speed); elsewhere the stacked
+// form from 16x16 maps on (its unused border costs (H+1)(W+1)/(HW), 1.56x at 4x4); per phase
+// below (at scale 2 per phase was the slowest form at every DCGAN shape from 4x4 on).
+UpconvAlgo rule(const UpConvGeometry& g, int64_t H, int64_t W, int64_t c_out, bool forward, bool cuda) {
   const int64_t m = std::min(H, W);
-  if (algo_available(UpconvAlgo::Deconv, g) && (cuda || m >= 8)) return UpconvAlgo::Deconv;
+  if (algo_available(UpconvAlgo::Deconv, g)) {
+    if (cuda) return UpconvAlgo::Deconv;
+    if (m >= 4) return forward && c_out < 16 ? UpconvAlgo::Stacked : UpconvAlgo::Deconv;
+  }
   if (algo_available(UpconvAlgo::Stacked, g) && (cuda || m >= 16)) return UpconvAlgo::Stacked;
   return UpconvAlgo::Split;
 }
@@ -356,7 +275,7 @@ UpconvAlgo choose(const char* op, const char* dir, const at::Tensor& x, int64_t 
   if (auto f = parse_algo(forced, op)) {
     TORCH_CHECK_VALUE(algo_available(*f, g), op, ": the forced algorithm '", forced,
                       "' (GANX_UPCONV_ALGO / ganx.ops.upconv_algorithm) is not available for scale ", g.s,
-                      " with a ", g.k, "x", g.k, " kernel; '", algo_name(rule(g, x.size(2), x.size(3), true)),
+                      " with a ", g.k, "x", g.k, " kernel; '", algo_name(rule(g, x.size(2), x.size(3), c_out, true, true)),
                       "' and 'split' are");
     return remember(*f, "forced");
   }
@@ -392,7 +311,7 @@ UpconvAlgo choose(const char* op, const char* dir, const at::Tensor& x, int64_t 
     }
     return remember(best, "timed");
   }
-  return remember(rule(g, x.size(2), x.size(3), x.device().is_cuda()), "rule");
+  return remember(rule(g, x.size(2), x.size(3), c_out, std::string(dir) == "forward", x.device().is_cuda()), "rule");
 }
 
 // ---------------------------------------------------------------- the forward composition
@@ -569,7 +488,7 @@ at::Tensor phase_conv_op(const char* op, const at::Tensor& x, const at::Tensor& 
                          const std::optional<at::Tensor>& bias, const UpConvGeometry& g,
                          const std::string& activation, double negative_slope) {
   const Act act = parse_activation(activation, negative_slope, op);
-  const int64_t c_out = weight.size(w_out_dim(g));
+  const int64_t c_out = weight.size(fold::w_out_dim(g));
   const at::Tensor b = (bias.has_value() && bias->defined()) ? *bias : at::Tensor();
   const auto& glue = device_glue(x, op);
   if (x.numel() == 0) {
@@ -587,7 +506,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
     double negative_slope, std::array<bool, 3> output_mask) {
   const Act act = parse_activation(activation, negative_slope, op);
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
-  const int64_t c_out = weight.size(w_out_dim(g));
+  const int64_t c_out = weight.size(fold::w_out_dim(g));
   TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == N && grad_out.size(1) == c_out &&
                   grad_out.size(2) == H * g.s && grad_out.size(3) == W * g.s,
               op, "_backward: grad_out must have shape ", std::vector<int64_t>{N, c_out, H * g.s, W * g.s},

@@ -22,41 +22,15 @@
 
 #include "activation.h"
 #include "upconv_epilogue.h"
+#include "upconv_fold.h"
 
 namespace ganx {
 
 // "none" | "relu" | ... (the table in activation.h); anything else is a ValueError naming the op.
 Act parse_activation(const std::string& name, double negative_slope, const char* op = "upsample_conv2d");
 
-// Largest supported scale factor and the supported (odd) kernel sizes.
-constexpr int64_t kMaxScale = 4;
-constexpr int64_t kMaxTaps = 5;  // taps per phase never exceed the kernel size (<= 5)
-
-// Nearest upsampling by s followed by a k x k "same" convolution (padding p = k/2) is, for
-// output row oy = s*i + a (phase a), a correlation of the *input* rows i + d0[a] + t,
-// t = 0..T-1, with a phase kernel whose tap t is the sum of the original taps ky with
-// floor((a + ky - p) / s) == d0[a] + t. Phases with fewer distinct offsets than T get zero
-// taps at the end, so every phase has the same T x T kernel.
-enum class Fold : int64_t {
-  UpsampleConv = 0,       // weight (C_out, C_in, k, k): phase taps are sums of original taps
-  ConvTranspose4s2 = 1,   // weight (C_in, C_out, 4, 4) of ConvTranspose2d(4, stride 2, padding 1):
-                          // phase taps are a selection of the original taps
-};
-
-struct UpConvGeometry {
-  Fold fold = Fold::UpsampleConv;
-  int64_t s = 2, k = 3, p = 1;
-  int64_t T = 2;                            // taps per phase (per dimension)
-  std::array<int64_t, kMaxScale> d0{};      // first input offset of each phase
-  std::array<int64_t, kMaxScale> taps{};    // taps phase a really has (<= T; the rest are zero
-                                            // padding that must not *read* x: 0 * NaN = NaN)
-  int64_t pad_lo = 0, pad_hi = 0;           // zero padding of x that covers every phase
-};
-
-UpConvGeometry upconv_geometry(int64_t scale, int64_t kernel_size, int64_t padding);
-// ConvTranspose2d(k=4, s=2, p=1): out[2i + a] = sum_t x[i + d0[a] + t] * w[ky = a + 1 - 2 (d0[a] + t)]
-// with d0 = {-1, 0} and T = 2 -- the geometry of upsample-conv with s = 2, k = 3.
-UpConvGeometry conv_transpose4s2_geometry();
+// Fold, UpConvGeometry, upconv_geometry(), conv_transpose4s2_geometry(), kMaxScale, floor_div
+// and the fold recipes: upconv_fold.h (torch-free, shared with the CUDA emulator tests).
 
 // Checks shared by both ops; `w_in` / `w_out` are the weight dims holding C_in / C_out.
 void check_phase_conv_common(const char* op, const at::Tensor& x, const at::Tensor& weight,
@@ -200,10 +174,5 @@ at::Tensor conv_transpose2d_4s2(const at::Tensor& x, const at::Tensor& weight, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_4s2_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
     bool has_bias, c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask);
-
-inline int64_t floor_div(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
 
 }  // namespace ganx

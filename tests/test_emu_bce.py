@@ -214,8 +214,10 @@ def test_grid_is_fixed_and_independent_of_the_gpu():
     for c in CASES:
         if c.id in results("plain"):
             r = results("plain")[c.id]
-            grid = r.log.split()[-3]
+            # "name grid block smem static=S bound=B" (the name may hold spaces)
+            *_, grid, block, _, _, bound = r.log.split()
             assert grid == f"{r.int('blocks')},1,1", r.log
+            assert block == f"{KTHREADS},1,1" and bound == f"bound={KTHREADS}", r.log
     src = (H.ROOT / "csrc" / "cuda" / "bce_loss.cu").read_text() + (H.ROOT / "csrc/cuda/kernels/bce_loss.cuh").read_text()
     assert "multiProcessorCount" not in src and "getCurrentDeviceProperties" not in src
     assert expected_blocks("float32", 16 << 20, 0) == KMAXBLOCKS

@@ -1,8 +1,11 @@
 """Proof that the CUDA emulator's checks catch real kernel bugs: a patched copy of the BCE kernel
-header with planted bugs (each one switched on at run time by GANX_PLANT=<n>, or at build time
-for the shared-memory size), built in the variant that must catch it. Every bug must make the
+header with planted bugs (an off-by-one at a shared array's edge and at the input's tail, a
+removed barrier, a barrier one warp skips, a shuffle mask without an active lane, a grid
+dimension above 65535, a launch above the kernel's __launch_bounds__: each switched on at run
+time by GANX_PLANT=<n>; static shared memory over 48 KiB in a branch that never runs: in the
+double instantiation only), built in the variant that must catch it. Every bug must make the
 run fail with the expected report, naming the kernel, block and thread; the same copy with no
-bug switched on must pass the same runs.
+bug switched on must pass the same runs (float32).
 """
 from __future__ import annotations
 
@@ -35,10 +38,15 @@ PATCHES = [
     # 6: a grid dimension above 65535
     ("dim3(static_cast<unsigned>(blocks))",
      "(ganx_plant(6) ? dim3(1, 65536) : dim3(static_cast<unsigned>(blocks)))"),
-    # 7 (build time): 6100 more accumulators of static shared memory: over 48 KiB for double only
+    # 7 (always in the copy, caught for double only): 6100 more accumulators of static shared
+    # memory, 24 KiB in float, 48.8 KiB in double, declared in a branch that never runs
+    # (GANX_PLANT is never 7): a GPU allocates it anyway
     ("  GANX_SHARED(bool, last, [1]);\n",
-     "  GANX_SHARED(bool, last, [1]);\n#ifdef GANX_PLANT_SMEM\n  GANX_SHARED(A, pad, [GANX_PLANT_SMEM]);\n"
-     "  if (threadIdx.x == 0) pad[0] = A(0);\n#endif\n"),
+     "  GANX_SHARED(bool, last, [1]);\n  if (ganx_plant(7)) {\n"
+     "    GANX_SHARED(A, pad, [6100]);\n    pad[threadIdx.x] = A(0);\n  }\n"),
+    # 8: a block of 512 threads for a kernel declared __launch_bounds__(256) (a GPU refuses the
+    # launch; 512 is within the 1024-thread limit, so only the bound catches it)
+    ("dim3(kThreads), 0, stream", "dim3(ganx_plant(8) ? 2 * kThreads : kThreads), 0, stream"),
 ]
 PLANT_FN = """
 #include <cstdlib>
@@ -58,6 +66,8 @@ EXPECT = {  # bug -> (variant, pattern of its report)
     4: ("plain", r"ganx-emu: FAILED in kernel ganx::cuda_bce::bce_kernel<float.*block \(0,0,0\) thread \(\d+,0,0\): .*__syncthreads"),
     5: ("plain", r"ganx-emu: FAILED in kernel ganx::cuda_bce::bce_kernel.*thread \(\d+,0,0\): lane 31 calls a warp operation with mask 0x7fffffff, which leaves out the calling lane"),
     6: ("plain", r"ganx-emu: FAILED in kernel ganx::cuda_bce::bce_kernel.*grid \(1,65536,1\) exceeds the limits"),
+    8: ("plain", r"ganx-emu: FAILED in kernel ganx::cuda_bce::bce_kernel<float.*\(512,1,1\).*too many resources "
+                 r"requested for launch: 512 threads per block exceed the kernel's __launch_bounds__\(256\)"),
 }
 
 
@@ -111,10 +121,45 @@ def test_planted_bug_is_caught(bug, planted):
         _run(variant, planted, bug)
 
 
+def _static_smem(exe):
+    """{function: static shared bytes} of every function with GANX_SHARED in the binary."""
+    rep = H.run("plain", [H.Case("s", "static_smem", "float32")], exe=exe)["s"].arrays["report"].decode()
+    return {ln.split(" ", 1)[1]: int(ln.split(" ", 1)[0]) for ln in rep.splitlines()}
+
+
 def test_static_shared_memory_over_48k_is_caught_for_the_dtype_that_exceeds_it(planted):
-    # 6100 accumulators: 24 KiB in float (passes), 48.8 KiB in double (must fail): the limit is
-    # checked for every instantiation that runs, not for one dtype.
-    kw = dict(defines=["GANX_PLANT_SMEM=6100"], tag="-smem")
-    assert _run("plain", planted, 0, _case("float32"), **dict(kw))["p"].int("launches") == 1
-    with pytest.raises(H.EmuFailure, match=r"bce_kernel<double.*static shared memory exceeds 48 KiB"):
-        _run("plain", planted, 0, _case("float64"), **dict(kw))
+    # 6100 accumulators in a branch no thread takes: 24 KiB in float (passes), 48.8 KiB in double
+    # (must fail): the limit holds for every instantiation, counting every declaration of the
+    # kernel whether or not it runs.
+    # (float32: test_planted_copy_without_a_bug_passes)
+    with pytest.raises(H.EmuFailure, match=r"bce_kernel<double.*static shared memory exceeds 48 KiB: 49185 bytes "
+                                           r"in this instantiation \(.*'pad' \(48800 bytes\).*\), whichever "
+                                           r"branches run"):
+        _run("plain", planted, 0, _case("float64"))
+    # the static report sees it without a launch, for each instantiation (Elem: 3 per dtype)
+    sizes = _static_smem(H.build("plain", include_first=planted, tag="planted"))
+    over = sorted(f for f, n in sizes.items() if n > 48 * 1024)
+    assert len(over) == 3 and all("bce_kernel<double" in f for f in over), over
+
+
+def test_every_kernel_instantiation_fits_48k_of_static_shared_memory():
+    # every instantiation compiled into the emulated build (each dtype, launched by a test or not)
+    sizes = _static_smem(H.build("plain"))
+    kernels = [f for f in sizes if "ganx::cuda" in f]
+    assert len([f for f in kernels if "upconv_epilogue_bwd_kernel" in f]) == 4  # the four dtypes
+    assert len([f for f in kernels if "bce_kernel" in f]) == 12  # 4 dtypes x 3 element kinds
+    assert all(0 < sizes[f] <= 48 * 1024 for f in kernels), sizes
+
+
+def test_every_cuda_kernel_declares_a_checked_launch_bound():
+    # the emulator checks a bound written with GANX_KERNEL_BOUND / GANX_BOUNDED (a bare
+    # __launch_bounds__ does not compile there); every ganx kernel has one
+    import re
+    for h in sorted((H.ROOT / "csrc" / "cuda" / "kernels").glob("*.cuh")):
+        src = h.read_text()
+        kernels = re.findall(r"__global__\s+void\s+(\w+(?:\(\w+\))?)", src)
+        assert kernels, h
+        for k in kernels:
+            assert k.startswith("GANX_BOUNDED("), f"{h.name}: kernel {k} has no GANX_BOUNDED launch bound"
+        for n in re.findall(r"GANX_BOUNDED\((\w+)\)", src):
+            assert f"GANX_KERNEL_BOUND({n}," in src, n

@@ -6,7 +6,11 @@ inputs) and with a torch reference of the epilogue's math. No GPU needed.
 Cases: scales 1-3 (s = 1 is the deconv form's in-place bias + activation), every activation,
 NCHW and channels_last strides for the phase maps, the output and grad_out (a stride-0 grad too),
 with and without bias, every dtype, and a plane larger than one backward block's chunk (several
-partial sums per channel).
+partial sums per channel). The weight folds (fold_taps_kernel, with the FoldArgs built by the
+op's own recipes in csrc/upconv_fold.h): fold_weight and unfold_weight_grad for scales 1-4 x
+kernel sizes 1/3/5 and ConvTranspose2d(4, 2, 1), deconv_weight and its gradient (s = 2, k = 3),
+odd channel counts, strided sources, every dtype (the sanitizer builds: float32, float16),
+compared bit for bit with the CPU twin and with the folds' formulas in float64.
 """
 from __future__ import annotations
 
@@ -90,14 +94,103 @@ def _cases():
     return cs
 
 
-CASES = _cases()
+# ---------------------------------------------------------------- weight folds (fold_taps_kernel)
+# kind: 0 fold_weight, 1 unfold_weight_grad, 2 deconv_weight, 3 deconv_weight_grad
+# (csrc/upconv_fold.h); the driver builds the FoldArgs with the op's own recipes.
+FOLD_CO, FOLD_CI = 3, 5  # odd channel counts (C_out, C_in)
+
+
+def _tap_matrices(s, k, ct):
+    """M[a][t, ky] = 1 where original tap ky sums into phase a's tap t (DESIGN.md section 2),
+    from the formulas, not from the C++ tap lists."""
+    if ct:  # ConvTranspose2d(4, 2, 1): tap t of phase a is ky = a + 1 - 2 (d0[a] + t), d0 = (-1, 0)
+        d0, T, kk = [-1, 0], 2, 4
+        return torch.stack([torch.tensor([[1.0 if ky == a + 1 - 2 * (d0[a] + t) else 0.0 for ky in range(kk)]
+                                          for t in range(T)], dtype=torch.float64) for a in range(2)])
+    p = k // 2
+    d0 = [(a - p) // s for a in range(s)]
+    T = max((a + k - 1 - p) // s - d0[a] + 1 for a in range(s))
+    return torch.stack([torch.tensor([[1.0 if (a + ky - p) // s - d0[a] == t else 0.0 for ky in range(k)]
+                                      for t in range(T)], dtype=torch.float64) for a in range(s)])
+
+
+# rows of the 4x4 deconv kernel per axis: [w2, w1 + w2, w0 + w1, w0] (reference.deconv_weight)
+_DECONV = torch.tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.float64)
+
+
+def _fold_expected(kind, s, k, ct, src):
+    if kind in (0, 1):
+        M = _tap_matrices(s, k, ct)
+        if kind == 0:
+            w = src.transpose(0, 1) if ct else src  # (C_out, C_in, k, k)
+            return torch.einsum("atk,bul,oikl->aboitu", M, M, w)
+        g = torch.einsum("atk,bul,aboitu->oikl", M, M, src)
+        return g.transpose(0, 1) if ct else g
+    if kind == 2:
+        return torch.einsum("Yk,Xl,oikl->ioYX", _DECONV, _DECONV, src)
+    return torch.einsum("Yk,Xl,ioYX->oikl", _DECONV, _DECONV, src)
+
+
+def _fold_cases():
+    cs = []
+    g = torch.Generator().manual_seed(1)
+    geoms = [(s, k, False) for s in (1, 2, 3, 4) for k in (1, 3, 5)] + [(2, 4, True)]
+    for dtype in DT:
+        t = H.DTYPES[dtype]
+        for n, (s, k, ct) in enumerate(geoms):
+            kinds = (0, 1, 2, 3) if (s, k, ct) == (2, 3, False) else (0, 1)
+            M = _tap_matrices(s, k, ct)
+            T = M.shape[1]
+            for kind in kinds:
+                wshape = (FOLD_CI, FOLD_CO, k, k) if ct else (FOLD_CO, FOLD_CI, k, k)
+                w4shape = (FOLD_CI, FOLD_CO, 4, 4)
+                wfshape = (s, s, FOLD_CO, FOLD_CI, T, T)
+                sshape, dshape = {0: (wshape, wfshape), 1: (wfshape, wshape), 2: (wshape, w4shape),
+                                  3: (w4shape, wshape)}[kind]
+                # a strided source every other geometry: a channels_last 4-D weight, or phase
+                # kernels with their tap dims swapped
+                strided = n % 2 == 1
+                perm = ((0, 2, 3, 1) if len(sshape) == 4 else (0, 1, 2, 3, 5, 4)) if strided else tuple(range(len(sshape)))
+                base = (torch.randn([sshape[i] for i in perm], generator=g, dtype=torch.float64) * 2).to(t)
+                inv = [perm.index(i) for i in range(len(sshape))]
+                src = base.permute(inv)
+                assert tuple(src.shape) == sshape
+                dst_strides = torch.empty(dshape).stride()
+                kv = dict(kind=kind, ct=int(ct), s=s, k=k)
+                for i, (sz, st) in enumerate(zip(src.shape, src.stride())):
+                    kv[f"src_size{i}"], kv[f"src_stride{i}"] = sz, st
+                for i, (sz, st) in enumerate(zip(dshape, dst_strides)):
+                    kv[f"dst_size{i}"], kv[f"dst_stride{i}"] = sz, st
+                geo = "ct4s2" if ct else f"s{s}k{k}"
+                c = H.Case(f"fold{kind}-{dtype}-{geo}{'-strided' if strided else ''}", "upconv_fold", dtype,
+                           {"src": base.contiguous().flatten()}, kv)
+                c.meta = dict(kind=kind, s=s, k=k, ct=ct, dshape=dshape, T=T,
+                              expected=_fold_expected(kind, s, k, ct, src.double()))
+                cs.append(c)
+    return cs
+
+
+CASES = _cases() + _fold_cases()
 BY_ID = {c.id: c for c in CASES}
 
 
 def _included(variant, c):
+    if variant == "plain":
+        return True
+    if c.op == "upconv_fold":
+        # ASan: two dtypes. Race: float32, the largest fold and unfold of each kind (the fold has
+        # no shared memory and only reads its source: a race could only be two threads writing
+        # one destination tap, which would also leave another tap unwritten, NaN, in plain)
+        if variant == "asan":
+            return c.dtype in ("float32", "float16")
+        return c.dtype == "float32" and c.id.split("-", 2)[2] in ("s4k5", "s4k5-strided", "s2k3", "ct4s2")
     big = c.meta["pshape"][2] * c.meta["pshape"][3] > 1000
-    # the sanitizer builds run the small cases in two dtypes (time)
-    return variant == "plain" or not (big or c.dtype in ("bfloat16", "float64"))
+    # ASan runs the small cases in two dtypes (time); the race build float32 with and without the
+    # activation's read of the output (neither the dtype nor which activation changes what a
+    # thread accesses or where the barriers are)
+    if variant == "race":
+        return not big and c.dtype == "float32" and c.meta["act"] in ("none", "tanh")
+    return not (big or c.dtype in ("bfloat16", "float64"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,7 +236,35 @@ def variant_cases():
     return [(v, c.id) for v in H.VARIANTS for c in CASES if _included(v, c)]
 
 
-@pytest.mark.parametrize("variant,cid", variant_cases())
+def _fold_ids(variant):
+    return [(variant, c.id) for c in CASES if c.op == "upconv_fold" and _included(variant, c)]
+
+
+FOLD_TOL = {"float32": 2e-7, "float64": 1e-14, "float16": 1e-3, "bfloat16": 8e-3}  # one rounding of the sum
+
+
+@pytest.mark.parametrize("variant,cid", [vc for v in H.VARIANTS for vc in _fold_ids(v)])
+def test_emulated_weight_fold_matches_cpu_twin_and_reference(variant, cid):
+    c = BY_ID[cid]
+    r = results(variant)[cid]
+    t = H.DTYPES[c.dtype]
+    m = c.meta
+    cu = r.tensor("dst_cuda", t).view(m["dshape"])
+    cp = r.tensor("dst_cpu", t).view(m["dshape"])
+    # same sums in the same order: bit for bit (NaN: a destination tap never written)
+    assert not cu.isnan().any() and torch.equal(cu, cp)
+    ref = m["expected"]
+    torch.testing.assert_close(cu.double(), ref, atol=FOLD_TOL[c.dtype] * (ref.abs().max().item() + 1),
+                               rtol=FOLD_TOL[c.dtype])
+    assert r.int("rows") == m["dshape"][-1] * (m["s"] if m["kind"] == 0 else 1)
+    launch = r.log.split()
+    assert launch[0] == f"ganx::cuda::fold_taps_kernel<{_CXX[c.dtype]}>" and launch[-1] == "bound=256", r.log
+
+
+_CXX = {"float32": "float", "float64": "double", "float16": "c10::Half", "bfloat16": "c10::BFloat16"}
+
+
+@pytest.mark.parametrize("variant,cid", [vc for vc in variant_cases() if BY_ID[vc[1]].op != "upconv_fold"])
 def test_emulated_upconv_epilogue_matches_cpu_twin_and_reference(variant, cid):
     c = BY_ID[cid]
     r = results(variant)[cid]

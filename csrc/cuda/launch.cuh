@@ -15,6 +15,13 @@
 //     bare `static` array could not be; a bare __shared__ fails to compile there, saying so):
 //       GANX_SHARED(float, tile, [16][17]);   // __shared__ float tile[16][17];
 //       GANX_DYNAMIC_SHARED(float, buf);      // float* buf = the launch's dynamic shared memory
+//   - a kernel's __launch_bounds__ is written once, at namespace scope above the kernel, and
+//     the declaration names it (the emulator checks every launch against it, which a bare
+//     __launch_bounds__ would not let it do; a bare one fails to compile there):
+//       GANX_KERNEL_BOUND(my_kernel, kThreads);     // constexpr int ganx_launch_bound_my_kernel
+//       template <typename T>
+//       __global__ void GANX_BOUNDED(my_kernel)(const T* x) {...}
+//                       // = __global__ void __launch_bounds__(kThreads) my_kernel(const T* x)
 //   - kernel headers use a named namespace (never an anonymous one: the emulator names the
 //     kernel of a failure from its symbol).
 #pragma once
@@ -46,6 +53,8 @@ inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
 }  // namespace ganx
 
 #define GANX_SHARED(type, name, dims) __shared__ type name dims
+#define GANX_KERNEL_BOUND(kernel, n) constexpr int ganx_launch_bound_##kernel = (n)
+#define GANX_BOUNDED(kernel) __launch_bounds__(ganx_launch_bound_##kernel) kernel
 #define GANX_DYNAMIC_SHARED(type, name)                  \
   extern __shared__ __align__(16) unsigned char ganx_dynamic_smem_[]; \
   type* name = reinterpret_cast<type*>(ganx_dynamic_smem_)
@@ -53,10 +62,10 @@ inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
 #else
 
 // g++ build of the kernel headers: the emulator provides dim3, threadIdx/blockIdx/blockDim/
-// gridDim, __global__/__device__/__host__/__forceinline__/__launch_bounds__/__shared__/
-// __restrict__, __syncthreads, __syncwarp, __shfl_*_sync, atomics, __ldg, the math functions,
-// ganx::dev::Stream and ganx::dev::launch with the same signature as above, GANX_SHARED and
-// GANX_DYNAMIC_SHARED.
+// gridDim, __global__/__device__/__host__/__forceinline__/__shared__/__restrict__,
+// __syncthreads, __syncwarp, __shfl_*_sync, atomics, __ldg, the math functions,
+// ganx::dev::Stream and ganx::dev::launch with the same signature as above, GANX_SHARED,
+// GANX_DYNAMIC_SHARED, GANX_KERNEL_BOUND and GANX_BOUNDED.
 #include "ganx_cuda_emu.h"
 
 #endif

@@ -16,6 +16,14 @@ std::map<std::string, OpFn>& registry() {
   return r;
 }
 
+namespace {
+// "static_smem": every function of the binary with GANX_SHARED declarations (each kernel
+// instantiation, every dtype compiled, launched or not) and its static shared memory, as
+// "<bytes> <function>" lines in the result's "report" array.
+void op_static_smem(const Case&, Result& r) { r.arrays.push_back({"report", ganx::emu::static_shared_report()}); }
+}  // namespace
+GANX_EMU_OP("static_smem", op_static_smem);
+
 }  // namespace emu_driver
 }  // namespace ganx
 

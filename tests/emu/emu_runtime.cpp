@@ -92,7 +92,13 @@ struct Launch {
   uint3 block_idx{0, 0, 0};
   // shared memory of the running block
   std::map<const void*, std::pair<char*, size_t>> shared;
+  // static shared memory of the launched instantiation: its registered declarations (every one,
+  // taken branch or not) and their sum; plus, per block, declarations registered under another
+  // symbol (a __device__ helper's) counted as they are first reached
+  std::map<const void*, size_t> static_decls;
+  size_t static_registered = 0;
   size_t static_shared = 0;
+  long bound = 0;  // __launch_bounds__ (0: none declared)
   char* dyn = nullptr;
 } L;
 
@@ -313,7 +319,7 @@ bool complete_warp_ops(int nthreads) {
 void run_block(const uint3& bidx, int nthreads) {
   L.block_idx = bidx;
   L.shared.clear();
-  L.static_shared = 0;
+  L.static_shared = L.static_registered;
   if (L.smem > 0) {
 #if defined(GANX_EMU_TSAN)
     __tsan_ignore_thread_begin();
@@ -423,9 +429,48 @@ void run_block(const uint3& bidx, int nthreads) {
 struct LogEntry {
   std::string name;
   dim3 grid, block;
-  size_t smem;
+  size_t smem, static_smem;
+  long bound;
 };
 std::vector<LogEntry> g_log;
+
+// ---- static registrations (program start, see GANX_SHARED / GANX_KERNEL_BOUND)
+struct SharedDecl {
+  std::string tag;  // typeid name: "Z<function encoding>E<tag>..."
+  const void* key;
+  size_t size;
+  std::string name;
+};
+std::vector<SharedDecl>& shared_decls() {
+  static std::vector<SharedDecl> v;
+  return v;
+}
+std::map<std::string, long>& launch_bounds() {  // qualified kernel name -> bound
+  static std::map<std::string, long> m;
+  return m;
+}
+
+// "ns::kernel<T...>" -> "ns::kernel" (the template arguments at depth 0 dropped)
+std::string base_name(const std::string& n) {
+  std::string r;
+  int depth = 0;
+  for (char c : n) {
+    if (c == '<') ++depth;
+    if (depth == 0) r += c;
+    if (c == '>') --depth;
+  }
+  return r;
+}
+
+// The mangled function encoding a GANX_SHARED tag belongs to ("Z<enc>E<len>ganx_emu_smem_<name>
+// [discriminator]" -> "<enc>"), or "" if the tag is not a local class.
+std::string tag_function(const SharedDecl& d) {
+  const std::string cls = "ganx_emu_smem_" + d.name;
+  const std::string tail = "E" + std::to_string(cls.size()) + cls;
+  const size_t at = d.tag.rfind(tail);
+  if (d.tag.empty() || d.tag[0] != 'Z' || at == std::string::npos) return "";
+  return d.tag.substr(1, at - 1);
+}
 
 }  // namespace
 
@@ -484,16 +529,62 @@ void syncwarp(unsigned mask) {
   warp_op(kSyncWarp, mask, &dummy, &dummy, 0, 0, 32);
 }
 
+bool register_static_shared(const char* tag, const void* key, size_t size, const char* name) {
+  shared_decls().push_back({tag, key, size, name});
+  return true;
+}
+
+bool register_launch_bound(const char* tag, const char* kernel, long bound) {
+  // tag: the typeid name of ns::ganx_launch_bound_tag_<kernel> -> "ns::<kernel>"
+  std::string q = demangle(tag);
+  const std::string t = std::string("ganx_launch_bound_tag_") + kernel;
+  const size_t at = q.rfind(t);
+  if (at == std::string::npos || at + t.size() != q.size()) {
+    fprintf(stderr, "ganx-emu: cannot read the namespace of GANX_KERNEL_BOUND(%s) from '%s'\n", kernel, q.c_str());
+    abort();
+  }
+  q = q.substr(0, at) + kernel;
+  if (bound < 1 || bound > 1024) {
+    fprintf(stderr, "ganx-emu: GANX_KERNEL_BOUND(%s, %ld): a bound must be in [1, 1024]\n", q.c_str(), bound);
+    abort();
+  }
+  auto it = launch_bounds().find(q);
+  if (it != launch_bounds().end() && it->second != bound) {
+    fprintf(stderr, "ganx-emu: two launch bounds for %s: %ld and %ld\n", q.c_str(), it->second, bound);
+    abort();
+  }
+  launch_bounds()[q] = bound;
+  return true;
+}
+
+std::string static_shared_report() {
+  std::map<std::string, size_t> per_fn;
+  std::map<const void*, bool> seen;  // one entry per declaration (keys are unique per tag)
+  for (const SharedDecl& d : shared_decls()) {
+    if (seen[d.key]) continue;
+    seen[d.key] = true;
+    const std::string enc = tag_function(d);
+    per_fn[enc.empty() ? "?" + d.tag : demangle(("_Z" + enc).c_str())] += d.size;
+  }
+  std::string r;
+  for (const auto& kv : per_fn) r += std::to_string(kv.second) + " " + kv.first + "\n";
+  return r;
+}
+
 void* shared_alloc(const void* key, size_t size, size_t align, const char* name) {
   auto it = L.shared.find(key);
   if (it != L.shared.end()) return it->second.first;
-  L.static_shared += size;
-  if (L.static_shared > kMaxStaticShared)
-    die(L.cur >= 0 ? &self() : nullptr,
-        fmt("static shared memory exceeds 48 KiB: %zu bytes with '%s' (%zu bytes)", L.static_shared, name, size));
-  if (L.static_shared + L.smem > kMaxStaticShared)
-    die(L.cur >= 0 ? &self() : nullptr,
-        fmt("static (%zu) + dynamic (%zu) shared memory exceeds 48 KiB", L.static_shared, L.smem));
+  if (L.static_decls.count(key) == 0) {
+    // registered under another symbol (a __device__ helper's): counted when first reached
+    L.static_shared += size;
+    if (L.static_shared > kMaxStaticShared)
+      die(L.cur >= 0 ? &self() : nullptr,
+          fmt("static shared memory exceeds 48 KiB: %zu bytes with '%s' (%zu bytes, declared in a __device__ "
+              "function)", L.static_shared, name, size));
+    if (L.static_shared + L.smem > kMaxStaticShared)
+      die(L.cur >= 0 ? &self() : nullptr,
+          fmt("static (%zu) + dynamic (%zu) shared memory exceeds 48 KiB", L.static_shared, L.smem));
+  }
   // Exact size (ASan's redzone starts right after the last byte); aligned_alloc needs a multiple.
   void* p = nullptr;
 #if defined(GANX_EMU_TSAN)
@@ -526,15 +617,40 @@ void launch_kernel(const void* kernel, dim3 grid, dim3 block, size_t smem, const
   L.smem = smem;
   L.body = &body;
   L.cur = -1;
-  g_log.push_back({L.name, grid, block, smem});
+  // The launched instantiation's symbol: its static shared memory and its launch bound.
+  L.static_decls.clear();
+  L.static_registered = 0;
+  L.bound = 0;
+  std::string decls;
+  Dl_info info;
+  if (dladdr(kernel, &info) && info.dli_sname && info.dli_saddr == kernel && strncmp(info.dli_sname, "_Z", 2) == 0) {
+    const std::string enc = info.dli_sname + 2;
+    for (const SharedDecl& d : shared_decls()) {
+      if (L.static_decls.count(d.key) || tag_function(d) != enc) continue;
+      L.static_decls[d.key] = d.size;
+      L.static_registered += d.size;
+      decls += fmt("%s'%s' (%zu bytes)", decls.empty() ? "" : ", ", d.name.c_str(), d.size);
+    }
+    auto b = launch_bounds().find(base_name(L.name));
+    if (b != launch_bounds().end()) L.bound = b->second;
+  }
+  g_log.push_back({L.name, grid, block, smem, L.static_registered, L.bound});
   const uint64_t nthreads = static_cast<uint64_t>(block.x) * block.y * block.z;
   if (nthreads == 0) die(nullptr, "invalid configuration: a block of 0 threads");
   if (nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64)
     die(nullptr, fmt("too many threads per block: (%u,%u,%u) (at most 1024 in all, x, y <= 1024, z <= 64)", block.x,
                      block.y, block.z));
+  if (L.bound > 0 && nthreads > static_cast<uint64_t>(L.bound))
+    die(nullptr, fmt("too many resources requested for launch: %llu threads per block exceed the kernel's "
+                     "__launch_bounds__(%ld)", static_cast<unsigned long long>(nthreads), L.bound));
   if (grid.x > 2147483647u || grid.y > 65535u || grid.z > 65535u)
     die(nullptr, fmt("grid (%u,%u,%u) exceeds the limits (x < 2^31, y and z <= 65535)", grid.x, grid.y, grid.z));
   if (smem > kMaxStaticShared) die(nullptr, fmt("dynamic shared memory %zu bytes exceeds 48 KiB", smem));
+  if (L.static_registered > kMaxStaticShared)
+    die(nullptr, fmt("static shared memory exceeds 48 KiB: %zu bytes in this instantiation (%s), whichever "
+                     "branches run", L.static_registered, decls.c_str()));
+  if (L.static_registered + smem > kMaxStaticShared)
+    die(nullptr, fmt("static (%zu) + dynamic (%zu) shared memory exceeds 48 KiB", L.static_registered, smem));
 #if defined(GANX_EMU_TSAN)
   if (g_sched_tsan == nullptr) g_sched_tsan = __tsan_get_current_fiber();
   __tsan_release(&g_launch_sync);
@@ -555,11 +671,13 @@ void launch_kernel(const void* kernel, dim3 grid, dim3 block, size_t smem, const
   L.body = nullptr;
 }
 
-// The launches since the last call, one line each ("name grid.x,y,z block.x,y,z smem").
+// The launches since the last call, one line each ("name grid.x,y,z block.x,y,z smem static=S
+// bound=B": dynamic and static shared memory, __launch_bounds__ or 0).
 std::string take_launch_log() {
   std::string s;
   for (const auto& e : g_log) {
-    s += e.name + fmt(" %u,%u,%u %u,%u,%u %zu\n", e.grid.x, e.grid.y, e.grid.z, e.block.x, e.block.y, e.block.z, e.smem);
+    s += e.name + fmt(" %u,%u,%u %u,%u,%u %zu static=%zu bound=%ld\n", e.grid.x, e.grid.y, e.grid.z, e.block.x,
+                      e.block.y, e.block.z, e.smem, e.static_smem, e.bound);
   }
   g_log.clear();
   return s;

@@ -19,9 +19,11 @@
 //     declaration and block, filled with 0xFF bytes (NaN for floating point, -1 for integers),
 //     so AddressSanitizer catches an access one element past a shared array and a read of
 //     unwritten shared memory shows; a bare __shared__ does not compile (see below);
-//   - launch limits: at most 1024 threads per block (x, y <= 1024, z <= 64), grid y and z at most
-//     65535, x at most 2^31 - 1, static shared memory at most 48 KiB per block (counted as the
-//     declarations run, for every dtype the tests launch), static + dynamic at most 48 KiB;
+//   - launch limits: at most 1024 threads per block (x, y <= 1024, z <= 64) and at most the
+//     kernel's own __launch_bounds__ (GANX_KERNEL_BOUND below), grid y and z at most 65535, x at
+//     most 2^31 - 1, static shared memory at most 48 KiB per block and kernel instantiation
+//     (every GANX_SHARED declaration of the kernel counted, whether or not its branch runs:
+//     see GANX_SHARED), static + dynamic at most 48 KiB;
 //   - atomics (GCC __atomic builtins, acquire-release, so ThreadSanitizer sees the ordering they
 //     give), __threadfence, __ldg, the math functions, c10::Half / c10::BFloat16 (c10's own
 //     host arithmetic), a fixed virtual device (kVirtualSmCount) so nothing depends on the host.
@@ -30,7 +32,21 @@
 // writes) of the same shared or global address by two threads with no barrier between them is
 // reported. An own shadow state per shared byte would need every shared access instrumented;
 // TSan's compiler instrumentation already sees every access, to global memory as well.
-// __launch_bounds__ is accepted and not checked (the launchers pass the same constant).
+//
+// __launch_bounds__. g++ drops the attribute, and nothing in a function pointer can carry it, so
+// a kernel's bound is written once, at namespace scope above the kernel, and used twice:
+//     GANX_KERNEL_BOUND(fold_taps_kernel, kEpiThreads);
+//     template <typename T> __global__ void GANX_BOUNDED(fold_taps_kernel)(FoldArgs F, ...) {...}
+// nvcc (launch.cuh): a constant ganx_launch_bound_fold_taps_kernel and
+// `__launch_bounds__(ganx_launch_bound_fold_taps_kernel) fold_taps_kernel`. Here the same
+// constant, plus a static registration of the bound under the kernel's qualified name (taken
+// from the typeid of a tag struct declared next to it, so the namespace comes from the compiler,
+// not from a string); the launch looks the launched function's symbol up (dladdr, the driver is
+// linked with -rdynamic) and rejects blockDim.x*y*z above the bound, as a GPU does ("too many
+// resources requested for launch"). GANX_BOUNDED refers to the constant, so a kernel declared
+// bounded without its GANX_KERNEL_BOUND does not compile; a bare __launch_bounds__ does not
+// compile either (it could not be checked). The bound cannot depend on template parameters
+// (every instantiation of the kernel shares it), which ganx's kernels do not need.
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -45,6 +61,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 // ------------------------------------------------------------------ qualifiers and types
@@ -53,7 +70,8 @@
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
-#define __launch_bounds__(...)
+#define __launch_bounds__(...) \
+  ganx_emu_error_declare_the_bound_with_GANX_KERNEL_BOUND_and_GANX_BOUNDED_see_launch_cuh
 #define __align__(n) alignas(n)
 #define __constant__ static
 // A bare __shared__ cannot be emulated per block (a function-local static is one object for all
@@ -107,13 +125,22 @@ void syncwarp(unsigned mask);
 // result at out, the shuffle's lane argument and width.
 void warp_op(int kind, unsigned mask, const void* in, void* out, size_t size, int arg, int width);
 void* shared_alloc(const void* key, size_t size, size_t align, const char* name);
+// Static registrations (program start): a GANX_SHARED declaration (its tag's typeid name, which
+// begins with the mangled name of the enclosing function; the key shared_alloc gets; the size),
+// a kernel's launch bound (its tag's typeid name, the kernel's unqualified name).
+bool register_static_shared(const char* tag, const void* key, size_t size, const char* name);
+bool register_launch_bound(const char* tag, const char* kernel, long bound);
+// Every function (kernel instantiation, or __device__ helper) with GANX_SHARED declarations and
+// the sum of their sizes, one line each: "<bytes> <demangled function>".
+std::string static_shared_report();
 void* dynamic_shared();
 [[noreturn]] void fail(const char* fmt, ...);
 
 // Launch: the kernel's address (for its name), the configuration, and the body each thread runs.
 void launch_kernel(const void* kernel, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
 
-// The launches since the last call, one line each: "name gx,gy,gz bx,by,bz dynamic_smem".
+// The launches since the last call, one line each:
+// "name gx,gy,gz bx,by,bz dynamic_smem static=<static smem> bound=<__launch_bounds__, 0 if none>".
 std::string take_launch_log();
 
 enum WarpKind { kShflIdx = 0, kShflUp = 1, kShflDown = 2, kShflXor = 3, kBallot = 4, kAny = 5, kAll = 6, kSyncWarp = 7 };
@@ -142,10 +169,45 @@ inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
 #define gridDim (::ganx::emu::g_cur->grid_dim)
 #define warpSize 32
 
-#define GANX_SHARED(type, name, dims)                                                          \
-  static char ganx_emu_key_##name;                                                             \
-  type(&name) dims = *reinterpret_cast<type(*) dims>(                                          \
-      ::ganx::emu::shared_alloc(&ganx_emu_key_##name, sizeof(type dims), alignof(type), #name))
+// Static shared memory: a GPU allocates the sum of a kernel's __shared__ declarations for each
+// template instantiation, whatever branches run. Each GANX_SHARED declares a local tag struct
+// and names StaticShared<tag>::key, a static data member of a class template: instantiating the
+// function (each dtype) instantiates it, and its initialiser registers the declaration's size
+// at program start, with the tag's typeid name, which the ABI mangles as
+// "Z <enclosing function's mangled name> E <tag>" -- the kernel's own symbol. So the launch
+// knows every declaration of the kernel instantiation it runs before any thread starts, taken
+// branch or not. Limit: a GANX_SHARED inside a __device__ helper belongs to the helper's symbol,
+// not the kernel's; it is counted for the running kernel when a thread first reaches it (as
+// before), so a helper's shared array in a branch no test takes is not counted (ganx's kernels
+// declare all their shared memory in the kernel body). A declaration in a discarded
+// `if constexpr` branch is never instantiated, here as on the GPU.
+namespace ganx {
+namespace emu {
+template <typename Tag>
+struct StaticShared {
+  static const bool key;
+};
+template <typename Tag>
+const bool StaticShared<Tag>::key = register_static_shared(typeid(Tag).name(), &StaticShared<Tag>::key,
+                                                           Tag::size(), Tag::label());
+}  // namespace emu
+}  // namespace ganx
+#define GANX_SHARED(type, name, dims)                                                           \
+  struct ganx_emu_smem_##name {                                                                 \
+    static constexpr size_t size() { return sizeof(type dims); }                                \
+    static constexpr const char* label() { return #name; }                                      \
+  };                                                                                            \
+  type(&name) dims = *reinterpret_cast<type(*) dims>(::ganx::emu::shared_alloc(                 \
+      &::ganx::emu::StaticShared<ganx_emu_smem_##name>::key, sizeof(type dims), alignof(type), #name))
+
+// The launch bound of a kernel (see the top of this file; launch.cuh has the nvcc side).
+#define GANX_KERNEL_BOUND(kernel, n)                                                            \
+  constexpr int ganx_launch_bound_##kernel = (n);                                               \
+  struct ganx_launch_bound_tag_##kernel {};                                                     \
+  [[maybe_unused]] static const bool ganx_launch_bound_reg_##kernel =                           \
+      ::ganx::emu::register_launch_bound(typeid(ganx_launch_bound_tag_##kernel).name(), #kernel, \
+                                         ganx_launch_bound_##kernel)
+#define GANX_BOUNDED(kernel) __attribute__((aligned(ganx_launch_bound_##kernel > 0 ? 1 : 1))) kernel
 #define GANX_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::ganx::emu::dynamic_shared())
 
 // ------------------------------------------------------------------ barriers, warps

@@ -2,7 +2,10 @@
 
 Three builds of one driver program (tests/emu/driver.h), made with plain g++ from the kernel
 headers (csrc/cuda/kernels/*.cuh) and cached under build/emu-<variant>/ by a hash of every source,
-header and flag (a rebuild takes seconds):
+header and flag. Each source is its own object, compiled in parallel (one g++ per core); a build
+of patched kernel headers (include_first, the planted bugs) recompiles only the sources that
+include a patched header (from g++'s dependency files of the unpatched build) and links the
+unpatched build's other objects:
 
 * ``plain``: the emulator alone;
 * ``asan``:  AddressSanitizer + UndefinedBehaviorSanitizer (bounds of global and shared memory,
@@ -75,6 +78,7 @@ def _inputs(include_first: Optional[Path]) -> List[Path]:
 
 
 _LOCKS = {v: threading.Lock() for v in VARIANTS}
+_JOBS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))  # g++ processes at once, all builds
 
 
 def build_all(variants: Iterable[str] = VARIANTS) -> Dict[str, Path]:
@@ -101,33 +105,49 @@ def build(variant: str, *, include_first: Optional[Path] = None, tag: str = "", 
         h.update(str(f).encode())
         h.update(f.read_bytes())
     out_dir = ROOT / "build" / (f"emu-{variant}" + (f"-{tag}" if tag else ""))
+    # A patched build reuses the unpatched build's objects that include no patched header (same
+    # flags: not with extra defines, which could change any source).
+    base = build(variant).parent if include_first is not None and not defines else None
+    shadowed = ([str(ROOT / "csrc" / p.relative_to(include_first)) for p in include_first.rglob("*") if p.is_file()]
+                if include_first is not None else [])
     with _LOCKS[variant]:
-        return _build_locked(gxx, variant, flags, defines, inc, h.hexdigest(), out_dir)
+        return _build_locked(gxx, variant, flags, defines, inc, h.hexdigest(), out_dir, base, shadowed)
 
 
-def _build_locked(gxx, variant, flags, defines, inc, digest, out_dir) -> Path:
+def _build_locked(gxx, variant, flags, defines, inc, digest, out_dir, base, shadowed) -> Path:
     exe = out_dir / "ganx_emu_driver"
     stamp = out_dir / "inputs.sha256"
     if exe.exists() and stamp.exists() and stamp.read_text() == digest:
         return exe
     out_dir.mkdir(parents=True, exist_ok=True)
-    srcs = [str(ROOT / s) for s in SOURCES]
     t0 = time.perf_counter()
-    if variant == "race":
-        # The scheduler is not instrumented (its bookkeeping is no CUDA thread's access); it
-        # drives TSan's fiber API instead.
-        rt_obj = out_dir / "emu_runtime.o"
-        _cc([gxx] + _COMMON + defines + ["-DGANX_EMU_TSAN", "-fPIC"] + inc + ["-c", str(ROOT / RUNTIME), "-o", str(rt_obj)])
-        _cc([gxx] + flags + inc + srcs + [str(rt_obj), "-o", str(exe)])
-    else:
-        _cc([gxx] + flags + inc + srcs + [str(ROOT / RUNTIME), "-o", str(exe)])
+    jobs = []  # (source, object, compile command or None to reuse base's object)
+    for src in SOURCES + [RUNTIME]:
+        stem = Path(src).stem
+        obj, dep = out_dir / f"{stem}.o", out_dir / f"{stem}.d"
+        if base is not None and (base / f"{stem}.d").exists():
+            deps = (base / f"{stem}.d").read_text()
+            if not any(p in deps for p in shadowed):
+                jobs.append((base / f"{stem}.o", None))
+                continue
+        if src == RUNTIME and variant == "race":
+            # The scheduler is not instrumented (its bookkeeping is no CUDA thread's access); it
+            # drives TSan's fiber API instead.
+            cflags = _COMMON + defines + ["-DGANX_EMU_TSAN", "-fPIC"]
+        else:
+            cflags = flags
+        jobs.append((obj, [gxx] + cflags + inc + ["-MMD", "-MF", str(dep), "-c", str(ROOT / src), "-o", str(obj)]))
+    with ThreadPoolExecutor(max_workers=len(jobs)) as ex:
+        list(ex.map(lambda j: j[1] and _cc(j[1]), jobs))
+    _cc([gxx] + flags + [str(o) for o, _ in jobs] + ["-o", str(exe)])
     stamp.write_text(digest)
     (out_dir / "build_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     return exe
 
 
 def _cc(cmd: List[str]) -> None:
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    with _JOBS:
+        p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError("building the emulated kernels failed:\n" + " ".join(cmd) + "\n" + p.stderr[-6000:])
 

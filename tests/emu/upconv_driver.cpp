@@ -9,8 +9,15 @@
 // upconv_fwd: arrays in "phases" [, "bias"]; out "out_cuda", "out_cpu".
 // upconv_bwd: arrays in "grad" [, "out"]; out "ph_cuda", "ph_cpu", "gb_cuda", "gb_cpu"
 // (bias gradients reduced from the partial sums in a fixed order, as the .cu / .cpp files do).
+// upconv_fold: the weight folds (fold_taps_kernel) with the FoldArgs the op builds
+// (csrc/upconv_fold.h): keys kind (0 fold_weight, 1 unfold_weight_grad, 2 deconv_weight,
+// 3 deconv_weight_grad), ct (1: ConvTranspose2d(4, 2, 1)'s geometry, else s, k), the sizes and
+// strides of the source and destination tensors (src_size0.., src_stride0.., dst_*, 4-D or 6-D
+// per the fold); array in "src" (the source's storage); out "dst_cuda", "dst_cpu" (the
+// destination's storage, poisoned with 0xFF before the fold).
 #include "cuda/kernels/upconv_epilogue.cuh"
 #include "cpu/upconv_epilogue.h"
+#include "upconv_fold.h"
 
 #include <string>
 #include <vector>
@@ -102,6 +109,47 @@ void op_typed(const Case& c, Result& r) {
   r.set("chunks", std::to_string(chunks));
 }
 
+template <typename T>
+void fold_typed(const Case& c, Result& r) {
+  const int kind = static_cast<int>(c.integer("kind"));
+  const UpConvGeometry g = c.integer("ct") ? conv_transpose4s2_geometry()
+                                           : upconv_geometry(c.integer("s"), c.integer("k"), c.integer("k") / 2);
+  auto dims = [&](const char* t, const char* what, int nd) {
+    std::vector<int64_t> v(static_cast<size_t>(nd));
+    for (int d = 0; d < nd; ++d) v[d] = c.integer(std::string(t) + "_" + what + std::to_string(d));
+    return v;
+  };
+  const int nd_src = kind == 1 ? 6 : 4, nd_dst = kind == 0 ? 6 : 4;
+  const auto ss = dims("src", "size", nd_src), st = dims("src", "stride", nd_src);
+  const auto ds = dims("dst", "size", nd_dst), dt = dims("dst", "stride", nd_dst);
+  FoldArgs f{};
+  switch (kind) {
+    case 0: f = fold::weight_fold(g, ss.data(), st.data(), ds.data(), dt.data()); break;
+    case 1: f = fold::weight_unfold(g, ss.data(), st.data(), ds.data(), dt.data()); break;
+    case 2: f = fold::deconv_fold(g, ss.data(), st.data(), ds.data(), dt.data()); break;
+    default: f = fold::deconv_unfold(g, ss.data(), st.data(), ds.data(), dt.data()); break;
+  }
+  int64_t dst_n = 1;  // the destination's storage: its largest offset + 1
+  for (int d = 0; d < nd_dst; ++d) dst_n += (ds[d] - 1) * dt[d];
+  Buf<T> src(c.arrays.at("src"), 0);
+  Buf<T> dst_cuda(dst_n), dst_cpu(dst_n);
+  cuda::launch_fold_taps<T>(f, src.data, dst_cuda.data, nullptr);
+  for (int64_t d0 = 0; d0 < f.n0; ++d0)
+    for (int64_t d1 = 0; d1 < f.n1; ++d1) cpu::fold_taps(f, src.data, dst_cpu.data, d0, d1);
+  r.arrays.push_back({"dst_cuda", dst_cuda.bytes()});
+  r.arrays.push_back({"dst_cpu", dst_cpu.bytes()});
+  r.set("rows", std::to_string(f.rows_dst));
+}
+
+void op_fold(const Case& c, Result& r) {
+  if (c.dtype == "float32") return fold_typed<float>(c, r);
+  if (c.dtype == "float64") return fold_typed<double>(c, r);
+  if (c.dtype == "float16") return fold_typed<c10::Half>(c, r);
+  if (c.dtype == "bfloat16") return fold_typed<c10::BFloat16>(c, r);
+  std::fprintf(stderr, "ganx-emu driver: upconv_fold: unknown dtype %s\n", c.dtype.c_str());
+  std::exit(2);
+}
+
 void op_upconv(const Case& c, Result& r) {
   if (c.dtype == "float32") return op_typed<float>(c, r);
   if (c.dtype == "float64") return op_typed<double>(c, r);
@@ -115,3 +163,4 @@ void op_upconv(const Case& c, Result& r) {
 
 GANX_EMU_OP("upconv_fwd", op_upconv);
 static ::ganx::emu_driver::Register ganx_emu_reg_upconv_bwd("upconv_bwd", op_upconv);
+GANX_EMU_OP("upconv_fold", op_fold);

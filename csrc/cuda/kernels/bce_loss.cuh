@@ -219,10 +219,10 @@ __device__ __forceinline__ void store_item(T* p, const T (&src)[vec_len<T>()], i
   }
 }
 
+GANX_KERNEL_BOUND(bce_kernel, kThreads);
 template <typename T, typename A, typename Elem>
-__global__ void __launch_bounds__(kThreads)
-    bce_kernel(Segment<T> s0, Segment<T> s1, Elem elem, A gs0, A gs1, A* partials, unsigned* counter,
-               Final<T, A> fin, bool reduce) {
+__global__ void GANX_BOUNDED(bce_kernel)(Segment<T> s0, Segment<T> s1, Elem elem, A gs0, A gs1, A* partials,
+                                         unsigned* counter, Final<T, A> fin, bool reduce) {
   GANX_SHARED(A, sh, [kSums][kWarps]);
   GANX_SHARED(bool, last, [1]);
   constexpr int V = vec_len<T>();

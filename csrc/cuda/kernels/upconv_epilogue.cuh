@@ -24,9 +24,9 @@ constexpr int64_t kMaxBlocks = 1 << 20;
 
 // Forward: one thread per output element, walking the output in its memory order (NCHW or
 // channels_last) so that the stores coalesce.
+GANX_KERNEL_BOUND(upconv_epilogue_fwd_kernel, kEpiThreads);
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kEpiThreads) upconv_epilogue_fwd_kernel(EpilogueFwdArgs<scalar_t> A,
-                                                                          bool channels_last) {
+__global__ void GANX_BOUNDED(upconv_epilogue_fwd_kernel)(EpilogueFwdArgs<scalar_t> A, bool channels_last) {
   const int64_t s = A.s, Ho = A.H * s, Wo = A.W * s;
   const int64_t total = A.N * A.C * Ho * Wo;
   const acc_t slope = static_cast<acc_t>(A.slope);
@@ -53,9 +53,9 @@ __global__ void __launch_bounds__(kEpiThreads) upconv_epilogue_fwd_kernel(Epilog
 // thread writes d pre into its phase map and the block reduces its share of the bias gradient
 // in shared memory, in a fixed order: bias_partial[(n * C + o) * chunks + chunk]. The
 // launch geometry depends only on the shapes, so results are identical on every GPU.
+GANX_KERNEL_BOUND(upconv_epilogue_bwd_kernel, kEpiThreads);
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kEpiThreads) upconv_epilogue_bwd_kernel(EpilogueBwdArgs<scalar_t, acc_t> A,
-                                                                          int64_t chunks) {
+__global__ void GANX_BOUNDED(upconv_epilogue_bwd_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, int64_t chunks) {
   GANX_SHARED(acc_t, red, [kEpiThreads]);
   const int64_t s = A.s, Wo = A.W * s, P = A.H * s * Wo;
   const acc_t slope = static_cast<acc_t>(A.slope);
@@ -88,9 +88,10 @@ __global__ void __launch_bounds__(kEpiThreads) upconv_epilogue_bwd_kernel(Epilog
 }
 
 // Fold / unfold: one thread per destination tap (d0, d1, r, q), sums in float64.
+GANX_KERNEL_BOUND(fold_taps_kernel, kEpiThreads);
 template <typename scalar_t>
-__global__ void __launch_bounds__(kEpiThreads) fold_taps_kernel(FoldArgs F, const scalar_t* __restrict__ src,
-                                                                scalar_t* __restrict__ dst) {
+__global__ void GANX_BOUNDED(fold_taps_kernel)(FoldArgs F, const scalar_t* __restrict__ src,
+                                               scalar_t* __restrict__ dst) {
   const int64_t R = F.rows_dst, total = F.n0 * F.n1 * R * R;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
