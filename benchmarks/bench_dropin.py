@@ -19,6 +19,17 @@ ratios:
   each ConvTranspose2d(4, 2, 1) of the 64 px DCGAN as nn.ConvTranspose2d vs ganx's
   FusedConvTranspose2d, and each Upsample + Conv2d of the 32 px one vs UpsampleConv2d.
 
+Two more parts, not run by default (``--parts algo,profile``):
+
+* **algo**: each generator layer of both models' resize-conv generators forward and backward
+  apart under each of ganx's three CPU compositions (deconv / stacked / split, forced), with
+  the one the static rule picks (csrc/upsample_conv2d.cpp, ``rule``): the evidence for it.
+* **profile**: torch.profiler over drop-in steps of the resize-conv DCGAN at 32 px, the time
+  split into D's convolutions (forward, backward), G's fused layers, BatchNorm, activations,
+  Adam, the rest; with the step's multiply-add count and the machine's float32 GEMM rate on
+  the same threads (a 2048^3 ``torch.mm``), so the fastest step the arithmetic allows, and so
+  the largest possible speed-up over the unmodified script, can be read off.
+
 Results: benchmarks/results/dropin-<device>-<date>.{md,json}, with the machine, the date and
 the load average (``uptime``) before and after every part.
 """
@@ -195,6 +206,124 @@ def fwd_bwd(m, shape):
     return f
 
 
+# ----------------------------------------------------------------- algorithms (the CPU rule)
+
+ALGOS = ("deconv", "stacked", "split")
+
+
+def algo_cases(batch, width, nc):
+    """The resize-conv generators' UpsampleConv2d layers (32 px and 64 px models)."""
+    w = width
+    return [(4 * w, 2 * w, 4, None), (2 * w, w, 8, None), (w, nc, 16, "tanh"),
+            (8 * w, 4 * w, 4, None), (w, nc, 32, "tanh")]
+
+
+def time_algos(cin, cout, h, act, batch, turns, reps):
+    """CPU time (process, all threads) and wall time per call of the forward and of the backward
+    under each forced algorithm, alternating; plus what the rule picks in each direction."""
+    from ganx.ops import upconv_algorithm, upconv_algorithm_choices
+    m = ganx.nn.UpsampleConv2d(cin, cout, 3, 2, bias=act is not None, activation=act)
+    x = torch.randn(batch, cin, h, h, requires_grad=True)
+    g = torch.randn(batch, cout, 2 * h, 2 * h)
+    ganx._C.clear_upconv_algorithm_choices()
+    m(x).backward(g)
+    picked = {}
+    for c in upconv_algorithm_choices():
+        if c["source"] == "rule" and f"x[{batch}, {cin}, {h}, {h}] c_out={cout} " in c["key"]:
+            picked[c["key"].split()[1]] = c["algorithm"]
+
+    def fwd(a):
+        def f():
+            with upconv_algorithm(a):
+                m(x)
+        return f
+
+    def bwd(a):
+        with upconv_algorithm(a):
+            y = m(x)
+
+        def f():
+            with upconv_algorithm(a):
+                y.backward(g, retain_graph=True)
+        return f
+    out = {"layer": f"Upsample(2) + Conv2d(3x3){' + Tanh' if act else ''} N{batch} {cin}->{cout}ch {h}->{2 * h}px",
+           "rule": picked}
+    for name, mk in (("forward", fwd), ("backward", bwd)):
+        (wmed, _, _), (cmed, _, _) = alternate([mk(a) for a in ALGOS], turns, reps)
+        out[name] = {a: {"cpu_ms": c * 1e3, "wall_ms": wv * 1e3} for a, c, wv in zip(ALGOS, cmed, wmed)}
+    return out
+
+
+# ----------------------------------------------------------------- profile of the drop-in step
+
+def sgemm_rate(n=2048, reps=3):
+    """float32 GEMM rate on this process's threads: multiply-adds x 2 per second (wall) and per
+    CPU-second (the rate of one busy thread, which a loaded machine leaves nearly intact)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    wall = cpu = float("inf")
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        a @ b
+        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return 2 * n ** 3 / wall / 1e9, 2 * n ** 3 / cpu / 1e9
+
+
+def step_gflop(G, D, batch, nz, size, nc, fused):
+    """Floating-point operations of one training step (2 per multiply-add): torch's FlopCounterMode
+    on the unmodified script's step, with G's convolutions at 4/9 of their count when ``fused``
+    (a 3x3 kernel on a 2x-upsampled map folds into four 2x2 phase kernels on the input)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    t = ex.Timed(G, D, lambda G_, D_, oG, oD, r: ex.train_step(G_, D_, oG, oD, nn.BCELoss(), r, nz))
+    real = torch.rand(batch, nc, size, size)
+    z = torch.randn(batch, nz)
+    with FlopCounterMode(display=False) as fc:
+        t.step(t.G, t.D, t.optG, t.optD, real)
+    total = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fg:
+        t.G(z).sum().backward()
+    g_conv = sum(v for k, v in fg.get_flop_counts()["Global"].items() if "convolution" in str(k))
+    return (total - (g_conv * 5 / 9 if fused else 0)) / 1e9, total / 1e9
+
+
+_PROFILE_BINS = [("G: ganx UpsampleConv2d, forward + backward", ("ganx::upsample_conv2d",)),
+                 ("loss: ganx BCE ops", ("ganx::bce",)),
+                 ("D: Conv2d backward (incl. its input copies)", ("convolution_backward",)),
+                 ("D: Conv2d forward", ("aten::convolution", "aten::mkldnn_convolution")),
+                 ("BatchNorm, forward + backward", ("batch_norm",)),
+                 ("Adam", ("Optimizer.step",)),
+                 ("activations, forward + backward", ("leaky_relu", "threshold", "relu", "tanh")),
+                 ("G: Linear", ("addmm", "aten::mm", "aten::linear"))]
+
+
+def profile_step(batch, width, steps):
+    """Self time of every profiled op of drop-in steps (resize-conv DCGAN 32 px), binned by the
+    nearest enclosing op that names a part."""
+    from torch.profiler import ProfilerActivity, profile
+    rows, fns, _ = step_contenders("resize-conv", 32, batch, 100, width, 3)
+    f = fns[2]  # the whole drop-in
+    f()
+    f()
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            f()
+        wall, cpu = (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+    bins = {name: 0.0 for name, _ in _PROFILE_BINS}
+    bins["other"] = 0.0
+    for e in p.events():
+        names, q = [], e
+        while q is not None:
+            names.append(q.name)
+            q = q.cpu_parent
+        chain = " ".join(names)
+        key = next((name for name, keys in _PROFILE_BINS if any(k in chain for k in keys)), "other")
+        bins[key] += e.self_cpu_time_total
+    total = sum(bins.values()) or 1.0
+    return {"contender": rows[2][0], "profiled_wall_ms": wall * 1e3, "profiled_cpu_ms": cpu * 1e3,
+            "bins": [{"part": k, "share": v / total} for k, v in sorted(bins.items(), key=lambda kv: -kv[1])]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -203,7 +332,7 @@ def main(argv=None):
     ap.add_argument("--turns", type=int, default=5, help="alternating turns per contender, x2 (default 5: 10 turns "
                     "of one step each, or of 3 layer calls)")
     ap.add_argument("--quick", action="store_true", help="tiny models, 1 turn: checks the script, measures nothing")
-    ap.add_argument("--parts", default="step,layer", help="comma list of: step, layer")
+    ap.add_argument("--parts", default="step,layer", help="comma list of: step, layer, algo, profile")
     ap.add_argument("--tag", default="", help="suffix for the result file names")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="directory, or - for none")
     a = ap.parse_args(argv)
@@ -216,7 +345,7 @@ def main(argv=None):
             "batch": batch, "width": width, "turns": turns, "load_start": load(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp's default, spin then sleep)")}
     parts = a.parts.split(",")
-    res = {"header": head, "steps": [], "layers": []}
+    res = {"header": head, "steps": [], "layers": [], "algos": [], "profile": None}
     print(f"# {head['device']}, torch {head['torch']}, ganx {head['ganx_commit']}, load {head['load_start']}")
     if "step" in parts:
         for name, size in [("resize-conv", 32), ("convtranspose", 64)]:
@@ -243,6 +372,30 @@ def main(argv=None):
             res["layers"].append(e)
             print(f"  {label:<60} {ref_name} {e['ref_ms']:.2f} ms, {f_name} {e['ganx_ms']:.2f} ms: {e['speedup']:.2f}x"
                   f" (cpu time {e['cpu_speedup']:.2f}x)  (load {l0})", flush=True)
+    if "algo" in parts:
+        for cin, cout, h, act in algo_cases(batch, width, 3):
+            l0 = load()
+            e = time_algos(cin, cout, h, act, batch, turns * 2, 1 if a.quick else 3)
+            e["load_before"] = l0
+            res["algos"].append(e)
+            print(f"  {e['layer']:<56} rule fwd {e['rule'].get('forward', '?')}, bwd {e['rule'].get('backward', '?')};"
+                  + "".join(f"  {d[:3]} " + " ".join(f"{al} {e[d][al]['cpu_ms']:.1f}" for al in ALGOS)
+                            for d in ("forward", "backward")) + f" ms cpu (load {l0})", flush=True)
+    if "profile" in parts:
+        l0 = load()
+        torch.manual_seed(0)
+        G, D = ex.generator(100, width, 3, 32), ex.discriminator(width, 3, 32)
+        gf_fused, gf_plain = step_gflop(G, D, batch, 100, 32, 3, fused=True)
+        rate_wall, rate_cpu = sgemm_rate(256 if a.quick else 2048)
+        prof = profile_step(batch, width, 1 if a.quick else 4)
+        prof.update({"load_before": l0, "load_after": load(), "step_gflop_dropin": gf_fused,
+                     "step_gflop_unmodified": gf_plain, "sgemm_gflops_wall": rate_wall,
+                     "sgemm_gflops_per_cpu_second": rate_cpu, "threads": a.threads})
+        res["profile"] = prof
+        print(f"## profile of the drop-in step, resize-conv 32 px (load {l0}): {gf_fused:.1f} GFLOP per step "
+              f"(unmodified {gf_plain:.1f}); sgemm {rate_cpu:.0f} GFLOP/s per CPU-second")
+        for b in prof["bins"]:
+            print(f"  {b['share'] * 100:5.1f}%  {b['part']}")
     head["load_end"] = load()
     if a.out != "-":
         out = Path(a.out)
@@ -287,6 +440,51 @@ def markdown(res) -> str:
             lines.append(f"| {e['layer']} | {e['reference']} | {e['ganx']} | {e['ref_ms']:.2f} ms | {e['ganx_ms']:.2f} ms "
                          f"| {e['speedup']:.2f}x ({lo:.2f}-{hi:.2f}) | {e['cpu_speedup']:.2f}x ({clo:.2f}-{chi:.2f}) "
                          f"| {e['load_before']} |")
+        lines.append("")
+    if res.get("algos"):
+        lines += ["## ganx's CPU compositions per generator layer (forced; the CPU rule's evidence)", "",
+                  "CPU time per call (process, all threads; wall in brackets), forward and backward apart; "
+                  "**bold**: what the static rule picks (csrc/upsample_conv2d.cpp, `rule`).", "",
+                  "| layer | direction | " + " | ".join(ALGOS) + " | load |", "|---|---|" + "---|" * len(ALGOS) + "---|"]
+        for e in res["algos"]:
+            for d in ("forward", "backward"):
+                cells = []
+                for al in ALGOS:
+                    c = f"{e[d][al]['cpu_ms']:.1f} ms ({e[d][al]['wall_ms']:.1f})"
+                    cells.append(f"**{c}**" if e["rule"].get(d) == al else c)
+                lines.append(f"| {e['layer']} | {d} | " + " | ".join(cells) + f" | {e['load_before']} |")
+        lines.append("")
+    p = res.get("profile")
+    if p:
+        thr = p["threads"]
+        peak = p["sgemm_gflops_per_cpu_second"] * thr
+        best_ms = p["step_gflop_dropin"] / peak * 1e3
+        lines += [f"## Where the drop-in step goes (resize-conv DCGAN 32 px; load {p['load_before']} -> {p['load_after']})",
+                  "", f"torch.profiler over the drop-in's steps ({p['profiled_wall_ms']:.1f} ms wall, "
+                  f"{p['profiled_cpu_ms']:.1f} ms CPU per step while profiled); share of the ops' self time:", "",
+                  "| part | share |", "|---|---|"]
+        lines += [f"| {b['part']} | {b['share'] * 100:.1f}% |" for b in p["bins"]]
+        lines += ["", f"Arithmetic: {p['step_gflop_dropin']:.1f} GFLOP per drop-in step (unmodified script "
+                  f"{p['step_gflop_unmodified']:.1f}; torch's FlopCounterMode, G's convolutions at 4/9). float32 "
+                  f"GEMM on this machine: {p['sgemm_gflops_per_cpu_second']:.0f} GFLOP/s per busy thread "
+                  f"({p['sgemm_gflops_wall']:.0f} GFLOP/s wall on {thr} threads at this load), so the drop-in step "
+                  f"cannot take less than {best_ms:.0f} ms on {thr} threads even at the GEMM rate, and at that "
+                  f"bound its speed-up over an unmodified step of T ms is T / {best_ms:.0f}."]
+        rc = {r["contender"]: r["cpu_ms"] for e in res.get("steps", []) if e["model"].startswith("resize-conv")
+              for r in e["rows"]}
+        dropin = next((k for k in rc if k.startswith("drop-in: ")), None)
+        if "unmodified script" in rc and dropin:
+            gemm = p["sgemm_gflops_per_cpu_second"]
+            r_u = p["step_gflop_unmodified"] / (rc["unmodified script"] / 1e3)
+            r_d = p["step_gflop_dropin"] / (rc[dropin] / 1e3)
+            need = 2.0 * p["step_gflop_dropin"] / p["step_gflop_unmodified"] * r_u
+            lines[-1] += (f" Per CPU-second (the step part above, same run): the unmodified script does "
+                          f"{r_u:.0f} GFLOP/s ({r_u / gemm * 100:.0f}% of the GEMM rate), the drop-in {r_d:.0f} "
+                          f"({r_d / gemm * 100:.0f}%). A speed-up S needs the drop-in at S x "
+                          f"{p['step_gflop_dropin']:.1f} / {p['step_gflop_unmodified']:.1f} of the unmodified "
+                          f"script's rate: 2.0x needs {need:.0f} GFLOP/s, **{need / gemm * 100:.0f}% of the GEMM "
+                          f"rate**; at 100% of it the drop-in would be "
+                          f"**{gemm / r_u * p['step_gflop_unmodified'] / p['step_gflop_dropin']:.2f}x**.")
         lines.append("")
     return "\n".join(lines)
 

@@ -229,12 +229,19 @@ std::string& forced_name() {
 }
 
 // The documented static rule. CUDA: the vendor's transposed conv whenever the geometry allows
-// it, else the stacked form, else per phase. CPU (measured on oneDNN, DCGAN shapes, see
-// benchmarks/results/upsample_conv-cpu-*): the deconv form from 8x8 maps on, the stacked one
-// from 16x16 on (its unused border costs (H+1)(W+1)/(HW), 1.56x at 4x4), per phase below.
-UpconvAlgo rule(const UpConvGeometry& g, int64_t H, int64_t W, bool cuda) {
+// it, else the stacked form, else per phase. CPU (measured on oneDNN, DCGAN shapes, forward
+// and backward timed apart: benchmarks/bench_dropin.py --parts algo): where the deconv form
+// applies (scale 2, 3x3 kernel; the transposed-conv op), it from 4x4 maps on, except the
+// forward with fewer than 16 output channels (an RGB output layer), which takes the stacked
+// form (oneDNN's deconvolution to 3 channels runs at half its speed); elsewhere the stacked
+// form from 16x16 maps on (its unused border costs (H+1)(W+1)/(HW), 1.56x at 4x4); per phase
+// below (at scale 2 per phase was the slowest form at every DCGAN shape from 4x4 on).
+UpconvAlgo rule(const UpConvGeometry& g, int64_t H, int64_t W, int64_t c_out, bool forward, bool cuda) {
   const int64_t m = std::min(H, W);
-  if (algo_available(UpconvAlgo::Deconv, g) && (cuda || m >= 8)) return UpconvAlgo::Deconv;
+  if (algo_available(UpconvAlgo::Deconv, g)) {
+    if (cuda) return UpconvAlgo::Deconv;
+    if (m >= 4) return forward && c_out < 16 ? UpconvAlgo::Stacked : UpconvAlgo::Deconv;
+  }
   if (algo_available(UpconvAlgo::Stacked, g) && (cuda || m >= 16)) return UpconvAlgo::Stacked;
   return UpconvAlgo::Split;
 }
@@ -268,7 +275,7 @@ UpconvAlgo choose(const char* op, const char* dir, const at::Tensor& x, int64_t 
   if (auto f = parse_algo(forced, op)) {
     TORCH_CHECK_VALUE(algo_available(*f, g), op, ": the forced algorithm '", forced,
                       "' (GANX_UPCONV_ALGO / ganx.ops.upconv_algorithm) is not available for scale ", g.s,
-                      " with a ", g.k, "x", g.k, " kernel; '", algo_name(rule(g, x.size(2), x.size(3), true)),
+                      " with a ", g.k, "x", g.k, " kernel; '", algo_name(rule(g, x.size(2), x.size(3), c_out, true, true)),
                       "' and 'split' are");
     return remember(*f, "forced");
   }
@@ -304,7 +311,7 @@ UpconvAlgo choose(const char* op, const char* dir, const at::Tensor& x, int64_t 
     }
     return remember(best, "timed");
   }
-  return remember(rule(g, x.size(2), x.size(3), x.device().is_cuda()), "rule");
+  return remember(rule(g, x.size(2), x.size(3), c_out, std::string(dir) == "forward", x.device().is_cuda()), "rule");
 }
 
 // ---------------------------------------------------------------- the forward composition

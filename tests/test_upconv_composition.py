@@ -87,13 +87,19 @@ def test_conv_transpose_every_algorithm(algo, bias):
 
 
 def test_static_rule_is_recorded():
+    # The CPU rule (csrc/upsample_conv2d.cpp, rule()): at scale 2 deconv from 4x4 maps on, except
+    # the forward to fewer than 16 channels (stacked); stacked from 16x16 where deconv does not
+    # apply; split below.
     ganx._C.clear_upconv_algorithm_choices()
-    w3 = torch.randn(4, 3, 3, 3)
-    for hw, scale, want in [(4, 2, "split"), (8, 2, "deconv"), (16, 1, "stacked"), (16, 3, "split")]:
-        GF.upsample_conv2d(torch.randn(1, 3, hw, hw), w3, None, scale)
-        hits = [c for c in U.upconv_algorithm_choices()
-                if f"x[1, 3, {hw}, {hw}]" in c["key"] and f"s={scale} " in c["key"] and "forward" in c["key"]]
-        assert hits and hits[0]["algorithm"] == want and hits[0]["source"] == "rule", (hw, scale, hits)
+    for hw, scale, c_out, want_fwd, want_bwd in [(2, 2, 16, "split", "split"), (4, 2, 4, "stacked", "deconv"),
+                                                 (4, 2, 16, "deconv", "deconv"), (8, 2, 16, "deconv", "deconv"),
+                                                 (16, 1, 4, "stacked", "stacked"), (16, 3, 4, "split", "split")]:
+        x = torch.randn(1, 3, hw, hw, requires_grad=True)
+        GF.upsample_conv2d(x, torch.randn(c_out, 3, 3, 3), None, scale).sum().backward()
+        for direction, want in (("forward", want_fwd), ("backward", want_bwd)):
+            hits = [c for c in U.upconv_algorithm_choices()
+                    if f"{direction} x[1, 3, {hw}, {hw}] c_out={c_out} s={scale} " in c["key"]]
+            assert hits and hits[0]["algorithm"] == want and hits[0]["source"] == "rule", (hw, scale, c_out, hits)
 
 
 def test_cudnn_benchmark_times_the_candidates_once():

@@ -37,7 +37,9 @@ _MAX_SCALE = 4
 #              that crops, interleaves, adds the bias and activates;
 #   "split":   one conv per phase (always available), then the same pass.
 # Static rule: CUDA takes deconv when the geometry allows it, else stacked, else split; the CPU
-# (measured on oneDNN) takes deconv from 8x8 maps on, stacked from 16x16, split below. With
+# (measured on oneDNN, forward and backward apart) takes deconv from 4x4 maps on where it
+# applies, except the forward to fewer than 16 channels (stacked), elsewhere stacked from
+# 16x16, split below. With
 # torch.backends.cudnn.benchmark on, the candidates are timed once per (op, direction, shapes,
 # dtype, memory format, device) and the fastest is cached (never while a CUDA graph is being
 # captured or under tracing). GANX_UPCONV_ALGO or set_upconv_algorithm() forces one.
