@@ -271,6 +271,10 @@ def test_emulated_upconv_epilogue_matches_cpu_twin_and_reference(variant, cid):
     t = H.DTYPES[c.dtype]
     tol = TOL[c.dtype]
     m = c.meta
+    # every launch within the kernel's __launch_bounds__(kEpiThreads), which the emulator knows
+    assert r.log and all(ln.endswith(" 256,1,1 0 static=%d bound=256" % (0 if c.op == "upconv_fwd" else
+                                                                         1024 * (2 if c.dtype == "float64" else 1)))
+                         for ln in r.log.splitlines()), r.log
     if c.op == "upconv_fwd":
         n = torch.Size(m["oshape"]).numel()
         cu = _view(r.tensor("out_cuda", t), m["oshape"], m["ost"]).double()

@@ -57,7 +57,7 @@ _CPU_CONVT_REASON = ("left as nn.ConvTranspose2d on the CPU: ganx's kernel there
 class _Policy:
     """Which supported patterns are left because ganx is measured slower on the device
     (benchmarks/bench_dropin.py, per layer, CPU 2 threads): on the CPU, ConvTranspose2d(4, 2, 1)
-    (0.61-1.01x) and Upsample + Conv2d at scale 1 (0.88-0.91x: the upsampling is a copy), 3
+    (0.82-1.01x from 8x8 maps; 0.61-0.67x on 4x4 before the CPU rule took the vendor's deconvolution there too) and Upsample + Conv2d at scale 1 (0.88-0.91x: the upsampling is a copy), 3
     (0.96-0.99x) and 4 (0.43-0.45x); scale 2 is 1.13-6.5x (kernels 1, 3, 5). CUDA has not been measured by this code: it fuses."""
 
     def __init__(self, device: torch.device, where_slower: str):
