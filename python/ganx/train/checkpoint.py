@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import pickle
 import random
@@ -220,8 +221,6 @@ MODEL_KEYS = ("generator", "discriminator", "image_size", "channels", "condition
 
 def _run_expectations(run_dir: str) -> Tuple[Optional[dict], Optional[int], List[str]]:
     """What the run folder itself says about its run: config.yaml, and the last logged step."""
-    import json
-
     notes: List[str] = []
     cfg = None
     p = os.path.join(run_dir, "config.yaml")
