@@ -56,7 +56,7 @@ def _ganx_imports(tree: ast.Module, name: str, is_pkg: bool):
                 yield m, node.lineno, id(node) in top
 
 
-@pytest.mark.parametrize("name,path", list(_modules()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name,path", [pytest.param(n, p, id=n) for n, p in _modules()])
 def test_imports_run_one_way(name, path):
     tree = ast.parse(path.read_text(), str(path))
     own = _layer(name) if name != "ganx" else len(LAYERS)  # the package root re-exports the API
