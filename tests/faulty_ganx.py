@@ -16,11 +16,13 @@ environment variables:
   after the rename), ``write:NAME`` (the temporary file of another file NAME, e.g. log.jsonl or
   config.yaml, is written, not yet renamed); and ``log:torn`` (half of a log line is appended).
 
-Works under torchrun too (``torchrun ... tests/faulty_ganx.py train ...``).
+Works under torchrun too (``torchrun ... tests/faulty_ganx.py train ...``). The tests start it with
+:func:`launch` / :func:`wait_for_log`.
 """
 import errno
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -28,6 +30,32 @@ from ganx import _io
 from ganx.cli import main
 from ganx.train import rundir
 from ganx.train.trainer import Trainer
+
+
+SCRIPT = os.path.abspath(__file__)
+
+
+def hook_env(**hooks):
+    """The environment of a test's ganx process: this one's, without GANX_TEST_* left over, plus ``hooks``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANX_TEST_")}
+    env.update(PYTHONUNBUFFERED="1", **{k: str(v) for k, v in hooks.items()})
+    return env
+
+
+def launch(*args, **hooks) -> subprocess.Popen:
+    """``python tests/faulty_ganx.py ARGS`` in the background, with the faults ``hooks`` planted."""
+    return subprocess.Popen([sys.executable, SCRIPT, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=hook_env(**hooks))
+
+
+def wait_for_log(p: subprocess.Popen, log, lines: int, timeout: float = 120) -> None:
+    """Wait until the run's ``log`` holds at least ``lines`` lines (it is inside the training loop),
+    ``p`` exits, or ``timeout`` seconds pass."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None:
+        if os.path.isfile(log) and len(open(log, "rb").read().splitlines()) >= lines:
+            return
+        time.sleep(0.02)
 
 
 def _plant_nan(nan_at: int) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import faulty_ganx
 import pytest
 import torch
 
@@ -15,22 +16,16 @@ from ganx.data import load_digits_dataset
 from ganx.train import Trainer, TrainConfig, load_checkpoint
 from ganx.train.checkpoint import CheckpointError, find_resumable
 
-FAULTY_GANX = os.path.join(os.path.dirname(__file__), "faulty_ganx.py")  # python -m ganx + planted faults
+FAULTY_GANX = faulty_ganx.SCRIPT  # python -m ganx + planted faults
 TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "32",
         "--log-every", "1", "--device", "cpu", "--no-progress", "--impl", "reference", "--threads", "1",
         "--no-metrics", "--sample-every", "0"]
 SMALL = load_digits_dataset(16)._subset(torch.arange(256))
 
 
-def _env(**hooks):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GANX_TEST_")}
-    env.update(PYTHONUNBUFFERED="1", **{k: str(v) for k, v in hooks.items()})
-    return env
-
-
 def ganx(*args, **hooks):
     return subprocess.run([sys.executable, FAULTY_GANX, *map(str, args)], capture_output=True, text=True,
-                          env=_env(**hooks), timeout=240)
+                          env=faulty_ganx.hook_env(**hooks), timeout=240)
 
 
 def _rows(run):
@@ -40,15 +35,10 @@ def _rows(run):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_and_resumes(tmp_path, sig):
     run = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, FAULTY_GANX, "train", "--out", str(run), "--steps", "1000",
-                          "--checkpoint-every", "1000", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=_env(GANX_TEST_SLOW_STEP=0.05))
+    p = faulty_ganx.launch("train", "--out", run, "--steps", 1000, "--checkpoint-every", 1000, *TINY,
+                           GANX_TEST_SLOW_STEP=0.05)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # wait until it is inside the training loop
-            if (run / "log.jsonl").is_file() and len((run / "log.jsonl").read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.05)
+        faulty_ganx.wait_for_log(p, run / "log.jsonl", 2)  # inside the training loop
         p.send_signal(sig)
         out, err = p.communicate(timeout=120)
     finally:
@@ -209,17 +199,11 @@ def test_kill9_at_random_moments_repeated(tmp_path):
         args = ["train", "--out", str(run), "--steps", str(steps), "--checkpoint-every", "1", *TINY]
         if (run / "checkpoints").is_dir():
             args[1:1] = ["--resume", "auto"]
-        p = subprocess.Popen([sys.executable, FAULTY_GANX, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=_env(GANX_TEST_SLOW_STEP=0.01))
+        p = faulty_ganx.launch(*args, GANX_TEST_SLOW_STEP=0.01)
         try:
             # wait until it trains (its log grows), then a random moment more
-            deadline = time.time() + 120
             n0 = len((run / "log.jsonl").read_bytes().splitlines()) if (run / "log.jsonl").exists() else 0
-            while time.time() < deadline and p.poll() is None:
-                if (run / "log.jsonl").exists() and (run / "log.jsonl").stat().st_size and \
-                        len((run / "log.jsonl").read_bytes().splitlines()) > n0:
-                    break
-                time.sleep(0.01)
+            faulty_ganx.wait_for_log(p, run / "log.jsonl", n0 + 1)
             time.sleep(rnd.uniform(0.0, 0.3))
             p.send_signal(signal.SIGKILL)
             p.communicate(timeout=60)

@@ -10,9 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 
+import faulty_ganx
 import numpy as np
 import pytest
 import torch
@@ -28,7 +28,6 @@ TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width"
         "--log-every", "1", "--device", "cpu", "--no-progress", "--impl", "reference", "--threads", "1",
         "--no-metrics", "--sample-every", "0"]
 SMALL = load_digits_dataset(16)._subset(torch.arange(256))
-FAULTY_GANX = os.path.join(os.path.dirname(__file__), "faulty_ganx.py")  # python -m ganx + planted faults
 
 
 def tiny(out, **kw):
@@ -47,15 +46,9 @@ def run_cli(capsys, *argv):
     return rc, out, err
 
 
-def _env(**hooks):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GANX_TEST_")}
-    env.update(PYTHONUNBUFFERED="1", **{k: str(v) for k, v in hooks.items()})
-    return env
-
-
-def ganx_proc(*args, **hooks):
+def ganx_proc(*args):
     return subprocess.run([sys.executable, "-m", "ganx", *map(str, args)], capture_output=True, text=True,
-                          env=_env(**hooks), timeout=240)
+                          env=faulty_ganx.hook_env(), timeout=240)
 
 
 @pytest.fixture(scope="module")
@@ -229,13 +222,10 @@ def test_concurrent_cli_writers(tmp_path):
     """Two real processes on one --out: the second is refused with a message, the first is not
     disturbed; after a kill -9 of the holder, its stale lock does not block the next run."""
     run = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, FAULTY_GANX, "train", "--out", str(run), "--steps", "100000",
-                          "--checkpoint-every", "100000", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=_env(GANX_TEST_SLOW_STEP=0.05))
+    p = faulty_ganx.launch("train", "--out", run, "--steps", 100000, "--checkpoint-every", 100000, *TINY,
+                           GANX_TEST_SLOW_STEP=0.05)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not ((run / "log.jsonl").is_file() and (run / "log.jsonl").stat().st_size):
-            time.sleep(0.05)
+        faulty_ganx.wait_for_log(p, run / "log.jsonl", 1)
         r = ganx_proc("train", "--out", run, "--steps", 3, *TINY, "--seed", 7)
         assert r.returncode == 2 and "in use by another ganx process" in r.stderr, r.stderr
         assert f"pid {p.pid}" in r.stderr and "Traceback" not in r.stderr

@@ -727,16 +727,7 @@ def plot_roofline(path: Path, points: List[Dict[str, Any]], peak_flops: float, b
     for group in dict.fromkeys(p["group"] for p in points):
         pts = [p for p in points if p["group"] == group]
         ax.scatter([p["ai"] for p in pts], [p["flops"] for p in pts], label=group, s=18)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP / compulsory byte)")
-    ax.set_ylabel("achieved FLOP/s")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_loglog(plt, fig, ax, path, title, "arithmetic intensity (FLOP / compulsory byte)", "achieved FLOP/s")
 
 
 def plot_lines(path: Path, x: List[float], series: Dict[str, List[Optional[float]]], title: str,
@@ -750,6 +741,11 @@ def plot_lines(path: Path, x: List[float], series: Dict[str, List[Optional[float
     for name, y in (hlines or {}).items():
         ax.axhline(y, ls="--", lw=0.8, color="k")
         ax.annotate(name, (x[0], y), fontsize=7, va="bottom")
+    return _save_loglog(plt, fig, ax, path, title, xlabel, ylabel)
+
+
+def _save_loglog(plt, fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
+    """Log-log axes with their labels, title and legend; the figure written to ``path`` and closed."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["IMAGE_SIZES", "check_common", "latents"]
+__all__ = ["IMAGE_SIZES", "check_common", "set_common", "latents"]
 
 IMAGE_SIZES = (16, 32, 64, 128)
 
@@ -20,6 +20,14 @@ def check_common(image_size: int, channels: int, width: int, num_classes: Option
         raise ValueError(f"width must be >= 1, got {width}")
     if num_classes is not None and num_classes < 2:
         raise ValueError(f"num_classes must be None (unconditional) or >= 2, got {num_classes}")
+
+
+def set_common(model, image_size: int, channels: int, width: int, num_classes: Optional[int]) -> None:
+    """Check the arguments every model takes (:func:`check_common`) and keep them as ``model``'s
+    attributes ``image_size``, ``channels``, ``width``, ``num_classes``."""
+    check_common(image_size, channels, width, num_classes)
+    model.image_size, model.channels, model.width = int(image_size), int(channels), int(width)
+    model.num_classes = num_classes
 
 
 def latents(n: int, latent_dim: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from ganx.models.common import check_common
+from ganx.models.common import set_common
 
 __all__ = ["Discriminator", "MinibatchStd"]
 
@@ -59,21 +59,10 @@ class Discriminator(nn.Module):
 
     arch = "dcgan"  # its name in ganx.models.registry
 
-    def __init__(
-        self,
-        image_size: int = 32,
-        channels: int = 1,
-        width: int = 32,
-        num_classes: Optional[int] = None,
-        spectral_norm: bool = False,
-        minibatch_std: int = 4,
-    ):
+    def __init__(self, image_size: int = 32, channels: int = 1, width: int = 32, num_classes: Optional[int] = None,
+                 spectral_norm: bool = False, minibatch_std: int = 4):
         super().__init__()
-        check_common(image_size, channels, width, num_classes)
-        self.image_size = int(image_size)
-        self.channels = int(channels)
-        self.width = int(width)
-        self.num_classes = num_classes
+        set_common(self, image_size, channels, width, num_classes)
         self.spectral_norm = bool(spectral_norm)
         self.minibatch_std = int(minibatch_std)
         sn = _sn if spectral_norm else (lambda m: m)

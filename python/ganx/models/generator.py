@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ganx.models.common import IMAGE_SIZES, check_common, latents
+from ganx.models.common import IMAGE_SIZES, latents, set_common
 from ganx.nn.upsample_conv import UpsampleConv2d
 
 __all__ = ["Generator", "IMAGE_SIZES"]
@@ -33,27 +33,15 @@ class Generator(nn.Module):
 
     arch = "dcgan"  # its name in ganx.models.registry
 
-    def __init__(
-        self,
-        latent_dim: int = 64,
-        image_size: int = 32,
-        channels: int = 1,
-        width: int = 32,
-        num_classes: Optional[int] = None,
-        embed_dim: Optional[int] = None,
-        impl: str = "fused",
-    ):
+    def __init__(self, latent_dim: int = 64, image_size: int = 32, channels: int = 1, width: int = 32,
+                 num_classes: Optional[int] = None, embed_dim: Optional[int] = None, impl: str = "fused"):
         super().__init__()
-        check_common(image_size, channels, width, num_classes)
+        set_common(self, image_size, channels, width, num_classes)
         if impl not in ("fused", "reference"):
             raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         self.latent_dim = int(latent_dim)
-        self.image_size = int(image_size)
-        self.channels = int(channels)
-        self.width = int(width)
-        self.num_classes = num_classes
         self.impl = impl
         n_blocks = (image_size // _BASE).bit_length() - 1  # log2(size / 4)
         c0 = width * 2 ** (n_blocks - 1)

@@ -88,7 +88,21 @@ class GeneratorBCELoss(nn.Module):
         return f"mode={self.mode!r}, target={self.target}, reduction={self.reduction!r}, impl={self.impl!r}"
 
 
-class BCEWithLogitsLoss(nn.Module):
+class _ElementwiseBCE(nn.Module):
+    """What the two drop-ins share: torch's constructor arguments (with the legacy ``size_average``
+    / ``reduce``), the ``weight`` buffer, and ``impl``."""
+
+    def __init__(self, weight: Optional[Tensor], size_average, reduce, reduction: str, impl: str):
+        super().__init__()
+        name = type(self).__name__
+        self.impl = _impl(name, impl)
+        self.reduction = _legacy_reduction(size_average, reduce, reduction)
+        _fused.check_reduction(name, self.reduction)
+        self.register_buffer("weight", weight)
+        self.weight: Optional[Tensor]
+
+
+class BCEWithLogitsLoss(_ElementwiseBCE):
     """Drop-in for ``torch.nn.BCEWithLogitsLoss`` (same arguments, buffers and results).
 
     weight and pos_weight broadcast to the input's shape; gradients reach input and target.
@@ -96,14 +110,8 @@ class BCEWithLogitsLoss(nn.Module):
 
     def __init__(self, weight: Optional[Tensor] = None, size_average=None, reduce=None, reduction: str = "mean",
                  pos_weight: Optional[Tensor] = None, *, impl: str = "fused"):
-        super().__init__()
-        name = type(self).__name__
-        self.impl = _impl(name, impl)
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
-        _fused.check_reduction(name, self.reduction)
-        self.register_buffer("weight", weight)
+        super().__init__(weight, size_average, reduce, reduction, impl)
         self.register_buffer("pos_weight", pos_weight)
-        self.weight: Optional[Tensor]
         self.pos_weight: Optional[Tensor]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -113,18 +121,12 @@ class BCEWithLogitsLoss(nn.Module):
         return _ref.bce_with_logits(input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight)
 
 
-class BCELoss(nn.Module):
+class BCELoss(_ElementwiseBCE):
     """Drop-in for ``torch.nn.BCELoss`` on probabilities (logs clamped at -100, like torch)."""
 
     def __init__(self, weight: Optional[Tensor] = None, size_average=None, reduce=None, reduction: str = "mean", *,
                  impl: str = "fused"):
-        super().__init__()
-        name = type(self).__name__
-        self.impl = _impl(name, impl)
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
-        _fused.check_reduction(name, self.reduction)
-        self.register_buffer("weight", weight)
-        self.weight: Optional[Tensor]
+        super().__init__(weight, size_average, reduce, reduction, impl)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         if self.impl == "fused":

@@ -106,7 +106,6 @@ def check_target(op: str, name: str, value) -> float:
     return value
 
 
-_target = check_target  # the former name (type and range), for callers not yet renamed
 
 
 def _target_type(op: str, name: str, value) -> float:
@@ -219,14 +218,19 @@ def _promote(input: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
     return input, target.to(dt) if target.dtype != input.dtype else target
 
 
-def bce_with_logits(
-    input: Tensor,
-    target: Tensor,
-    weight: Optional[Tensor] = None,
-    *,
-    reduction: str = "mean",
-    pos_weight: Optional[Tensor] = None,
-) -> Tensor:
+def _elementwise_args(op: str, input: Tensor, target: Tensor, weight: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The checks the element-wise losses share; (input, target) promoted to one dtype."""
+    _tensor(op, "input", input)
+    _tensor(op, "target", target)
+    if target.dtype != input.dtype:
+        input, target = _promote(input, target)
+    if weight is not None:
+        _no_factor_grad(op, "weight", weight)
+    return input, target
+
+
+def bce_with_logits(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, *, reduction: str = "mean",
+                    pos_weight: Optional[Tensor] = None) -> Tensor:
     """Fused ``torch.nn.functional.binary_cross_entropy_with_logits`` (same semantics).
 
     ``loss = weight * [pos_weight * target * softplus(-input) + (1 - target) * softplus(input)]``;
@@ -236,12 +240,7 @@ def bce_with_logits(
     """
     op = "bce_with_logits"
     red = check_reduction(op, reduction)
-    _tensor(op, "input", input)
-    _tensor(op, "target", target)
-    if target.dtype != input.dtype:
-        input, target = _promote(input, target)
-    if weight is not None:
-        _no_factor_grad(op, "weight", weight)
+    input, target = _elementwise_args(op, input, target, weight)
     if pos_weight is not None:
         _no_factor_grad(op, "pos_weight", pos_weight)
     need_grad = torch.is_grad_enabled() and input.requires_grad
@@ -264,12 +263,7 @@ def binary_cross_entropy(
     """
     op = "binary_cross_entropy"
     red = check_reduction(op, reduction)
-    _tensor(op, "input", input)
-    _tensor(op, "target", target)
-    if target.dtype != input.dtype:
-        input, target = _promote(input, target)
-    if weight is not None:
-        _no_factor_grad(op, "weight", weight)
+    input, target = _elementwise_args(op, input, target, weight)
     need_grad = torch.is_grad_enabled() and input.requires_grad
     return _ops.binary_cross_entropy(input, target, weight, red, need_grad)[0]
 
@@ -350,28 +344,35 @@ def _bwl_setup(ctx, inputs, output):
     ctx.reduction, ctx.need_grad = reduction, need_grad
 
 
+def _input_grad(ctx, op: str, g_loss: Tensor, g: Tensor) -> Optional[Tensor]:
+    """The input's gradient: the kernel's saved one, scaled by the incoming gradient."""
+    _double_backward_check(op)
+    if not ctx.needs_input_grad[0]:
+        return None
+    if not ctx.need_grad:
+        raise _need_grad_missing(op)
+    return _scale(g_loss, g, ctx.reduction)
+
+
+def _target_grad(ctx, g_loss: Tensor, d: Tensor, weight: Optional[Tensor], n: int) -> Tensor:
+    """The target's gradient from the unweighted element-wise derivative ``d`` of the loss."""
+    if weight is not None:
+        d = d * weight
+    d = d * (g_loss.reshape(d.shape) if ctx.reduction == 0 else g_loss)
+    return d / n if ctx.reduction == 1 else d
+
+
 def _bwl_backward(ctx, g_loss, _):
     g, input, weight, pos_weight = ctx.saved_tensors
-    _double_backward_check("bce_with_logits")
-    g_input = g_target = None
-    if ctx.needs_input_grad[0]:
-        if not ctx.need_grad:
-            raise _need_grad_missing("bce_with_logits")
-        g_input = _scale(g_loss, g, ctx.reduction)
+    g_input = _input_grad(ctx, "bce_with_logits", g_loss, g)
+    g_target = None
     if ctx.needs_input_grad[1]:
         # d loss / d t = w * [pw * softplus(-x) - softplus(x)] = w * [(pw - 1) * softplus(-x) - x]
-        g_target = -input
+        d = -input
         if pos_weight is not None:
-            g_target = g_target + (pos_weight - 1) * torch.nn.functional.softplus(-input)
-        if weight is not None:
-            g_target = g_target * weight
-        g_target = _scale_plain(g_loss, g_target, ctx.reduction, input.numel())
+            d = d + (pos_weight - 1) * torch.nn.functional.softplus(-input)
+        g_target = _target_grad(ctx, g_loss, d, weight, input.numel())
     return g_input, g_target, None, None, None, None
-
-
-def _scale_plain(g_loss: Tensor, g: Tensor, reduction: int, n: int) -> Tensor:
-    g = g * (g_loss.reshape(g.shape) if reduction == 0 else g_loss)
-    return g / n if reduction == 1 else g
 
 
 def _bce_setup(ctx, inputs, output):
@@ -383,18 +384,11 @@ def _bce_setup(ctx, inputs, output):
 
 def _bce_backward(ctx, g_loss, _):
     g, input, weight = ctx.saved_tensors
-    _double_backward_check("binary_cross_entropy")
-    g_input = g_target = None
-    if ctx.needs_input_grad[0]:
-        if not ctx.need_grad:
-            raise _need_grad_missing("binary_cross_entropy")
-        g_input = _scale(g_loss, g, ctx.reduction)
+    g_input = _input_grad(ctx, "binary_cross_entropy", g_loss, g)
+    g_target = None
     if ctx.needs_input_grad[1]:
         # d loss / d t = w * [log(1 - p) - log(p)], unclamped like torch (+-inf at p in {0, 1})
-        g_target = torch.log1p(-input) - torch.log(input)
-        if weight is not None:
-            g_target = g_target * weight
-        g_target = _scale_plain(g_loss, g_target, ctx.reduction, input.numel())
+        g_target = _target_grad(ctx, g_loss, torch.log1p(-input) - torch.log(input), weight, input.numel())
     return g_input, g_target, None, None, None
 
 

@@ -33,15 +33,9 @@ def apply_activation(y: torch.Tensor, activation: Optional[str], negative_slope:
     return ACTIVATION_FUNCTIONS[act](y, negative_slope)
 
 
-def upsample_conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    scale_factor: int = 2,
-    padding: Optional[int] = None,
-    activation: Optional[str] = None,
-    negative_slope: float = 0.01,
-) -> torch.Tensor:
+def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, scale_factor: int = 2,
+                    padding: Optional[int] = None, activation: Optional[str] = None,
+                    negative_slope: float = 0.01) -> torch.Tensor:
     """act(conv2d(interpolate(x, scale_factor, mode="nearest"), weight, bias, padding))."""
     if padding is None:
         padding = weight.shape[-1] // 2
@@ -49,13 +43,8 @@ def upsample_conv2d(
     return apply_activation(F.conv2d(up, weight, bias, padding=padding), activation, negative_slope)
 
 
-def conv_transpose2d_4s2(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    activation: Optional[str] = None,
-    negative_slope: float = 0.01,
-) -> torch.Tensor:
+def conv_transpose2d_4s2(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                         activation: Optional[str] = None, negative_slope: float = 0.01) -> torch.Tensor:
     """act(conv_transpose2d(x, weight (C_in, C_out, 4, 4), bias, stride=2, padding=1))."""
     return apply_activation(F.conv_transpose2d(x, weight, bias, stride=2, padding=1), activation, negative_slope)
 

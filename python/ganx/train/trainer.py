@@ -236,6 +236,16 @@ class Trainer:
             return False
         raise faults.NonFiniteLossError(self.step + 1, name, value)
 
+    def _update(self, loss: torch.Tensor, name: str, opt, scaler) -> None:
+        """Backward of ``loss`` and one step of ``opt`` (through the AMP ``scaler``); a non-finite
+        loss stops the run, or skips the step (raises _SkipStep) under ``skip_nonfinite``."""
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if not self._check_finite(loss, name):
+            raise _SkipStep
+        scaler.step(opt)
+        scaler.update()
+
     def d_step(self, real: torch.Tensor, labels: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """One discriminator update on a real batch and a detached generated batch."""
         z = self._noise(real.shape[0])
@@ -243,12 +253,7 @@ class Trainer:
             fake = self.G(z, labels)
         with self._autocast():
             loss, stats = self.loss.d_step(self.D_train, real, fake, labels)
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(loss).backward()
-        if not self._check_finite(loss, "d_loss"):
-            raise _SkipStep
-        self.scaler_d.step(self.opt_d)
-        self.scaler_d.update()
+        self._update(loss, "d_loss", self.opt_d, self.scaler_d)
         return {"d_loss": loss.detach(), **stats}
 
     def g_step(self, labels: Optional[torch.Tensor], n: Optional[int] = None) -> torch.Tensor:
@@ -260,12 +265,7 @@ class Trainer:
             with self._autocast():
                 # The plain D, not its DDP wrapper: frozen, it gets no gradient and so no all-reduce.
                 loss = self.loss.g_step(self.D, self.G_train(z, labels), labels)
-            self.opt_g.zero_grad(set_to_none=True)
-            self.scaler_g.scale(loss).backward()
-            if not self._check_finite(loss, "g_loss"):
-                raise _SkipStep
-            self.scaler_g.step(self.opt_g)
-            self.scaler_g.update()
+            self._update(loss, "g_loss", self.opt_g, self.scaler_g)
         finally:
             self.D.requires_grad_(True)
         if self.ema is not None:
