@@ -136,3 +136,27 @@ def test_launch_at_the_limits_runs():
     assert r.int("launches") == 1
     assert st("launch", bx=1024, smem=48 * 1024).int("launches") == 1
     assert st("launch", gx=0).int("launches") == 0  # an empty grid is no launch, as on the GPU path
+
+
+def test_static_shared_memory_counts_untaken_branches_and_reached_helpers():
+    # the kernel's 32000-byte array counts whether or not its branch runs (a GPU allocates it)
+    for take in (0, 1):
+        r = st("smem_static", threads=64, take=take)
+        assert r.log.endswith(" 64,1,1 0 static=32000 bound=64\n"), r.log
+        assert r.tensor("out", torch.float32).tolist() == [float(t) * take for t in range(64)]
+    with pytest.raises(H.EmuFailure, match=r"smem_static.*static \(32000\) \+ dynamic \(17200\) shared memory "
+                                           r"exceeds 48 KiB"):
+        st("smem_static", threads=64, take=0, smem=17200)
+    # a __device__ helper's array counts for the kernel when a thread reaches it
+    with pytest.raises(H.EmuFailure, match=r"smem_static.*static shared memory exceeds 48 KiB: 49600 bytes with "
+                                           r"'h' \(17600 bytes, declared in a __device__ function\)"):
+        st("smem_static", threads=64, take=2)
+
+
+def test_launch_bound_outside_ganx_cuda_is_checked():
+    st("smem_static", threads=64)
+    with pytest.raises(H.EmuFailure, match=r"FAILED in kernel ganx::emu_selftest::smem_static <<<\(1,1,1\), "
+                                           r"\(65,1,1\), 0>>>.*65 threads per block exceed the kernel's "
+                                           r"__launch_bounds__\(64\)"):
+        st("smem_static", threads=65)
+

@@ -1,6 +1,6 @@
 // The emulator's self-test kernels (selftest_kernels.cuh) as driver op "selftest".
-// Keys: kernel (warp_ops, dyn_shared, atomics, barriers, shared_ptr, syncwarp, half, launch), blocks,
-// threads, bug; launch: gx, gy, gz, bx, by, bz, smem. Arrays in: a, b (half). Out: out.
+// Keys: kernel (warp_ops, dyn_shared, atomics, barriers, shared_ptr, syncwarp, half, launch,
+// smem_static), blocks, threads, bug; launch: gx, gy, gz, bx, by, bz, smem; smem_static: smem, take. Arrays in: a, b (half). Out: out.
 #include "selftest_kernels.cuh"
 
 #include <string>
@@ -55,6 +55,11 @@ void op_selftest(const Case& c, Result& r) {
     const auto u = [&](const char* key) { return static_cast<unsigned>(c.integer(key, 1)); };
     st::launch_nothing(dim3(u("gx"), u("gy"), u("gz")), dim3(u("bx"), u("by"), u("bz")),
                        static_cast<size_t>(c.integer("smem", 0)));
+  } else if (k == "smem_static") {
+    Buf<float> out(threads);
+    st::launch_smem_static(out.data, threads, static_cast<size_t>(c.integer("smem", 0)),
+                           static_cast<int>(c.integer("take", 0)));
+    r.arrays.push_back({"out", out.bytes()});
   } else {
     std::fprintf(stderr, "ganx-emu driver: selftest: unknown kernel %s\n", k.c_str());
     std::exit(2);

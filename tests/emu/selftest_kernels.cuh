@@ -97,6 +97,27 @@ __global__ void shared_ptr(float* out, int bug) {
 
 __global__ void nothing() {}
 
+// Static shared memory and a launch bound outside ganx::cuda. The kernel's own 32000-byte array
+// sits in a branch (take >= 1): it counts for every launch, taken or not; the helper's 17600
+// bytes (a __device__ function's declaration, its own symbol) count when reached (take == 2),
+// which makes 49600 bytes > 48 KiB.
+__device__ float smem_helper(int t) {
+  GANX_SHARED(float, h, [4400]);
+  h[t] = static_cast<float>(t);
+  return h[t];
+}
+GANX_KERNEL_BOUND(smem_static, 64);
+__global__ void GANX_BOUNDED(smem_static)(float* out, int take) {
+  const int t = threadIdx.x;
+  out[t] = 0.f;
+  if (take >= 1) {
+    GANX_SHARED(float, big, [8000]);
+    big[t] = static_cast<float>(t);
+    out[t] = big[t];
+  }
+  if (take == 2) out[t] += smem_helper(t);
+}
+
 // ------------------------------------------------------------------ launchers
 inline void launch_warp_ops(int* out, int blocks, int threads) {
   dev::launch(warp_ops, dim3(blocks), dim3(threads), 0, nullptr, out);
@@ -116,6 +137,9 @@ inline void launch_half_math(const c10::Half* a, const c10::Half* b, c10::Half* 
 }
 inline void launch_shared_ptr(float* out, int bug) { dev::launch(shared_ptr, dim3(1), dim3(33), 0, nullptr, out, bug); }
 inline void launch_nothing(dim3 grid, dim3 block, size_t smem) { dev::launch(nothing, grid, block, smem, nullptr); }
+inline void launch_smem_static(float* out, int threads, size_t smem, int take) {
+  dev::launch(smem_static, dim3(1), dim3(threads), smem, nullptr, out, take);
+}
 
 }  // namespace emu_selftest
 }  // namespace ganx
