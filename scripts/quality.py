@@ -13,7 +13,7 @@ classifier training and metrics), and checks:
 The machine's load average is recorded before and after, since other processes inflate
 the timings. Usage:
 
-    python scripts/quality.py [--out-dir runs/quality] [--json results.json] [--threads 2] [-- extra train flags]
+    python scripts/quality.py [--out-dir runs/quality] [--json results.json] [--only conditional|unconditional] [-- extra train flags]
 """
 from __future__ import annotations
 
