@@ -137,6 +137,9 @@ def test_torchrun_sigterm_stops_all_ranks_with_a_checkpoint(tmp_path):
         deadline = time.time() + 120
         log = run / "log.jsonl"
         while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 2):
+            if p.poll() is not None:  # torchrun already gone: fail now with its output, not in 120 s
+                out, err = p.communicate()
+                raise AssertionError(f"torchrun exited with {p.returncode} before two steps were logged\n{out}{err}")
             time.sleep(0.05)
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=120)
