@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "activation.h"
@@ -83,16 +84,24 @@ inline Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(
 // N x 1 x H x W tensor contiguous, so C == 1 is always walked as NCHW).
 inline bool epilogue_channels_last(const at::Tensor& t) { return t.stride(1) == 1 && t.size(1) > 1; }
 
+// Every phase map's pointer (phase[ab]: tensors[ab], or tensors[0] at offset[ab]); returns
+// the maps' common strides.
+template <typename ptr_t>
+Strides4 phase_pointers(const PhaseMaps& ph, int64_t s, ptr_t (&phase)[kMaxPhases]) {
+  using scalar_t = std::remove_const_t<std::remove_pointer_t<ptr_t>>;
+  const auto& t0 = ph.tensors[0];
+  for (int64_t ab = 0; ab < s * s; ++ab) {
+    const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
+    phase[ab] = t.template data_ptr<scalar_t>() + ph.offset[ab];
+  }
+  return strides_of(t0);
+}
+
 template <typename scalar_t>
 EpilogueFwdArgs<scalar_t> epilogue_fwd_args(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias,
                                             int64_t s, Act act, double slope) {
   EpilogueFwdArgs<scalar_t> A{};
-  const auto& t0 = ph.tensors[0];
-  for (int64_t ab = 0; ab < s * s; ++ab) {
-    const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
-    A.phase[ab] = t.template const_data_ptr<scalar_t>() + ph.offset[ab];
-  }
-  A.ps = strides_of(t0);
+  A.ps = phase_pointers(ph, s, A.phase);
   A.bias = bias.defined() ? bias.template const_data_ptr<scalar_t>() : nullptr;
   A.out = out.template data_ptr<scalar_t>();
   A.os = strides_of(out);
@@ -115,12 +124,7 @@ EpilogueBwdArgs<scalar_t, acc_t> epilogue_bwd_args(const at::Tensor& grad, const
   A.gs = strides_of(grad);
   A.out = act != Act::None ? out.template const_data_ptr<scalar_t>() : nullptr;
   A.os = act != Act::None ? strides_of(out) : Strides4{0, 0, 0, 0};
-  const auto& t0 = ph.tensors[0];
-  for (int64_t ab = 0; ab < s * s; ++ab) {
-    const auto& t = ph.tensors.size() == 1 ? t0 : ph.tensors[ab];
-    A.phase[ab] = t.template data_ptr<scalar_t>() + ph.offset[ab];
-  }
-  A.ps = strides_of(t0);
+  A.ps = phase_pointers(ph, s, A.phase);
   A.bias_partial = bias_partial;
   A.N = grad.size(0);
   A.C = grad.size(1);
