@@ -95,12 +95,7 @@ void op_typed(const Case& c, Result& r) {
 }
 
 void op_bce(const Case& c, Result& r) {
-  if (c.dtype == "float32") return op_typed<float>(c, r);
-  if (c.dtype == "float64") return op_typed<double>(c, r);
-  if (c.dtype == "float16") return op_typed<c10::Half>(c, r);
-  if (c.dtype == "bfloat16") return op_typed<c10::BFloat16>(c, r);
-  std::fprintf(stderr, "ganx-emu driver: bce: unknown dtype %s\n", c.dtype.c_str());
-  std::exit(2);
+  by_dtype(c, "bce", [&](auto t) { op_typed<decltype(t)>(c, r); });
 }
 
 }  // namespace

@@ -11,7 +11,11 @@
 // GANX_EMU_OP("name", fn); add the .cpp to SOURCES in harness.py; cases from Python.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -74,6 +78,18 @@ struct Buf {
   ~Buf() { std::free(base); }
   std::string bytes() const { return std::string(reinterpret_cast<const char*>(data), static_cast<size_t>(n) * sizeof(T)); }
 };
+
+// Calls fn(T{}) with T the case's dtype (float32, float64, float16, bfloat16); any other dtype
+// ends the driver with a message naming the op.
+template <typename Fn>
+void by_dtype(const Case& c, const char* op, Fn&& fn) {
+  if (c.dtype == "float32") return fn(float{});
+  if (c.dtype == "float64") return fn(double{});
+  if (c.dtype == "float16") return fn(c10::Half{});
+  if (c.dtype == "bfloat16") return fn(c10::BFloat16{});
+  std::fprintf(stderr, "ganx-emu driver: %s: unknown dtype %s\n", op, c.dtype.c_str());
+  std::exit(2);
+}
 
 using OpFn = void (*)(const Case&, Result&);
 std::map<std::string, OpFn>& registry();

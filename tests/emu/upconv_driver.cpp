@@ -142,21 +142,11 @@ void fold_typed(const Case& c, Result& r) {
 }
 
 void op_fold(const Case& c, Result& r) {
-  if (c.dtype == "float32") return fold_typed<float>(c, r);
-  if (c.dtype == "float64") return fold_typed<double>(c, r);
-  if (c.dtype == "float16") return fold_typed<c10::Half>(c, r);
-  if (c.dtype == "bfloat16") return fold_typed<c10::BFloat16>(c, r);
-  std::fprintf(stderr, "ganx-emu driver: upconv_fold: unknown dtype %s\n", c.dtype.c_str());
-  std::exit(2);
+  by_dtype(c, "upconv_fold", [&](auto t) { fold_typed<decltype(t)>(c, r); });
 }
 
 void op_upconv(const Case& c, Result& r) {
-  if (c.dtype == "float32") return op_typed<float>(c, r);
-  if (c.dtype == "float64") return op_typed<double>(c, r);
-  if (c.dtype == "float16") return op_typed<c10::Half>(c, r);
-  if (c.dtype == "bfloat16") return op_typed<c10::BFloat16>(c, r);
-  std::fprintf(stderr, "ganx-emu driver: upconv: unknown dtype %s\n", c.dtype.c_str());
-  std::exit(2);
+  by_dtype(c, "upconv", [&](auto t) { op_typed<decltype(t)>(c, r); });
 }
 
 }  // namespace
