@@ -52,7 +52,10 @@ at::Tensor epilogue_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, cons
   });
   if (!need_bias) return at::Tensor();
   // The partials summed in a fixed order by ATen (same result on every GPU).
-  return partial.sum({0, 2}).to(grad.scalar_type());
+  // Dimensions spelled as an IntArrayRef: a braced list is ambiguous between sum's overloads
+  // under nvcc with torch 2.11's headers.
+  static constexpr int64_t kDims[] = {0, 2};
+  return partial.sum(at::IntArrayRef(kDims)).to(grad.scalar_type());
 }
 
 void fold_cuda(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) {
