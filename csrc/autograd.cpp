@@ -11,7 +11,10 @@
 #include <ATen/TensorSubclassLikeUtils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
+
+#include "bce_loss.h"
 
 namespace ganx {
 namespace {
@@ -51,13 +54,31 @@ bool is_unit_cpu_scalar(const at::Tensor& g_loss) {
   }
 }
 
+// True when saved may be scaled in place by the device's kernel (bce_scale_in_place): a GPU
+// tensor, a one-element incoming gradient of its dtype on its device, plain tensors (not traced),
+// and a graph that is freed after this backward (no retain_graph), so nothing else reads saved.
+bool scale_in_place_ok(const at::Tensor& g_loss, const at::Tensor& saved) {
+  return g_loss.defined() && g_loss.numel() == 1 && g_loss.device() == saved.device() &&
+         g_loss.scalar_type() == saved.scalar_type() && !at::isTensorSubclassLike(g_loss) &&
+         !at::isTensorSubclassLike(saved) && saved.is_contiguous() && !g_loss.is_conj() && !g_loss.is_neg() &&
+         bce_scale_in_place(saved.device().type()) != nullptr &&
+         !torch::autograd::get_current_graph_task_keep_graph();
+}
+
 // d L / d x from the saved d loss / d x. The result may be the saved tensor itself (g_loss = 1):
 // autograd copies it before anyone could write to it in place while the graph is kept
 // (AccumulateGrad only steals an unshared tensor), and an in-place change by the caller is
-// caught by the saved tensor's version counter.
+// caught by the saved tensor's version counter. On a GPU the host cannot see g_loss without a
+// sync, so a graph that is not kept scales saved in place with a kernel that reads g_loss on the
+// device and does nothing when it is 1: forward + backward move the compulsory bytes (the
+// logits read once, the gradient written once) instead of reading and writing the gradient again.
 at::Tensor scale(const at::Tensor& g_loss, const at::Tensor& saved, int64_t reduction) {
   if (reduction == 0) return g_loss.reshape_symint(saved.sym_sizes()) * saved;
   if (is_unit_cpu_scalar(g_loss)) return saved;
+  if (scale_in_place_ok(g_loss, saved)) {
+    bce_scale_in_place(saved.device().type())(saved, g_loss.reshape({}));
+    return saved;
+  }
   return saved * g_loss;
 }
 

@@ -193,4 +193,14 @@ void bce_fill_empty(BceCall& c) {
   if (c.stats.defined()) c.stats.fill_(std::numeric_limits<double>::quiet_NaN());
 }
 
+namespace {
+BceScaleInPlace scale_fns[static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)] = {};
+}  // namespace
+
+void register_bce_scale_in_place(c10::DeviceType type, BceScaleInPlace fn) {
+  scale_fns[static_cast<size_t>(type)] = fn;
+}
+
+BceScaleInPlace bce_scale_in_place(c10::DeviceType type) { return scale_fns[static_cast<size_t>(type)]; }
+
 }  // namespace ganx

@@ -70,4 +70,12 @@ BceCall bce_probs_call(const at::Tensor& input, const at::Tensor& target, const 
 // torch's reductions of nothing (mean NaN, sum 0) and NaN statistics, for empty inputs.
 void bce_fill_empty(BceCall& c);
 
+// grad *= scale in place, scale a one-element tensor of grad's dtype on grad's device, read on the
+// device (no host sync) and skipped there when it is 1: the backward of a reduced loss on a GPU,
+// where the host cannot look at the incoming gradient (csrc/autograd.cpp). A device's file
+// registers its kernel; none is registered for the CPU (the host reads the scalar there).
+using BceScaleInPlace = void (*)(const at::Tensor& grad, const at::Tensor& scale);
+void register_bce_scale_in_place(c10::DeviceType type, BceScaleInPlace fn);
+BceScaleInPlace bce_scale_in_place(c10::DeviceType type);  // nullptr when none
+
 }  // namespace ganx

@@ -279,7 +279,7 @@ UpconvAlgo choose(const char* op, const char* dir, const at::Tensor& x, int64_t 
                       "' and 'split' are");
     return remember(*f, "forced");
   }
-  const bool can_time = at::globalContext().benchmarkCuDNN() && !glue.capturing() &&
+  const bool can_time = at::globalContext().benchmarkCuDNN() && !glue.capturing(x.device()) &&
                         !torch::jit::tracer::isTracing() && x.numel() > 0;
   if (can_time) {
     {
@@ -296,10 +296,10 @@ UpconvAlgo choose(const char* op, const char* dir, const at::Tensor& x, int64_t 
       run(a);
       double t_min = 0;
       for (int rep = 0; rep < 3; ++rep) {
-        glue.synchronize();
+        glue.synchronize(x.device());
         const auto t0 = std::chrono::steady_clock::now();
         run(a);
-        glue.synchronize();
+        glue.synchronize(x.device());
         const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         t_min = rep == 0 ? t : std::min(t_min, t);
       }

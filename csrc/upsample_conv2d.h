@@ -146,8 +146,10 @@ struct DeviceGlue {
                              double slope, bool need_bias);
   // dst = the tap sums of FoldArgs over src (see upconv_epilogue.h).
   void (*fold)(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst);
-  void (*synchronize)();   // for timing candidates
-  bool (*capturing)();     // a CUDA graph is being captured on the current stream
+  // Both act on the given device's current stream (a device guard of their own: with tensors
+  // on cuda:1 and the current device 0 they must not wait on, or ask about, cuda:0's stream).
+  void (*synchronize)(c10::Device device);  // for timing candidates
+  bool (*capturing)(c10::Device device);    // a CUDA graph is being captured on device's current stream
 };
 // Each device file registers its glue at static-initialisation time.
 void register_device_glue(c10::DeviceType type, const DeviceGlue& glue);

@@ -111,6 +111,15 @@ def _cases():
             real, fake = logits(n, seed=32, extreme=False), logits(n // 3 + 1, seed=33, extreme=False)
             add(f"lowp-{n}", "bce_disc", dt, {"x0": real.to(dtype), "x1": fake.to(dtype)}, race=False, red=1,
                 rt=0.9, ft=0.0, need_grad=1, max_blocks=_cap(n))
+    # The backward's in-place scale of the saved gradient (bce_scale_kernel): a scale of 1 moves
+    # nothing; others multiply, aligned (128-bit) and misaligned, with tails and a capped grid.
+    for dt in DT:
+        for k, (n, sc, extra) in enumerate([(64, 1.0, {}), (64, 0.5, {}), (1001, -3.0, dict(goff=1)),
+                                            (9001, 0.25, dict(max_blocks=2)), (37, float("nan"), {}),
+                                            (5000, 1.0, dict(goff=3, max_blocks=1))]):
+            gsrc = _x(n, dt, 900 + k, specials=False)
+            add(f"s{k}-{n}", "bce_scale", dt, {"g": gsrc, "scale": torch.tensor([sc]).to(H.DTYPES[dt])},
+                race=k in (1, 3), **extra)
     return cs
 
 
@@ -125,8 +134,9 @@ def results(variant: str):
     return H.run(variant, cases)
 
 
-def variant_cases():
-    return [pytest.param(v, c.id, id=f"{v}-{c.id}") for v in H.VARIANTS for c in CASES if v != "race" or c.race]
+def variant_cases(scale: bool = False):
+    return [pytest.param(v, c.id, id=f"{v}-{c.id}") for v in H.VARIANTS for c in CASES
+            if (v != "race" or c.race) and (c.op == "bce_scale") == scale]
 
 
 TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-6),
@@ -168,6 +178,25 @@ def test_emulated_bce_matches_cpu(variant, cid):
     torch.testing.assert_close(r.tensor("grad", dtype), grad, equal_nan=True, **TOL[c.dtype])
     if stats is not None:
         torch.testing.assert_close(r.tensor("stats", torch.float32), stats, equal_nan=True, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant,cid", variant_cases(scale=True))
+def test_emulated_backward_scale_in_place(variant, cid):
+    """The CUDA backward of a reduced loss scales the saved gradient in place, reading the incoming
+    gradient on the device: exactly ATen's `grad * scale` (one rounding), and with a scale of 1 not
+    one element rewritten (the bytes compare equal, NaN payloads included)."""
+    c = BY_ID[cid]
+    r = results(variant)[cid]
+    dtype = H.DTYPES[c.dtype]
+    g, sc = c.arrays["g"], c.arrays["scale"]
+    out = r.tensor("g", dtype)
+    if float(sc) == 1.0:
+        bits = {8: torch.int64, 4: torch.int32, 2: torch.int16}[dtype.itemsize]
+        assert torch.equal(out.view(bits), g.view(bits))
+    else:
+        torch.testing.assert_close(out, g * sc, rtol=0, atol=0, equal_nan=True)
+    assert r.int("vec") == int("goff" not in c.kv)
+    assert r.int("blocks") == expected_blocks(c.dtype, g.numel(), 0, int(c.kv.get("max_blocks", KMAXBLOCKS)))
 
 
 @pytest.mark.parametrize("dtype", CUDA_LOWP_DTYPES)

@@ -60,6 +60,8 @@ def _cases():
                         continue
                     slope = 0.2 if act == "leaky_relu" else 0.0
                     kv = dict(N=N, C=C, H=H_, W=W, s=s, act=ACTIVATION_TABLE[act].enum, slope=slope, cl=int(cl))
+                    if dtype in ("float32", "float64") and (N, C, H_, W, s) == (2, 3, 5, 4, 2):
+                        kv["i64"] = 1  # the 64-bit index instantiation (large tensors) on small ones
                     pshape = (N, C, H_, W)
                     pst = _strides(pshape, cl)
                     oshape = (N, C, H_ * s, W * s)
@@ -272,9 +274,18 @@ def test_emulated_upconv_epilogue_matches_cpu_twin_and_reference(variant, cid):
     tol = TOL[c.dtype]
     m = c.meta
     # every launch within the kernel's __launch_bounds__(kEpiThreads), which the emulator knows
-    assert r.log and all(ln.endswith(" 256,1,1 0 static=%d bound=256" % (0 if c.op == "upconv_fwd" else
-                                                                         1024 * (2 if c.dtype == "float64" else 1)))
-                         for ln in r.log.splitlines()), r.log
+    # (static shared memory: the bias reductions' [256] accumulators; none in the forward and the
+    # channels_last backward, whose threads keep their own partial sums)
+    red = 1024 * (2 if c.dtype == "float64" else 1)
+    want = {"upconv_epilogue_fwd_kernel": 0, "upconv_epilogue_bwd_rows_kernel": 0,
+            "upconv_epilogue_bwd_planes_kernel": red, "upconv_bias_grad_kernel": red}
+    names = [ln.split("<")[0].split("::")[-1] for ln in r.log.splitlines()]
+    assert r.log and all(ln.endswith(" 256,1,1 0 static=%d bound=256" % want[nm])
+                         for nm, ln in zip(names, r.log.splitlines())), r.log
+    # the index type: 32-bit unless the case forces the 64-bit instantiation
+    index_t = "long" if c.kv.get("i64") else "int"
+    assert all(ln.rsplit(" ", 5)[0].endswith(f", {index_t}>") for nm, ln in zip(names, r.log.splitlines())
+               if nm != "upconv_bias_grad_kernel"), r.log
     if c.op == "upconv_fwd":
         n = torch.Size(m["oshape"]).numel()
         cu = _view(r.tensor("out_cuda", t), m["oshape"], m["ost"]).double()
@@ -299,8 +310,12 @@ def test_emulated_upconv_epilogue_matches_cpu_twin_and_reference(variant, cid):
         scale = ref_gb.abs().max().item() + 1
         torch.testing.assert_close(gb_cu, gb_cp, atol=tol * scale, rtol=0)
         torch.testing.assert_close(gb_cu, ref_gb, atol=tol * 8 * scale, rtol=0)
-        if m["pshape"][2] * m["pshape"][3] * s * s > 4096:
-            assert r.int("chunks") > 1
+        assert names == [("upconv_epilogue_bwd_rows_kernel" if r.int("rows") else "upconv_epilogue_bwd_planes_kernel"),
+                         "upconv_bias_grad_kernel"], r.log
+        if m["pshape"][0] * m["pshape"][2] * m["pshape"][3] * s * s > 2048:
+            assert r.int("parts") > 1  # several blocks (or threads) per channel, reduced in order
+    # lanes along C exactly when the grad is channels_last (coalesced: the .cu file's rule)
+    assert r.int("rows") == int(m["gst"][1] == 1 and m["pshape"][1] > 1)
 
 
 def test_planted_bug_is_caught(tmp_path):

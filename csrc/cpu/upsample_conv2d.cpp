@@ -146,8 +146,8 @@ void fold_cpu(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) {
   });
 }
 
-void no_sync() {}
-bool never_capturing() { return false; }
+void no_sync(c10::Device) {}
+bool never_capturing(c10::Device) { return false; }
 
 const bool registered = [] {
   register_device_glue(c10::DeviceType::CPU,

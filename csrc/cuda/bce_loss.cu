@@ -39,6 +39,7 @@ void run(BceCall& c, const Elem& elem) {
                              c.stats.defined() ? c.stats.mutable_data_ptr<float>() : nullptr,
                              c.x1.defined() ? 2 : 1, c.red == Reduction::Mean, c.n0, c.n1};
   const int blocks = kb::grid_blocks<scalar_t>(c.n0, c.n1);
+  const c10::cuda::CUDAGuard guard(c.x0.device());
   auto stream = at::cuda::getCurrentCUDAStream();
   at::Tensor ws;
   if (reduce && blocks > 1) {
@@ -60,7 +61,6 @@ std::pair<const scalar_t*, int64_t> factor_ptr(const at::Tensor& w) {
 // Dispatches c's dtype (the four the kernels are instantiated for); f(scalar_t tag) runs the kernel.
 template <typename F>
 void dispatch(const BceCall& c, const char* name, const F& f) {
-  const c10::cuda::CUDAGuard guard(c.x0.device());
   switch (c.x0.scalar_type()) {
     case at::kFloat: return f(float{});
     case at::kDouble: return f(double{});
@@ -133,6 +133,31 @@ std::tuple<at::Tensor, at::Tensor> bce_probs_cuda(const at::Tensor& input, const
   });
   return {c.loss, c.grad};
 }
+
+void bce_scale_in_place_cuda(const at::Tensor& grad, const at::Tensor& scale) {
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  switch (grad.scalar_type()) {
+    case at::kFloat:
+      return kb::launch_bce_scale<float>(grad.mutable_data_ptr<float>(), grad.numel(), scale.const_data_ptr<float>(),
+                                         stream);
+    case at::kDouble:
+      return kb::launch_bce_scale<double>(grad.mutable_data_ptr<double>(), grad.numel(),
+                                          scale.const_data_ptr<double>(), stream);
+    case at::kHalf:
+      return kb::launch_bce_scale<c10::Half>(grad.mutable_data_ptr<c10::Half>(), grad.numel(),
+                                             scale.const_data_ptr<c10::Half>(), stream);
+    case at::kBFloat16:
+      return kb::launch_bce_scale<c10::BFloat16>(grad.mutable_data_ptr<c10::BFloat16>(), grad.numel(),
+                                                 scale.const_data_ptr<c10::BFloat16>(), stream);
+    default: TORCH_CHECK_TYPE(false, "bce backward: dtype ", grad.scalar_type(), " is not supported on CUDA");
+  }
+}
+
+const bool registered = [] {
+  register_bce_scale_in_place(c10::DeviceType::CUDA, &bce_scale_in_place_cuda);
+  return true;
+}();
 
 }  // namespace
 

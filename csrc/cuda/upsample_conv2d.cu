@@ -39,23 +39,21 @@ at::Tensor epilogue_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, cons
   if (grad.numel() == 0) return need_bias ? at::zeros({C}, grad.options()) : at::Tensor();
   const c10::cuda::CUDAGuard guard(grad.device());
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const int64_t chunks = cuda::upconv_epilogue_bwd_chunks(H, W, s);
-  TORCH_CHECK(N * C * chunks < (int64_t(1) << 31), "upsample_conv2d_backward: grad_out of shape ", grad.sizes(),
+  const auto plan = cuda::upconv_epilogue_bwd_plan(N, C, H, W, s, epilogue_channels_last(grad));
+  TORCH_CHECK(plan.blocks < (int64_t(1) << 31), "upsample_conv2d_backward: grad_out of shape ", grad.sizes(),
               " is too large for the backward epilogue's grid");
   const auto acc_dtype = at::toOpMathType(grad.scalar_type());
-  at::Tensor partial = need_bias ? at::empty({N, C, chunks}, grad.options().dtype(acc_dtype)) : at::Tensor();
+  // Scratch partials [parts][C] and the bias gradient, both written whole by the kernels.
+  at::Tensor partial = need_bias ? at::empty({plan.parts * C}, grad.options().dtype(acc_dtype)) : at::Tensor();
+  at::Tensor gb = need_bias ? at::empty({C}, grad.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "upconv_epilogue_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto A = epilogue_bwd_args<scalar_t, acc_t>(grad, out, ph, s, act, slope,
                                                       need_bias ? partial.data_ptr<acc_t>() : nullptr);
-    cuda::launch_upconv_epilogue_bwd<scalar_t, acc_t>(A, stream.stream());
+    cuda::launch_upconv_epilogue_bwd<scalar_t, acc_t>(A, plan, need_bias ? gb.data_ptr<scalar_t>() : nullptr,
+                                                      stream.stream());
   });
-  if (!need_bias) return at::Tensor();
-  // The partials summed in a fixed order by ATen (same result on every GPU).
-  // Dimensions spelled as an IntArrayRef: a braced list is ambiguous between sum's overloads
-  // under nvcc with torch 2.11's headers.
-  static constexpr int64_t kDims[] = {0, 2};
-  return partial.sum(at::IntArrayRef(kDims)).to(grad.scalar_type());
+  return gb;
 }
 
 void fold_cuda(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) {
@@ -66,8 +64,15 @@ void fold_cuda(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) 
   });
 }
 
-void sync_cuda() { at::cuda::getCurrentCUDAStream().synchronize(); }
-bool capturing_cuda() { return at::cuda::currentStreamCaptureStatus() != at::cuda::CaptureStatus::None; }
+// The device's own current stream, under its guard (not the current device's).
+void sync_cuda(c10::Device device) {
+  const c10::cuda::CUDAGuard guard(device);
+  at::cuda::getCurrentCUDAStream(device.index()).synchronize();
+}
+bool capturing_cuda(c10::Device device) {
+  const c10::cuda::CUDAGuard guard(device);
+  return at::cuda::currentStreamCaptureStatus() != at::cuda::CaptureStatus::None;
+}
 
 const bool registered = [] {
   register_device_glue(c10::DeviceType::CUDA,

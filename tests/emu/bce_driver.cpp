@@ -98,9 +98,27 @@ void op_bce(const Case& c, Result& r) {
   by_dtype(c, "bce", [&](auto t) { op_typed<decltype(t)>(c, r); });
 }
 
+// bce_scale: the backward's in-place scale (bce_scale_kernel) of array "g" by the one-element
+// array "scale"; keys goff (elements of misalignment), max_blocks; out "g", key blocks.
+template <typename T>
+void scale_typed(const Case& c, Result& r) {
+  Buf<T> g(c.arrays.at("g"), c.integer("goff", 0));
+  Buf<T> scale(c.arrays.at("scale"), 0);
+  const int max_blocks = static_cast<int>(c.integer("max_blocks", kb::kMaxBlocks));
+  kb::launch_bce_scale<T>(g.data, g.n, scale.data, nullptr, max_blocks);
+  r.set("blocks", std::to_string(kb::grid_blocks<T>(g.n, 0, max_blocks)));
+  r.set("vec", std::to_string(kb::aligned16(g.data)));
+  r.arrays.push_back({"g", g.bytes()});
+}
+
+void op_scale(const Case& c, Result& r) {
+  by_dtype(c, "bce_scale", [&](auto t) { scale_typed<decltype(t)>(c, r); });
+}
+
 }  // namespace
 
 GANX_EMU_OP("bce_disc", op_bce);
 static ::ganx::emu_driver::Register ganx_emu_reg_gen("bce_gen", op_bce);
 static ::ganx::emu_driver::Register ganx_emu_reg_logits("bce_logits", op_bce);
 static ::ganx::emu_driver::Register ganx_emu_reg_probs("bce_probs", op_bce);
+GANX_EMU_OP("bce_scale", op_scale);

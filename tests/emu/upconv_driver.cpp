@@ -3,7 +3,7 @@
 // csrc/cuda/upsample_conv2d.cu calls it) and the CPU twin (csrc/cpu/upconv_epilogue.h, both
 // traversals), so the test compares the two and both with a torch reference.
 //
-// Keys: N C H W s act slope; cl (the CUDA forward's traversal order and the CPU twin's
+// Keys: N C H W s act slope; i64 (force the 64-bit index instantiation); cl (the CUDA forward's traversal order and the CPU twin's
 // traversal); strides of the phase maps ps_n ps_c ps_h ps_w (one buffer of s*s maps, map ab at
 // element ab * pstep), of out os_*, of grad gs_*; has_bias.
 // upconv_fwd: arrays in "phases" [, "bias"]; out "out_cuda", "out_cpu".
@@ -54,7 +54,7 @@ void op_typed(const Case& c, Result& r) {
     a.os = strides(c, "os");
     a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
     a.out = out_cuda.data;
-    cuda::launch_upconv_epilogue_fwd<T, A>(a, cl, nullptr);
+    cuda::launch_upconv_epilogue_fwd<T, A>(a, cl, nullptr, c.integer("i64") != 0);
     a.out = out_cpu.data;
     std::vector<A> tmp(static_cast<size_t>(cl ? C : W));
     if (cl) {
@@ -71,23 +71,24 @@ void op_typed(const Case& c, Result& r) {
   Buf<T> out = c.has_array("out") ? Buf<T>(c.arrays.at("out"), 0) : Buf<T>(0);
   const bool has_bias = c.integer("has_bias") != 0;
   Buf<T> ph_cuda(s * s * pstep), ph_cpu(s * s * pstep);
-  const int64_t chunks = cuda::upconv_epilogue_bwd_chunks(H, W, s);
-  Buf<A> partial(has_bias ? N * C * chunks : 0);
+  const Strides4 gs = strides(c, "gs");
+  // the plan the .cu file makes: lanes along C for a channels_last grad (epilogue_channels_last)
+  const auto plan = cuda::upconv_epilogue_bwd_plan(N, C, H, W, s, gs.c == 1 && C > 1);
+  Buf<A> partial(has_bias ? plan.parts * C : 0);
+  Buf<T> gb(has_bias ? C : 0);
   EpilogueBwdArgs<T, A> a{};
   a.grad = grad.data;
-  a.gs = strides(c, "gs");
+  a.gs = gs;
   a.out = act != Act::None ? out.data : nullptr;
   a.os = strides(c, "os");
   for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = ph_cuda.data + ab * pstep;
   a.ps = strides(c, "ps");
   a.bias_partial = has_bias ? partial.data : nullptr;
   a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
-  cuda::launch_upconv_epilogue_bwd<T, A>(a, nullptr);
+  cuda::launch_upconv_epilogue_bwd<T, A>(a, plan, has_bias ? gb.data : nullptr, nullptr, c.integer("i64") != 0);
   std::vector<double> gb_cuda(static_cast<size_t>(C), 0.0), gb_cpu(static_cast<size_t>(C), 0.0);
   if (has_bias)
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t o = 0; o < C; ++o)
-        for (int64_t k = 0; k < chunks; ++k) gb_cuda[o] += partial.data[(n * C + o) * chunks + k];
+    for (int64_t o = 0; o < C; ++o) gb_cuda[o] = static_cast<double>(static_cast<A>(gb.data[o]));
   EpilogueBwdArgs<T, double> b{};
   b.grad = a.grad, b.gs = a.gs, b.out = a.out, b.os = a.os, b.ps = a.ps;
   for (int64_t ab = 0; ab < s * s; ++ab) b.phase[ab] = ph_cpu.data + ab * pstep;
@@ -106,7 +107,8 @@ void op_typed(const Case& c, Result& r) {
   r.arrays.push_back({"ph_cpu", ph_cpu.bytes()});
   r.arrays.push_back({"gb_cuda", std::string(reinterpret_cast<const char*>(gb_cuda.data()), gb_cuda.size() * 8)});
   r.arrays.push_back({"gb_cpu", std::string(reinterpret_cast<const char*>(gb_cpu.data()), gb_cpu.size() * 8)});
-  r.set("chunks", std::to_string(chunks));
+  r.set("parts", std::to_string(plan.parts));
+  r.set("rows", std::to_string(plan.rows ? 1 : 0));
 }
 
 template <typename T>

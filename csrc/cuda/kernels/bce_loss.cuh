@@ -189,32 +189,57 @@ __device__ void block_reduce(A (&v)[kSums], A (&sh)[kSums][kWarps]) {
   __syncthreads();
 }
 
-// One 16-byte access (p on a 16-byte boundary) or element by element.
+// One 16-byte item as a value: loaded and stored with one 128-bit access (LDG.E.128 /
+// STG.E.128; tests/test_sass.py checks the built module), p on a 16-byte boundary.
 template <typename T>
-__device__ __forceinline__ void load_item(T (&dst)[vec_len<T>()], const T* p, int m, bool vec) {
-  constexpr int V = vec_len<T>();
-  if (vec && m == V) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    memcpy(&dst[0], &raw, sizeof(raw));
-  } else {
+struct alignas(16) Pack {
+  T v[vec_len<T>()];
+};
+
+template <typename T>
+__device__ __forceinline__ Pack<T> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T>*>(p);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T>& v) {
+  *reinterpret_cast<Pack<T>*>(p) = v;
+}
+
+// The m (< V, or any count when unaligned) elements of a partial item, one by one.
+template <typename T>
+__device__ __forceinline__ void load_elems(Pack<T>& dst, const T* p, int m) {
 #pragma unroll
-    for (int k = 0; k < V; ++k) {  // constant indices: dst stays in registers
-      if (k < m) dst[k] = p[k];
-    }
+  for (int k = 0; k < vec_len<T>(); ++k) {  // constant indices: dst stays in registers
+    if (k < m) dst.v[k] = p[k];
   }
 }
 
 template <typename T>
-__device__ __forceinline__ void store_item(T* p, const T (&src)[vec_len<T>()], int m, bool vec) {
-  constexpr int V = vec_len<T>();
-  if (vec && m == V) {
-    uint4 raw;
-    memcpy(&raw, &src[0], sizeof(raw));
-    *reinterpret_cast<uint4*>(p) = raw;
-  } else {
+__device__ __forceinline__ void store_elems(T* p, const Pack<T>& src, int m) {
 #pragma unroll
-    for (int k = 0; k < V; ++k) {
-      if (k < m) p[k] = src[k];
+  for (int k = 0; k < vec_len<T>(); ++k) {
+    if (k < m) p[k] = src.v[k];
+  }
+}
+
+// The loss, gradient and sums of the first m elements of item x (elements j0, j0 + 1, ...),
+// in index order: the vector and the element-by-element paths share it, so alignment never
+// changes a result.
+template <typename T, typename A, typename Elem>
+__device__ __forceinline__ void item_math(const Elem& elem, int seg, int64_t j0, const Pack<T>& x, int m, A gs,
+                                          Pack<T>& lo, Pack<T>& go, A& ls, A& ss, A& ps) {
+#pragma unroll
+  for (int k = 0; k < vec_len<T>(); ++k) {
+    if (k < m) {
+      const A xv = static_cast<A>(x.v[k]);
+      A g, st;
+      const A l = elem(seg, j0 + k, xv, g, st);
+      lo.v[k] = static_cast<T>(l);
+      go.v[k] = static_cast<T>(g * gs);
+      ls += l;
+      ss += st;
+      ps += xv > A(0) ? A(1) : A(0);
     }
   }
 }
@@ -242,24 +267,19 @@ __global__ void GANX_BOUNDED(bce_kernel)(Segment<T> s0, Segment<T> s1, Elem elem
     const int64_t j0 = (second ? it - items0 : it) * V;
     const int m = sn - j0 < V ? static_cast<int>(sn - j0) : V;
     const A gs = second ? gs1 : gs0;
-    T x[V], lo[V], go[V];
-    load_item(x, sx + j0, m, vec);
     A ls = A(0), ss = A(0), ps = A(0);
-#pragma unroll
-    for (int k = 0; k < V; ++k) {
-      if (k < m) {
-        const A xv = static_cast<A>(x[k]);
-        A g, st;
-        const A l = elem(seg, j0 + k, xv, g, st);
-        lo[k] = static_cast<T>(l);
-        go[k] = static_cast<T>(g * gs);
-        ls += l;
-        ss += st;
-        ps += xv > A(0) ? A(1) : A(0);
-      }
+    Pack<T> x, lo, go;
+    if (vec && m == V) {  // a full aligned item: 128-bit loads and stores
+      x = load_pack(sx + j0);
+      item_math(elem, seg, j0, x, V, gs, lo, go, ls, ss, ps);
+      if (sloss != nullptr) store_pack(sloss + j0, lo);
+      if (sgrad != nullptr) store_pack(sgrad + j0, go);
+    } else {
+      load_elems(x, sx + j0, m);
+      item_math(elem, seg, j0, x, m, gs, lo, go, ls, ss, ps);
+      if (sloss != nullptr) store_elems(sloss + j0, lo, m);
+      if (sgrad != nullptr) store_elems(sgrad + j0, go, m);
     }
-    if (sloss != nullptr) store_item(sloss + j0, lo, m, vec);
-    if (sgrad != nullptr) store_item(sgrad + j0, go, m, vec);
     if (second) {  // constant indices keep v in registers
       v[3] += ls; v[4] += ss; v[5] += ps;
     } else {
@@ -290,6 +310,37 @@ __global__ void GANX_BOUNDED(bce_kernel)(Segment<T> s0, Segment<T> s1, Elem elem
   if (threadIdx.x == 0) {
     finalize(w, fin);
     *counter = 0u;  // ready for the next launch
+  }
+}
+
+// The backward of a reduced loss: grad *= *scale in place, the incoming gradient read on the
+// device (no host sync). When it is exactly 1 (loss.backward()) every thread returns at once and
+// no gradient byte moves: forward + backward then read the logits once and write the gradient
+// once. The product is rounded once to T, like `grad * scale` in ATen.
+GANX_KERNEL_BOUND(bce_scale_kernel, kThreads);
+template <typename T, typename A>
+__global__ void GANX_BOUNDED(bce_scale_kernel)(T* g, int64_t n, const T* scale, bool vec) {
+  const A c = static_cast<A>(*scale);
+  if (c == A(1)) return;  // uniform over the grid
+  constexpr int V = vec_len<T>();
+  const int64_t items = (n + V - 1) / V;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t it = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; it < items; it += stride) {
+    const int64_t j0 = it * V;
+    const int m = n - j0 < V ? static_cast<int>(n - j0) : V;
+    Pack<T> v;
+    if (vec && m == V) {
+      v = load_pack(g + j0);
+    } else {
+      load_elems(v, g + j0, m);
+    }
+#pragma unroll
+    for (int k = 0; k < V; ++k) v.v[k] = static_cast<T>(static_cast<A>(v.v[k]) * c);
+    if (vec && m == V) {
+      store_pack(g + j0, v);
+    } else {
+      store_elems(g + j0, v, m);
+    }
   }
 }
 
@@ -344,6 +395,15 @@ inline void launch_bce(Segment<T> s0, Segment<T> s1, const Elem& elem, double gs
   }
   dev::launch(bce_kernel<T, A, Elem>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, s0, s1, elem,
               static_cast<A>(gs0), static_cast<A>(gs1), partials, counter, fin, reduce);
+}
+
+// grad[0, n) *= *scale on the device (bce_scale_kernel); scale: one element of type T.
+template <typename T>
+inline void launch_bce_scale(T* grad, int64_t n, const T* scale, dev::Stream stream, int max_blocks = kMaxBlocks) {
+  using A = typename Acc<T>::type;
+  if (n == 0) return;
+  dev::launch(bce_scale_kernel<T, A>, dim3(static_cast<unsigned>(grid_blocks<T>(n, 0, max_blocks))), dim3(kThreads), 0,
+              stream, grad, n, scale, aligned16(grad));
 }
 
 }  // namespace cuda_bce

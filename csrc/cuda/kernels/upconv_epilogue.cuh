@@ -3,8 +3,10 @@
 // (activation derivative, de-interleave, bias-gradient partial sums) and the weight fold /
 // unfold. Arguments: csrc/upconv_epilogue.h; CPU twins: csrc/cpu/upconv_epilogue.h.
 //
-// Arithmetic in acc_t (fp32 for half / bfloat16, fp64 for double); 64-bit indexing throughout
-// (these passes are memory bound, the index arithmetic is not what limits them).
+// Arithmetic in acc_t (fp32 for half / bfloat16, fp64 for double). Index arithmetic in 32 bits
+// whenever every offset a launch computes fits (index_t = int32_t, the usual case: a 64-bit
+// division is a call to a ~70-instruction routine in SASS, a 32-bit one a few inline
+// instructions); 64 bits otherwise. tests/test_sass.py checks the 32-bit instantiations.
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -19,63 +21,94 @@ namespace ganx {
 namespace cuda {
 
 constexpr int kEpiThreads = 256;
-constexpr int64_t kBwdChunk = 4096;   // output elements of one (n, o) plane per backward block
 constexpr int64_t kMaxBlocks = 1 << 20;
+constexpr int64_t kBwdItems = 16;           // elements per thread (bias-gradient partials) in the backward
+constexpr int64_t kBwdChunk = kEpiThreads * 8;  // elements of one channel per block, NCHW backward
+constexpr int64_t kBwdMaxThreads = int64_t(1) << 22;  // channels_last backward: threads at most
+constexpr int64_t kIndex32Limit = int64_t(1) << 30;  // offsets below this (and a grid-stride step) fit int32
+
+// The largest element offset of an N x C x H x W view with strides st (strides are >= 0).
+GANX_HD int64_t max_offset(const Strides4& st, int64_t N, int64_t C, int64_t H, int64_t W) {
+  return (N - 1) * st.n + (C - 1) * st.c + (H - 1) * st.h + (W - 1) * st.w;
+}
+
+// Sizes and strides of a launch in index_t.
+template <typename I>
+struct Dims4 {
+  I n, c, h, w;
+};
+template <typename I>
+GANX_HD Dims4<I> dims_of(const Strides4& s) {
+  return {static_cast<I>(s.n), static_cast<I>(s.c), static_cast<I>(s.h), static_cast<I>(s.w)};
+}
 
 // Forward: one thread per output element, walking the output in its memory order (NCHW or
 // channels_last) so that the stores coalesce.
 GANX_KERNEL_BOUND(upconv_epilogue_fwd_kernel, kEpiThreads);
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void GANX_BOUNDED(upconv_epilogue_fwd_kernel)(EpilogueFwdArgs<scalar_t> A, bool channels_last) {
-  const int64_t s = A.s, Ho = A.H * s, Wo = A.W * s;
-  const int64_t total = A.N * A.C * Ho * Wo;
+  const index_t s = A.s, C = static_cast<index_t>(A.C), Ho = static_cast<index_t>(A.H) * s,
+                Wo = static_cast<index_t>(A.W) * s;
+  const index_t total = static_cast<index_t>(A.N) * C * Ho * Wo;
+  const Dims4<index_t> ps = dims_of<index_t>(A.ps), os = dims_of<index_t>(A.os);
   const acc_t slope = static_cast<acc_t>(A.slope);
-  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-       idx += int64_t(gridDim.x) * blockDim.x) {
-    int64_t n, o, y, x, r = idx;
+  for (index_t idx = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    index_t n, o, y, x, r = idx;
     if (channels_last) {
-      o = r % A.C; r /= A.C;
+      o = r % C; r /= C;
       x = r % Wo; r /= Wo;
       y = r % Ho; n = r / Ho;
     } else {
       x = r % Wo; r /= Wo;
       y = r % Ho; r /= Ho;
-      o = r % A.C; n = r / A.C;
+      o = r % C; n = r / C;
     }
-    const int64_t i = y / s, a = y - i * s, j = x / s, b = x - j * s;
-    acc_t v = static_cast<acc_t>(A.phase[a * s + b][n * A.ps.n + o * A.ps.c + i * A.ps.h + j * A.ps.w]);
+    const index_t i = y / s, a = y - i * s, j = x / s, b = x - j * s;
+    acc_t v = static_cast<acc_t>(A.phase[a * s + b][n * ps.n + o * ps.c + i * ps.h + j * ps.w]);
     if (A.bias) v += static_cast<acc_t>(A.bias[o]);
-    A.out[n * A.os.n + o * A.os.c + y * A.os.h + x * A.os.w] = static_cast<scalar_t>(act_forward(A.act, v, slope));
+    A.out[n * os.n + o * os.c + y * os.h + x * os.w] = static_cast<scalar_t>(act_forward(A.act, v, slope));
   }
 }
 
-// Backward: block = a chunk of kBwdChunk elements of one (n, o) plane of grad_out; each
-// thread writes d pre into its phase map and the block reduces its share of the bias gradient
-// in shared memory, in a fixed order: bias_partial[(n * C + o) * chunks + chunk]. The
-// launch geometry depends only on the shapes, so results are identical on every GPU.
-GANX_KERNEL_BOUND(upconv_epilogue_bwd_kernel, kEpiThreads);
-template <typename scalar_t, typename acc_t>
-__global__ void GANX_BOUNDED(upconv_epilogue_bwd_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, int64_t chunks) {
+// Backward of one element of grad_out at (n, o, y, x): d pre = act'(out) * grad, written to its
+// phase map; returns d pre rounded to scalar_t (what the bias gradient sums).
+template <typename scalar_t, typename acc_t, typename index_t>
+__device__ __forceinline__ acc_t epilogue_bwd_elem(const EpilogueBwdArgs<scalar_t, acc_t>& A, const Dims4<index_t>& gs,
+                                                   const Dims4<index_t>& os, const Dims4<index_t>& ps, index_t s,
+                                                   acc_t slope, index_t n, index_t o, index_t y, index_t x) {
+  const index_t i = y / s, a = y - i * s, j = x / s, b = x - j * s;
+  const acc_t g = static_cast<acc_t>(A.grad[n * gs.n + o * gs.c + y * gs.h + x * gs.w]);
+  const acc_t d = A.act == Act::None
+                      ? g
+                      : act_backward(A.act, g, static_cast<acc_t>(A.out[n * os.n + o * os.c + y * os.h + x * os.w]),
+                                     slope);
+  const scalar_t d_s = static_cast<scalar_t>(d);
+  A.phase[a * s + b][n * ps.n + o * ps.c + i * ps.h + j * ps.w] = d_s;
+  return static_cast<acc_t>(d_s);
+}
+
+// Backward, NCHW-like grad (lanes along x): block = a chunk of kBwdChunk consecutive elements of
+// one channel o's N planes (q = n * P + p), so small maps (8x8: P = 64) still fill every thread;
+// the block reduces its share of the bias gradient in shared memory, in a fixed order, into
+// bias_partial[chunk * C + o]. The geometry depends only on the shapes: the same results on
+// every GPU.
+GANX_KERNEL_BOUND(upconv_epilogue_bwd_planes_kernel, kEpiThreads);
+template <typename scalar_t, typename acc_t, typename index_t>
+__global__ void GANX_BOUNDED(upconv_epilogue_bwd_planes_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, index_t parts) {
   GANX_SHARED(acc_t, red, [kEpiThreads]);
-  const int64_t s = A.s, Wo = A.W * s, P = A.H * s * Wo;
+  const index_t s = A.s, C = static_cast<index_t>(A.C), Wo = static_cast<index_t>(A.W) * s,
+                P = static_cast<index_t>(A.H) * s * Wo, M = static_cast<index_t>(A.N) * P;
+  const Dims4<index_t> gs = dims_of<index_t>(A.gs), os = dims_of<index_t>(A.os), ps = dims_of<index_t>(A.ps);
   const acc_t slope = static_cast<acc_t>(A.slope);
-  const int64_t blk = blockIdx.x;
-  const int64_t chunk = blk % chunks, plane = blk / chunks;
-  const int64_t o = plane % A.C, n = plane / A.C;
-  const int64_t p_end = (chunk + 1) * kBwdChunk < P ? (chunk + 1) * kBwdChunk : P;
+  const index_t blk = blockIdx.x;
+  const index_t chunk = blk % parts, o = blk / parts;
+  const index_t q_end = (chunk + 1) * index_t(kBwdChunk) < M ? (chunk + 1) * index_t(kBwdChunk) : M;
   acc_t sum = 0;
-  for (int64_t p = chunk * kBwdChunk + threadIdx.x; p < p_end; p += blockDim.x) {
-    const int64_t y = p / Wo, x = p - y * Wo;
-    const int64_t i = y / s, a = y - i * s, j = x / s, b = x - j * s;
-    const acc_t g = static_cast<acc_t>(A.grad[n * A.gs.n + o * A.gs.c + y * A.gs.h + x * A.gs.w]);
-    const acc_t d = A.act == Act::None
-                        ? g
-                        : act_backward(A.act, g,
-                                       static_cast<acc_t>(A.out[n * A.os.n + o * A.os.c + y * A.os.h + x * A.os.w]),
-                                       slope);
-    const scalar_t d_s = static_cast<scalar_t>(d);
-    A.phase[a * s + b][n * A.ps.n + o * A.ps.c + i * A.ps.h + j * A.ps.w] = d_s;
-    sum += static_cast<acc_t>(d_s);
+  for (index_t q = chunk * index_t(kBwdChunk) + threadIdx.x; q < q_end; q += kEpiThreads) {
+    const index_t n = q / P, p = q - n * P;
+    const index_t y = p / Wo, x = p - y * Wo;
+    sum += epilogue_bwd_elem(A, gs, os, ps, s, slope, n, o, y, x);
   }
   if (A.bias_partial == nullptr) return;  // uniform over the block: no thread waits at a barrier alone
   red[threadIdx.x] = sum;
@@ -84,7 +117,49 @@ __global__ void GANX_BOUNDED(upconv_epilogue_bwd_kernel)(EpilogueBwdArgs<scalar_
     if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
     __syncthreads();
   }
-  if (threadIdx.x == 0) A.bias_partial[plane * chunks + chunk] = red[0];
+  if (threadIdx.x == 0) A.bias_partial[static_cast<int64_t>(chunk) * C + o] = red[0];
+}
+
+// Backward, channels_last grad (lanes along C, so a warp reads and writes contiguous memory):
+// T = C * parts threads; thread t has channel o = t % C and handles the pixels m = t / C,
+// t / C + parts, ... (element m * C + o in memory order, a stride of T), summing its own
+// bias-gradient partial, bias_partial[t] = bias_partial[(t / C) * C + o].
+GANX_KERNEL_BOUND(upconv_epilogue_bwd_rows_kernel, kEpiThreads);
+template <typename scalar_t, typename acc_t, typename index_t>
+__global__ void GANX_BOUNDED(upconv_epilogue_bwd_rows_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, index_t parts) {
+  const index_t s = A.s, C = static_cast<index_t>(A.C), Wo = static_cast<index_t>(A.W) * s,
+                P = static_cast<index_t>(A.H) * s * Wo, M = static_cast<index_t>(A.N) * P;
+  const Dims4<index_t> gs = dims_of<index_t>(A.gs), os = dims_of<index_t>(A.os), ps = dims_of<index_t>(A.ps);
+  const acc_t slope = static_cast<acc_t>(A.slope);
+  const index_t t = static_cast<index_t>(blockIdx.x) * kEpiThreads + threadIdx.x;
+  if (t >= C * parts) return;
+  const index_t o = t % C;
+  acc_t sum = 0;
+  for (index_t m = t / C; m < M; m += parts) {
+    const index_t n = m / P, p = m - n * P;
+    const index_t y = p / Wo, x = p - y * Wo;
+    sum += epilogue_bwd_elem(A, gs, os, ps, s, slope, n, o, y, x);
+  }
+  if (A.bias_partial != nullptr) A.bias_partial[t] = sum;
+}
+
+// The bias gradient from the backward's partials [parts][C]: block o sums column o in a fixed
+// order (strided per thread, then a shared-memory tree) and rounds once to scalar_t.
+GANX_KERNEL_BOUND(upconv_bias_grad_kernel, kEpiThreads);
+template <typename scalar_t, typename acc_t>
+__global__ void GANX_BOUNDED(upconv_bias_grad_kernel)(const acc_t* __restrict__ partial, int64_t parts, int64_t C,
+                                                      scalar_t* __restrict__ gb) {
+  GANX_SHARED(acc_t, red, [kEpiThreads]);
+  const int64_t o = blockIdx.x;
+  acc_t sum = 0;
+  for (int64_t k = threadIdx.x; k < parts; k += kEpiThreads) sum += partial[k * C + o];
+  red[threadIdx.x] = sum;
+  __syncthreads();
+  for (int w = kEpiThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) gb[o] = static_cast<scalar_t>(red[0]);
 }
 
 // Fold / unfold: one thread per destination tap (d0, d1, r, q), sums in float64.
@@ -113,26 +188,85 @@ inline unsigned grid_for(int64_t total) {
 
 // ---- host launchers (raw pointers) ----
 
+template <typename scalar_t>
+inline bool epilogue_fwd_fits_int32(const EpilogueFwdArgs<scalar_t>& A) {
+  const int64_t Ho = A.H * A.s, Wo = A.W * A.s;
+  return A.N * A.C * Ho * Wo < kIndex32Limit && max_offset(A.os, A.N, A.C, Ho, Wo) < kIndex32Limit &&
+         max_offset(A.ps, A.N, A.C, A.H, A.W) < kIndex32Limit;
+}
+
+// force_int64: the 64-bit instantiation whatever the sizes (tests reach it with small tensors).
 template <typename scalar_t, typename acc_t>
-void launch_upconv_epilogue_fwd(const EpilogueFwdArgs<scalar_t>& A, bool channels_last, dev::Stream stream) {
+void launch_upconv_epilogue_fwd(const EpilogueFwdArgs<scalar_t>& A, bool channels_last, dev::Stream stream,
+                                bool force_int64 = false) {
   const int64_t total = A.N * A.C * A.H * A.s * A.W * A.s;
   if (total == 0) return;
-  dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0, stream, A,
-              channels_last);
+  if (!force_int64 && epilogue_fwd_fits_int32(A)) {
+    dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t, int32_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
+                stream, A, channels_last);
+  } else {
+    dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t, int64_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
+                stream, A, channels_last);
+  }
 }
 
-inline int64_t upconv_epilogue_bwd_chunks(int64_t H, int64_t W, int64_t s) {
-  return (H * s * W * s + kBwdChunk - 1) / kBwdChunk;
+// How the backward epilogue splits its work (a function of the shapes alone): `rows` (lanes along
+// C, for a channels_last grad) or planes; `parts` partial sums per channel, laid out [parts][C].
+struct EpilogueBwdPlan {
+  bool rows;
+  int64_t parts;
+  int64_t blocks;
+};
+
+inline EpilogueBwdPlan upconv_epilogue_bwd_plan(int64_t N, int64_t C, int64_t H, int64_t W, int64_t s,
+                                                bool channels_last) {
+  const int64_t M = N * H * s * W * s;  // elements per channel
+  EpilogueBwdPlan p{channels_last, 1, 0};
+  if (N * C * H * W == 0) return p;
+  if (channels_last) {
+    int64_t parts = (M + kBwdItems - 1) / kBwdItems;
+    const int64_t cap = kBwdMaxThreads / C > 1 ? kBwdMaxThreads / C : 1;
+    p.parts = parts < cap ? parts : cap;
+    p.blocks = (C * p.parts + kEpiThreads - 1) / kEpiThreads;
+  } else {
+    p.parts = (M + kBwdChunk - 1) / kBwdChunk;
+    p.blocks = C * p.parts;
+  }
+  return p;
 }
 
-// bias_partial (if not null) must hold N * C * upconv_epilogue_bwd_chunks(H, W, s) entries.
 template <typename scalar_t, typename acc_t>
-void launch_upconv_epilogue_bwd(const EpilogueBwdArgs<scalar_t, acc_t>& A, dev::Stream stream) {
-  const int64_t chunks = upconv_epilogue_bwd_chunks(A.H, A.W, A.s);
-  const int64_t blocks = A.N * A.C * chunks;
-  if (blocks == 0) return;
-  dev::launch(upconv_epilogue_bwd_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(blocks)), dim3(kEpiThreads), 0,
-              stream, A, chunks);
+inline bool epilogue_bwd_fits_int32(const EpilogueBwdArgs<scalar_t, acc_t>& A, const EpilogueBwdPlan& p) {
+  const int64_t Ho = A.H * A.s, Wo = A.W * A.s;
+  return A.N * A.C * Ho * Wo < kIndex32Limit && p.parts * A.C < kIndex32Limit &&
+         max_offset(A.gs, A.N, A.C, Ho, Wo) < kIndex32Limit && max_offset(A.os, A.N, A.C, Ho, Wo) < kIndex32Limit &&
+         max_offset(A.ps, A.N, A.C, A.H, A.W) < kIndex32Limit;
+}
+
+// Runs the backward epilogue with plan p (upconv_epilogue_bwd_plan of A's sizes). With a bias,
+// A.bias_partial must hold p.parts * C accumulators (scratch) and bias_grad receives the C sums
+// (a second, small kernel); without one both are null.
+template <typename scalar_t, typename acc_t>
+void launch_upconv_epilogue_bwd(const EpilogueBwdArgs<scalar_t, acc_t>& A, const EpilogueBwdPlan& p,
+                                scalar_t* bias_grad, dev::Stream stream, bool force_int64 = false) {
+  if (p.blocks == 0) return;
+  const dim3 grid(static_cast<unsigned>(p.blocks)), block(kEpiThreads);
+  if (!force_int64 && epilogue_bwd_fits_int32(A, p)) {
+    const int32_t parts = static_cast<int32_t>(p.parts);
+    if (p.rows) {
+      dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+    } else {
+      dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+    }
+  } else if (p.rows) {
+    dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
+  } else {
+    dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
+  }
+  if (A.bias_partial != nullptr) {
+    dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), block, 0, stream,
+                static_cast<const acc_t*>(A.bias_partial), p.parts, A.C, bias_grad);
+  }
 }
 
 template <typename scalar_t>
