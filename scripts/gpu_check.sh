@@ -9,7 +9,8 @@
 # Steps, in order of value, each under its own time limit (seconds; the limits and the final
 # packing add up to GPU_CHECK_BUDGET_S = 540). A step that fails or runs out of time is recorded
 # (its partial log kept: pytest and the benchmarks stop on SIGINT and write what they have) and
-# the next step still runs; a later step gets at most the time left in the budget.
+# the next step still runs; a later step gets at most the time left in the budget, and the last
+# one (memcheck) all of it.
 #   env                   environment: commit, CPU model, nvidia-smi -q (clocks, power), pip freeze
 #   build                 pip install -e . for the visible GPU's architecture only (GANX_CUDA=ON)
 #   cuda-tests            the op-level `cuda` tests (not the benchmark smoke tests), junit XML
@@ -108,13 +109,15 @@ step() {  # step NAME CMD...: run under min(LIMIT[NAME], time left), log to WORK
   if ! wanted "$name"; then say "== $name: not selected (GPU_CHECK_STEPS=$ONLY)"; return 0; fi
   local limit=${LIMIT[$name]}
   local left=$(( BUDGET - FINISH_S - ($(date +%s) - T_START) ))
-  if [ "$DRY" -eq 1 ] && [ "$name" != timeout-selftest ]; then
+  if [ "$DRY" -eq 1 ]; then
     # The dry run checks commands and files, not speed: a slow CI machine gets DRY_LIMIT_S a step.
-    say "== $name: real limit ${limit}s; dry run: ${DRY_LIMIT_S}s"; limit=$DRY_LIMIT_S
+    if [ "$name" != timeout-selftest ]; then
+      say "== $name: real limit ${limit}s; dry run: ${DRY_LIMIT_S}s"; limit=$DRY_LIMIT_S
+    fi
   elif [ "$left" -lt 5 ]; then
     say "== $name: SKIPPED (budget of ${BUDGET}s spent)"; status=1; return 1
-  elif [ "$limit" -gt "$left" ]; then
-    limit=$left
+  elif [ "$limit" -gt "$left" ] || [ "$name" = "${STEPS[-1]}" ]; then
+    limit=$left   # the budget's end; the last step (memcheck) also takes what earlier steps left over
   fi
   local t0
   t0=$(date +%s)
@@ -178,28 +181,8 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then ex
 
 # ------------------------------------------------------------------ step bodies
 env_step() {
-  {
-    echo "mode: $MODE"
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit: $GANX_COMMIT"
-    echo "host: $(uname -a)"
-    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) CPUs)"
-    echo "python: $("$PY" -VV 2>&1 | head -n 1)"
-    "$PY" -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda, '| cuDNN', torch.backends.cudnn.version(), '| GPUs', torch.cuda.device_count())"
-    echo "nvcc: $(nvcc --version 2>/dev/null | tail -n 2 | tr '\n' ' ' || echo n/a)"
-    echo "compute-sanitizer: ${SANITIZER:-not found}"
-    echo "TORCH_CUDA_ARCH_LIST (build): ${TORCH_CUDA_ARCH_LIST:-}"
-    echo "step limits (s): $(for s in "${STEPS[@]}"; do printf '%s=%s ' "$s" "${LIMIT[$s]}"; done)+ finish=$FINISH_S; budget $BUDGET"
-  } > "$WORK/environment.txt" 2>&1
-  "$PY" -m pip freeze > "$WORK/pip-freeze.txt" 2>&1
-  grep -m1 -A0 'model name' /proc/cpuinfo > "$WORK/cpu.txt"; lscpu >> "$WORK/cpu.txt" 2>/dev/null
-  if [ "$DRY" -eq 1 ]; then
-    echo "DRY RUN: nvidia-smi needs a GPU; not run" > "$WORK/nvidia-smi.txt"
-    echo "DRY RUN: nvidia-smi needs a GPU; not run" > "$WORK/nvidia-smi-q-start.txt"
-  else
-    { nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit,pstate,temperature.gpu --format=csv; } > "$WORK/nvidia-smi.txt" 2>&1
-    nvidia-smi -q -d CLOCK,POWER,PERFORMANCE,TEMPERATURE > "$WORK/nvidia-smi-q-start.txt" 2>&1
-  fi
+  "$PY" -m pip freeze > "$WORK/pip-freeze.txt" 2>&1 &
+  local freeze=$!
   # The header that scripts/gpu_results.py puts on every file it commits to benchmarks/results.
   GPU_CHECK_MODE=$MODE "$PY" - > "$WORK/environment.json" <<'PYEOF'
 import datetime, json, os, platform, subprocess, torch
@@ -223,6 +206,28 @@ print(json.dumps({
     "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu, "cpus": os.cpu_count(),
 }, indent=1))
 PYEOF
+  {
+    echo "mode: $MODE"
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $GANX_COMMIT"
+    echo "host: $(uname -a)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) CPUs)"
+    echo "python: $("$PY" -VV 2>&1 | head -n 1)"
+    "$PY" -c "import json, sys; d = json.load(open(sys.argv[1])); print('torch', d['torch'], '| CUDA', d['cuda_runtime'], '| cuDNN', d['cudnn'], '| device', d['device'], '| driver', d['driver'])" "$WORK/environment.json"
+    echo "nvcc: $(nvcc --version 2>/dev/null | tail -n 2 | tr '\n' ' ' || echo n/a)"
+    echo "compute-sanitizer: ${SANITIZER:-not found}"
+    echo "TORCH_CUDA_ARCH_LIST (build): ${TORCH_CUDA_ARCH_LIST:-}"
+    echo "step limits (s): $(for s in "${STEPS[@]}"; do printf '%s=%s ' "$s" "${LIMIT[$s]}"; done)+ finish=$FINISH_S; budget $BUDGET"
+  } > "$WORK/environment.txt" 2>&1
+  grep -m1 -A0 'model name' /proc/cpuinfo > "$WORK/cpu.txt"; lscpu >> "$WORK/cpu.txt" 2>/dev/null
+  if [ "$DRY" -eq 1 ]; then
+    echo "DRY RUN: nvidia-smi needs a GPU; not run" > "$WORK/nvidia-smi.txt"
+    echo "DRY RUN: nvidia-smi needs a GPU; not run" > "$WORK/nvidia-smi-q-start.txt"
+  else
+    { nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit,pstate,temperature.gpu --format=csv; } > "$WORK/nvidia-smi.txt" 2>&1
+    nvidia-smi -q -d CLOCK,POWER,PERFORMANCE,TEMPERATURE > "$WORK/nvidia-smi-q-start.txt" 2>&1
+  fi
+  wait "$freeze"
   cat "$WORK/environment.txt"
   head -n 12 "$WORK/nvidia-smi.txt"
 }
@@ -259,6 +264,52 @@ memcheck_step() {
   "$SANITIZER" --version | tail -n 1
   "$SANITIZER" --tool memcheck --error-exitcode 9 --print-limit 200 --target-processes all \
     "${PYTEST[@]}" -v -m cuda --continue-on-collection-errors -k "$MEMCHECK_K" --junitxml="$WORK/memcheck.xml" "${MEMCHECK_FILES[@]}"
+}
+
+headline() {  # the numbers the issue asks for, from the benchmarks' JSON (the end of the console)
+  "$PY" - "$WORK" <<'PYEOF'
+import glob, json, math, os, sys
+work = sys.argv[1]
+def load(pattern):
+    files = sorted(glob.glob(os.path.join(work, pattern)))
+    return json.load(open(files[-1])) if files else None
+def x(v):
+    return "-" if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.2f}x"
+clocks = (("median_s", "events"), ("graph_median_s", "graph"), ("wall_per_call_s", "wall"), ("host_per_call_s", "host"))
+ups = sorted(glob.glob(os.path.join(work, "upsample_conv-*.json")))
+for tag, files in (("", [f for f in ups if "-compile-" not in f]), ("compile", [f for f in ups if "-compile-" in f])):
+    d = json.load(open(files[-1])) if files else None
+    if d is None:
+        print(f"upsample_conv{' ' + tag if tag else ''}: no result"); continue
+    gm = d.get("summary", {}).get("geomean_speedup_by_batch", {})
+    for key, g in gm.items():
+        if "fwd+bwd" in key:
+            print(f"upsample_conv{' (' + tag + ' run)' if tag else ''} {key} ({g.get('shapes')} layers): ganx speed-up "
+                  + ", ".join(f"{name} {x(g.get(f))}" for f, name in clocks))
+    if d.get("interrupted"):
+        print("  (interrupted: partial)")
+d = load("losses-*.json")
+if d:
+    for r in d["results"]:
+        if r["contender"] == "ganx":
+            print(f"D loss n={r['n']}+{r['n']} {r['phase']}: ganx {r['median_s'] * 1e6:.1f} us; vs eager "
+                  f"events {x(r['speedup_vs'].get('eager'))}, graph {x((r.get('device_speedup_vs') or {}).get('eager'))}; "
+                  f"{r['pct_copy_bw']:.0f}% of copy BW (events), "
+                  + (f"{r['device_pct_copy_bw']:.0f}% (graph)" if r.get("device_pct_copy_bw") else "- (graph)"))
+d = load("train_step-*.json")
+if d:
+    for r in d["results"]:
+        if r["contender"] == "fused":
+            print(f"train step {r['config']}: fused {r['median_s'] * 1e3:.2f} ms ({r['images_per_s']:.0f} img/s), "
+                  f"vs reference {x(r['speedup_vs'].get('reference'))}; wall {r['wall_per_call_s'] * 1e3:.2f} ms, "
+                  f"host {r['host_per_call_s'] * 1e3:.2f} ms")
+PYEOF
+  local f
+  for f in cuda-tests memcheck; do
+    [ -f "$WORK/$f.log" ] && echo "$f: $(grep -E '(passed|failed|skipped|error).* in [0-9.]+s' "$WORK/$f.log" | tail -n 1 | tr -d '=' | sed 's/^ *//')"
+  done
+  [ -f "$WORK/memcheck.log" ] && echo "compute-sanitizer: $(grep -E 'ERROR SUMMARY' "$WORK/memcheck.log" | tail -n 1 || echo none)"
+  return 0
 }
 
 finish_files() {  # nvidia-smi after the load, the algorithm choices of every benchmark
@@ -335,6 +386,8 @@ except KeyboardInterrupt:
 fi
 
 finish_files
+say "== results"
+headline 2>&1 | tee -a "$SUMMARY"
 pack
 
 # ------------------------------------------------------------------ checks (both modes)
@@ -342,20 +395,26 @@ pack
 # the step limits against the budget and the run timeout that gpu_run.md gives.
 say "== checks"
 if [ "$DRY" -eq 1 ]; then BENCH_RE='cpu-[0-9]+core-tiny'; else BENCH_RE='cuda-.+'; fi
-"$PY" - "$ARCHIVE" "$WORK" "$BENCH_RE" "${STEPS[@]}" <<'PYEOF' | tee -a "$SUMMARY" || status=1
+SELECTED=(); for s in "${STEPS[@]}"; do wanted "$s" && SELECTED+=("$s"); done
+"$PY" - "$ARCHIVE" "$WORK" "$BENCH_RE" "${SELECTED[@]}" <<'PYEOF' | tee -a "$SUMMARY" || status=1
 import json, re, sys, tarfile
 archive, work, bench_re, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 names = {m.name.split("/", 1)[1] for m in tarfile.open(archive).getmembers() if "/" in m.name}
 bad = []
-expect = ["environment.txt", "environment.json", "pip-freeze.txt", "cpu.txt", "nvidia-smi.txt", "nvidia-smi-q-start.txt",
-          "nvidia-smi-q-end.txt", "ganx-info.txt", "cuda-tests.xml", "memcheck-selection.txt", "memcheck.xml",
-          "algorithm-choices.txt", "summary.txt"] + [f"{s}.log" for s in steps]
+per_step = {"env": ["environment.txt", "environment.json", "pip-freeze.txt", "cpu.txt", "nvidia-smi.txt",
+                    "nvidia-smi-q-start.txt"],
+            "build": ["ganx-info.txt"], "cuda-tests": ["cuda-tests.xml"],
+            "memcheck": ["memcheck-selection.txt", "memcheck.xml"]}
+expect = ["nvidia-smi-q-end.txt", "algorithm-choices.txt", "summary.txt"]
+expect += [f for s in steps for f in per_step.get(s, []) + [f"{s}.log"]]
 bad += [f"missing from the archive: {f}" for f in expect if f not in names]
 stems = {"bench-upconv": rf"upsample_conv-{bench_re}-\d{{4}}-\d\d-\d\d",
          "bench-dloss": rf"losses-{bench_re}-\d{{4}}-\d\d-\d\d",
          "bench-train": rf"train_step-{bench_re}-\d{{4}}-\d\d-\d\d",
          "bench-upconv-compile": rf"upsample_conv-{bench_re}-compile-\d{{4}}-\d\d-\d\d"}
 for step, stem in stems.items():
+    if step not in steps:
+        continue
     for ext in ("json", "md"):
         found = [n for n in names if re.fullmatch(stem + r"\." + ext, n)]
         if len(found) != 1:
@@ -377,7 +436,7 @@ for step, stem in stems.items():
 cuda = tarfile.open(archive).extractfile("gpu-check/cuda-tests.xml") if "cuda-tests.xml" in names else None
 xml = cuda.read().decode() if cuda else ""
 cases = xml.count("<testcase")
-if not cases:
+if not cases and "cuda-tests" in steps:
     bad.append("cuda-tests.xml holds no test case")
 if "test_benchmarks" in xml:
     bad.append("the cuda-tests step ran the benchmark smoke tests")
