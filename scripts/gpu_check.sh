@@ -61,8 +61,12 @@ BUDGET=${GPU_CHECK_BUDGET_S:-540}   # the whole script; the `run` call's timeout
 RUN_TIMEOUT_S=570                    # what gpu_run.md tells the caller to pass as timeout_s
 FINISH_S=5                           # the final packing, reserved inside the budget
 STEPS=(env build cuda-tests bench-upconv bench-dloss bench-train bench-upconv-compile memcheck)
-declare -A LIMIT=([env]=20 [build]=180 [cuda-tests]=75 [bench-upconv]=75 [bench-dloss]=30
-                  [bench-train]=40 [bench-upconv-compile]=50 [memcheck]=65)
+# build: one .cu file with torch's headers took minutes on 2 loaded cores here; with 16 cores
+# and one architecture the whole build is estimated at 2-2.5 min (never measured on the device).
+# bench-upconv: 8 layers x 2 phases x 3 contenders, ~0.4 s of timing a row plus cuDNN's and
+# ganx's algorithm search per layer (cudnn.benchmark on); batch 64 runs first.
+declare -A LIMIT=([env]=15 [build]=210 [cuda-tests]=65 [bench-upconv]=90 [bench-dloss]=25
+                  [bench-train]=35 [bench-upconv-compile]=40 [memcheck]=55)
 # GPU_CHECK_LIMITS=name=s,...: other limits for some steps (the dry run checks the sum).
 GPU_CHECK_LIMITS=${GPU_CHECK_LIMITS:-}
 for kv in ${GPU_CHECK_LIMITS//,/ }; do
