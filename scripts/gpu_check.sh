@@ -167,10 +167,9 @@ else
   COMPILE=()
 fi
 BENCH_OUT=(--out "$WORK" --no-plot)
-# The op-level `cuda` tests: every file with `cuda` tests except the benchmark smoke tests
-# (tests/test_benchmarks.py), op files first.
-CUDA_TEST_FILES=(tests/test_upsample_conv.py tests/test_upconv_composition.py tests/test_conv_transpose.py
-                 tests/test_bce_loss.py tests/test_convert.py tests/test_train.py)
+# The op-level `cuda` tests: every test marked `cuda` (new files included) except the benchmark
+# smoke tests (tests/test_bench*.py: test_tiny_on_cuda runs three benchmark subprocesses).
+CUDA_TESTS=(tests --ignore-glob='tests/test_bench*.py')  # made absolute by pytest (cwd: the repo)
 # The memcheck selection, 24 small cases of every CUDA path (test ids look like
 # test_cuda_shapes_and_formats_float32[channels_last-shape1]): fp64 scale 2 / 3x3 with each
 # activation, float32 contiguous / channels_last / sliced at two shapes, each algorithm
@@ -358,7 +357,7 @@ build_ok=$?
 if [ $build_ok -ne 0 ] && wanted build; then
   say "!! build failed: the steps that import ganx will fail too (see build.log); they still run"
 fi
-step cuda-tests "${PYTEST[@]}" -v -rs -m cuda --continue-on-collection-errors --junitxml="$WORK/cuda-tests.xml" "${CUDA_TEST_FILES[@]}"
+step cuda-tests "${PYTEST[@]}" -v -rs -m cuda --continue-on-collection-errors --junitxml="$WORK/cuda-tests.xml" "${CUDA_TESTS[@]}"
 step bench-upconv "$PY" benchmarks/bench_upsample_conv.py "${DEV[@]}" "${LOWP[@]}" "${TINY[@]}" "${UPCONV_SHAPES[@]}" \
   --contenders ganx,eager,convT-folded --phases fwd,fwd+bwd "${BENCH_OUT[@]}"
 step bench-dloss "$PY" benchmarks/bench_losses.py "${DEV[@]}" "${TINY[@]}" "${DLOSS_SIZES[@]}" \

@@ -245,12 +245,19 @@ def test_compare_md_matches_rows_by_key():
 # --------------------------------------------------------------------------- the GPU check's needs
 
 def test_time_host_gives_wall_and_host_per_call():
-    ctx = types.SimpleNamespace(min_time=0.02, min_runs=3, tiny=True, sync=lambda: None)
-    calls = []
-    got = H.time_host(ctx, lambda: calls.append(1), 1e-6)
+    main = H.Timing(2e-6, 1e-6, 3e-6, 10, "events")
+    syncs, calls = [], []
+    # the CUDA path (sync stands in for torch.cuda.synchronize): 5 timed blocks, then single calls
+    ctx = types.SimpleNamespace(min_time=0.02, min_runs=3, tiny=True, is_cuda=True, sync=lambda: syncs.append(1))
+    got = H.time_host(ctx, lambda: calls.append(1), main)
     assert set(got) == {"wall_per_call_s", "wall_p20_s", "wall_p80_s", "host_per_call_s"}
     assert all(v > 0 for v in got.values()) and got["wall_p20_s"] <= got["wall_per_call_s"] <= got["wall_p80_s"]
-    assert len(calls) >= 5 * 1 + 3  # 5 wall blocks, then single host calls
+    assert len(calls) >= 5 * 1 + 3 and len(syncs) >= 2 * 5 + 3
+    # the CPU: every call is synchronous, both clocks are the main timing's, no extra call
+    calls.clear()
+    cpu = H.time_host(types.SimpleNamespace(is_cuda=False), lambda: calls.append(1), main)
+    assert cpu == {"wall_per_call_s": 2e-6, "wall_p20_s": 1e-6, "wall_p80_s": 3e-6, "host_per_call_s": 2e-6}
+    assert not calls
 
 
 def test_interrupt_keeps_the_rows_so_far(tmp_path):

@@ -12,7 +12,7 @@ Timing methods (each result records which one produced it):
   replay: device time without the Python/dispatcher cost (the launch-bound column).
 - ``torch.utils.benchmark``: on CPU, ``Timer.blocked_autorange``; median, p20 and p80 over
   the measurement's blocks (topped up to a minimum number of blocks).
-- ``wall`` and ``host`` (:func:`time_host`, both devices): host clocks. ``wall`` = time per call
+- ``wall`` and ``host`` (:func:`time_host`; on the CPU both are the timer's median): host clocks. ``wall`` = time per call
   of many back-to-back calls ended by one synchronisation (what a training loop sees: the larger
   of the host's and the device's time per call); ``host`` = time for the host to issue one call
   after a synchronisation, the device idle (Python, dispatch, glue and kernel launches: the
@@ -401,13 +401,17 @@ def time_fn(ctx: Context, fn: Callable[[], Any]) -> Timing:
     return _time_cpu(ctx, fn)
 
 
-def time_host(ctx: Context, fn: Callable[[], Any], est: float) -> Dict[str, Optional[float]]:
+def time_host(ctx: Context, fn: Callable[[], Any], main: Timing) -> Dict[str, Optional[float]]:
     """Host clocks per call of an already warmed-up ``fn``: ``wall`` and ``host`` (see the module
     docstring), as the fields ``wall_per_call_s`` (median of 5 blocks), ``wall_p20_s``,
-    ``wall_p80_s`` and ``host_per_call_s`` (median of single calls). ``est``: a per-call time
-    estimate (the main timing's median), which sizes the blocks."""
+    ``wall_p80_s`` and ``host_per_call_s`` (median of single calls). ``main``: the main timing,
+    whose median sizes the blocks. On the CPU every call is synchronous: both clocks are the
+    main timing's (Timer.blocked_autorange is a host clock around back-to-back calls), no extra call."""
+    if not ctx.is_cuda:
+        return {"wall_per_call_s": main.median, "wall_p20_s": main.p20, "wall_p80_s": main.p80,
+                "host_per_call_s": main.median}
     budget = max(ctx.min_time / 2, 1e-3)  # seconds for each of the two measurements
-    est = max(est, 1e-7)
+    est = max(main.median, 1e-7)
     reps = int(min(max(1, budget / 5 / est), 50 if ctx.tiny else 2000))
     walls = []
     for _ in range(5):

@@ -171,7 +171,7 @@ def run(ctx: H.Context, sizes: Sequence[int], losses: Sequence[str], contenders:
                             graph = "is a CUDA graph already"
                         else:
                             graph = H.time_cuda_graph(ctx, fn) if ctx.graphs else None
-                        host = H.time_host(ctx, fn, t.median)
+                        host = H.time_host(ctx, fn, t)
                         mem = H.peak_memory(ctx, fn)
                         timed[c] = (t, graph)
                         by = compulsory_bytes(loss, n, phase, elem)

@@ -216,7 +216,7 @@ def run(ctx: H.Context, configs: Sequence[StepConfig], contenders: Sequence[str]
                 if name not in errs:
                     continue
                 t = H.time_fn(ctx, step)
-                host = H.time_host(ctx, step, t.median)
+                host = H.time_host(ctx, step, t)
                 mem = H.peak_memory(ctx, step)
                 timed[name] = t
                 rows.append({

@@ -295,7 +295,7 @@ def run(ctx: H.Context, shapes: Sequence[ConvShape], contenders: Sequence[str],
                     fn = step_fn(st, name, phase)
                     t = H.time_fn(ctx, fn)
                     graph = H.time_cuda_graph(ctx, fn) if ctx.graphs else None
-                    host = H.time_host(ctx, fn, t.median)
+                    host = H.time_host(ctx, fn, t)
                     mem = H.peak_memory(ctx, fn)
                     timed[name] = t
                     fl, by = flops(s, phase), compulsory_bytes(s, phase, elem)
