@@ -104,7 +104,10 @@ def test_losses_tiny(tmp_path):
     run_script("bench_losses.py", "--tiny", "--out", str(tmp_path))
     md, payload, pngs = outputs(tmp_path, "losses")
     rows = payload["results"]
-    check_rows(rows, ("gb_per_s", "pct_copy_bw", "speedup_vs", "max_rel_err_vs_eager"))
+    check_rows(rows, ("gb_per_s", "pct_copy_bw", "speedup_vs", "max_rel_err_vs_eager", "wall_per_call_s",
+                      "host_per_call_s"))
+    assert all(r["wall_per_call_s"] > 0 and r["host_per_call_s"] > 0 for r in rows)
+    assert "## Device time and wall time per call" in md and payload["interrupted"] is None
     got = {(r["loss"], r["n"], r["contender"]) for r in rows}
     for loss in L.LOSSES:
         for n in L.TINY_SIZES:
@@ -237,3 +240,67 @@ def test_compare_md_matches_rows_by_key():
     md = H.compare_md(new, old, ("shape", "phase", "contender"))
     assert "| a | fwd | ganx | 2 ms | 1 ms | 2.00x |" in md
     assert "gone" not in md and "| new" not in md
+
+
+# --------------------------------------------------------------------------- the GPU check's needs
+
+def test_time_host_gives_wall_and_host_per_call():
+    main = H.Timing(2e-6, 1e-6, 3e-6, 10, "events")
+    syncs, calls = [], []
+    # the CUDA path (sync stands in for torch.cuda.synchronize): 5 timed blocks, then single calls
+    ctx = types.SimpleNamespace(min_time=0.02, min_runs=3, tiny=True, is_cuda=True, sync=lambda: syncs.append(1))
+    got = H.time_host(ctx, lambda: calls.append(1), main)
+    assert set(got) == {"wall_per_call_s", "wall_p20_s", "wall_p80_s", "host_per_call_s"}
+    assert all(v > 0 for v in got.values()) and got["wall_p20_s"] <= got["wall_per_call_s"] <= got["wall_p80_s"]
+    assert len(calls) >= 5 * 1 + 3 and len(syncs) >= 2 * 5 + 3
+    # the CPU: every call is synchronous, both clocks are the main timing's, no extra call
+    calls.clear()
+    cpu = H.time_host(types.SimpleNamespace(is_cuda=False), lambda: calls.append(1), main)
+    assert cpu == {"wall_per_call_s": 2e-6, "wall_p20_s": 1e-6, "wall_p80_s": 3e-6, "host_per_call_s": 2e-6}
+    assert not calls
+
+
+def test_interrupt_keeps_the_rows_so_far(tmp_path):
+    """SIGINT (a time limit) inside the timing loops: the rows so far are written, exit 130."""
+    args = U.parser().parse_args(["--device", "cpu", "--tiny", "--no-plot", "--out", str(tmp_path), "--tag", "cut"])
+    ctx = H.setup("upsample_conv", args)
+    rows = []
+    with H.run_rows(ctx):
+        rows.append({"shape": "a", "phase": "fwd", "contender": "ganx", "median_s": 1e-3, "speedup_vs": {}})
+        raise KeyboardInterrupt
+    assert ctx.interrupted == "SIGINT"
+    with pytest.raises(SystemExit) as e:
+        H.finish(ctx, "t", "body", rows, {}, echo=False)
+    assert e.value.code == 130
+    out = next(tmp_path.glob("*.json"))
+    assert "-tiny-cut-" in out.name  # --tag goes into the file name
+    payload = json.loads(out.read_text())
+    assert payload["interrupted"] == "SIGINT" and len(payload["results"]) == 1
+    assert "INTERRUPTED" in out.with_suffix(".md").read_text()
+    with H.run_rows(ctx), pytest.raises(ValueError):  # other errors pass through
+        raise ValueError("x")
+
+
+def test_commit_without_git(monkeypatch, tmp_path):
+    """A tree copied without .git (the lent GPU machine): GANX_COMMIT, else .ganx_commit."""
+    import ganx
+    monkeypatch.setenv("GANX_COMMIT", "feedbeef1234")
+    assert H.git_commit() == "feedbeef1234"
+    monkeypatch.delenv("GANX_COMMIT")
+    pkg = tmp_path / "python" / "ganx"
+    pkg.mkdir(parents=True)
+    monkeypatch.setattr(ganx, "__file__", str(pkg / "__init__.py"))
+    monkeypatch.setattr(H, "_run", lambda cmd, cwd=None: None)  # no git there
+    assert H.git_commit().startswith("unknown")
+    (tmp_path / ".ganx_commit").write_text("0123456789ab\n")
+    assert H.git_commit() == "0123456789ab (from .ganx_commit)"
+
+
+def test_clocks_table_and_geomeans():
+    rows = [{"shape": "a", "phase": "fwd", "contender": c, "median_s": t, "graph_median_s": g,
+             "wall_per_call_s": w, "host_per_call_s": h}
+            for c, t, g, w, h in (("ganx", 1.0, 0.5, 2.0, 1.0), ("eager", 2.0, 2.0, 4.0, 0.5))]
+    md = H.clocks_md(rows, ("shape", "phase"), True, "graph_median_s", "ganx", "T")
+    assert "| a | fwd | eager | 2 s | 2 s | 4 s | 500 ms | 2.00x | 4.00x | 2.00x | 0.50x |" in md
+    g = H.clock_geomeans(rows, ("shape", "phase"), "ganx", "eager", ["median_s", "graph_median_s", "host_per_call_s"])
+    assert g == {"median_s": 2.0, "graph_median_s": 4.0, "host_per_call_s": 0.5}

@@ -12,6 +12,15 @@ Timing methods (each result records which one produced it):
   replay: device time without the Python/dispatcher cost (the launch-bound column).
 - ``torch.utils.benchmark``: on CPU, ``Timer.blocked_autorange``; median, p20 and p80 over
   the measurement's blocks (topped up to a minimum number of blocks).
+- ``wall`` and ``host`` (:func:`time_host`; on the CPU both are the timer's median): host clocks. ``wall`` = time per call
+  of many back-to-back calls ended by one synchronisation (what a training loop sees: the larger
+  of the host's and the device's time per call); ``host`` = time for the host to issue one call
+  after a synchronisation, the device idle (Python, dispatch, glue and kernel launches: the
+  host overhead, whatever the kernels cost). With the graph-replay column (kernel time only)
+  a row shows whether it is host- or kernel-bound.
+
+A run interrupted by SIGINT (``timeout -s INT``, Ctrl-C) keeps the rows measured so far:
+:func:`run_rows` stops the loop, :func:`finish` writes them marked ``interrupted`` and exits 130.
 
 Nothing here touches CUDA at import; every CUDA call sits behind ``device.type == "cuda"``.
 """
@@ -46,7 +55,7 @@ __all__ = ["COMPARE_KEYS",
     "Context", "Timing", "NumericsError", "add_common_args", "setup", "time_fn", "time_cuda_graph",
     "peak_memory", "check_close", "tolerance", "geomean", "fmt_time", "fmt_bytes", "md_table",
     "header_md", "finish", "compare_md", "load_json", "plot_bars", "plot_roofline", "plot_lines",
-    "reset_compile_caches",
+    "reset_compile_caches", "time_host", "run_rows", "upconv_choices",
 ]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -69,14 +78,29 @@ def _run(cmd: Sequence[str], cwd: Optional[str] = None) -> Optional[str]:
 
 
 def git_commit() -> str:
-    """Commit of the ganx source tree (``+dirty`` when it has uncommitted changes)."""
+    """Commit of the ganx source tree.
+
+    In this order: the environment variable ``GANX_COMMIT`` (a tree copied without .git, as on
+    a lent GPU machine, gets its commit from whoever copied it); git (``+dirty`` when the tree
+    has uncommitted changes); the first line of a file ``.ganx_commit`` at the top of the
+    source tree; else "unknown (not a git checkout)".
+    """
+    env = os.environ.get("GANX_COMMIT", "").strip()
+    if env:
+        return env
     import ganx
-    src = str(Path(ganx.__file__).resolve().parent)
-    sha = _run(["git", "rev-parse", "--short=12", "HEAD"], cwd=src)
-    if sha is None:
-        return "unknown (not a git checkout)"
-    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src)
-    return sha + ("+dirty" if dirty else "")
+    src = Path(ganx.__file__).resolve().parent
+    sha = _run(["git", "rev-parse", "--short=12", "HEAD"], cwd=str(src))
+    if sha is not None:
+        dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=str(src))
+        return sha + ("+dirty" if dirty else "")
+    for d in (src, *src.parents):
+        f = d / ".ganx_commit"
+        if f.is_file():
+            lines = f.read_text().split()
+            if lines:
+                return lines[0] + " (from .ganx_commit)"
+    return "unknown (not a git checkout)"
 
 
 def cpu_model() -> str:
@@ -189,6 +213,7 @@ class Context:
     flags: Dict[str, Any] = field(default_factory=dict)
     peaks: Dict[str, Any] = field(default_factory=dict)
     failures: List[str] = field(default_factory=list)  # NumericsError messages: those were not timed
+    interrupted: Optional[str] = None  # why the run stopped early (SIGINT, e.g. a time limit): rows so far kept
     _flush_buf: Optional[torch.Tensor] = None
 
     @property
@@ -239,6 +264,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_out: Optional[Pa
                    help="CUDA: leave cudnn.benchmark off (default: on, eager PyTorch's best case)")
     g.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     g.add_argument("--seed", type=int, default=0, help="RNG seed for the inputs")
+    g.add_argument("--tag", default=None,
+                   help="a word added to the result file names before the date (two runs of one benchmark "
+                        "into one folder, e.g. --tag compile)")
 
 
 def setup(bench: str, args: argparse.Namespace) -> Context:
@@ -371,6 +399,38 @@ def time_fn(ctx: Context, fn: Callable[[], Any]) -> Timing:
     if ctx.is_cuda:
         return _time_cuda(ctx, fn)
     return _time_cpu(ctx, fn)
+
+
+def time_host(ctx: Context, fn: Callable[[], Any], main: Timing) -> Dict[str, Optional[float]]:
+    """Host clocks per call of an already warmed-up ``fn``: ``wall`` and ``host`` (see the module
+    docstring), as the fields ``wall_per_call_s`` (median of 5 blocks), ``wall_p20_s``,
+    ``wall_p80_s`` and ``host_per_call_s`` (median of single calls). ``main``: the main timing,
+    whose median sizes the blocks. On the CPU every call is synchronous: both clocks are the
+    main timing's (Timer.blocked_autorange is a host clock around back-to-back calls), no extra call."""
+    if not ctx.is_cuda:
+        return {"wall_per_call_s": main.median, "wall_p20_s": main.p20, "wall_p80_s": main.p80,
+                "host_per_call_s": main.median}
+    budget = max(ctx.min_time / 2, 1e-3)  # seconds for each of the two measurements
+    est = max(main.median, 1e-7)
+    reps = int(min(max(1, budget / 5 / est), 50 if ctx.tiny else 2000))
+    walls = []
+    for _ in range(5):
+        ctx.sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        ctx.sync()
+        walls.append((time.perf_counter() - t0) / reps)
+    hosts = []
+    for _ in range(int(max(3, min(ctx.min_runs, 50, budget / est)))):
+        ctx.sync()
+        t0 = time.perf_counter()
+        fn()
+        hosts.append(time.perf_counter() - t0)
+    ctx.sync()
+    w = Timing.from_times(walls, "wall")
+    return {"wall_per_call_s": w.median, "wall_p20_s": w.p20, "wall_p80_s": w.p80,
+            "host_per_call_s": Timing.from_times(hosts, "host").median}
 
 
 def time_cuda_graph(ctx: Context, fn: Callable[[], Any]):
@@ -572,7 +632,7 @@ def header_md(ctx: Context, title: str) -> str:
 
 
 def result_stem(ctx: Context) -> str:
-    """``<bench>-<device>[-<dtype>][-tf32][-tiny]-<date>``, e.g. ``upsample_conv-cpu-2core-2026-11-24``."""
+    """``<bench>-<device>[-<dtype>][-tf32][-tiny][-<tag>]-<date>``, e.g. ``upsample_conv-cpu-2core-2026-11-24``."""
     if ctx.is_cuda:
         name = re.sub(r"[^a-z0-9]+", "-", ctx.env["device"].lower().replace("nvidia", "")).strip("-")
         dev = f"cuda-{name}"
@@ -585,6 +645,9 @@ def result_stem(ctx: Context) -> str:
         parts.append("tf32")
     if ctx.tiny:
         parts.append("tiny")
+    tag = ctx.args.get("tag")
+    if tag:
+        parts.append(re.sub(r"[^A-Za-z0-9_.]+", "-", str(tag)).strip("-"))
     parts.append(_dt.date.today().isoformat())
     return "-".join(parts)
 
@@ -616,6 +679,87 @@ def compare_md(rows: List[Dict[str, Any]], old: Dict[str, Any], keys: Sequence[s
     if not table:
         return "\n".join(out + ["(no rows in common)"])
     return "\n".join(out + [md_table([*keys, "earlier", "now", "speed-up"], table)])
+
+
+def clocks(cuda: bool, graph_key: Optional[str]) -> List[tuple]:
+    """(row field, column title) of every clock a row carries: the main timing, the graph replay
+    (CUDA, when ``graph_key``), wall and host per call."""
+    out = [("median_s", "device (events)" if cuda else "timer")]
+    if cuda and graph_key:
+        out.append((graph_key, "device (graph replay)"))
+    return out + [("wall_per_call_s", "wall/call"), ("host_per_call_s", "host/call")]
+
+
+def clocks_md(rows: List[Dict[str, Any]], keys: Sequence[str], cuda: bool, graph_key: Optional[str],
+              base: str, title: str) -> str:
+    """One table, one row per result: every clock (:func:`clocks`) side by side, and ``base``'s
+    speed-up over the row's contender on each of them (> 1: ``base`` faster)."""
+    cl = clocks(cuda, graph_key)
+    by = {(tuple(r.get(k) for k in keys), r["contender"]): r for r in rows}
+    body = []
+    for r in rows:
+        b = by.get((tuple(r.get(k) for k in keys), base))
+        ratios = []
+        for f, _ in cl:
+            v, bv = r.get(f), (b or {}).get(f)
+            ratios.append(fmt_ratio(v / bv) if v and bv and r["contender"] != base else "-")
+        body.append([*(r.get(k) for k in keys), r["contender"], *(fmt_time(r.get(f)) for f, _ in cl), *ratios])
+    head = [*keys, "contender", *(t for _, t in cl), *(f"{base} speed-up: {t}" for _, t in cl)]
+    return "\n".join([f"## {title}", "",
+                      "Device time: CUDA events around back-to-back calls (the host's dispatch shows when it is "
+                      "the bottleneck) and CUDA-graph replay (kernels only). Wall/call: back-to-back calls ended by "
+                      "one synchronisation. Host/call: the host issuing one call onto an idle device (Python, "
+                      "dispatch, glue, launches). Host/call above graph replay: host-bound.", "",
+                      md_table(head, body)])
+
+
+def clock_geomeans(rows: List[Dict[str, Any]], keys: Sequence[str], base: str, other: str,
+                   fields: Sequence[str]) -> Dict[str, float]:
+    """Geometric mean over matching rows of ``other``'s time / ``base``'s time, per clock field."""
+    by = {(tuple(r.get(k) for k in keys), r["contender"]): r for r in rows}
+    out = {}
+    for f in fields:
+        vals = []
+        for (key, c), r in by.items():
+            o = by.get((key, other))
+            if c == base and o and r.get(f) and o.get(f):
+                vals.append(o[f] / r[f])
+        out[f] = geomean(vals)
+    return out
+
+
+def upconv_choices() -> List[Dict[str, str]]:
+    """ganx's upsample-conv algorithm choices made in this process (key, algorithm, source)."""
+    try:
+        from ganx.ops import upconv_algorithm_choices
+        return [dict(c) for c in upconv_algorithm_choices()]
+    except Exception:  # an older build without the registry
+        return []
+
+
+def choices_md(choices: List[Dict[str, str]]) -> str:
+    return "\n".join(["## ganx upsample-conv algorithm choices in this run", "",
+                      md_table(["key", "algorithm", "source"],
+                               [[f"`{c.get('key')}`", c.get("algorithm"), c.get("source")] for c in choices])])
+
+
+class run_rows:
+    """``with H.run_rows(ctx): <the timing loops>``: SIGINT (``timeout -s INT``) ends the loops
+    and marks the context interrupted, so that :func:`finish` still writes the rows measured so
+    far (and then exits 130)."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, value, tb):
+        if typ is KeyboardInterrupt:
+            self.ctx.interrupted = "SIGINT"
+            print(f"{self.ctx.bench}: interrupted, writing the rows measured so far", file=sys.stderr, flush=True)
+            return True
+        return False
 
 
 def dropped_md(notes: Dict[str, str]) -> str:
@@ -651,8 +795,14 @@ def finish(ctx: Context, title: str, body_md: str, results: List[Dict[str, Any]]
         if old.get("benchmark") != ctx.bench:
             raise SystemExit(f"--compare {ctx.compare}: that is a {old.get('benchmark')!r} result, not {ctx.bench!r}")
         md += "\n" + compare_md(results, old, compare_keys) + "\n"
+    choices = upconv_choices()
+    if choices:
+        md += "\n" + choices_md(choices) + "\n"
+    if ctx.interrupted:
+        md = (f"**INTERRUPTED ({ctx.interrupted}): only the rows measured before are reported.**\n\n" + md)
     payload = {"benchmark": ctx.bench, "stem": stem, "env": ctx.env, "flags": ctx.flags,
-               "config": ctx.args, "peaks": ctx.peaks, "numerics_failures": ctx.failures, **extra,
+               "config": ctx.args, "peaks": ctx.peaks, "numerics_failures": ctx.failures,
+               "interrupted": ctx.interrupted, **extra, "upconv_algorithm_choices": choices,
                "results": results}
     if ctx.out is not None:
         ctx.out.mkdir(parents=True, exist_ok=True)
@@ -674,6 +824,8 @@ def finish(ctx: Context, title: str, body_md: str, results: List[Dict[str, Any]]
               + (f" and {len(pngs)} plot(s)" if pngs else ""))
     elif echo:
         print(md)
+    if ctx.interrupted:
+        raise SystemExit(130)
     if ctx.failures:
         # Loud: a non-zero exit, after the other contenders' results were written.
         raise SystemExit(f"{ctx.bench}: {len(ctx.failures)} contender(s) computed something else and were "

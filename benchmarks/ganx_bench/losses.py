@@ -136,61 +136,63 @@ def run(ctx: H.Context, sizes: Sequence[int], losses: Sequence[str], contenders:
     elem = torch.tensor([], dtype=ctx.dtype).element_size()
     tol = H.tolerance(ctx.dtype, False)
     copy_bw = ctx.peaks["copy_bytes_per_s"]
-    for i, n in enumerate(sizes):
-        # --tiny compiles once (on the first size): compilation dominates a smoke test.
-        names = [c for c in contenders if not (ctx.tiny and i > 0 and c.startswith("compile"))]
-        if any(c.startswith("compile") for c in names):
-            H.reset_compile_caches()
-        for loss in losses:
-            inputs = make_inputs(loss, n, ctx)
-            fwds = {c: _forward(loss, c) for c in names}
-            for phase in phases:
-                what = ("loss",) if phase == "fwd" else ("loss",) + tuple(
-                    f"grad_{a}" for a in (("real", "fake") if loss == "discriminator" else ("fake",)))
-                ref = _outs(step_fn(fwds["eager"], inputs, phase)())
-                timed: Dict[str, Tuple[H.Timing, Any]] = {}
-                for c in names:
-                    fn = step_fn(fwds[c], inputs, phase)
-                    try:
-                        got = _outs(fn())
-                    except Exception as e:
-                        if not c.startswith("compile"):
-                            raise
-                        notes[f"{loss} n={n} {phase} {c}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
-                        continue
-                    try:
-                        err = None if c in UNCHECKED else max(H.check_close(f"{loss} loss n={n} {phase} {c} vs eager: {w}", g, r, tol)
-                                  for w, g, r in zip(what, got, ref))
-                    except H.NumericsError as e:
-                        ctx.failures.append(str(e))
-                        log(f"  !! NUMERICS FAILURE, not timed: {e}")
-                        continue
-                    t = H.time_fn(ctx, fn)
-                    if ctx.graphs and c == "compile-reduce-overhead":
-                        graph = "is a CUDA graph already"
-                    else:
-                        graph = H.time_cuda_graph(ctx, fn) if ctx.graphs else None
-                    mem = H.peak_memory(ctx, fn)
-                    timed[c] = (t, graph)
-                    by = compulsory_bytes(loss, n, phase, elem)
-                    dev_t = graph.median if isinstance(graph, H.Timing) else None
-                    rows.append({
-                        "loss": loss, "n": n, "source": SIZES.get(n, "custom size"), "phase": phase,
-                        "contender": c, "median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "runs": t.n,
-                        "method": t.method, "device_median_s": dev_t,
-                        "device_note": graph if isinstance(graph, str) else None,
-                        "bytes": by, "gb_per_s": by / t.median / 1e9, "pct_copy_bw": 100 * by / t.median / copy_bw,
-                        "device_gb_per_s": by / dev_t / 1e9 if dev_t else None,
-                        "device_pct_copy_bw": 100 * by / dev_t / copy_bw if dev_t else None,
-                        "peak_mem_bytes": mem, "max_rel_err_vs_eager": err,
-                    })
-                    log(f"  {loss:13s} n={n:<9d} {phase:7s} {c:24s} {H.fmt_time(t.median):>10s}")
-                for r in rows:
-                    if r["loss"] == loss and r["n"] == n and r["phase"] == phase:
-                        r["speedup_vs"] = {o: timed[o][0].median / r["median_s"] for o in timed}
-                        if r["device_median_s"]:
-                            r["device_speedup_vs"] = {o: g.median / r["device_median_s"] for o, (_, g)
-                                                      in timed.items() if isinstance(g, H.Timing)}
+    with H.run_rows(ctx):
+        for i, n in enumerate(sizes):
+            # --tiny compiles once (on the first size): compilation dominates a smoke test.
+            names = [c for c in contenders if not (ctx.tiny and i > 0 and c.startswith("compile"))]
+            if any(c.startswith("compile") for c in names):
+                H.reset_compile_caches()
+            for loss in losses:
+                inputs = make_inputs(loss, n, ctx)
+                fwds = {c: _forward(loss, c) for c in names}
+                for phase in phases:
+                    what = ("loss",) if phase == "fwd" else ("loss",) + tuple(
+                        f"grad_{a}" for a in (("real", "fake") if loss == "discriminator" else ("fake",)))
+                    ref = _outs(step_fn(fwds["eager"], inputs, phase)())
+                    timed: Dict[str, Tuple[H.Timing, Any]] = {}
+                    for c in names:
+                        fn = step_fn(fwds[c], inputs, phase)
+                        try:
+                            got = _outs(fn())
+                        except Exception as e:
+                            if not c.startswith("compile"):
+                                raise
+                            notes[f"{loss} n={n} {phase} {c}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+                            continue
+                        try:
+                            err = None if c in UNCHECKED else max(H.check_close(f"{loss} loss n={n} {phase} {c} vs eager: {w}", g, r, tol)
+                                      for w, g, r in zip(what, got, ref))
+                        except H.NumericsError as e:
+                            ctx.failures.append(str(e))
+                            log(f"  !! NUMERICS FAILURE, not timed: {e}")
+                            continue
+                        t = H.time_fn(ctx, fn)
+                        if ctx.graphs and c == "compile-reduce-overhead":
+                            graph = "is a CUDA graph already"
+                        else:
+                            graph = H.time_cuda_graph(ctx, fn) if ctx.graphs else None
+                        host = H.time_host(ctx, fn, t)
+                        mem = H.peak_memory(ctx, fn)
+                        timed[c] = (t, graph)
+                        by = compulsory_bytes(loss, n, phase, elem)
+                        dev_t = graph.median if isinstance(graph, H.Timing) else None
+                        rows.append({
+                            "loss": loss, "n": n, "source": SIZES.get(n, "custom size"), "phase": phase,
+                            "contender": c, "median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "runs": t.n,
+                            "method": t.method, "device_median_s": dev_t,
+                            "device_note": graph if isinstance(graph, str) else None, **host,
+                            "bytes": by, "gb_per_s": by / t.median / 1e9, "pct_copy_bw": 100 * by / t.median / copy_bw,
+                            "device_gb_per_s": by / dev_t / 1e9 if dev_t else None,
+                            "device_pct_copy_bw": 100 * by / dev_t / copy_bw if dev_t else None,
+                            "peak_mem_bytes": mem, "max_rel_err_vs_eager": err, "speedup_vs": {},  # filled once the row's contenders are timed
+                        })
+                        log(f"  {loss:13s} n={n:<9d} {phase:7s} {c:24s} {H.fmt_time(t.median):>10s}")
+                    for r in rows:
+                        if r["loss"] == loss and r["n"] == n and r["phase"] == phase:
+                            r["speedup_vs"] = {o: timed[o][0].median / r["median_s"] for o in timed}
+                            if r["device_median_s"]:
+                                r["device_speedup_vs"] = {o: g.median / r["device_median_s"] for o, (_, g)
+                                                          in timed.items() if isinstance(g, H.Timing)}
     return rows, notes
 
 
@@ -331,6 +333,8 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
     rows, notes = run(ctx, sizes, losses, contenders, phases)
     tmd, tres = targets(ctx, rows)
     body = tmd + "\n\n" + tables_md(rows, contenders, ctx.is_cuda)
+    body += "\n\n" + H.clocks_md(rows, ("loss", "n", "phase"), ctx.is_cuda, "device_median_s", "ganx",
+                                 "Device time and wall time per call")
     body += H.dropped_md(notes)
     return H.finish(ctx, f"BCE adversarial losses benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"targets": tres, "dropped": notes}, plots(ctx, rows, contenders),

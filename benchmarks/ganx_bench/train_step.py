@@ -173,62 +173,64 @@ def run(ctx: H.Context, configs: Sequence[StepConfig], contenders: Sequence[str]
     from ganx.models import Discriminator, Generator
     rows: List[Dict[str, Any]] = []
     notes: Dict[str, str] = {}
-    for i, cfg in enumerate(configs):
-        names = [c for c in contenders if not (ctx.tiny and i > 0 and c == "compile")]
-        if "compile" in names:
-            H.reset_compile_caches()
-        torch.manual_seed(ctx.args.get("seed", 0) + i)
-        G0 = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl="reference")
-        D0 = Discriminator(cfg.image_size, cfg.channels, cfg.width)
-        state = (G0.state_dict(), D0.state_dict())
-        inputs = {"real": torch.rand(cfg.batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1,
-                  "z": torch.randn(cfg.batch, cfg.latent_dim), "z2": torch.randn(cfg.batch, cfg.latent_dim)}
-        inputs = {k: v.to(ctx.device) for k, v in inputs.items()}
+    with H.run_rows(ctx):
+        for i, cfg in enumerate(configs):
+            names = [c for c in contenders if not (ctx.tiny and i > 0 and c == "compile")]
+            if "compile" in names:
+                H.reset_compile_caches()
+            torch.manual_seed(ctx.args.get("seed", 0) + i)
+            G0 = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl="reference")
+            D0 = Discriminator(cfg.image_size, cfg.channels, cfg.width)
+            state = (G0.state_dict(), D0.state_dict())
+            inputs = {"real": torch.rand(cfg.batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1,
+                      "z": torch.randn(cfg.batch, cfg.latent_dim), "z2": torch.randn(cfg.batch, cfg.latent_dim)}
+            inputs = {k: v.to(ctx.device) for k, v in inputs.items()}
 
-        def fresh(name: str, precision: str, dtype: torch.dtype = torch.float32) -> Step:
-            return Step(dataclasses.replace(cfg, precision=precision), name, state, inputs, ctx.device, dtype)
+            def fresh(name: str, precision: str, dtype: torch.dtype = torch.float32) -> Step:
+                return Step(dataclasses.replace(cfg, precision=precision), name, state, inputs, ctx.device, dtype)
 
-        # fp32 configurations: numerics checked in float64 (see check()); bf16 against fp32.
-        check_dtype = torch.float64 if cfg.precision == "fp32" else torch.float32
-        oracle = fresh("reference", "fp32", check_dtype).run(keep_grads=True)
-        bf16_ref = fresh("reference", cfg.precision).run(keep_grads=True) if cfg.precision != "fp32" else None
-        steps: Dict[str, Step] = {}
-        for name in names:
-            try:
-                steps[name] = fresh(name, cfg.precision)
-                if name == "compile":
-                    steps[name]()  # compile now, so a failure to compile is reported, not a wrong answer
+            # fp32 configurations: numerics checked in float64 (see check()); bf16 against fp32.
+            check_dtype = torch.float64 if cfg.precision == "fp32" else torch.float32
+            oracle = fresh("reference", "fp32", check_dtype).run(keep_grads=True)
+            bf16_ref = fresh("reference", cfg.precision).run(keep_grads=True) if cfg.precision != "fp32" else None
+            steps: Dict[str, Step] = {}
+            for name in names:
+                try:
                     steps[name] = fresh(name, cfg.precision)
-            except Exception as e:
-                if name != "compile":
-                    raise
-                notes[f"{cfg.id} {name}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
-        check_steps = ({name: fresh(name, cfg.precision, torch.float64) for name in steps}
-                       if check_dtype == torch.float64 else steps)
-        errs, failed = check(cfg, check_steps, oracle, bf16_ref, ctx.tf32)
-        del check_steps
-        for name, msg in failed.items():
-            ctx.failures.append(msg)
-            log(f"  !! NUMERICS FAILURE, not timed: {msg}")
-        timed: Dict[str, H.Timing] = {}
-        for name, step in steps.items():
-            if name not in errs:
-                continue
-            t = H.time_fn(ctx, step)
-            mem = H.peak_memory(ctx, step)
-            timed[name] = t
-            rows.append({
-                "config": cfg.id, "label": cfg.label, "image_size": cfg.image_size, "batch": cfg.batch,
-                "precision": cfg.precision, "width": cfg.width, "latent_dim": cfg.latent_dim,
-                "contender": name, "median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "runs": t.n,
-                "method": t.method, "images_per_s": cfg.batch / t.median, "peak_mem_bytes": mem,
-                "max_rel_err_vs_fp32_reference": errs[name],
-            })
-            log(f"  {cfg.label:28s} {name:10s} {H.fmt_time(t.median):>10s}  {cfg.batch / t.median:10.1f} img/s")
-        for r in rows:
-            if r["config"] == cfg.id:
-                r["speedup_vs"] = {o: timed[o].median / r["median_s"] for o in timed}
-        del steps
+                    if name == "compile":
+                        steps[name]()  # compile now, so a failure to compile is reported, not a wrong answer
+                        steps[name] = fresh(name, cfg.precision)
+                except Exception as e:
+                    if name != "compile":
+                        raise
+                    notes[f"{cfg.id} {name}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            check_steps = ({name: fresh(name, cfg.precision, torch.float64) for name in steps}
+                           if check_dtype == torch.float64 else steps)
+            errs, failed = check(cfg, check_steps, oracle, bf16_ref, ctx.tf32)
+            del check_steps
+            for name, msg in failed.items():
+                ctx.failures.append(msg)
+                log(f"  !! NUMERICS FAILURE, not timed: {msg}")
+            timed: Dict[str, H.Timing] = {}
+            for name, step in steps.items():
+                if name not in errs:
+                    continue
+                t = H.time_fn(ctx, step)
+                host = H.time_host(ctx, step, t)
+                mem = H.peak_memory(ctx, step)
+                timed[name] = t
+                rows.append({
+                    "config": cfg.id, "label": cfg.label, "image_size": cfg.image_size, "batch": cfg.batch,
+                    "precision": cfg.precision, "width": cfg.width, "latent_dim": cfg.latent_dim,
+                    "contender": name, "median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "runs": t.n,
+                    "method": t.method, **host, "images_per_s": cfg.batch / t.median, "peak_mem_bytes": mem,
+                    "max_rel_err_vs_fp32_reference": errs[name], "speedup_vs": {},  # filled once the row's contenders are timed
+                })
+                log(f"  {cfg.label:28s} {name:10s} {H.fmt_time(t.median):>10s}  {cfg.batch / t.median:10.1f} img/s")
+            for r in rows:
+                if r["config"] == cfg.id:
+                    r["speedup_vs"] = {o: timed[o].median / r["median_s"] for o in timed}
+            del steps
     return rows, notes
 
 
@@ -305,6 +307,7 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
             raise SystemExit(f"--configs {args.configs!r} matches no config")
     rows, notes = run(ctx, configs, contenders)
     body = tables_md(rows, contenders)
+    body += "\n\n" + H.clocks_md(rows, ("label",), ctx.is_cuda, None, "fused", "Device time and wall time per step")
     body += H.dropped_md(notes)
     return H.finish(ctx, f"GAN training step benchmark: {ctx.env['device']}", body, rows, {"dropped": notes},
              plots(ctx, rows, contenders), compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)

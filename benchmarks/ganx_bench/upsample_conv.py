@@ -189,7 +189,7 @@ def build(s: ConvShape, ctx: H.Context, contenders: Sequence[str]) -> Setup:
         elif name == "eager":
             forwards[name] = eager
         elif name == "compile":
-            forwards[name] = torch.compile(eager, dynamic=False)
+            forwards[name] = torch.compile(eager, dynamic=False, backend=ctx.args.get("compile_backend") or "inductor")
         elif name == "compile-max-autotune":
             forwards[name] = torch.compile(eager, mode="max-autotune-no-cudagraphs", dynamic=False)
         elif name == "convT-folded":
@@ -272,51 +272,53 @@ def run(ctx: H.Context, shapes: Sequence[ConvShape], contenders: Sequence[str],
     elem = torch.tensor([], dtype=ctx.dtype).element_size()
     tol = H.tolerance(ctx.dtype, ctx.tf32)
     peak = ctx.peaks["matmul_flops_per_s"]
-    for s in shapes:
-        wanted = [c for c in contenders if c not in s.skip
-                  and (c != "compile-max-autotune" or s.autotune or all_autotune)]
-        if any(c.startswith("compile") for c in wanted):
-            H.reset_compile_caches()
-        st = build(s, ctx, wanted)
-        for phase in phases:
-            names = [c for c in contenders if c in st.forwards]
-            errs, dropped, failed = check_contenders(st, phase, names, tol)
-            for name, msg in failed.items():
-                ctx.failures.append(msg)
-                log(f"  !! NUMERICS FAILURE, not timed: {msg}")
-            for name, why in dropped.items():
-                notes[f"{s.id} {phase} {name}"] = why
-                log(f"  ! {s.id} {phase} {name} dropped: {why}")
-            timed: Dict[str, H.Timing] = {}
-            for name in names:
-                if name not in errs:
-                    continue
-                fn = step_fn(st, name, phase)
-                t = H.time_fn(ctx, fn)
-                graph = H.time_cuda_graph(ctx, fn) if ctx.graphs else None
-                mem = H.peak_memory(ctx, fn)
-                timed[name] = t
-                fl, by = flops(s, phase), compulsory_bytes(s, phase, elem)
-                rows.append({
-                    "shape": s.id, "label": s.label, "source": s.source, "n": s.n, "c_in": s.c_in,
-                    "c_out": s.c_out, "h": s.h, "w": s.w, "k": s.k, "scale": s.scale,
-                    "activation": s.activation, "dcgan_set": s.dcgan_set, "phase": phase, "contender": name,
-                    "median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "runs": t.n, "method": t.method,
-                    "graph_median_s": graph.median if isinstance(graph, H.Timing) else None,
-                    "graph_note": graph if isinstance(graph, str) else None,
-                    "flops": fl, "tflops": fl / t.median / 1e12, "pct_peak": 100 * fl / t.median / peak,
-                    "bytes": by, "arith_intensity": fl / by, "peak_mem_bytes": mem,
-                    "max_rel_err_vs_eager": errs[name],
-                })
-                log(f"  {s.label:44s} {phase:7s} {name:22s} {H.fmt_time(t.median):>10s}")
-            for r in rows:
-                if r["shape"] == s.id and r["phase"] == phase:
-                    r["speedup_vs"] = {o: timed[o].median / r["median_s"] for o in timed}
-        del st
+    with H.run_rows(ctx):
+        for s in shapes:
+            wanted = [c for c in contenders if c not in s.skip
+                      and (c != "compile-max-autotune" or s.autotune or all_autotune)]
+            if any(c.startswith("compile") for c in wanted):
+                H.reset_compile_caches()
+            st = build(s, ctx, wanted)
+            for phase in phases:
+                names = [c for c in contenders if c in st.forwards]
+                errs, dropped, failed = check_contenders(st, phase, names, tol)
+                for name, msg in failed.items():
+                    ctx.failures.append(msg)
+                    log(f"  !! NUMERICS FAILURE, not timed: {msg}")
+                for name, why in dropped.items():
+                    notes[f"{s.id} {phase} {name}"] = why
+                    log(f"  ! {s.id} {phase} {name} dropped: {why}")
+                timed: Dict[str, H.Timing] = {}
+                for name in names:
+                    if name not in errs:
+                        continue
+                    fn = step_fn(st, name, phase)
+                    t = H.time_fn(ctx, fn)
+                    graph = H.time_cuda_graph(ctx, fn) if ctx.graphs else None
+                    host = H.time_host(ctx, fn, t)
+                    mem = H.peak_memory(ctx, fn)
+                    timed[name] = t
+                    fl, by = flops(s, phase), compulsory_bytes(s, phase, elem)
+                    rows.append({
+                        "shape": s.id, "label": s.label, "source": s.source, "n": s.n, "c_in": s.c_in,
+                        "c_out": s.c_out, "h": s.h, "w": s.w, "k": s.k, "scale": s.scale,
+                        "activation": s.activation, "dcgan_set": s.dcgan_set, "phase": phase, "contender": name,
+                        "median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "runs": t.n, "method": t.method,
+                        "graph_median_s": graph.median if isinstance(graph, H.Timing) else None,
+                        "graph_note": graph if isinstance(graph, str) else None, **host,
+                        "flops": fl, "tflops": fl / t.median / 1e12, "pct_peak": 100 * fl / t.median / peak,
+                        "bytes": by, "arith_intensity": fl / by, "peak_mem_bytes": mem,
+                        "max_rel_err_vs_eager": errs[name], "speedup_vs": {},  # filled once the row's contenders are timed
+                    })
+                    log(f"  {s.label:44s} {phase:7s} {name:22s} {H.fmt_time(t.median):>10s}")
+                for r in rows:
+                    if r["shape"] == s.id and r["phase"] == phase:
+                        r["speedup_vs"] = {o: timed[o].median / r["median_s"] for o in timed}
+            del st
     return rows, notes
 
 
-def summary(rows: List[Dict[str, Any]], contenders: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
+def summary(rows: List[Dict[str, Any]], contenders: Sequence[str], cuda: bool = True) -> Tuple[str, Dict[str, Any]]:
     """The headline: ganx's speed-up over each contender per shape, and the geomeans over the
     DCGAN generator layers."""
     others = [c for c in contenders if c != "ganx" and any(r["contender"] == c for r in rows)]
@@ -335,6 +337,24 @@ def summary(rows: List[Dict[str, Any]], contenders: Sequence[str]) -> Tuple[str,
         extra["dcgan_layers_geomean_speedup_vs_eager"] = gm
         md += ["", f"**DCGAN generator layers** ({n_shapes} of 4 shapes): geometric-mean speed-up of ganx "
                f"over eager: forward **{H.fmt_ratio(gm['fwd'])}**, forward+backward **{H.fmt_ratio(gm['fwd+bwd'])}**."]
+    # Per batch size and phase, over the shapes of that batch: ganx's geomean speed-up over each
+    # contender on every clock (device events, graph replay, wall, host).
+    fields = [f for f, _ in H.clocks(cuda, "graph_median_s")]
+    gms, gm_rows = {}, []
+    for n in sorted({r["n"] for r in rows}):
+        for ph in PHASES:
+            sub = [r for r in rows if r["n"] == n and r["phase"] == ph]
+            for o in others:
+                g = H.clock_geomeans(sub, ("shape", "phase"), "ganx", o, fields)
+                if any(v == v for v in g.values()):  # not all NaN
+                    n_shapes = len({r["shape"] for r in sub if r["contender"] == "ganx"})
+                    gms[f"n{n} {ph} vs {o}"] = {**g, "shapes": n_shapes}
+                    gm_rows.append([f"N{n}", ph, o, n_shapes, *(H.fmt_ratio(g[f]) for f in fields)])
+    if gm_rows:
+        extra["geomean_speedup_by_batch"] = gms
+        md += ["", "### ganx geometric-mean speed-up per batch size, on each clock", "",
+               H.md_table(["batch", "phase", "vs", "shapes", *(t for _, t in H.clocks(cuda, "graph_median_s"))],
+                          gm_rows)]
     return "\n".join(md), extra
 
 
@@ -403,6 +423,9 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     p.add_argument("--shape-set", choices=["default", "dcgan"], default="default",
                    help="'dcgan': only the 4 DCGAN generator layers (DCGAN-64 blocks 1-3 at batch 64, "
                         "a DCGAN-128 ngf-32 block at batch 16; what `ganx bench` runs)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the 'compile' contender (default inductor; 'aot_eager' traces "
+                        "without code generation: the GPU check's CPU dry run)")
     p.add_argument("--max-autotune", choices=["marked", "all"], default="marked",
                    help="CUDA: run compile-max-autotune on the few marked shapes (default) or on all")
     return p
@@ -429,8 +452,10 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
         if not shapes:
             raise SystemExit(f"--shapes {args.shapes!r} matches no shape")
     rows, notes = run(ctx, shapes, contenders, phases, all_autotune=args.max_autotune == "all")
-    head, extra = summary(rows, contenders)
-    body = head + "\n\n" + detail_md(rows, contenders, ctx.is_cuda)
+    head, extra = summary(rows, contenders, ctx.is_cuda)
+    body = head + "\n\n" + H.clocks_md(rows, ("label", "phase"), ctx.is_cuda, "graph_median_s", "ganx",
+                                       "Device time and wall time per call")
+    body += "\n\n" + detail_md(rows, contenders, ctx.is_cuda)
     body += H.dropped_md(notes)
     return H.finish(ctx, f"upsample_conv2d benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"summary": extra, "dropped": notes}, plots(ctx, rows, contenders),
