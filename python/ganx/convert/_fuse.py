@@ -2,27 +2,46 @@
 
 Patterns:
 
-* ``nn.Upsample(scale_factor=s, mode="nearest")`` (or ``nn.UpsamplingNearest2d``) whose output
-  goes only to ``nn.Conv2d`` layers with an odd kernel 1/3/5, stride 1, padding k//2,
-  dilation 1, groups 1, padding_mode "zeros" -> :class:`ganx.nn.UpsampleConv2d` (integer s in
-  1..4). One upsample feeding several convolutions (a shared trunk and two heads) fuses into
-  each of them.
+* Nearest upsampling at an integer scale 1..4 -- ``nn.Upsample`` / ``nn.UpsamplingNearest2d``
+  (also one module called several times, every call feeding convolutions), an ``F.interpolate``
+  / ``F.upsample_nearest`` call, or a parameter-free upsampling module built inside ``forward``
+  (traced through) -- whose output goes only to convolutions with an odd kernel 1/3/5, stride 1,
+  padding k//2 or "same", dilation 1, groups 1, zero padding -> ``ganx``'s upsample_conv2d.
+  The convolution is an ``nn.Conv2d`` (swapped for :class:`ganx.nn.UpsampleConv2d`), an
+  ``F.conv2d`` call (replaced in the graph), or a layer that computes its weight: parametrized
+  (``parametrizations.spectral_norm`` / ``weight_norm``), hook-style ``spectral_norm`` /
+  ``weight_norm``, a Conv2d subclass computing it in ``forward`` (traced as a leaf). Such a layer
+  stays where it is, with its class, and its ``forward`` (an instance attribute) runs the fused op
+  on the weight it computes on that call; a custom ``forward`` runs under a TorchFunctionMode
+  that replaces its one convolution of the input. The fused callables check the pattern on every
+  call and compute the unfused expression otherwise, so they are exact by construction.
 * ``nn.ConvTranspose2d(kernel_size=4, stride=2, padding=1, output_padding=0, dilation=1,
-  groups=1)`` -> :class:`ganx.nn.FusedConvTranspose2d`, on the devices where that is faster
-  (see "Never slower" below).
-* An ``nn.ReLU`` / ``nn.LeakyReLU`` / ``nn.Tanh`` that is the only consumer of such a layer's
-  output joins it as the fused epilogue.
+  groups=1)`` -> :class:`ganx.nn.FusedConvTranspose2d` (or the layer's own forward patched, as
+  above, when its weight is computed, including a SAGAN-style wrapper calling ``layer.forward``),
+  on the devices where that is faster (see "Never slower" below).
+* An ``nn.ReLU`` / ``nn.LeakyReLU`` / ``nn.Tanh`` (or, where the graph is rewritten, an
+  ``F.relu`` / ``F.leaky_relu`` / ``torch.tanh`` call) that is the only consumer of such a
+  layer's output joins it as the fused epilogue.
 
 How the model is read. Where the model traces with torch.fx, the patterns are found in the
 traced graph, so they are found wherever the modules sit: across ``nn.Sequential``
 boundaries, in hand-written ``forward`` methods, in nested custom modules. Where it does not
 trace, the module tree is walked and only consecutive modules inside an ``nn.Sequential`` are
-paired (the only place where the module order is the data flow). Either way the change is
-applied to the model's own module tree: the fused layer takes the *path* (and so the
-state_dict key) of the convolution it replaces, the modules it absorbs (the Upsample before
-it, the activation after it) become ``nn.Identity`` (no parameters), and the model keeps its
-class and its ``forward``. So the original model's state_dict loads into the fused one and
-vice versa, with the same keys.
+paired (the only place where the module order is the data flow). A module swap puts the new
+module at every path where the old one is registered (a conv registered as ``self.conv1`` and
+inside ``self.model``); the fused layer takes the path (and so the state_dict key) of the
+convolution it replaces, and the modules it absorbs become ``nn.Identity``. A functional
+upsampling can only be removed from the traced graph: that graph, edited, becomes the model's
+``forward`` (an instance attribute; the class, other methods and state_dict keys stay), only
+when tracing gives the same graph in train and eval mode.
+
+Proof. Every change is a revertible rewrite. Before returning, the original and the fused model
+run on a probe batch (float64 deep copies, in the model's mode, the same RNG seed; the user's
+model, its BatchNorm statistics and power-iteration vectors are not touched) and every output
+and parameter gradient is compared (1e-9). If they differ, the rewrites are re-added one at a
+time and each one that makes them differ is reverted, with the reason in the report. Without a
+probe batch (inputs that cannot be told from the layers reading them, no ``example_input``)
+nothing is changed.
 
 Never slower. On the CPU ganx's ConvTranspose2d(4, 2, 1) is oneDNN's stride-2
 deconvolution (the same call ``nn.ConvTranspose2d`` makes) plus ganx's epilogue pass: there
