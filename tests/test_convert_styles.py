@@ -483,3 +483,22 @@ class TrainBranchSigmoidD(CallSigmoidD):
 def test_logits_and_bce_refuses_a_mode_dependent_forward():
     with pytest.raises(ValueError, match="differs between train and eval mode"):
         ganx.logits_and_bce(TrainBranchSigmoidD(), nn.BCELoss())
+
+
+class DropoutBND(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 4, 2, 1), nn.BatchNorm2d(4), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+                                 nn.Flatten(), nn.Linear(4 * 8 * 8, 1))
+
+    def forward(self, x):
+        return torch.sigmoid(self.net(x))
+
+
+def test_logits_and_bce_proves_in_the_models_train_mode_without_touching_it():
+    d = DropoutBND().double().train()
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    new, _, report = ganx.logits_and_bce(d, nn.BCELoss())
+    assert "train mode" in report.probe and new.training
+    for k, v in d.state_dict().items():
+        assert torch.equal(v, before[k]), k

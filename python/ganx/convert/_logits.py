@@ -18,7 +18,7 @@ other methods, its submodules and its state_dict keys. That is refused when the 
 forward depends on train/eval mode (a branch on ``self.training``). Where the model does not trace, its only ``nn.Sigmoid`` module is the candidate.
 
 Proof. Before returning, both models run on a probe batch (``example_input``, or one built
-from the first layer's shape) in eval mode and float64: ``sigmoid(new(x))`` must equal
+from the first layer's shape), as deep copies in the model's train/eval mode and float64: ``sigmoid(new(x))`` must equal
 ``old(x)``. If it does not, or the sigmoid's output is used for anything but the output (used
 twice, an auxiliary classifier head, a tuple of outputs), or the criterion is not a BCE on
 probabilities (``nn.MSELoss`` of an LSGAN, say), the function refuses with the reason and
@@ -187,30 +187,37 @@ def _as(x, dtype, device):
 
 
 def _prove(old: nn.Module, new: nn.Module, graph, example_input) -> str:
-    """Run both on a probe batch (eval mode, float64 where possible): sigmoid(new(x)) == old(x)."""
+    """Run both on a probe batch (deep copies in the model's train/eval mode, float64 where possible, the
+    same RNG seed): sigmoid(new(x)) == old(x)."""
     candidates = _probe_inputs(old, graph, example_input)
     if not candidates:
         _refuse("no probe batch: the discriminator's input shape cannot be told from its first layer (or it takes "
                 "several inputs); pass example_input=(a batch of its inputs). Nothing was changed.")
     device = next((t.device for t in list(old.parameters()) + list(old.buffers())), torch.device("cpu"))
     last_err = None
+    mode = "train mode" if old.training else "eval mode"
     for dtype in (torch.float64, None):
-        try:
-            o = _trace.deepcopy(old).eval()
-            c = _trace.deepcopy(new).eval()
-            if dtype is not None:
-                o, c = o.to(dtype), c.to(dtype)
-        except Exception as e:  # a module that refuses float64: prove in its own dtype
-            last_err = e
-            continue
         for inputs in candidates:
+            try:  # fresh copies for each try: a failed train-mode call may have moved BatchNorm statistics
+                o = _trace.deepcopy(old)
+                c = _trace.deepcopy(new)
+                if dtype is not None:
+                    o, c = o.to(dtype), c.to(dtype)
+            except Exception as e:  # a module that refuses float64: prove in its own dtype
+                last_err = e
+                break
             p = next((t for t in o.parameters()), None)
             dt = dtype or (p.dtype if p is not None else torch.float32)
             xs = tuple(_as(x, dt, device) for x in inputs)
+            fork = [] if device.type != "cuda" else [device]
             try:
                 with torch.no_grad():
-                    want = o(*xs)
-                    got = c(*xs)
+                    with torch.random.fork_rng(devices=fork):  # the same dropout masks for both
+                        torch.manual_seed(0)
+                        want = o(*xs)
+                    with torch.random.fork_rng(devices=fork):
+                        torch.manual_seed(0)
+                        got = c(*xs)
             except Exception as e:
                 last_err = e
                 continue
@@ -225,7 +232,7 @@ def _prove(old: nn.Module, new: nn.Module, graph, example_input) -> str:
             if not err <= tol:
                 _refuse(f"proof failed on a probe batch ({shape}): max |sigmoid(new D(x)) - old D(x)| = {err:.3e} "
                         f"(> {tol:g}): the sigmoid found does not make the output; nothing was changed")
-            return f"probe batch {shape} ({str(dt).replace('torch.', '')}, eval mode): max |sigmoid(logits) - D(x)| = {err:.1e}"
+            return f"probe batch {shape} ({str(dt).replace('torch.', '')}, {mode}): max |sigmoid(logits) - D(x)| = {err:.1e}"
     _refuse(f"could not run the discriminator on a probe batch ({type(last_err).__name__}: "
             f"{str(last_err).splitlines()[0][:160] if str(last_err) else ''}); pass example_input=(a batch of its "
             "inputs). Nothing was changed.")
