@@ -502,3 +502,25 @@ def test_logits_and_bce_proves_in_the_models_train_mode_without_touching_it():
     assert "train mode" in report.probe and new.training
     for k, v in d.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+class ModeBranchUp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        if self.training:
+            x = x * 0.5
+        return self.conv(F.interpolate(x, scale_factor=2))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_functional_upsampling_in_a_mode_dependent_forward_is_left(train):
+    m = ModeBranchUp().double().train(train)
+    fused, report = ganx.fuse(m)
+    assert not report.fused and "differs between train and eval mode" in report.left[0].reason
+    fused.train(not train)
+    m.train(not train)
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), m(x), **TOL)
