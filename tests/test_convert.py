@@ -119,7 +119,7 @@ def test_conditional_nested_k5_k1_and_bilinear_left_alone():
     assert fused.body[0][1].activation == "leaky_relu" and fused.body[0][1].negative_slope == 0.2
     assert isinstance(fused.body[1][0], nn.Upsample) and fused.body[1][0].mode == "bilinear"
     assert isinstance(fused.body[3], ganx.nn.UpsampleConv2d) and fused.body[3].kernel_size == 1
-    assert any("mode='bilinear' not supported" in e.reason for e in report.left)
+    assert any("mode='bilinear' cannot be fused" in e.reason for e in report.left)
     z, y = torch.randn(4, 16), torch.randint(0, 10, (4,))
     _check_same(g, fused, z, y)
     assert "fused" in str(report) and "bilinear" in str(report)

@@ -292,7 +292,6 @@ class FunctionalUp(nn.Module):
 @pytest.mark.parametrize("model,needle", [
     (TwiceUsedUpsample, "also goes to"),
     (SharedConv, "called 2 times"),
-    (FunctionalUp, "F.interpolate is called in forward"),
 ])
 def test_candidates_left_alone_are_reported(model, needle):
     m = model().double()
@@ -303,10 +302,23 @@ def test_candidates_left_alone_are_reported(model, needle):
     torch.testing.assert_close(fused(x), m(x), **TOL)
 
 
-def test_hooked_conv_is_left():
-    seq = nn.Sequential(nn.Upsample(scale_factor=2), nn.utils.spectral_norm(nn.Conv2d(2, 2, 3, padding=1)))
+def test_functional_interpolate_is_fused():
+    m = FunctionalUp().double()
+    fused, report = ganx.fuse(m)
+    assert [e.what for e in report.fused] == ["F.interpolate(x2) + Conv2d(3x3) -> UpsampleConv2d"]
+    assert type(fused) is FunctionalUp and isinstance(fused.conv, ganx.nn.UpsampleConv2d)
+    _compare64(m, fused, torch.randn(2, 2, 3, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_hook_spectral_norm_conv_is_fused_with_its_power_iteration(train):
+    seq = nn.Sequential(nn.Upsample(scale_factor=2), nn.utils.spectral_norm(nn.Conv2d(2, 2, 3, padding=1)),
+                        nn.ReLU()).double().train(train)
     fused, report = ganx.fuse(seq)
-    assert not report.fused and "hooks" in report.left[0].reason
+    assert [e.what for e in report.fused] == [
+        "Upsample(x2) + Conv2d(3x3) + ReLU -> fused forward (the layer computes its weight)"]
+    for _ in range(2):  # the power iteration moves weight_u the same way on each training call
+        _compare64(seq, fused, torch.randn(2, 2, 4, 4, dtype=torch.float64))
 
 
 class Untraceable(nn.Module):

@@ -2,27 +2,46 @@
 
 Patterns:
 
-* ``nn.Upsample(scale_factor=s, mode="nearest")`` (or ``nn.UpsamplingNearest2d``) whose output
-  goes only to ``nn.Conv2d`` layers with an odd kernel 1/3/5, stride 1, padding k//2,
-  dilation 1, groups 1, padding_mode "zeros" -> :class:`ganx.nn.UpsampleConv2d` (integer s in
-  1..4). One upsample feeding several convolutions (a shared trunk and two heads) fuses into
-  each of them.
+* Nearest upsampling at an integer scale 1..4 -- ``nn.Upsample`` / ``nn.UpsamplingNearest2d``
+  (also one module called several times, every call feeding convolutions), an ``F.interpolate``
+  / ``F.upsample_nearest`` call, or a parameter-free upsampling module built inside ``forward``
+  (traced through) -- whose output goes only to convolutions with an odd kernel 1/3/5, stride 1,
+  padding k//2 or "same", dilation 1, groups 1, zero padding -> ``ganx``'s upsample_conv2d.
+  The convolution is an ``nn.Conv2d`` (swapped for :class:`ganx.nn.UpsampleConv2d`), an
+  ``F.conv2d`` call (replaced in the graph), or a layer that computes its weight: parametrized
+  (``parametrizations.spectral_norm`` / ``weight_norm``), hook-style ``spectral_norm`` /
+  ``weight_norm``, a Conv2d subclass computing it in ``forward`` (traced as a leaf). Such a layer
+  stays where it is, with its class, and its ``forward`` (an instance attribute) runs the fused op
+  on the weight it computes on that call; a custom ``forward`` runs under a TorchFunctionMode
+  that replaces its one convolution of the input. The fused callables check the pattern on every
+  call and compute the unfused expression otherwise, so they are exact by construction.
 * ``nn.ConvTranspose2d(kernel_size=4, stride=2, padding=1, output_padding=0, dilation=1,
-  groups=1)`` -> :class:`ganx.nn.FusedConvTranspose2d`, on the devices where that is faster
-  (see "Never slower" below).
-* An ``nn.ReLU`` / ``nn.LeakyReLU`` / ``nn.Tanh`` that is the only consumer of such a layer's
-  output joins it as the fused epilogue.
+  groups=1)`` -> :class:`ganx.nn.FusedConvTranspose2d` (or the layer's own forward patched, as
+  above, when its weight is computed, including a SAGAN-style wrapper calling ``layer.forward``),
+  on the devices where that is faster (see "Never slower" below).
+* An ``nn.ReLU`` / ``nn.LeakyReLU`` / ``nn.Tanh`` (or, where the graph is rewritten, an
+  ``F.relu`` / ``F.leaky_relu`` / ``torch.tanh`` call) that is the only consumer of such a
+  layer's output joins it as the fused epilogue.
 
 How the model is read. Where the model traces with torch.fx, the patterns are found in the
 traced graph, so they are found wherever the modules sit: across ``nn.Sequential``
 boundaries, in hand-written ``forward`` methods, in nested custom modules. Where it does not
 trace, the module tree is walked and only consecutive modules inside an ``nn.Sequential`` are
-paired (the only place where the module order is the data flow). Either way the change is
-applied to the model's own module tree: the fused layer takes the *path* (and so the
-state_dict key) of the convolution it replaces, the modules it absorbs (the Upsample before
-it, the activation after it) become ``nn.Identity`` (no parameters), and the model keeps its
-class and its ``forward``. So the original model's state_dict loads into the fused one and
-vice versa, with the same keys.
+paired (the only place where the module order is the data flow). A module swap puts the new
+module at every path where the old one is registered (a conv registered as ``self.conv1`` and
+inside ``self.model``); the fused layer takes the path (and so the state_dict key) of the
+convolution it replaces, and the modules it absorbs become ``nn.Identity``. A functional
+upsampling can only be removed from the traced graph: that graph, edited, becomes the model's
+``forward`` (an instance attribute; the class, other methods and state_dict keys stay), only
+when tracing gives the same graph in train and eval mode.
+
+Proof. Every change is a revertible rewrite. Before returning, the original and the fused model
+run on a probe batch (float64 deep copies, in the model's mode, the same RNG seed; the user's
+model, its BatchNorm statistics and power-iteration vectors are not touched) and every output
+and parameter gradient is compared (1e-9). If they differ, the rewrites are re-added one at a
+time and each one that makes them differ is reverted, with the reason in the report. Without a
+probe batch (inputs that cannot be told from the layers reading them, no ``example_input``)
+nothing is changed.
 
 Never slower. On the CPU ganx's ConvTranspose2d(4, 2, 1) is oneDNN's stride-2
 deconvolution (the same call ``nn.ConvTranspose2d`` makes) plus ganx's epilogue pass: there
@@ -36,15 +55,23 @@ the upsampled tensor.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import itertools
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.spectral_norm import SpectralNorm as _SNHook
+from torch.nn.utils.weight_norm import WeightNorm as _WNHook
+from torch.overrides import TorchFunctionMode
 
 from ganx.convert import _trace
 from ganx.nn.upsample_conv import FusedConvTranspose2d, UpsampleConv2d
+from ganx.ops.upsample_conv import conv_transpose2d_4s2, upsample_conv2d
 
 __all__ = ["fuse", "FuseReport", "FuseEntry"]
 
@@ -85,6 +112,7 @@ class FuseEntry:
 class FuseReport:
     entries: List[FuseEntry] = field(default_factory=list)
     method: str = ""   # "torch.fx graph" or "module walk (...why the model does not trace...)"
+    proof: str = ""    # what the result was proven on
 
     @property
     def fused(self) -> List[FuseEntry]:
@@ -97,6 +125,8 @@ class FuseReport:
     def __str__(self) -> str:
         how = f" [{self.method}]" if self.method else ""
         lines = [f"ganx.fuse: {len(self.fused)} fused, {len(self.left)} left as they are{how}"]
+        if self.proof:
+            lines.append(f"  {self.proof}")
         for e in self.entries:
             tail = f"  ({e.reason})" if e.reason else ""
             lines.append(f"  [{e.action}] {e.path or '<root>'}: {e.what}{tail}")
@@ -104,6 +134,14 @@ class FuseReport:
 
 
 _ACTS = (nn.ReLU, nn.LeakyReLU, nn.Tanh)
+_FN_ACTS = {F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu", torch.tanh: "tanh", F.tanh: "tanh"}
+_METHOD_ACTS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "tanh_": "tanh"}
+_INTERP = (F.interpolate, F.upsample, F.upsample_nearest)
+_CONV_FNS = (torch.conv2d, F.conv2d)
+_CONVT_FNS = (torch.conv_transpose2d, F.conv_transpose2d)
+_KNOWN_PRE_HOOKS = (_SNHook, _WNHook)
+_BILINEAR_WHY = ("cannot be fused: ganx folds nearest-neighbour replication into the convolution's kernel, and a "
+                 "{mode} upsampling mixes neighbouring pixels; it stays as it is (only mode='nearest' fuses)")
 
 
 def _act_of(m: nn.Module) -> Tuple[str, float]:
@@ -114,26 +152,32 @@ def _act_of(m: nn.Module) -> Tuple[str, float]:
     return "tanh", 0.01
 
 
-def _upsample_scale(m: nn.Module) -> Tuple[Optional[int], str]:
-    """The integer nearest scale factor of an upsampling module, or (None, reason)."""
-    if not isinstance(m, nn.Upsample):  # nn.UpsamplingNearest2d subclasses nn.Upsample
-        return None, "not an upsampling module"
-    if m.mode != "nearest":
-        return None, f"mode={m.mode!r} not supported (only 'nearest')"
-    if m.size is not None:
-        return None, "Upsample(size=...) not supported (only scale_factor)"
-    sf = m.scale_factor
-    if isinstance(sf, tuple):
+def _upsample_params(mode, size, sf, recompute) -> Tuple[Optional[int], str]:
+    if isinstance(mode, fx.Node) or isinstance(size, fx.Node) or isinstance(sf, fx.Node):
+        return None, "its arguments are computed at run time (only a constant scale_factor fuses)"
+    if mode not in ("nearest", "nearest-exact"):
+        return None, f"mode={mode!r} " + _BILINEAR_WHY.format(mode=mode)
+    if size is not None:
+        return None, "size=... not supported (only an integer scale_factor)"
+    if isinstance(sf, (tuple, list)):
         if len(set(sf)) != 1:
             return None, f"anisotropic scale_factor={sf} not supported"
         sf = sf[0]
     if sf is None or float(sf) != int(sf) or not 1 <= int(sf) <= 4:
         return None, f"scale_factor={sf} not supported (integer 1 to 4)"
-    if getattr(m, "recompute_scale_factor", None):
+    if recompute:
         return None, "recompute_scale_factor=True not supported"
-    if _trace.has_hooks(m):
-        return None, "the Upsample has hooks, which a fused layer would not run"
     return int(sf), ""
+
+
+def _upsample_scale(m: nn.Module) -> Tuple[Optional[int], str]:
+    """The integer nearest scale factor of an upsampling module, or (None, reason)."""
+    if not isinstance(m, nn.Upsample):  # nn.UpsamplingNearest2d subclasses nn.Upsample
+        return None, "not an upsampling module"
+    scale, why = _upsample_params(m.mode, m.size, m.scale_factor, getattr(m, "recompute_scale_factor", None))
+    if not why and _trace.has_hooks(m):
+        return None, "the Upsample has hooks, which a fused layer would not run"
+    return scale, why
 
 
 def _conv_problem(c: nn.Conv2d) -> str:
@@ -153,8 +197,6 @@ def _conv_problem(c: nn.Conv2d) -> str:
         return f"groups={c.groups} not supported"
     if c.padding_mode != "zeros":
         return f"padding_mode={c.padding_mode!r} not supported"
-    if _trace.has_hooks(c):
-        return "the Conv2d has hooks (spectral_norm / weight_norm?), which a fused layer would not run"
     return ""
 
 
@@ -165,9 +207,145 @@ def _convT_problem(c: nn.ConvTranspose2d) -> str:
     for name, got, want in checks:
         if got != want:
             return f"{name}={got} not supported (only ConvTranspose2d(4, stride=2, padding=1))"
-    if _trace.has_hooks(c):
-        return "the ConvTranspose2d has hooks (spectral_norm / weight_norm?), which a fused layer would not run"
     return ""
+
+
+def _layer_route(m: nn.Module, cls) -> Tuple[Optional[str], str, bool]:
+    """How a conv layer ``m`` can take the fused op: ``("swap", "", True)`` (a plain layer, replaced by
+    ganx's module), ``("patch", "", join)`` (a layer whose weight is computed: spectral_norm /
+    weight_norm, parametrized or hook-style, a wrapper that sets it, a subclass whose forward computes
+    it; the layer stays, its forward runs the fused op on the weight as the layer computes it on that
+    call; ``join``: whether an activation after it may join) or ``(None, reason, False)``."""
+    kind = cls.__name__
+    if getattr(m, "_backward_hooks", None) or getattr(m, "_backward_pre_hooks", None):
+        return None, f"the {kind} has backward hooks, which would see the fused layer's gradients", False
+    pre = [h for h in m._forward_pre_hooks.values() if not isinstance(h, _KNOWN_PRE_HOOKS)]
+    if pre:
+        return None, (f"the {kind} has a forward pre-hook (not spectral_norm / weight_norm) that sees its input: a "
+                      "fused layer would hand it the input before upsampling"), False
+    if type(m) is cls and not _trace.has_hooks(m) and isinstance(m._parameters.get("weight"), nn.Parameter):
+        return "swap", "", True
+    plain_forward = type(m).forward is cls.forward
+    return "patch", "", plain_forward and not m._forward_hooks
+
+
+# ----------------------------------------------------------------- what a fused layer runs
+
+
+def _is1(v) -> bool:
+    return v == 1 or (isinstance(v, (tuple, list)) and all(i == 1 for i in v))
+
+
+def _apply_act(y, act, slope):
+    if act == "relu":
+        return F.relu(y)
+    if act == "leaky_relu":
+        return F.leaky_relu(y, slope)
+    if act == "tanh":
+        return torch.tanh(y)
+    return y
+
+
+def _upconv_or_exact(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, scale=2, activation=None,
+                     negative_slope=0.01):
+    """``act(conv2d(interpolate(x, scale, "nearest"), weight, bias, stride, padding, dilation, groups))``:
+    ganx's fused op where the arguments are its pattern (checked on every call), else exactly that."""
+    k = weight.shape[-1] if weight.dim() == 4 else 0
+    if (k in (1, 3, 5) and weight.shape[-2] == k and _is1(stride) and _is1(dilation) and groups == 1
+            and (padding == "same" or padding == k // 2 or tuple(padding) == (k // 2, k // 2) if not isinstance(
+                padding, int) else padding == k // 2)
+            and x.dim() == 4 and x.shape[1] == weight.shape[1]):
+        return upsample_conv2d(x, weight, bias, scale, k // 2, activation, negative_slope)
+    y = F.conv2d(F.interpolate(x, scale_factor=scale, mode="nearest"), weight, bias, stride, padding, dilation, groups)
+    return _apply_act(y, activation, negative_slope)
+
+
+def _convT_or_exact(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                    activation=None, negative_slope=0.01):
+    two = stride == 2 or tuple(stride) == (2, 2) if not isinstance(stride, int) else stride == 2
+    one = padding == 1 or tuple(padding) == (1, 1) if not isinstance(padding, int) else padding == 1
+    zero = output_padding == 0 or tuple(output_padding) == (0, 0) if not isinstance(output_padding, int) else \
+        output_padding == 0
+    if (weight.dim() == 4 and tuple(weight.shape[-2:]) == (4, 4) and two and one and zero and groups == 1
+            and _is1(dilation) and x.dim() == 4):
+        return conv_transpose2d_4s2(x, weight, bias, activation, negative_slope)
+    y = F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _apply_act(y, activation, negative_slope)
+
+
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+_CONVT_ARGS = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+_CONVT_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "output_padding": 0, "groups": 1, "dilation": 1}
+
+
+def _bind(names, defaults, args, kwargs):
+    out = dict(defaults)
+    out.update(zip(names, args))
+    out.update(kwargs)
+    return [out[n] for n in names]
+
+
+@dataclass(frozen=True)
+class _PatchCfg:
+    kind: str                  # "upconv" or "convT"
+    scale: int
+    activation: Optional[str]
+    negative_slope: float
+    custom: bool               # the layer's own forward computes the weight: intercept its convolution
+
+
+class _Intercept(TorchFunctionMode):
+    """Runs a layer's own forward and replaces its one convolution of ``x`` by the fused op."""
+
+    def __init__(self, x, cfg: _PatchCfg):
+        super().__init__()
+        self.x, self.cfg, self.done = x, cfg, False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.done and args and args[0] is self.x:
+            c = self.cfg
+            if c.kind == "upconv" and func in _CONV_FNS:
+                self.done = True
+                return _upconv_or_exact(*_bind(_CONV_ARGS, _CONV_DEFAULTS, args, kwargs), c.scale, c.activation,
+                                        c.negative_slope)
+            if c.kind == "convT" and func in _CONVT_FNS:
+                self.done = True
+                return _convT_or_exact(*_bind(_CONVT_ARGS, _CONVT_DEFAULTS, args, kwargs), c.activation,
+                                       c.negative_slope)
+        return func(*args, **kwargs)
+
+
+def _patched_forward(m: nn.Module, cfg: _PatchCfg, x: torch.Tensor) -> torch.Tensor:
+    """The forward of a fused layer that keeps its own weight computation (see _layer_route)."""
+    if cfg.custom:
+        mode = _Intercept(x, cfg)
+        with mode:
+            out = type(m).forward(m, x)
+        if not mode.done:
+            raise RuntimeError(f"ganx.fuse: the fused {type(m).__name__}'s forward did not convolve its input")
+        return out
+    if cfg.kind == "upconv":
+        return _upconv_or_exact(x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups, cfg.scale,
+                                cfg.activation, cfg.negative_slope)
+    return _convT_or_exact(x, m.weight, m.bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation,
+                           cfg.activation, cfg.negative_slope)
+
+
+# ----------------------------------------------------------------- rewrites (applied by path, revertible)
+
+
+def _make_upconv(conv: nn.Conv2d, scale: int, act: Optional[str], slope: float) -> nn.Module:
+    new = UpsampleConv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0], scale, bias=conv.bias is not None,
+                         activation=act, negative_slope=slope, device="meta")
+    return _with_params(new, conv)
+
+
+def _make_convT(conv: nn.ConvTranspose2d, act: Optional[str], slope: float) -> nn.Module:
+    new = FusedConvTranspose2d(conv.in_channels, conv.out_channels, bias=conv.bias is not None, activation=act,
+                               negative_slope=slope, device="meta")
+    return _with_params(new, conv)
 
 
 def _with_params(new: nn.Module, old: nn.Module) -> nn.Module:
@@ -180,139 +358,403 @@ def _with_params(new: nn.Module, old: nn.Module) -> nn.Module:
     return new
 
 
-def _make_upconv(conv: nn.Conv2d, scale: int, act_mod: Optional[nn.Module]) -> nn.Module:
-    act, slope = _act_of(act_mod) if act_mod is not None else (None, 0.01)
-    new = UpsampleConv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0], scale, bias=conv.bias is not None,
-                         activation=act, negative_slope=slope, device="meta")
-    return _with_params(new, conv)
+def _op_identity(path):
+    return lambda root: _trace.swap_all(root, path, nn.Identity())
 
 
-def _make_convT(conv: nn.ConvTranspose2d, act_mod: Optional[nn.Module]) -> nn.Module:
-    act, slope = _act_of(act_mod) if act_mod is not None else (None, 0.01)
-    new = FusedConvTranspose2d(conv.in_channels, conv.out_channels, bias=conv.bias is not None, activation=act,
-                               negative_slope=slope, device="meta")
-    return _with_params(new, conv)
+def _op_layer(path, route, kind, scale, act, slope, custom):
+    def op(root):
+        m = root.get_submodule(path)
+        if route == "swap":
+            new = _make_upconv(m, scale, act, slope) if kind == "upconv" else _make_convT(m, act, slope)
+            _trace.swap_all(root, path, new)
+        else:
+            m.forward = functools.partial(_patched_forward, m, _PatchCfg(kind, scale, act, slope, custom))
+    return op
 
 
-def _what_upconv(scale, k, act_mod):
-    tail = f" + {type(act_mod).__name__}" if act_mod is not None else ""
-    return f"Upsample(x{scale}) + Conv2d({k}x{k}){tail} -> UpsampleConv2d"
+class _Rewrite:
+    """One fusion: module swaps / forward patches (by path) and graph edits (by node), with its report lines."""
+
+    def __init__(self):
+        self.entries: List[FuseEntry] = []
+        self.module_ops: List[Callable] = []
+        self.graph_ops: List[Callable] = []
+        self.drop_nodes: List[fx.Node] = []
 
 
-def _what_convT(act_mod):
-    tail = f" + {type(act_mod).__name__}" if act_mod is not None else ""
+def _build(root: nn.Module, rewrites: Sequence[_Rewrite], graph) -> nn.Module:
+    for r in rewrites:
+        for op in r.module_ops:
+            op(root)
+    if any(r.graph_ops for r in rewrites):
+        g, vm = _trace.copy_graph(graph)
+        for r in rewrites:
+            for op in r.graph_ops:
+                op(g, vm)
+        for r in rewrites:
+            for old in r.drop_nodes:
+                n = vm[old]
+                if n.graph is g and not n.users and n in set(g.nodes):
+                    g.erase_node(n)
+        g.lint()
+        _trace.install_forward(root, g)
+    return root
+
+
+def _what_upconv(scale, k, act, src="Upsample", conv="Conv2d"):
+    tail = f" + {act}" if act else ""
+    return f"{src}(x{scale}) + {conv}({k}x{k}){tail} -> UpsampleConv2d"
+
+
+def _what_convT(act):
+    tail = f" + {act}" if act else ""
     return f"ConvTranspose2d(4, 2, 1){tail} -> FusedConvTranspose2d"
+
+
+def _act_label(m_or_name):
+    return m_or_name if isinstance(m_or_name, str) else type(m_or_name).__name__
 
 
 # ----------------------------------------------------------------- the graph form
 
 
-def _fuse_graph(target: nn.Module, graph, report: FuseReport, policy: "_Policy") -> None:
-    modules: Dict[str, nn.Module] = dict(target.named_modules())
+def _where(n: fx.Node) -> str:
+    """A node's place for report lines: the module whose forward made the call, and the call's name."""
+    stack = n.meta.get("nn_module_stack") or {}
+    owner = ""
+    if stack:
+        last = list(stack.values())[-1]
+        owner = last[0] if isinstance(last, tuple) else str(last)
+    return f"{owner}:{n.name}" if owner else n.name
+
+
+def _interp_args(n: fx.Node):
+    try:
+        b = inspect.signature(F.interpolate).bind(*n.args, **n.kwargs)
+    except TypeError:
+        return None
+    b.apply_defaults()
+    return b.arguments
+
+
+def _graph_route_problem(model: nn.Module, graph) -> str:
+    """Why the traced graph cannot become the model's forward ("" if it can)."""
+    try:
+        other = _trace.deepcopy(model).train(not model.training)
+        g2, why = _trace.trace(other)
+        if g2 is None:
+            return f"the model traces in {'train' if model.training else 'eval'} mode only ({why})"
+        if g2.python_code("self").src != graph.python_code("self").src:
+            return ("the traced forward differs between train and eval mode (it branches on self.training), so the "
+                    "rewritten graph cannot be the model's forward in both modes")
+        _trace.install_forward(_trace.deepcopy(model), _trace.copy_graph(graph)[0])
+    except Exception as e:  # noqa: BLE001
+        return f"the traced forward cannot run on the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    return ""
+
+
+def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, graph_why: str,
+                covered: set) -> List[_Rewrite]:
+    modules: Dict[str, nn.Module] = dict(work.named_modules())
     calls = _trace.call_counts(graph)
-    swaps: Dict[str, nn.Module] = {}
+    rewrites: List[_Rewrite] = []
     left = report.entries.append
 
     def mod(n):
-        return modules[n.target] if n.op == "call_module" else None
+        return modules.get(n.target) if n.op == "call_module" else None
 
-    def shared(n) -> str:
-        k = calls[n.target]
-        return (f"the module is called {k} times in forward (shared weights): fusing one call would change the others"
-                if k > 1 else "")
-
-    def joining_act(conv_node):
-        """The activation module that alone consumes conv_node's output, if it can join."""
+    def joining_act(conv_node, functional_ok):
+        """(node, activation, slope, module path or None) of the activation alone consuming conv_node."""
         users = list(conv_node.users)
         if len(users) != 1:
             return None
         a = users[0]
         m = mod(a)
-        if m is None or type(m) not in _ACTS or calls[a.target] != 1 or _trace.has_hooks(m):
+        if m is not None:
+            if type(m) not in _ACTS or calls[a.target] != 1 or _trace.has_hooks(m) or a.args != (conv_node,) \
+                    or a.kwargs:
+                return None
+            act, slope = _act_of(m)
+            return a, act, slope, a.target
+        if not functional_ok or not a.args or a.args[0] is not conv_node:
             return None
-        if a.args != (conv_node,) or a.kwargs:
-            return None
-        return a
+        if a.op == "call_function" and a.target in _FN_ACTS:
+            act = _FN_ACTS[a.target]
+            slope = 0.01
+            if act == "leaky_relu":
+                slope = a.args[1] if len(a.args) > 1 else a.kwargs.get("negative_slope", 0.01)
+                if not isinstance(slope, (int, float)):
+                    return None
+            rest = list(a.args[2 if act == "leaky_relu" else 1:]) + [v for k, v in a.kwargs.items()
+                                                                    if k not in ("negative_slope", "inplace")]
+            if rest and rest != [False] and rest != [True]:
+                return None
+            return a, act, float(slope), None
+        if a.op == "call_method" and a.target in _METHOD_ACTS and len(a.args) == 1 and not a.kwargs:
+            return a, _METHOD_ACTS[a.target], 0.01, None
+        return None
 
+    def consumer(u, src):
+        """A plan for the conv consuming ``src`` at node ``u``, or (None, reason)."""
+        m = mod(u)
+        if m is not None:
+            if isinstance(m, nn.Conv2d):
+                problem = _conv_problem(m)
+                if not problem and calls[u.target] > 1:
+                    problem = (f"the module is called {calls[u.target]} times in forward (shared weights): fusing "
+                               "one call would change the others")
+                if not problem and (u.args != (src,) or u.kwargs):
+                    problem = "the Conv2d is called with extra arguments"
+                route, why, joinable = _layer_route(m, nn.Conv2d) if not problem else (None, problem, False)
+                if route is None:
+                    return None, f"Conv2d '{u.target}': {why}"
+                return dict(node=u, path=u.target, route=route, joinable=joinable, k=m.kernel_size[0],
+                            custom=type(m).forward is not nn.Conv2d.forward), ""
+            if "BatchNorm" in type(m).__name__:
+                return None, (f"followed by {type(m).__name__} '{u.target}', not Conv2d (a BatchNorm2d between "
+                              "Upsample and Conv2d cannot be fused; put it after the convolution)")
+            return None, f"followed by {_trace.describe(u, modules)}, not Conv2d"
+        if u.op == "call_function" and u.target in _CONV_FNS:
+            if not u.args or u.args[0] is not src or src in list(u.args[1:]) + list(u.kwargs.values()):
+                return None, "F.conv2d takes the upsampled map in another argument"
+            return dict(node=u, path=None, route="function", joinable=True, k=None, custom=False), ""
+        return None, f"followed by {_trace.describe(u, modules)}, not Conv2d"
+
+    def plan_site(site_nodes, low_of, scale, src_label, module_route_ok, ident_path, where):
+        """Fuse every consumer of every node in site_nodes; return (rewrite, "") or (None, why)."""
+        plans = []
+        for n in site_nodes:
+            users = list(n.users)
+            if not users:
+                return None, "its output is not used"
+            for u in users:
+                p, why = consumer(u, n)
+                if p is None:
+                    if len(users) > 1 and "not Conv2d" in why:
+                        why = f"its output also goes to {_trace.describe(u, modules)}, not only to Conv2d layers"
+                    return None, why
+                p["src"] = n
+                plans.append(p)
+        graph_needed = not module_route_ok or any(p["route"] == "function" for p in plans)
+        if graph_needed and graph_why:
+            return None, f"fusing it means rewriting the traced forward, but {graph_why}"
+        r = _Rewrite()
+        for p in plans:
+            a = joining_act(p["node"], graph_needed) if p["joinable"] else None
+            act, slope = (a[1], a[2]) if a is not None else (None, 0.01)
+            label = (type(modules[a[3]]).__name__ if a[3] is not None else act) if a is not None else None
+            if a is not None:
+                if a[3] is not None:
+                    r.module_ops.append(_op_identity(a[3]))
+                else:
+                    r.graph_ops.append(_op_drop_node(a[0]))
+            src, node = p["src"], p["node"]
+            if p["route"] == "function":
+                r.graph_ops.append(_op_functional_upconv(node, low_of(src), scale, act, slope))
+                r.entries.append(FuseEntry(_where(node), "fused", f"{src_label}(x{scale}) + F.conv2d"
+                                           + (f" + {label}" if label else "") + " -> ganx upsample_conv2d"))
+            else:
+                r.module_ops.append(_op_layer(p["path"], p["route"], "upconv", scale, act, slope, p["custom"]))
+                if graph_needed:
+                    r.graph_ops.append(_op_bypass(node, src, low_of(src)))
+                conv_name = type(modules[p["path"]]).__name__
+                what = _what_upconv(scale, p["k"], label, src_label, conv_name)
+                if p["route"] == "patch":
+                    what = what.replace("-> UpsampleConv2d", "-> fused forward (the layer computes its weight)")
+                r.entries.append(FuseEntry(p["path"], "fused", what))
+        if graph_needed:
+            r.drop_nodes.extend(site_nodes)
+        elif ident_path is not None:
+            r.module_ops.append(_op_identity(ident_path))
+        return r, ""
+
+    seen_up, seen_convT = set(), set()
     for n in graph.nodes:
         m = mod(n)
-        if m is None:
-            if n.op == "call_function" and n.target in (F.interpolate, F.upsample, F.upsample_nearest):
-                convs = [u for u in n.users if type(mod(u)) is nn.Conv2d]
-                if convs:
-                    left(_trace_entry(n, convs[0], "left", "F.interpolate + Conv2d",
-                                      "F.interpolate is called in forward: only an nn.Upsample module can be "
-                                      "absorbed (write the upsampling as nn.Upsample to fuse it)"))
-            continue
-        path = n.target
-        if isinstance(m, nn.Upsample):
+        if m is not None and isinstance(m, nn.Upsample):
+            if n.target in seen_up:
+                continue
+            seen_up.add(n.target)
+            covered.add(n.target)
             scale, why = _upsample_scale(m)
-            users = list(n.users)
-            convs = [u for u in users if type(mod(u)) is nn.Conv2d]
-            others = [u for u in users if u not in convs]
+            site = [x for x in graph.nodes if x.op == "call_module" and x.target == n.target]
             if not why:
-                why = shared(n)
-            if not why and convs and not others:
+                r, why = plan_site(site, lambda s: s.args[0], scale, "Upsample", True, n.target, n.target)
+            if not why:
                 why = policy.upconv(scale)
-            if not why and not users:
-                why = "its output is not used"
-            if not why and others:
-                o = others[0]
-                om = mod(o)
-                if om is not None and "BatchNorm" in type(om).__name__:
-                    why = (f"followed by {type(om).__name__} '{o.target}', not Conv2d (a BatchNorm2d between Upsample "
-                           "and Conv2d cannot be fused; put it after the convolution)")
-                elif not convs:
-                    why = f"followed by {_trace.describe(o, modules)}, not Conv2d"
-                else:
-                    why = f"its output also goes to {_trace.describe(o, modules)}, not only to Conv2d layers"
-            if not why:
-                for c in convs:
-                    problem = _conv_problem(modules[c.target]) or shared(c)
-                    if not problem and (c.args != (n,) or c.kwargs):
-                        problem = "the Conv2d is called with extra arguments"
-                    if problem:
-                        why = f"Conv2d '{c.target}': {problem}"
-                        break
+            convs = [u.target for u in n.users if isinstance(mod(u), nn.Conv2d)]
+            nxt = f" + Conv2d '{convs[0]}'" if convs else ""
             if why:
-                nxt = f" + Conv2d '{convs[0].target}'" if convs else ""
-                left(_trace_entry(n, None, "left", f"{type(m).__name__}{nxt}", why))
+                left(FuseEntry(n.target, "left", f"{type(m).__name__}{nxt}", why))
                 continue
-            for c in convs:
-                conv = modules[c.target]
-                a = joining_act(c)
-                act_mod = modules[a.target] if a is not None else None
-                swaps[c.target] = _make_upconv(conv, scale, act_mod)
-                if a is not None:
-                    swaps[a.target] = nn.Identity()
-                left(FuseEntry(c.target, "fused", _what_upconv(scale, conv.kernel_size[0], act_mod)))
-            swaps[path] = nn.Identity()
-        elif type(m) is nn.ConvTranspose2d:
-            problem = _convT_problem(m) or shared(n)
-            if problem:
-                left(FuseEntry(path, "left", "ConvTranspose2d", problem))
+            rewrites.append(r)
+            report.entries.extend(r.entries)
+        elif n.op == "call_function" and n.target in _INTERP:
+            if n.target is not F.interpolate:
+                bound = None  # F.upsample / upsample_nearest are traced through to F.interpolate
+            bound = _interp_args(n)
+            label = "F.interpolate"
+            if bound is None:
+                left(FuseEntry(_where(n), "left", label, "could not read its arguments"))
                 continue
-            a = joining_act(n)
-            act_mod = modules[a.target] if a is not None else None
+            scale, why = _upsample_params(bound["mode"], bound["size"], bound["scale_factor"],
+                                          bound["recompute_scale_factor"])
+            if not why and (bound["align_corners"] or bound["antialias"]):
+                why = "align_corners / antialias not supported"
+            if not why and not isinstance(bound["input"], fx.Node):
+                why = "its input is not a traced tensor"
+            if not why:
+                r, why = plan_site([n], lambda s: _interp_args(s)["input"], scale, label, False, None, _where(n))
+            if not why:
+                why = policy.upconv(scale)
+            if why:
+                left(FuseEntry(_where(n), "left", label, why))
+                continue
+            rewrites.append(r)
+            report.entries.extend(r.entries)
+        elif m is not None and isinstance(m, nn.ConvTranspose2d):
+            if n.target in seen_convT:
+                continue
+            seen_convT.add(n.target)
+            covered.add(n.target)
+            path = n.target
+            problem = _convT_problem(m)
+            if not problem and calls[path] > 1:
+                problem = (f"the module is called {calls[path]} times in forward (shared weights): fusing one call "
+                           "would change the others")
+            route, why, joinable = _layer_route(m, nn.ConvTranspose2d) if not problem else (None, problem, False)
+            if route is None:
+                left(FuseEntry(path, "left", type(m).__name__, why))
+                continue
+            a = joining_act(n, False) if joinable else None
+            act, slope = (a[1], a[2]) if a is not None else (None, 0.01)
+            what = _what_convT(type(modules[a[3]]).__name__ if a is not None else None)
+            if route == "patch":
+                what = what.replace("ConvTranspose2d", type(m).__name__, 1).replace(
+                    "-> FusedConvTranspose2d", "-> fused forward (the layer computes its weight)")
             if policy.convT():
-                left(FuseEntry(path, "left", _what_convT(act_mod).replace(" -> FusedConvTranspose2d", ""), policy.convT()))
+                left(FuseEntry(path, "left", what.split(" -> ")[0], policy.convT()))
                 continue
-            swaps[path] = _make_convT(m, act_mod)
+            r = _Rewrite()
+            r.module_ops.append(_op_layer(path, route, "convT", 2, act, slope,
+                                          type(m).forward is not nn.ConvTranspose2d.forward))
             if a is not None:
-                swaps[a.target] = nn.Identity()
-            left(FuseEntry(path, "fused", _what_convT(act_mod)))
-    for qualname, new in swaps.items():
-        _trace.set_module(target, qualname, new)
+                r.module_ops.append(_op_identity(a[3]))
+            r.entries.append(FuseEntry(path, "fused", what))
+            rewrites.append(r)
+            report.entries.extend(r.entries)
+        elif n.op == "call_function" and n.target in _CONVT_FNS:
+            # A wrapper (a SAGAN-style SpectralNorm module) that sets its layer's weight and calls
+            # layer.forward(x) directly: fx sees the layer's functional call, not a module call.
+            path, m = _forward_called_layer(n, modules)
+            if m is None:
+                left(FuseEntry(_where(n), "left", "F.conv_transpose2d",
+                               "a functional conv_transpose2d call: ganx fuses ConvTranspose2d layers only"))
+                continue
+            if path in seen_convT:
+                continue
+            seen_convT.add(path)
+            covered.add(path)
+            problem = _convT_problem(m)
+            if not problem and sum(1 for x in graph.nodes if x.op == "call_function" and x.target in _CONVT_FNS
+                                   and _forward_called_layer(x, modules)[1] is m) > 1:
+                problem = "the layer is called more than once in forward"
+            route, why, _ = _layer_route(m, nn.ConvTranspose2d) if not problem else (None, problem, False)
+            what = f"{type(m).__name__} (its forward called directly by '{_where(n).split(':')[0]}')"
+            if route is None or policy.convT():
+                left(FuseEntry(path, "left", what, why or policy.convT()))
+                continue
+            r = _Rewrite()
+            r.module_ops.append(_op_layer(path, "patch", "convT", 2, None, 0.01,
+                                          type(m).forward is not nn.ConvTranspose2d.forward))
+            r.entries.append(FuseEntry(path, "fused", what + " -> fused forward (the wrapper computes its weight)"))
+            rewrites.append(r)
+            report.entries.extend(r.entries)
+    return rewrites
 
 
-def _trace_entry(n, conv, action, what, reason):
-    return FuseEntry(str(n.target) if n.op == "call_module" else n.name, action, what, reason)
+def _forward_called_layer(n: fx.Node, modules) -> Tuple[Optional[str], Optional[nn.Module]]:
+    """The ConvTranspose2d whose forward made the functional call ``n``, when it can be told: the
+    innermost module being traced, or its only ConvTranspose2d child."""
+    stack = n.meta.get("nn_module_stack") or {}
+    if not stack:
+        return None, None
+    last = list(stack.values())[-1]
+    owner_path = last[0] if isinstance(last, tuple) else str(last)
+    owner = modules.get(owner_path)
+    if isinstance(owner, nn.ConvTranspose2d):
+        return owner_path, owner
+    kids = [(f"{owner_path}.{k}" if owner_path else k, c) for k, c in (owner._modules.items() if owner is not None
+                                                                       else []) if isinstance(c, nn.ConvTranspose2d)]
+    return kids[0] if len(kids) == 1 else (None, None)
+
+
+def _op_drop_node(old):
+    def op(g, vm):
+        a = vm[old]
+        a.replace_all_uses_with(a.args[0])
+        vm[old] = a.args[0]  # later edits that name the dropped node get what replaced it
+        g.erase_node(a)
+    return op
+
+
+def _op_bypass(conv_old, src_old, low_old):
+    def op(g, vm):
+        vm[conv_old].replace_input_with(vm[src_old], vm[low_old])
+    return op
+
+
+def _op_functional_upconv(conv_old, low_old, scale, act, slope):
+    def op(g, vm):
+        c = vm[conv_old]
+        args = list(fx.map_arg(_bind(_CONV_ARGS, _CONV_DEFAULTS, conv_old.args, conv_old.kwargs), lambda n: vm[n]))
+        args[0] = vm[low_old]
+        with g.inserting_before(c):
+            new = g.call_function(_upconv_or_exact, tuple(args) + (scale, act, slope))
+        c.replace_all_uses_with(new)
+        vm[conv_old] = new
+        g.erase_node(c)
+    return op
 
 
 # ----------------------------------------------------------------- the module-walking form
 
 
-def _fuse_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, policy: "_Policy") -> None:
+def _plan_walk(module: nn.Module, prefix: str, report: FuseReport, policy: "_Policy", covered: set,
+               rewrites: List[_Rewrite]) -> None:
+    if isinstance(module, nn.Sequential):
+        _plan_sequential(module, prefix, report, policy, covered, rewrites)
+    for name, child in list(module._modules.items()):
+        if child is None:
+            continue
+        path = f"{prefix}{name}"
+        if not isinstance(module, nn.Sequential) and isinstance(child, nn.ConvTranspose2d):
+            covered.add(path)
+            problem = _convT_problem(child)
+            route, why, _ = _layer_route(child, nn.ConvTranspose2d) if not problem else (None, problem, False)
+            problem = why or policy.convT()
+            if problem:
+                report.entries.append(FuseEntry(path, "left", type(child).__name__, problem))
+            else:
+                # Outside a Sequential the next module is unknown, so no activation joins.
+                r = _Rewrite()
+                r.module_ops.append(_op_layer(path, route, "convT", 2, None, 0.01,
+                                              type(child).forward is not nn.ConvTranspose2d.forward))
+                r.entries.append(FuseEntry(path, "fused", _what_convT(None)))
+                rewrites.append(r)
+                report.entries.extend(r.entries)
+            continue
+        if not isinstance(module, nn.Sequential) and isinstance(child, nn.Upsample):
+            covered.add(path)
+            report.entries.append(FuseEntry(path, "left", type(child).__name__,
+                                            "not inside an nn.Sequential and the model does not trace: the module "
+                                            "that consumes its output is unknown, so the pair is not fused"))
+        _plan_walk(child, f"{path}.", report, policy, covered, rewrites)
+
+
+def _plan_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, policy: "_Policy", covered: set,
+                     rewrites: List[_Rewrite]) -> None:
     names = list(seq._modules.keys())
     mods = [seq._modules[n] for n in names]
     consumed = set()
@@ -325,40 +767,58 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, policy
         path = f"{prefix}{names[i]}"
         if i in consumed:
             continue
-        if type(m) is nn.Conv2d:
+        if isinstance(m, nn.Conv2d):
             prev = mods[i - 1] if i > 0 else None
             if prev is None or not isinstance(prev, nn.Upsample):
                 continue  # a plain convolution: nothing to fuse, nothing to report
+            covered.add(f"{prefix}{names[i - 1]}")
             scale, why = _upsample_scale(prev)
-            problem = why or _conv_problem(m) or policy.upconv(scale)
+            problem = why or _conv_problem(m)
+            route, rwhy, joinable = _layer_route(m, nn.Conv2d) if not problem else (None, "", False)
+            problem = problem or rwhy or policy.upconv(scale)
             if problem:
-                report.entries.append(FuseEntry(path, "left", f"{type(prev).__name__} + Conv2d", problem))
+                report.entries.append(FuseEntry(path, "left", f"{type(prev).__name__} + {type(m).__name__}", problem))
                 continue
-            act_mod = act_after(i)
-            seq._modules[names[i]] = _make_upconv(m, scale, act_mod)
-            seq._modules[names[i - 1]] = nn.Identity()
+            act_mod = act_after(i) if joinable else None
+            act, slope = _act_of(act_mod) if act_mod is not None else (None, 0.01)
+            r = _Rewrite()
+            r.module_ops.append(_op_layer(path, route, "upconv", scale, act, slope,
+                                          type(m).forward is not nn.Conv2d.forward))
+            r.module_ops.append(_op_identity(f"{prefix}{names[i - 1]}"))
             if act_mod is not None:
-                seq._modules[names[i + 1]] = nn.Identity()
+                r.module_ops.append(_op_identity(f"{prefix}{names[i + 1]}"))
                 consumed.add(i + 1)
-            report.entries.append(FuseEntry(path, "fused", _what_upconv(scale, m.kernel_size[0], act_mod)))
-        elif type(m) is nn.ConvTranspose2d:
+            r.entries.append(FuseEntry(path, "fused", _what_upconv(scale, m.kernel_size[0], act and type(act_mod).__name__,
+                                                                   conv=type(m).__name__)))
+            rewrites.append(r)
+            report.entries.extend(r.entries)
+        elif isinstance(m, nn.ConvTranspose2d):
+            covered.add(path)
             problem = _convT_problem(m)
-            if problem:
-                report.entries.append(FuseEntry(path, "left", "ConvTranspose2d", problem))
+            route, why, joinable = _layer_route(m, nn.ConvTranspose2d) if not problem else (None, problem, False)
+            if route is None:
+                report.entries.append(FuseEntry(path, "left", type(m).__name__, why))
                 continue
-            act_mod = act_after(i)
+            act_mod = act_after(i) if joinable else None
+            act, slope = _act_of(act_mod) if act_mod is not None else (None, 0.01)
+            label = act_mod and type(act_mod).__name__
             if policy.convT():
-                report.entries.append(FuseEntry(path, "left", _what_convT(act_mod).replace(" -> FusedConvTranspose2d", ""),
+                report.entries.append(FuseEntry(path, "left", _what_convT(label).replace(" -> FusedConvTranspose2d", ""),
                                                 policy.convT()))
                 continue
-            seq._modules[names[i]] = _make_convT(m, act_mod)
+            r = _Rewrite()
+            r.module_ops.append(_op_layer(path, route, "convT", 2, act, slope,
+                                          type(m).forward is not nn.ConvTranspose2d.forward))
             if act_mod is not None:
-                seq._modules[names[i + 1]] = nn.Identity()
+                r.module_ops.append(_op_identity(f"{prefix}{names[i + 1]}"))
                 consumed.add(i + 1)
-            report.entries.append(FuseEntry(path, "fused", _what_convT(act_mod)))
+            r.entries.append(FuseEntry(path, "fused", _what_convT(label)))
+            rewrites.append(r)
+            report.entries.extend(r.entries)
         elif isinstance(m, nn.Upsample):
             nxt = mods[i + 1] if i + 1 < len(mods) else None
-            if type(nxt) is not nn.Conv2d:
+            if not isinstance(nxt, nn.Conv2d):
+                covered.add(path)
                 scale, why = _upsample_scale(m)
                 nxt_name = type(nxt).__name__ if nxt is not None else "nothing (last in its nn.Sequential)"
                 report.entries.append(FuseEntry(
@@ -367,27 +827,203 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, policy
                            "cannot be fused; put it after the convolution)"))
 
 
-def _walk(module: nn.Module, prefix: str, report: FuseReport, policy: "_Policy") -> None:
-    if isinstance(module, nn.Sequential):
-        _fuse_sequential(module, prefix, report, policy)
-    for name, child in list(module._modules.items()):
-        if child is None:
+def _sweep(work: nn.Module, report: FuseReport, covered: set, traced: bool) -> None:
+    """Every Upsample and ConvTranspose2d in the model appears in the report."""
+    done = set()
+    for p in covered:
+        try:
+            done.add(id(work.get_submodule(p)))
+        except AttributeError:
+            pass
+    for path, m in work.named_modules():
+        if id(m) in done or not isinstance(m, (nn.Upsample, nn.ConvTranspose2d)):
             continue
-        path = f"{prefix}{name}"
-        if not isinstance(module, nn.Sequential) and type(child) is nn.ConvTranspose2d:
-            problem = _convT_problem(child) or policy.convT()
-            if problem:
-                report.entries.append(FuseEntry(path, "left", "ConvTranspose2d", problem))
-            else:
-                # Outside a Sequential the next module is unknown, so no activation joins.
-                module._modules[name] = _make_convT(child, None)
-                report.entries.append(FuseEntry(path, "fused", _what_convT(None)))
-            continue
-        if not isinstance(module, nn.Sequential) and isinstance(child, nn.Upsample):
-            report.entries.append(FuseEntry(path, "left", type(child).__name__,
-                                            "not inside an nn.Sequential and the model does not trace: the module "
-                                            "that consumes its output is unknown, so the pair is not fused"))
-        _walk(child, f"{path}.", report, policy)
+        done.add(id(m))
+        why = ("not called in the traced forward" if traced else
+               "the model does not trace and the module walk pairs layers inside an nn.Sequential only")
+        report.entries.append(FuseEntry(path, "left", type(m).__name__, why))
+
+
+# ----------------------------------------------------------------- the proof
+
+
+_SIZES = (4, 8, 16, 32, 1, 64, 2, 128)
+
+
+_RESHAPES = {"view", "reshape", "unsqueeze", "flatten", "contiguous", torch.flatten, torch.reshape, torch.unsqueeze}
+
+
+def _arg_specs(p: fx.Node, modules) -> List[Tuple]:
+    """Input shapes a placeholder can take, read from the first layers that consume it (through
+    shape-preserving steps: activations, normalisation, upsampling, reshapes)."""
+    out = []
+    frontier, seen = [(p, False)], set()
+    while frontier and not out and len(seen) < 64:
+        nxt = []
+        for n, reshaped in frontier:
+            if n in seen:
+                continue
+            seen.add(n)
+            for u in n.users:
+                m = modules.get(u.target) if u.op == "call_module" else None
+                if isinstance(m, nn.Embedding):
+                    if n is p and u.args and u.args[0] is n:
+                        out.append(("long", m.num_embeddings))
+                elif isinstance(m, nn.Linear):
+                    out.append(("float", (m.in_features,)))
+                elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                    out += [("img", m.in_channels)] + ([("float", (m.in_channels,))] if reshaped else [])
+                elif isinstance(m, nn.Unflatten) and n is p:
+                    out.append(("float", (int(torch.tensor(m.unflattened_size).prod()),)))
+                elif isinstance(m, nn.Sequential) and len(m):  # not traced through: read its first layer
+                    first = m[0]
+                    if isinstance(first, nn.Linear):
+                        out.append(("float", (first.in_features,)))
+                    elif isinstance(first, (nn.Conv2d, nn.ConvTranspose2d)):
+                        out.append(("img", first.in_channels))
+                else:
+                    if n is p and u.op in ("call_method", "call_function"):
+                        for a in list(u.args) + list(u.kwargs.values()):
+                            am = modules.get(a.target) if isinstance(a, fx.Node) and a.op == "call_module" else None
+                            if isinstance(am, nn.Embedding):
+                                out.append(("float", (am.embedding_dim,)))
+                    if u.args and u.args[0] is n:
+                        nxt.append((u, reshaped or u.target in _RESHAPES))
+        frontier = nxt
+    return list(dict.fromkeys(out))
+
+
+def _probe_candidates(model: nn.Module, graph, example_input) -> List[Tuple]:
+    if example_input is not None:
+        return [tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)]
+    gen = torch.Generator().manual_seed(0)
+    B = 2
+
+    def make(spec, s):
+        if spec[0] == "long":
+            return torch.randint(0, spec[1], (B,), generator=gen)
+        if spec[0] == "float":
+            return torch.randn((B,) + spec[1], generator=gen)
+        return torch.randn(B, spec[1], s, s, generator=gen)
+
+    if graph is not None:
+        modules = dict(model.named_modules())
+        phs = [n for n in graph.nodes if n.op == "placeholder" and not n.args]
+        specs = [_arg_specs(p, modules) for p in phs]
+        if not phs or not all(specs):
+            return []
+    else:
+        first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))), None)
+        if first is None:
+            return []
+        specs = [[("float", (first.in_features,))] if isinstance(first, nn.Linear) else [("img", first.in_channels)]]
+    out = []
+    for combo in itertools.islice(itertools.product(*specs), 8):
+        sizes = _SIZES if any(s[0] == "img" for s in combo) else (None,)
+        for s in sizes:
+            out.append(tuple(make(spec, s) for spec in combo))
+    return out
+
+
+def _tensors(out) -> List[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+def _run(model: nn.Module, inputs, dtype, device, training: Optional[bool]):
+    m = _trace.deepcopy(model)
+    if dtype is not None:
+        m = m.to(dtype)
+    if training is not None:
+        m.train(training)
+    xs = tuple(x.to(device=device, dtype=dtype or x.dtype) if isinstance(x, torch.Tensor) and x.is_floating_point()
+               else (x.to(device) if isinstance(x, torch.Tensor) else x) for x in inputs)
+    with torch.random.fork_rng(devices=[] if device.type != "cuda" else [device]):
+        torch.manual_seed(0)
+        outs = _tensors(m(*xs))
+    gen = torch.Generator().manual_seed(1)
+    diff = [o for o in outs if o.is_floating_point() and o.requires_grad]
+    if diff:
+        loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype).to(o.device)).sum() for o in diff)
+        loss.backward()
+    grads = {k: p.grad for k, p in m.named_parameters()}
+    return [o.detach() for o in outs], grads
+
+
+def _close(got, want, tol) -> Optional[float]:
+    """None if close, else the max abs difference (inf on a shape mismatch)."""
+    if got is None or want is None:
+        return None if got is None and want is None else float("inf")
+    if got.shape != want.shape:
+        return float("inf")
+    if not want.is_floating_point():
+        return None if torch.equal(got, want) else float("inf")
+    scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
+    err = (got - want).abs().max().item() if want.numel() else 0.0
+    return None if err <= tol * scale else err
+
+
+class _Prover:
+    """Runs the original and a candidate on the same probe batch (deep copies: the user's model,
+    its BatchNorm statistics and spectral-norm vectors are not touched) and compares outputs
+    and every parameter gradient."""
+
+    def __init__(self, model: nn.Module, graph, example_input, modes):
+        self.model, self.modes = model, modes
+        self.device = _model_device(model)
+        self.inputs, self.dtype, self.why = None, None, ""
+        cands = _probe_candidates(model, graph, example_input)
+        if not cands:
+            self.why = ("no probe batch: the model's inputs cannot be told from its first layers; pass "
+                        "example_input=(a batch of its inputs)")
+            return
+        last = None
+        for dtype in (torch.float64, None):
+            for xs in cands:
+                try:
+                    self.want = {t: _run(model, xs, dtype, self.device, t) for t in modes}
+                except Exception as e:  # noqa: BLE001
+                    last = e
+                    continue
+                self.inputs, self.dtype = xs, dtype
+                return
+        self.why = (f"the original model did not run on a probe batch ({type(last).__name__}: "
+                    f"{str(last).splitlines()[0][:120] if str(last) else ''}); pass example_input=(a batch of its inputs)")
+
+    def describe(self) -> str:
+        shapes = ", ".join("x".join(map(str, x.shape)) for x in self.inputs if isinstance(x, torch.Tensor))
+        dt = "float64" if self.dtype is not None else "the model's dtype"
+        return f"probe batch ({shapes}, {dt})"
+
+    def check(self, cand: nn.Module) -> str:
+        tol = 1e-9 if self.dtype is not None else 1e-4
+        for t in self.modes:
+            try:
+                outs, grads = _run(cand, self.inputs, self.dtype, self.device, t)
+            except Exception as e:  # noqa: BLE001
+                return f"the converted model failed on the {self.describe()}: {type(e).__name__}: {str(e)[:120]}"
+            w_outs, w_grads = self.want[t]
+            mode = "" if t is None else (" in train mode" if t else " in eval mode")
+            if len(outs) != len(w_outs):
+                return f"the converted model returned {len(outs)} tensors, the original {len(w_outs)}{mode}"
+            for i, (o, w) in enumerate(zip(outs, w_outs)):
+                err = _close(o, w, tol)
+                if err is not None:
+                    what = (f"shape {tuple(o.shape)} instead of {tuple(w.shape)}" if o.shape != w.shape else
+                            f"max |difference| {err:.2e}")
+                    return f"output {i} differed from the original's on the {self.describe()}{mode}: {what}"
+            for k, w in w_grads.items():
+                if k not in grads:
+                    return f"parameter '{k}' is missing from the converted model"
+                err = _close(grads[k], w, tol)
+                if err is not None:
+                    return f"the gradient of '{k}' differed from the original's on the {self.describe()}{mode}"
+        return ""
 
 
 # ----------------------------------------------------------------- entry point
@@ -400,8 +1036,8 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def fuse(model: nn.Module, inplace: bool = False, *, where_slower: str = "leave",
-         device=None, trace: bool = True) -> Tuple[nn.Module, FuseReport]:
-    """Replace fusable patterns in ``model`` by ganx's fused modules (see the module docstring).
+         device=None, trace: bool = True, example_input=None) -> Tuple[nn.Module, FuseReport]:
+    """Replace fusable patterns in ``model`` by ganx's fused ops (see the module docstring).
 
     Args:
         model: any ``nn.Module`` (a generator, usually).
@@ -411,11 +1047,13 @@ def fuse(model: nn.Module, inplace: bool = False, *, where_slower: str = "leave"
             or 4) is left as it is, with the reason in the report; ``"fuse"``: fuse it anyway.
         device: the device the model will train on (default: where its parameters are now).
         trace: read the model through torch.fx (default); ``False`` walks the module tree only.
+        example_input: a batch of the model's inputs (a tensor or a tuple) for the proof; by
+            default one is built from the layers that read the inputs.
 
     Returns ``(fused_model, report)``; ``print(report)`` lists what was fused and every
-    candidate left alone, with the reason. The fused model computes the same function, keeps
-    its class, forward, module names, state_dict keys, Parameter objects, device, dtype and
-    train/eval mode.
+    candidate left alone, with the reason. Before returning, the original and the fused model
+    run on a probe batch (float64 deep copies, in the mode the model is in) and their outputs
+    and parameter gradients are compared; a rewrite that changes them is reverted and reported.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"ganx.fuse: model must be an nn.Module, got {type(model).__name__}")
@@ -423,21 +1061,58 @@ def fuse(model: nn.Module, inplace: bool = False, *, where_slower: str = "leave"
         raise ValueError(f"ganx.fuse: where_slower must be one of {_WHERE_SLOWER}, got {where_slower!r}")
     dev = torch.device(device) if device is not None else _model_device(model)
     policy = _Policy(dev, where_slower)
-    target = model if inplace else copy.deepcopy(model)
     report = FuseReport()
-    if type(target) is nn.ConvTranspose2d:  # a bare layer: nothing around it to keep
+    if type(model) is nn.ConvTranspose2d:  # a bare layer: nothing around it to keep
+        target = model if inplace else _trace.deepcopy(model)
         report.method = "a single layer"
-        problem = _convT_problem(target) or policy.convT()
-        if problem:
-            report.entries.append(FuseEntry("", "left", "ConvTranspose2d", problem))
+        problem = _convT_problem(target) or (_layer_route(target, nn.ConvTranspose2d)[1]) or policy.convT()
+        if problem or _layer_route(target, nn.ConvTranspose2d)[0] != "swap":
+            report.entries.append(FuseEntry("", "left", "ConvTranspose2d",
+                                            problem or "the layer computes its weight (spectral_norm / hooks)"))
             return target, report
         report.entries.append(FuseEntry("", "fused", _what_convT(None)))
-        return _make_convT(target, None), report
-    graph, why = _trace.trace(target) if trace else (None, "trace=False")
+        return _make_convT(target, None, 0.01), report
+    work = _trace.deepcopy(model)   # analysed (and traced) only; the result is built from the model itself
+    graph, why = _trace.trace(work) if trace else (None, "trace=False")
+    covered: set = set()
     if graph is not None:
         report.method = "torch.fx graph"
-        _fuse_graph(target, graph, report, policy)
+        rewrites = _plan_graph(work, graph, policy, report, _graph_route_problem(model, graph), covered)
     else:
         report.method = f"module walk; the model does not trace ({why})"
-        _walk(target, "", report, policy)
-    return target, report
+        rewrites = []
+        _plan_walk(work, "", report, policy, covered, rewrites)
+    _sweep(work, report, covered, graph is not None)
+    if not rewrites:
+        return (model if inplace else _trace.deepcopy(model)), report
+    uses_graph = any(r.graph_ops for r in rewrites)
+    modes = (None,) if not uses_graph else (model.training, not model.training)
+    prover = _Prover(model, graph, example_input, modes)
+    kept: List[_Rewrite] = []
+    if prover.inputs is None:
+        for r in rewrites:
+            r.failed = f"not applied: it could not be proven ({prover.why})"
+    else:
+        err = prover.check(_build(_trace.deepcopy(model), rewrites, graph))
+        if not err:
+            kept = list(rewrites)
+            report.proof = f"proven on a {prover.describe()}: outputs and parameter gradients equal"
+        else:
+            # find the offending rewrites: add them one at a time, keep those that stay exact
+            for r in rewrites:
+                e = prover.check(_build(_trace.deepcopy(model), kept + [r], graph))
+                if e:
+                    r.failed = f"reverted: with it, {e}"
+                else:
+                    kept.append(r)
+            report.proof = (f"proven on a {prover.describe()} after reverting {len(rewrites) - len(kept)} rewrite(s) "
+                            f"(the whole set failed: {err})")
+    for r in rewrites:
+        if r not in kept:
+            for e in r.entries:
+                e.action, e.reason = "left", r.failed
+    if not kept:
+        return (model if inplace else _trace.deepcopy(model)), report
+    if any(r.graph_ops for r in kept):
+        report.method += "; the model's forward is now the rewritten traced graph (an instance attribute)"
+    return _build(model if inplace else _trace.deepcopy(model), kept, graph), report

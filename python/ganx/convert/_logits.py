@@ -12,12 +12,13 @@ permute, transpose, contiguous, nn.Flatten / nn.Unflatten / nn.Identity) to the 
 produced it: an ``nn.Sigmoid`` module anywhere (a custom module, a nested head, a
 ``Sequential``) or a ``torch.sigmoid`` / ``F.sigmoid`` / ``.sigmoid()`` call. An
 ``nn.Sigmoid`` module is swapped for ``nn.Identity`` in the model's own module tree (the model
-keeps its class and forward); a sigmoid *call* is removed from the traced graph, and the
-model becomes an ``fx.GraphModule`` that holds all of the original submodules under their
-names. Where the model does not trace, its only ``nn.Sigmoid`` module is the candidate.
+keeps its class and forward); a sigmoid *call* is removed from the traced graph, and that
+graph becomes the model's forward (an instance attribute): the model keeps its class, its
+other methods, its submodules and its state_dict keys. That is refused when the traced
+forward depends on train/eval mode (a branch on ``self.training``). Where the model does not trace, its only ``nn.Sigmoid`` module is the candidate.
 
 Proof. Before returning, both models run on a probe batch (``example_input``, or one built
-from the first layer's shape) in eval mode and float64: ``sigmoid(new(x))`` must equal
+from the first layer's shape), as deep copies in the model's train/eval mode and float64: ``sigmoid(new(x))`` must equal
 ``old(x)``. If it does not, or the sigmoid's output is used for anything but the output (used
 twice, an auxiliary classifier head, a tuple of outputs), or the criterion is not a BCE on
 probabilities (``nn.MSELoss`` of an LSGAN, say), the function refuses with the reason and
@@ -89,8 +90,16 @@ def _find_in_graph(target: nn.Module, graph: fx.Graph):
     val = out.args[0]
     if isinstance(val, (tuple, list, dict)):
         k = len(val)
-        _refuse(f"the discriminator returns {k} outputs (an auxiliary classifier head, as in AC-GAN?): the real/fake "
-                "output cannot be told from the others, so nothing was changed. Remove its sigmoid by hand and use "
+        items = list(val.values()) if isinstance(val, dict) else list(val)
+        sig = [i for i, v in enumerate(items) if isinstance(v, fx.Node) and _ends_in_sigmoid(v, modules)]
+        if not sig:
+            _refuse(f"the discriminator returns {k} outputs and none of them is a sigmoid's output (up to shape "
+                    "operations): there is no sigmoid to remove (if the model returns logits already, use "
+                    "ganx.nn.BCEWithLogitsLoss on the real/fake output; a generator returning an image and "
+                    "attention maps, as in SAGAN, is not a discriminator); nothing was changed")
+        _refuse(f"the discriminator returns {k} outputs (output {', '.join(map(str, sig))} "
+                f"{'comes' if len(sig) == 1 else 'come'} from a sigmoid): which one is the real/fake probability "
+                "that nn.BCELoss reads cannot be told, so nothing was changed. Remove that sigmoid by hand and use "
                 "ganx.nn.BCEWithLogitsLoss (or ganx.nn.DiscriminatorBCELoss) on that output.")
     if not isinstance(val, fx.Node):
         _refuse(f"the discriminator's output is a constant ({type(val).__name__}), not a computed tensor")
@@ -122,6 +131,12 @@ def _find_in_graph(target: nn.Module, graph: fx.Graph):
         if _trace.has_hooks(modules[node.target]):
             _refuse(f"the nn.Sigmoid '{node.target}' has hooks; nothing was changed")
     return node
+
+
+def _ends_in_sigmoid(node, modules) -> bool:
+    while isinstance(node, fx.Node) and _is_shape_only(node, modules):
+        node = node.args[0] if node.args else None
+    return isinstance(node, fx.Node) and _is_sigmoid(node, modules)
 
 
 def _find_by_walk(target: nn.Module) -> str:
@@ -172,30 +187,37 @@ def _as(x, dtype, device):
 
 
 def _prove(old: nn.Module, new: nn.Module, graph, example_input) -> str:
-    """Run both on a probe batch (eval mode, float64 where possible): sigmoid(new(x)) == old(x)."""
+    """Run both on a probe batch (deep copies in the model's train/eval mode, float64 where possible, the
+    same RNG seed): sigmoid(new(x)) == old(x)."""
     candidates = _probe_inputs(old, graph, example_input)
     if not candidates:
         _refuse("no probe batch: the discriminator's input shape cannot be told from its first layer (or it takes "
                 "several inputs); pass example_input=(a batch of its inputs). Nothing was changed.")
     device = next((t.device for t in list(old.parameters()) + list(old.buffers())), torch.device("cpu"))
     last_err = None
+    mode = "train mode" if old.training else "eval mode"
     for dtype in (torch.float64, None):
-        try:
-            o = copy.deepcopy(old).eval()
-            c = copy.deepcopy(new).eval()
-            if dtype is not None:
-                o, c = o.to(dtype), c.to(dtype)
-        except Exception as e:  # a module that refuses float64: prove in its own dtype
-            last_err = e
-            continue
         for inputs in candidates:
+            try:  # fresh copies for each try: a failed train-mode call may have moved BatchNorm statistics
+                o = _trace.deepcopy(old)
+                c = _trace.deepcopy(new)
+                if dtype is not None:
+                    o, c = o.to(dtype), c.to(dtype)
+            except Exception as e:  # a module that refuses float64: prove in its own dtype
+                last_err = e
+                break
             p = next((t for t in o.parameters()), None)
             dt = dtype or (p.dtype if p is not None else torch.float32)
             xs = tuple(_as(x, dt, device) for x in inputs)
+            fork = [] if device.type != "cuda" else [device]
             try:
                 with torch.no_grad():
-                    want = o(*xs)
-                    got = c(*xs)
+                    with torch.random.fork_rng(devices=fork):  # the same dropout masks for both
+                        torch.manual_seed(0)
+                        want = o(*xs)
+                    with torch.random.fork_rng(devices=fork):
+                        torch.manual_seed(0)
+                        got = c(*xs)
             except Exception as e:
                 last_err = e
                 continue
@@ -210,10 +232,25 @@ def _prove(old: nn.Module, new: nn.Module, graph, example_input) -> str:
             if not err <= tol:
                 _refuse(f"proof failed on a probe batch ({shape}): max |sigmoid(new D(x)) - old D(x)| = {err:.3e} "
                         f"(> {tol:g}): the sigmoid found does not make the output; nothing was changed")
-            return f"probe batch {shape} ({str(dt).replace('torch.', '')}, eval mode): max |sigmoid(logits) - D(x)| = {err:.1e}"
+            return f"probe batch {shape} ({str(dt).replace('torch.', '')}, {mode}): max |sigmoid(logits) - D(x)| = {err:.1e}"
     _refuse(f"could not run the discriminator on a probe batch ({type(last_err).__name__}: "
             f"{str(last_err).splitlines()[0][:160] if str(last_err) else ''}); pass example_input=(a batch of its "
             "inputs). Nothing was changed.")
+
+
+def _forward_problem(model: nn.Module, graph) -> str:
+    """Why the traced graph cannot stand in for the model's forward ("" if it can)."""
+    try:
+        other = _trace.deepcopy(model).train(not model.training)
+        g2, why = _trace.trace(other)
+        if g2 is None:
+            return f"the model traces in {'train' if model.training else 'eval'} mode only ({why})"
+        if g2.python_code("self").src != graph.python_code("self").src:
+            return "the traced forward differs between train and eval mode (it branches on self.training)"
+        _trace.install_forward(_trace.deepcopy(model), _trace.copy_graph(graph)[0])
+    except Exception as e:  # noqa: BLE001
+        return f"the traced forward cannot run on the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    return ""
 
 
 def _convert_criterion(criterion):
@@ -253,7 +290,7 @@ def logits_and_bce(discriminator: nn.Module, criterion: Optional[nn.Module] = No
     if not isinstance(discriminator, nn.Module):
         raise TypeError(f"ganx.logits_and_bce: discriminator must be an nn.Module, got {type(discriminator).__name__}")
     new_crit = _convert_criterion(criterion)
-    work = copy.deepcopy(discriminator)
+    work = _trace.deepcopy(discriminator)
     graph, why = _trace.trace(work) if trace else (None, "trace=False")
     if graph is not None:
         method = "torch.fx graph"
@@ -262,6 +299,11 @@ def logits_and_bce(discriminator: nn.Module, criterion: Optional[nn.Module] = No
             where, kind = node.target, "module"
         else:
             where, kind = node.name, "call"
+            problem = _forward_problem(discriminator, graph)
+            if problem:
+                _refuse(f"the sigmoid is a call ({_trace.describe(node, dict(work.named_modules()))}) inside forward: "
+                        f"removing it means running the traced forward instead of the model's own, but {problem}. "
+                        "Remove the call by hand and use ganx.nn.BCEWithLogitsLoss; nothing was changed.")
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
             graph.lint()
@@ -272,14 +314,20 @@ def logits_and_bce(discriminator: nn.Module, criterion: Optional[nn.Module] = No
         _trace.set_module(work, where, nn.Identity())
         converted = work
     else:
-        converted = _trace.graph_module_like(work, graph)
+        converted = _trace.deepcopy(discriminator)
+        _trace.install_forward(converted, graph)
     probe = _prove(discriminator, converted, graph, example_input)
-    if inplace and kind == "module":
-        _trace.set_module(discriminator, where, nn.Identity())
+    if inplace:
+        if kind == "module":
+            _trace.set_module(discriminator, where, nn.Identity())
+        else:
+            _trace.install_forward(discriminator, graph)
         converted = discriminator
     what = (f"removed the nn.Sigmoid at '{where}'" if kind == "module" else
-            f"removed the sigmoid call '{where}' from the traced forward (the model is now an fx.GraphModule "
-            "holding the same submodules, parameters and state_dict keys)")
+            f"removed the sigmoid call '{where}': the model keeps its class ({type(discriminator).__name__}) and "
+            "its methods, modules and state_dict keys, and its forward is now the traced forward without that "
+            "call (an instance attribute: torch.save(model) of the whole object cannot pickle it; save its "
+            "state_dict)")
     msg = (f"ganx.logits_and_bce: {what}; the discriminator now returns logits"
            + ("; nn.BCELoss -> ganx.nn.BCEWithLogitsLoss (same loss, numerically stable, fused)" if new_crit else "")
            + f". Proven on a {probe}. Code that reads probabilities from the discriminator must now apply "

@@ -9,6 +9,8 @@ its module names and its state_dict keys. Only a change that no module swap can 
 """
 from __future__ import annotations
 
+import copy
+import functools
 import operator
 from collections import Counter
 from typing import Dict, Optional, Tuple
@@ -17,17 +19,39 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-__all__ = ["trace", "call_counts", "set_module", "has_hooks", "describe", "is_metadata_use", "graph_module_like"]
+__all__ = ["trace", "call_counts", "set_module", "swap_all", "has_hooks", "describe", "is_metadata_use",
+           "graph_module_like", "install_forward", "copy_graph", "CREATED_IN_FORWARD"]
+
+CREATED_IN_FORWARD = "<created in forward>"
 
 
 class _Tracer(fx.Tracer):
     """torch.nn modules are leaves (fx's default); so are ganx's own fused modules, whose
-    forward validates its arguments in Python and is not meant to be traced through."""
+    forward validates its arguments in Python and is not meant to be traced through, and
+    every Conv2d / ConvTranspose2d subclass (a BigGAN-style SNConv2d computes its weight in
+    its own forward, under ``torch.no_grad`` for the power iteration: tracing through it would
+    lose that context; as a leaf it is analysed as the layer it is and runs its own forward).
+
+    A module built inside ``forward`` (``nn.UpsamplingNearest2d(scale_factor=2)(x)``) is not
+    installed in the model; one without parameters or buffers is traced through (its
+    functional call appears in the graph) instead of failing the whole trace."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if qualname == CREATED_IN_FORWARD:
+            return False
         if type(m).__module__.startswith("ganx.nn"):
             return True
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            return True
         return super().is_leaf_module(m, qualname)
+
+    def path_of_module(self, mod: nn.Module) -> str:
+        try:
+            return super().path_of_module(mod)
+        except NameError:
+            if next(iter(mod.parameters()), None) is not None or next(iter(mod.buffers()), None) is not None:
+                raise
+            return CREATED_IN_FORWARD
 
 
 def trace(model: nn.Module) -> Tuple[Optional[fx.Graph], str]:
@@ -59,11 +83,39 @@ def call_counts(graph: fx.Graph) -> Counter:
 
 
 def set_module(root: nn.Module, qualname: str, new: nn.Module) -> None:
-    *parents, last = qualname.split(".")
-    parent = root
-    for p in parents:
-        parent = getattr(parent, p)
-    parent._modules[last] = new
+    """Put ``new`` at ``qualname`` *and* at every other name under which the module now at
+    ``qualname`` is registered (one module object reachable under several names, as in a
+    ResNet block that registers ``self.conv1`` and again inside ``self.model``): swapping one
+    name only would leave the other name calling the old module."""
+    swap_all(root, qualname, new)
+
+
+def swap_all(root: nn.Module, qualname: str, new: nn.Module) -> int:
+    old = root.get_submodule(qualname)
+    n = 0
+    for parent in list(root.modules()):  # each parent object once
+        for name, child in list(parent._modules.items()):
+            if child is old:
+                parent._modules[name] = new
+                n += 1
+    return n
+
+
+def copy_graph(graph: fx.Graph) -> Tuple[fx.Graph, Dict[fx.Node, fx.Node]]:
+    """A copy of ``graph`` and the map from its nodes to the copy's."""
+    new = fx.Graph()
+    val_map: Dict[fx.Node, fx.Node] = {}
+    out = new.graph_copy(graph, val_map)
+    new.output(out)
+    return new, val_map
+
+
+def install_forward(root: nn.Module, graph: fx.Graph) -> None:
+    """Make ``graph`` the forward of ``root`` itself (an instance attribute), keeping its class,
+    its other methods, its modules and its state_dict keys. The graph's generated code reads
+    submodules and parameters by their names from ``root``. Raises if a name is missing."""
+    gm = fx.GraphModule(root, graph, class_name=type(root).__name__)
+    root.forward = functools.partial(type(gm).forward, root)
 
 
 def has_hooks(m: nn.Module) -> bool:
@@ -123,3 +175,25 @@ def graph_module_like(root: nn.Module, graph: fx.Graph) -> fx.GraphModule:
 
 def sigmoid_targets():
     return {torch.sigmoid, torch.special.expit, torch.nn.functional.sigmoid, torch.Tensor.sigmoid}
+
+
+def deepcopy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy``, also for a model with hook-style ``torch.nn.utils.weight_norm`` (its computed
+    weight is a non-leaf attribute, which deepcopy refuses): the copy gets that attribute detached;
+    the hook recomputes it on the copy's next forward."""
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError as e:
+        if "deepcopy protocol" not in str(e):
+            raise
+    saved = []
+    for m in model.modules():
+        for k, t in list(m.__dict__.items()):
+            if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and not t.is_leaf:
+                saved.append((m, k, t))
+                m.__dict__[k] = t.detach()
+    try:
+        return copy.deepcopy(model)
+    finally:
+        for m, k, t in saved:
+            m.__dict__[k] = t
