@@ -6,11 +6,13 @@
 // divided by numel for "mean"), so d L / d x = grad_loss * g for a scalar loss and
 // grad_loss[i] * g[i] for reduction "none" (and no multiply at all when a scalar grad_loss is
 // exactly 1 on the CPU). Grads, stats are outputs that are not differentiable. The
-// discriminator's saved g is one flat buffer (real then fake); backward hands out views of it.
+// discriminator's saved g is one flat buffer (real then fake); backward hands out views of it,
+// or of a copy when the saved buffer must outlive this backward (see owned_or_copy).
 #include <ATen/ATen.h>
 #include <ATen/TensorSubclassLikeUtils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
 
 namespace ganx {
@@ -51,13 +53,26 @@ bool is_unit_cpu_scalar(const at::Tensor& g_loss) {
   }
 }
 
-// d L / d x from the saved d loss / d x. The result may be the saved tensor itself (g_loss = 1):
-// autograd copies it before anyone could write to it in place while the graph is kept
-// (AccumulateGrad only steals an unshared tensor), and an in-place change by the caller is
-// caught by the saved tensor's version counter.
+// The saved gradient itself may become the caller's gradient (the g_loss = 1 shortcut) only when
+// nothing reads the saved buffer after this backward: the graph is freed when it ends (no
+// retain_graph; get_current_graph_task_keep_graph() is also true outside a graph task, so compiled
+// autograd copies) and no other tensor (a view) shares its storage: the saved variable is the
+// op's grad output itself (a non-differentiable output is saved as is), one TensorImpl. A caller
+// of the raw op who kept that output holds the same TensorImpl, which this cannot tell from
+// autograd's own handles (ops.cpp documents that output as the buffer backward hands out).
+// Otherwise
+// the caller gets a copy it owns: with retain_graph=True a handed-out buffer would be zeroed or
+// clipped in place by the caller (x.grad.zero_(), clip_grad_norm_) and the next backward would
+// refuse the modified saved tensor, or worse read it.
+at::Tensor owned_or_copy(const at::Tensor& saved) {
+  if (!torch::autograd::get_current_graph_task_keep_graph() && saved.storage().use_count() == 1) return saved;
+  return saved.clone();
+}
+
+// d L / d x from the saved d loss / d x (a fresh tensor, or the saved one when owned_or_copy allows).
 at::Tensor scale(const at::Tensor& g_loss, const at::Tensor& saved, int64_t reduction) {
   if (reduction == 0) return g_loss.reshape_symint(saved.sym_sizes()) * saved;
-  if (is_unit_cpu_scalar(g_loss)) return saved;
+  if (is_unit_cpu_scalar(g_loss)) return owned_or_copy(saved);
   return saved * g_loss;
 }
 
