@@ -32,6 +32,7 @@ from torch import Tensor
 from ganx import _ext  # noqa: F401  (registers torch.ops.ganx)
 from ganx.ops import _fwad
 from ganx.ops._checks import check_device
+from ganx.ops.reference import discriminator_stats
 
 __all__ = [
     "DiscriminatorStats",
@@ -253,7 +254,6 @@ def _disc_with_tangents(real: Tensor, fake: Tensor, rt: float, ft: float, red: i
 
 
 def _reference_stats(r: Tensor, f: Tensor) -> Tensor:
-    from ganx.ops.reference import discriminator_stats
     return discriminator_stats(r, f).to(torch.float32)
 
 
