@@ -6,7 +6,8 @@
 // divided by numel for "mean"), so d L / d x = grad_loss * g for a scalar loss and
 // grad_loss[i] * g[i] for reduction "none" (and no multiply at all when a scalar grad_loss is
 // exactly 1 on the CPU). Grads, stats are outputs that are not differentiable. The
-// discriminator's saved g is one flat buffer (real then fake); backward hands out views of it.
+// discriminator's saved g is one flat buffer (real then fake); backward hands out views of it,
+// or of a copy when the saved buffer must outlive this backward (see owned_or_copy).
 #include <ATen/ATen.h>
 #include <ATen/TensorSubclassLikeUtils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -56,25 +57,39 @@ bool is_unit_cpu_scalar(const at::Tensor& g_loss) {
 
 // True when saved may be scaled in place by the device's kernel (bce_scale_in_place): a GPU
 // tensor, a one-element incoming gradient of its dtype on its device, plain tensors (not traced),
-// and a graph that is freed after this backward (no retain_graph), so nothing else reads saved.
+// a graph that is freed after this backward (no retain_graph) and no view sharing saved's
+// storage, so nothing else reads saved.
 bool scale_in_place_ok(const at::Tensor& g_loss, const at::Tensor& saved) {
   return g_loss.defined() && g_loss.numel() == 1 && g_loss.device() == saved.device() &&
          g_loss.scalar_type() == saved.scalar_type() && !at::isTensorSubclassLike(g_loss) &&
          !at::isTensorSubclassLike(saved) && saved.is_contiguous() && !g_loss.is_conj() && !g_loss.is_neg() &&
          bce_scale_in_place(saved.device().type()) != nullptr &&
-         !torch::autograd::get_current_graph_task_keep_graph();
+         !torch::autograd::get_current_graph_task_keep_graph() && saved.storage().use_count() == 1;
 }
 
-// d L / d x from the saved d loss / d x. The result may be the saved tensor itself (g_loss = 1):
-// autograd copies it before anyone could write to it in place while the graph is kept
-// (AccumulateGrad only steals an unshared tensor), and an in-place change by the caller is
-// caught by the saved tensor's version counter. On a GPU the host cannot see g_loss without a
-// sync, so a graph that is not kept scales saved in place with a kernel that reads g_loss on the
-// device and does nothing when it is 1: forward + backward move the compulsory bytes (the
-// logits read once, the gradient written once) instead of reading and writing the gradient again.
+// The saved gradient itself may become the caller's gradient (the g_loss = 1 shortcut) only when
+// nothing reads the saved buffer after this backward: the graph is freed when it ends (no
+// retain_graph; get_current_graph_task_keep_graph() is also true outside a graph task, so compiled
+// autograd copies) and no other tensor (a view) shares its storage: the saved variable is the
+// op's grad output itself (a non-differentiable output is saved as is), one TensorImpl. A caller
+// of the raw op who kept that output holds the same TensorImpl, which this cannot tell from
+// autograd's own handles (ops.cpp documents that output as the buffer backward hands out).
+// Otherwise the caller gets a copy it owns: with retain_graph=True a handed-out buffer would be zeroed or
+// clipped in place by the caller (x.grad.zero_(), clip_grad_norm_) and the next backward would
+// refuse the modified saved tensor, or worse read it.
+at::Tensor owned_or_copy(const at::Tensor& saved) {
+  if (!torch::autograd::get_current_graph_task_keep_graph() && saved.storage().use_count() == 1) return saved;
+  return saved.clone();
+}
+
+// d L / d x from the saved d loss / d x (a fresh tensor, or the saved one when owned_or_copy allows).
+// On a GPU the host cannot see g_loss without a sync, so where scale_in_place_ok holds a kernel
+// scales saved in place, reading g_loss on the device and doing nothing when it is 1: forward +
+// backward then move the compulsory bytes (the logits read once, the gradient written once)
+// instead of reading and writing the gradient again.
 at::Tensor scale(const at::Tensor& g_loss, const at::Tensor& saved, int64_t reduction) {
   if (reduction == 0) return g_loss.reshape_symint(saved.sym_sizes()) * saved;
-  if (is_unit_cpu_scalar(g_loss)) return saved;
+  if (is_unit_cpu_scalar(g_loss)) return owned_or_copy(saved);
   if (scale_in_place_ok(g_loss, saved)) {
     bce_scale_in_place(saved.device().type())(saved, g_loss.reshape({}));
     return saved;

@@ -2,6 +2,8 @@
 // names the op and the argument) and the preparation of broadcast weights.
 #include "bce_loss.h"
 
+#include "device_check.h"
+
 #include <cmath>
 #include <limits>
 
@@ -31,8 +33,7 @@ void check_bce_discriminator_inputs(const at::Tensor& real, const at::Tensor& fa
   constexpr const char* op = "bce_discriminator_loss";
   check_logits(op, "real", real);
   check_logits(op, "fake", fake);
-  TORCH_CHECK(real.device() == fake.device(), op, ": real and fake must be on the same device, got real on ",
-              real.device(), " and fake on ", fake.device());
+  check_device(op, "fake", fake, "real", real);
   TORCH_CHECK_TYPE(real.scalar_type() == fake.scalar_type(), op,
                    ": real and fake must have the same dtype, got real ", real.scalar_type(), " and fake ",
                    fake.scalar_type());
@@ -54,8 +55,7 @@ GenMode check_bce_generator_inputs(const at::Tensor& fake, int64_t mode, double 
 namespace {
 
 void check_companion(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& input) {
-  TORCH_CHECK(t.device() == input.device(), op, ": ", arg, " must be on the device of input (",
-              input.device(), "), got ", t.device());
+  check_device(op, arg, t, "input", input);
   TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", arg,
                    " must be a floating-point tensor, got ", t.scalar_type());
 }

@@ -34,6 +34,9 @@ TORCH_LIBRARY(ganx, m) {
   // ---- BCE adversarial losses (schemas) ----
   // reduction: 0 none, 1 mean, 2 sum (torch's codes). Each op returns d loss / d input computed
   // in the same pass (empty when need_grad is false), so its backward is a scale by grad_output.
+  // The D and G losses' backward may hand that very buffer out as the gradient (incoming gradient
+  // 1, no retain_graph, csrc/autograd.cpp owned_or_copy): a caller of the raw op who keeps the grad
+  // output should not write to it.
   // (loss, grad, stats): loss = red(BCE(real, t_r)) + red(BCE(fake, t_f)) on logits (none: the
   // per-element losses of real then fake, flattened into one 1-D tensor); grad likewise holds
   // d loss / d real then d loss / d fake, flattened (one allocation for both);

@@ -4,6 +4,8 @@
 // register these functions and their glue, so CI tests on the CPU the code that runs on the GPU.
 #include "upsample_conv2d.h"
 
+#include "device_check.h"
+
 #include <ATen/Context.h>
 #include <ATen/OpMathType.h>
 #include <c10/util/strides.h>
@@ -43,8 +45,7 @@ void check_phase_conv_common(const char* op, const at::Tensor& x, const at::Tens
               x.scalar_type());
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), op, ": weight must have the dtype of x (",
               x.scalar_type(), "), got ", weight.scalar_type());
-  TORCH_CHECK(weight.device() == x.device(), op, ": weight must be on the device of x (", x.device(),
-              "), got ", weight.device());
+  check_device(op, "weight", weight, "x", x);
   if (x.device().is_cpu()) {
     TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
                 ": on CPU x must be float32 or float64 (float16/bfloat16 are supported on CUDA), got ",
@@ -60,8 +61,7 @@ void check_phase_conv_common(const char* op, const at::Tensor& x, const at::Tens
                 weight.size(w_out), ", got shape ", b.sizes());
     TORCH_CHECK(b.scalar_type() == x.scalar_type(), op, ": bias must have the dtype of x (", x.scalar_type(),
                 "), got ", b.scalar_type());
-    TORCH_CHECK(b.device() == x.device(), op, ": bias must be on the device of x (", x.device(), "), got ",
-                b.device());
+    check_device(op, "bias", b, "x", x);
   }
 }
 
@@ -511,13 +511,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
                   grad_out.size(2) == H * g.s && grad_out.size(3) == W * g.s,
               op, "_backward: grad_out must have shape ", std::vector<int64_t>{N, c_out, H * g.s, W * g.s},
               ", got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.device() == x.device(), op, "_backward: grad_out must be on the device of x (",
-              x.device(), "), got ", grad_out.device());
+  const std::string bop = std::string(op) + "_backward";
+  check_device(bop.c_str(), "grad_out", grad_out, "x", x);
+  check_device(bop.c_str(), "weight", weight, "x", x);
+  check_device(bop.c_str(), "out", out, "x", x);
   if (act != Act::None) {
     TORCH_CHECK(out.sizes() == grad_out.sizes(), op, "_backward: out must have the shape of grad_out ",
                 grad_out.sizes(), " when an activation is fused, got ", out.sizes());
-    TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.device() == x.device(), op,
-                "_backward: out must have the dtype and device of x");
+    TORCH_CHECK(out.scalar_type() == x.scalar_type(), op, "_backward: out must have the dtype of x");
   }
   const bool need_x = output_mask[0], need_w = output_mask[1], need_b = output_mask[2] && has_bias;
   const auto fmt = output_format(x);

@@ -3,7 +3,9 @@
 Every public op and module, fed random shapes, dtypes, memory layouts, scales, paddings,
 activations, targets and extreme values, either matches the pure-torch oracle
 (ganx.ops.reference) or raises a clear error: RuntimeError / ValueError / TypeError whose message
-starts with the op's name. Never a crash, a hang or a silently wrong result. The CLI and config
+starts with the op's name. Never a crash, a hang or a silently wrong result. That includes
+forward-mode AD (torch.func.jvp against the oracle's, float64) and one argument on the meta device
+(torch's "not on the expected device" error, never an uninitialised tensor). The CLI and config
 files get the same treatment: a one-line error, exit status 2, no traceback.
 """
 import math
@@ -88,6 +90,29 @@ def _close(out, want, dtype, scale):
     assert bool((err <= bound).all()), f"max error {float(err.max())} over the bound {float(bound.min())}"
 
 
+def _meta_one(d, broken, args):
+    """When ``broken`` is "device": one tensor argument moved to the meta device (the fake kernel runs,
+    and must refuse the mix, not return an uninitialised CPU tensor)."""
+    if broken != "device":
+        return args
+    idx = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    i = d(st.sampled_from(idx))
+    return [a.to("meta") if j == i else a for j, a in enumerate(args)]
+
+
+def _check_jvp(fn, fn_ref, primals, d):
+    """Forward mode: torch.func.jvp through the op equals the reference's (float64, finite inputs)."""
+    if not all(p.dtype == torch.float64 and bool(p.isfinite().all()) and (p.numel() == 0 or float(p.abs().max()) < 1e3)
+               for p in primals):
+        return
+    event("forward-mode AD compared with the reference")
+    g = torch.Generator().manual_seed(d(st.integers(0, 2**31 - 1)))
+    tangents = tuple(torch.randn(p.shape, generator=g, dtype=p.dtype) for p in primals)
+    out, t = torch.func.jvp(fn, primals, tangents)
+    _, t_ref = torch.func.jvp(fn_ref, primals, tangents)
+    torch.testing.assert_close(t, t_ref, rtol=1e-7, atol=1e-9, equal_nan=True)
+
+
 # ---------------------------------------------------------------------------- upsample_conv2d
 @FUZZ
 @given(data=st.data())
@@ -95,7 +120,7 @@ def test_upsample_conv2d_fuzz(data):
     d = data.draw
     # Half the cases are valid; the others break one aspect (so each error path is reached alone).
     broken = d(st.sampled_from(["none"] * 6 + ["dtype", "wdtype", "k", "wshape", "scale", "padding", "act",
-                                               "bias"]))
+                                               "bias", "device"]))
     dtype = _pick(d, broken, "dtype", [torch.float32, torch.float64], [torch.float16, torch.bfloat16, torch.int32])
     wdtype = _pick(d, broken, "wdtype", [dtype], [t for t in DTYPES if t != dtype])
     n, cin, cout = d(st.integers(0, 3)), d(st.integers(1, 4)), d(st.integers(1, 4))
@@ -114,12 +139,14 @@ def test_upsample_conv2d_fuzz(data):
     weight = d(tensors(wshape, wdtype, extreme=False)) * 0.3
     bias = {"yes": torch.randn(cout, dtype=torch.float64).to(wdtype), "no": None,
             "wrong": torch.randn(cout + 1, dtype=torch.float64).to(wdtype)}[has_bias]
+    x, weight, bias = _meta_one(d, broken, [x, weight, bias])
     try:
         out = gf.upsample_conv2d(x, weight, bias, scale, padding, act, slope)
     except Exception as e:  # noqa: BLE001
         _clear_error(e, "upsample_conv2d")
         return
     # It accepted the input: it must be a valid one, and the result must match the oracle.
+    assert broken != "device", "accepted a mix of devices"
     assert dtype in (torch.float32, torch.float64) and wdtype == dtype, "accepted a dtype it does not support"
     assert has_bias != "wrong" and len(wshape) == 4 and wshape[1] == cin and wshape[2] == wshape[3]
     want = ref.upsample_conv2d(x.double(), weight.double(), None if bias is None else bias.double(), int(scale),
@@ -128,6 +155,10 @@ def test_upsample_conv2d_fuzz(data):
     xmax = float(x.double().nan_to_num(0).abs().max()) if x.numel() else 0.0
     _close(out, want, dtype, scale=fan * xmax * float(weight.double().abs().max()) + 1.0)
     assert out.is_contiguous(memory_format=torch.channels_last) or out.is_contiguous()
+    ps = (x, weight) if bias is None else (x, weight, bias)
+    _check_jvp(lambda x, w, b=None: gf.upsample_conv2d(x, w, b, scale, padding, act, slope),
+               lambda x, w, b=None: ref.upsample_conv2d(x, w, b, int(scale), padding, None if act == "none" else act,
+                                                        slope), ps, d)
 
 
 # Found by the fuzzer: at scales 3 and 4 some phases have fewer taps than the others, and the
@@ -160,7 +191,7 @@ def test_upsample_conv2d_nan_stays_in_receptive_field(scale, k):
 @given(data=st.data())
 def test_conv_transpose2d_4s2_fuzz(data):
     d = data.draw
-    broken = d(st.sampled_from(["none"] * 4 + ["dtype", "wshape", "act", "bias"]))
+    broken = d(st.sampled_from(["none"] * 4 + ["dtype", "wshape", "act", "bias", "device"]))
     dtype = _pick(d, broken, "dtype", [torch.float32, torch.float64], [torch.float16, torch.bfloat16, torch.int32])
     n, cin, cout = d(st.integers(0, 3)), d(st.integers(1, 4)), d(st.integers(1, 4))
     h, w = d(st.integers(1, 6)), d(st.integers(1, 6))
@@ -171,16 +202,21 @@ def test_conv_transpose2d_4s2_fuzz(data):
     weight = d(tensors(wshape, dtype, extreme=False)) * 0.3
     bias = {"yes": torch.randn(cout, dtype=torch.float64).to(dtype), "no": None,
             "wrong": torch.randn(cout + 2, dtype=torch.float64).to(dtype)}[has_bias]
+    x, weight, bias = _meta_one(d, broken, [x, weight, bias])
     try:
         out = gf.conv_transpose2d_4s2(x, weight, bias, act, 0.1)
     except Exception as e:  # noqa: BLE001
         _clear_error(e, "conv_transpose2d_4s2")
         return
+    assert broken != "device", "accepted a mix of devices"
     assert dtype in (torch.float32, torch.float64), "accepted a dtype it does not support"
     assert has_bias != "wrong" and wshape == (cin, cout, 4, 4)
     want = ref.conv_transpose2d_4s2(x.double(), weight.double(), None if bias is None else bias.double(), act, 0.1)
     xmax = float(x.double().nan_to_num(0).abs().max()) if x.numel() else 0.0
     _close(out, want, dtype, scale=4 * cin * xmax * float(weight.double().abs().max()) + 1.0)
+    ps = (x, weight) if bias is None else (x, weight, bias)
+    _check_jvp(lambda x, w, b=None: gf.conv_transpose2d_4s2(x, w, b, act, 0.1),
+               lambda x, w, b=None: ref.conv_transpose2d_4s2(x, w, b, act, 0.1), ps, d)
 
 
 # ---------------------------------------------------------------------------- BCE losses
@@ -219,6 +255,9 @@ def test_bce_discriminator_loss_fuzz(data):
     red = d(st.sampled_from(["mean", "sum", "none", "avg", None]))
     kw = dict(real_target=rt, fake_target=ft, reduction=red)
     grad = dtype in (torch.float32, torch.float64) and d(st.booleans())
+    meta = d(st.sampled_from([None] * 6 + ["real", "fake"]))
+    if meta is not None:
+        real, fake = (t.to("meta") if name == meta else t for name, t in (("real", real), ("fake", fake)))
     try:
         if grad:
             out, g = _grads(lambda a, b: gf.bce_discriminator_loss(a, b, **kw), real, fake)
@@ -230,6 +269,7 @@ def test_bce_discriminator_loss_fuzz(data):
         return
     assert isinstance(rt, float) and 0 <= rt <= 1 and 0 <= ft <= 1 and red in ("mean", "sum", "none")
     assert real.dtype == fake.dtype and dtype.is_floating_point
+    assert meta is None, "accepted a mix of devices"
     kw64 = dict(kw)
     want_fn = lambda a, b: ref.bce_discriminator_loss(a, b, **kw64)  # noqa: E731
     if grad:
@@ -246,6 +286,7 @@ def test_bce_discriminator_loss_fuzz(data):
     want_stats = ref.discriminator_stats(real.double(), fake.double())
     for i, s in enumerate(stats):
         _close(s.float(), want_stats[i].float(), torch.float32, scale=1e-2 * 1e3)
+    _check_jvp(lambda a, b: gf.bce_discriminator_loss(a, b, **kw), want_fn, (real, fake), d)
 
 
 @FUZZ
@@ -273,6 +314,7 @@ def test_bce_generator_loss_fuzz(data):
     else:
         want = want_fn(fake.double())
     _close(out, want, dtype, scale=max(1, fake.numel()) if red == "sum" else 1.0)
+    _check_jvp(fn, want_fn, (fake,), d)
 
 
 # ---------------------------------------------------------------------------- nn.UpsampleConv2d

@@ -341,7 +341,7 @@ def test_cuda_errors_and_empty():
     out = ganx.functional.upsample_conv2d(x, w)
     assert out.shape == (0, 2, 8, 8)
     out.sum().backward()
-    with pytest.raises(RuntimeError, match="upsample_conv2d: weight must be on the device of x"):
+    with pytest.raises(RuntimeError, match="upsample_conv2d: weight on device cpu is not on the expected device cuda:0 \\(the device of x\\)"):
         ganx.functional.upsample_conv2d(torch.randn(1, 3, 4, 4, device="cuda"), torch.randn(2, 3, 3, 3))
 
 

@@ -16,7 +16,11 @@ incoming one. A term whose coefficient is zero is dropped before multiplying, so
 finite wherever the math is: ``BCE(+inf, 1) = 0`` (eager torch gives NaN there). NaN in gives
 NaN out. Reductions follow torch: "mean" of an empty input is NaN, "sum" is 0.
 
-Double backward (``create_graph=True``) is not supported: a clear RuntimeError.
+Forward-mode AD (torch.func.jvp / jacfwd, torch.autograd.forward_ad): the tangent of the loss is
+the saved gradient dotted with the input's tangent (plus, for the element-wise losses, the target's
+tangent times d loss / d target); weight and pos_weight take no tangent (a clear error, as for
+their gradients). Double backward (``create_graph=True``) and forward-over-reverse are not
+supported: a clear RuntimeError.
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ import torch
 from torch import Tensor
 
 from ganx import _ext  # noqa: F401  (registers torch.ops.ganx)
+from ganx.ops import _fwad
+from ganx.ops._checks import check_device
+from ganx.ops.reference import discriminator_stats
 
 __all__ = [
     "DiscriminatorStats",
@@ -174,8 +181,11 @@ def bce_discriminator_loss(
     ft = _target_type(op, "fake_target", fake_target)
     _tensor(op, "real_logits", real_logits)
     _tensor(op, "fake_logits", fake_logits)
-    need_grad = torch.is_grad_enabled() and (real_logits.requires_grad or fake_logits.requires_grad)
-    loss, _, stats = _DISC(real_logits, fake_logits, rt, ft, red, need_grad)
+    if _fwad.dual_level_active():
+        loss, stats = _disc_with_tangents(real_logits, fake_logits, rt, ft, red)
+    else:
+        need_grad = torch.is_grad_enabled() and (real_logits.requires_grad or fake_logits.requires_grad)
+        loss, _, stats = _DISC(real_logits, fake_logits, rt, ft, red, need_grad)
     if red == 0:
         n = real_logits.numel()
         loss = (loss[:n].view(real_logits.shape), loss[n:].view(fake_logits.shape))
@@ -205,8 +215,58 @@ def bce_generator_loss(
     red = check_reduction(op, reduction)
     t = _target_type(op, "target", target)
     _tensor(op, "fake_logits", fake_logits)
+    if _fwad.dual_level_active():
+        return _gen_with_tangents(fake_logits, code, t, red)
     need_grad = torch.is_grad_enabled() and fake_logits.requires_grad
     return _GEN(fake_logits, code, t, red, need_grad)[0]
+
+
+# ----------------------------------------------------------------- forward mode (the GAN losses)
+# Their autograd kernels are C++ (csrc/autograd.cpp), and a C++ autograd Function can neither carry
+# tangents nor run under torch.func. When an input has a tangent, the public functions compute the
+# same loss as a composition of the bce_with_logits op, whose Autograd kernel (below) has the jvp
+# rule and reverse mode: red(BCE(real, t_r)) + red(BCE(fake, t_f)) for D, BCE(fake, t) or
+# -BCE(fake, 1 - t) for G, with the same stable terms (BCE(+-inf, t) is finite where the math is).
+# The statistics are computed from the primals and carry no tangent. Only calls with a tangent take
+# this path; a raw torch.ops.ganx call with one raises torch's error for C++ Functions.
+
+def _target_like(x: Tensor, value: float) -> Tensor:
+    return torch.full(x.shape, value, dtype=x.dtype, device=x.device)
+
+
+def _disc_with_tangents(real: Tensor, fake: Tensor, rt: float, ft: float, red: int):
+    op = "bce_discriminator_loss"
+    (r, f), (tr, tf) = _fwad.unpack((real, fake))
+    if tr is None and tf is None:
+        need_grad = torch.is_grad_enabled() and (real.requires_grad or fake.requires_grad)
+        loss, _, stats = _DISC(real, fake, rt, ft, red, need_grad)
+        return loss, stats
+    _check_fake_logits(op, r, f)
+    check_device(op, "fake", f, "real", r)
+    check_target(op, "real_target", rt)
+    check_target(op, "fake_target", ft)
+    with torch.no_grad():
+        stats = _reference_stats(r.detach(), f.detach())
+    lr = _ops.bce_with_logits(real, _target_like(r, rt), None, None, red, True)[0]
+    lf = _ops.bce_with_logits(fake, _target_like(f, ft), None, None, red, True)[0]
+    loss = torch.cat([lr.reshape(-1), lf.reshape(-1)]) if red == 0 else lr + lf
+    return loss, stats
+
+
+def _reference_stats(r: Tensor, f: Tensor) -> Tensor:
+    return discriminator_stats(r, f).to(torch.float32)
+
+
+def _gen_with_tangents(fake: Tensor, code: int, t: float, red: int) -> Tensor:
+    op = "bce_generator_loss"
+    (f,), (tf,) = _fwad.unpack((fake,))
+    if tf is None:
+        return _GEN(fake, code, t, red, torch.is_grad_enabled() and fake.requires_grad)[0]
+    _check_fake_logits(op, f)
+    check_target(op, "target", t)
+    if code == 0:  # non-saturating: BCE(fake, t)
+        return _ops.bce_with_logits(fake, _target_like(f, t), None, None, red, True)[0]
+    return -_ops.bce_with_logits(fake, _target_like(f, 1.0 - t), None, None, red, True)[0]  # minimax
 
 
 def _promote(input: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
@@ -292,6 +352,7 @@ def _check_fake_reduction(op: str, reduction: int) -> None:
 @torch.library.register_fake("ganx::bce_discriminator_loss")
 def _disc_fake(real, fake, real_target, fake_target, reduction, need_grad):
     _check_fake_logits("bce_discriminator_loss", real, fake)
+    check_device("bce_discriminator_loss", "fake", fake, "real", real)
     check_target("bce_discriminator_loss", "real_target", real_target)
     check_target("bce_discriminator_loss", "fake_target", fake_target)
     _check_fake_reduction("bce_discriminator_loss", reduction)
@@ -312,6 +373,8 @@ def _gen_fake(fake, mode, target, reduction, need_grad):
 @torch.library.register_fake("ganx::bce_with_logits")
 def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
     _check_fake_logits("bce_with_logits", input)
+    for name, t in (("target", target), ("weight", weight), ("pos_weight", pos_weight)):
+        check_device("bce_with_logits", name, t, "input", input)
     _check_fake_reduction("bce_with_logits", reduction)
     torch._check(target.shape == input.shape, lambda: "bce_with_logits: target must have input's shape")
     return _loss_like(input, reduction), _grad_like(input, need_grad)
@@ -320,6 +383,8 @@ def _bwl_fake(input, target, weight, pos_weight, reduction, need_grad):
 @torch.library.register_fake("ganx::binary_cross_entropy")
 def _bce_fake(input, target, weight, reduction, need_grad):
     _check_fake_logits("binary_cross_entropy", input)
+    for name, t in (("target", target), ("weight", weight)):
+        check_device("binary_cross_entropy", name, t, "input", input)
     _check_fake_reduction("binary_cross_entropy", reduction)
     torch._check(target.shape == input.shape, lambda: "binary_cross_entropy: target must have input's shape")
     return _loss_like(input, reduction), _grad_like(input, need_grad)
@@ -394,5 +459,54 @@ def _bce_backward(ctx, g_loss, _):
 
 # The discriminator and generator losses have their autograd kernels in C++ (csrc/autograd.cpp):
 # on GAN-sized batches the Python autograd.Function layer would cost more than the whole op.
-torch.library.register_autograd("ganx::bce_with_logits", _bwl_backward, setup_context=_bwl_setup)
-torch.library.register_autograd("ganx::binary_cross_entropy", _bce_backward, setup_context=_bce_setup)
+# Forward mode (jvp rules): d loss = red(g_elem * dx) + red(d_t * dt) where the kernel's saved g is
+# already red's derivative (d red(f) / d x, divided by numel for "mean"), so its part is sum(g * dx)
+# ("none": g * dx), and d_t = d loss / d target is the element-wise form the backward uses
+# (_bwl_backward / _bce_backward), reduced like the loss. The op is called with need_grad=True when
+# the input has a tangent, so g exists. weight and pos_weight are not differentiable (like torch's
+# gradients, and like the reverse mode here): a tangent on them is an error, never dropped.
+
+def _loss_jvp(op: str, call, primals, tangents, d_target):
+    input = primals[0]
+    tx, tt = tangents[0], tangents[1]
+    for i, name in ((2, "weight"), (3, "pos_weight")):
+        if i < len(tangents) - 2 and tangents[i] is not None:
+            raise RuntimeError(f"{op}: the loss is not differentiable with respect to {name} (like torch); pass "
+                               f"{name} without a forward-mode tangent")
+    args = list(primals)
+    if tx is not None:
+        args[-1] = True  # need_grad
+    loss, g = call(*args)
+    red = args[-2]
+    tangent = None
+    if tx is not None:
+        tangent = _fwad.dot_tangent(g, tx, red)
+    if tt is not None:
+        d = d_target(input, primals)
+        weight = primals[2]
+        if weight is not None:
+            d = d * weight
+        part = _fwad.reduce_tangent(d * tt, red, input.numel())
+        tangent = part if tangent is None else tangent + part
+    return (loss, g), (tangent, None)
+
+
+def _bwl_d_target(input, primals):
+    pos_weight = primals[3]
+    d = -input
+    if pos_weight is not None:
+        d = d + (pos_weight - 1) * torch.nn.functional.softplus(-input)
+    return d
+
+
+def _bwl_jvp(call, primals, tangents):
+    return _loss_jvp("bce_with_logits", call, primals, tangents, _bwl_d_target)
+
+
+def _bce_jvp(call, primals, tangents):
+    return _loss_jvp("binary_cross_entropy", call, primals, tangents,
+                     lambda input, _: torch.log1p(-input) - torch.log(input))
+
+
+_fwad.register_autograd("ganx::bce_with_logits", _bwl_backward, _bwl_setup, _bwl_jvp)
+_fwad.register_autograd("ganx::binary_cross_entropy", _bce_backward, _bce_setup, _bce_jvp)

@@ -21,6 +21,8 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from ganx import _ext  # noqa: F401  (registers torch.ops.ganx)
+from ganx.ops import _fwad
+from ganx.ops._checks import check_device
 from ganx.ops.activations import ACTIVATIONS, check_activation
 
 __all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "ACTIVATIONS", "UPCONV_ALGORITHMS", "set_upconv_algorithm",
@@ -113,8 +115,9 @@ def upsample_conv2d(
 
     Under ``torch.autocast("cuda")`` the inputs are cast to the autocast dtype, like conv2d (the
     op's Autocast kernel, csrc/autocast.cpp); under CPU autocast it runs in float32. Gradients
-    for x, weight and bias (only those needed are computed). Double backward is
-    not supported (a clear error).
+    for x, weight and bias (only those needed are computed). Forward-mode AD (torch.func.jvp,
+    jacfwd, torch.autograd.forward_ad) carries tangents of x, weight and bias. Double backward and
+    forward-over-reverse are not supported (a clear error).
     """
     s, p, act, slope = _check_python_args(weight, scale_factor, padding, activation, negative_slope)
     return torch.ops.ganx.upsample_conv2d(x, weight, bias, s, p, act, slope)
@@ -156,11 +159,17 @@ def _like(t: torch.Tensor, fmt: torch.memory_format = torch.contiguous_format) -
     return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=fmt)
 
 
+def _check_devices(op: str, x: torch.Tensor, **others: Optional[torch.Tensor]) -> None:
+    for name, t in others.items():
+        check_device(op, name, t, "x", x)
+
+
 @torch.library.register_fake("ganx::upsample_conv2d")
 def _upsample_conv2d_fake(x, weight, bias, scale, padding, activation, negative_slope):
     torch._check(x.dim() == 4, lambda: f"upsample_conv2d: x must be 4-D (N, C_in, H, W), got {x.dim()}-D")
     torch._check(weight.dim() == 4, lambda: "upsample_conv2d: weight must be 4-D (C_out, C_in, kH, kW)")
     torch._check(weight.shape[1] == x.shape[1], lambda: "upsample_conv2d: weight and x channel mismatch")
+    _check_devices("upsample_conv2d", x, weight=weight, bias=bias)
     n, _, h, w = x.shape
     return x.new_empty((n, weight.shape[0], h * scale, w * scale)).contiguous(memory_format=_out_format(x))
 
@@ -168,6 +177,7 @@ def _upsample_conv2d_fake(x, weight, bias, scale, padding, activation, negative_
 @torch.library.register_fake("ganx::upsample_conv2d_backward")
 def _upsample_conv2d_backward_fake(grad_out, x, weight, out, has_bias, scale, padding, activation,
                                    negative_slope, output_mask):
+    _check_devices("upsample_conv2d_backward", x, grad_out=grad_out, weight=weight, out=out)
     gx = _like(x, _out_format(x)) if output_mask[0] else x.new_empty((0,))
     gw = _like(weight) if output_mask[1] else weight.new_empty((0,))
     gb = x.new_empty((weight.shape[0],)) if (output_mask[2] and has_bias) else x.new_empty((0,))
@@ -179,12 +189,14 @@ def _conv_transpose2d_4s2_fake(x, weight, bias, activation, negative_slope):
     torch._check(x.dim() == 4, lambda: f"conv_transpose2d_4s2: x must be 4-D (N, C_in, H, W), got {x.dim()}-D")
     torch._check(weight.dim() == 4, lambda: "conv_transpose2d_4s2: weight must be 4-D (C_in, C_out, 4, 4)")
     torch._check(weight.shape[0] == x.shape[1], lambda: "conv_transpose2d_4s2: weight and x channel mismatch")
+    _check_devices("conv_transpose2d_4s2", x, weight=weight, bias=bias)
     n, _, h, w = x.shape
     return x.new_empty((n, weight.shape[1], 2 * h, 2 * w)).contiguous(memory_format=_out_format(x))
 
 
 @torch.library.register_fake("ganx::conv_transpose2d_4s2_backward")
 def _conv_transpose2d_4s2_backward_fake(grad_out, x, weight, out, has_bias, activation, negative_slope, output_mask):
+    _check_devices("conv_transpose2d_4s2_backward", x, grad_out=grad_out, weight=weight, out=out)
     gx = _like(x, _out_format(x)) if output_mask[0] else x.new_empty((0,))
     gw = _like(weight) if output_mask[1] else weight.new_empty((0,))
     gb = x.new_empty((weight.shape[1],)) if (output_mask[2] and has_bias) else x.new_empty((0,))
@@ -214,7 +226,44 @@ def _backward(ctx, grad_out):
             None, None, None, None)
 
 
-torch.library.register_autograd("ganx::upsample_conv2d", _backward, setup_context=_setup_context)
+# Forward mode (jvp rule, derivation): out = act(pre), pre = L(x, w) + b with L the bilinear
+# upsample-conv (activation "none", no bias), so d pre = L(dx, w) + L(x, dw) + db (each term an
+# upsample_conv2d itself) and d out = act'(pre) d pre, with act' written with the output like the
+# backward (csrc/activation.h act_backward): relu [y > 0], leaky_relu [y > 0] + slope [y <= 0],
+# tanh 1 - y^2.
+def _act_jvp(t: torch.Tensor, out: torch.Tensor, activation: str, negative_slope: float) -> torch.Tensor:
+    if activation == "relu":
+        return torch.where(out > 0, t, torch.zeros((), dtype=t.dtype, device=t.device))
+    if activation == "leaky_relu":
+        return torch.where(out > 0, t, t * negative_slope)
+    if activation == "tanh":
+        return t * (1 - out * out)
+    return t
+
+
+def _bilinear_jvp(call, primals, tangents, linear, x_arg, w_arg, b_arg, act_arg, slope_arg):
+    out = call(*primals)
+    x, w = primals[x_arg], primals[w_arg]
+    tx, tw, tb = tangents[x_arg], tangents[w_arg], tangents[b_arg]
+    t = None
+    for a, b, tangent in ((tx, w, tx), (x, tw, tw)):
+        if tangent is not None:
+            term = linear(a, b)
+            t = term if t is None else t + term
+    if tb is not None:
+        tb = tb.view(1, -1, 1, 1)
+        t = tb.expand(out.shape) if t is None else t + tb
+    return out, _act_jvp(t, out, primals[act_arg], primals[slope_arg])
+
+
+def _jvp(call, primals, tangents):
+    _, _, _, scale, padding, _, slope = primals
+    linear = lambda a, b: torch.ops.ganx.upsample_conv2d(a, b, None, scale, padding, "none", slope)  # noqa: E731
+    return _bilinear_jvp(call, primals, tangents, linear, 0, 1, 2, 5, 6)
+
+
+_fwad.register_autograd("ganx::upsample_conv2d", _backward, _setup_context, _jvp)
+_fwad.register_not_forward_differentiable("ganx::upsample_conv2d_backward")
 
 
 def _setup_context_ct(ctx, inputs, output):
@@ -237,4 +286,11 @@ def _backward_ct(ctx, grad_out):
     return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None
 
 
-torch.library.register_autograd("ganx::conv_transpose2d_4s2", _backward_ct, setup_context=_setup_context_ct)
+def _jvp_ct(call, primals, tangents):
+    slope = primals[4]
+    linear = lambda a, b: torch.ops.ganx.conv_transpose2d_4s2(a, b, None, "none", slope)  # noqa: E731
+    return _bilinear_jvp(call, primals, tangents, linear, 0, 1, 2, 3, 4)
+
+
+_fwad.register_autograd("ganx::conv_transpose2d_4s2", _backward_ct, _setup_context_ct, _jvp_ct)
+_fwad.register_not_forward_differentiable("ganx::conv_transpose2d_4s2_backward")
