@@ -98,10 +98,9 @@ at::Tensor epilogue_bwd_cpu(const at::Tensor& grad, const at::Tensor& out, const
     });
   });
   if (!need_bias) return at::Tensor();
-  // Fixed-order reduction of the partial sums (deterministic for any thread count).
-  auto gb = at::empty({C}, grad.options().dtype(at::kDouble));
-  double* g = gb.data_ptr<double>();
-  for (int64_t o = 0; o < C; ++o) g[o] = 0;
+  // Fixed-order reduction of the partial sums (deterministic for any thread count), in double,
+  // written in grad's dtype (one rounding; no second tensor and cast).
+  std::vector<double> g(C, 0.0);
   if (cl) {
     for (int64_t u = 0; u < units; ++u)
       for (int64_t o = 0; o < C; ++o) g[o] += partial[u * C + o];
@@ -109,7 +108,12 @@ at::Tensor epilogue_bwd_cpu(const at::Tensor& grad, const at::Tensor& out, const
     for (int64_t n = 0; n < N; ++n)
       for (int64_t o = 0; o < C; ++o) g[o] += partial[n * C + o];
   }
-  return gb.to(grad.scalar_type());
+  auto gb = at::empty({C}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "upconv_epilogue_bwd_bias", [&] {
+    scalar_t* out = gb.data_ptr<scalar_t>();
+    for (int64_t o = 0; o < C; ++o) out[o] = static_cast<scalar_t>(g[o]);
+  });
+  return gb;
 }
 
 // The same sums as cpu::fold_taps, with every tap's source / destination offset computed once

@@ -192,49 +192,6 @@ def _conv_transpose2d_4s2_backward_fake(grad_out, x, weight, out, has_bias, acti
 
 
 # ----------------------------------------------------------------- autograd
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, scale, padding, activation, negative_slope = inputs
-    ctx.save_for_backward(x, weight, output if activation != "none" else None)
-    ctx.has_bias = bias is not None
-    ctx.args = (scale, padding, activation, negative_slope)
-
-
-def _backward(ctx, grad_out):
-    x, weight, out = ctx.saved_tensors
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (grad_out, x, weight)):
-        raise RuntimeError("upsample_conv2d: double backward (create_graph=True) is not supported")
-    scale, padding, activation, negative_slope = ctx.args
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    if out is None:
-        out = grad_out.new_empty((0,))
-    gx, gw, gb = torch.ops.ganx.upsample_conv2d_backward(
-        grad_out, x, weight, out, ctx.has_bias, scale, padding, activation, negative_slope, mask)
-    return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None,
-            None, None, None, None)
-
-
-torch.library.register_autograd("ganx::upsample_conv2d", _backward, setup_context=_setup_context)
-
-
-def _setup_context_ct(ctx, inputs, output):
-    x, weight, bias, activation, negative_slope = inputs
-    ctx.save_for_backward(x, weight, output if activation != "none" else None)
-    ctx.has_bias = bias is not None
-    ctx.args = (activation, negative_slope)
-
-
-def _backward_ct(ctx, grad_out):
-    x, weight, out = ctx.saved_tensors
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (grad_out, x, weight)):
-        raise RuntimeError("conv_transpose2d_4s2: double backward (create_graph=True) is not supported")
-    activation, negative_slope = ctx.args
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    if out is None:
-        out = grad_out.new_empty((0,))
-    gx, gw, gb = torch.ops.ganx.conv_transpose2d_4s2_backward(
-        grad_out, x, weight, out, ctx.has_bias, activation, negative_slope, mask)
-    return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None
-
-
-torch.library.register_autograd("ganx::conv_transpose2d_4s2", _backward_ct, setup_context=_setup_context_ct)
+# In C++ (csrc/autograd.cpp, the ops' Autograd kernels): a Python autograd formula would add
+# tens of microseconds of host time to every call, more than the whole layer costs at small
+# sizes, and a GPU user pays it per layer on top of the kernels.
