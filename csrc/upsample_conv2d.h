@@ -149,6 +149,8 @@ struct DeviceGlue {
   void (*synchronize)();   // for timing candidates
   bool (*capturing)();     // a CUDA graph is being captured on the current stream
 };
+// Tests only: makes the CPU glue report a graph capture in progress (csrc/cpu/upsample_conv2d.cpp).
+void set_simulated_cpu_capture(bool on);
 // Each device file registers its glue at static-initialisation time.
 void register_device_glue(c10::DeviceType type, const DeviceGlue& glue);
 const DeviceGlue& device_glue(const at::Tensor& t, const char* op);

@@ -11,6 +11,7 @@
 #include "upsample_conv2d.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 namespace ganx {
@@ -151,15 +152,20 @@ void fold_cpu(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) {
 }
 
 void no_sync() {}
-bool never_capturing() { return false; }
+// The CPU has no graph capture; tests switch this on to check what the algorithm choice does
+// while a CUDA graph is captured (set_simulated_cpu_capture, ganx._C._simulate_cpu_graph_capture).
+std::atomic<bool> simulated_capture{false};
+bool cpu_capturing() { return simulated_capture.load(std::memory_order_relaxed); }
 
 const bool registered = [] {
   register_device_glue(c10::DeviceType::CPU,
-                       DeviceGlue{&epilogue_fwd_cpu, &epilogue_bwd_cpu, &fold_cpu, &no_sync, &never_capturing});
+                       DeviceGlue{&epilogue_fwd_cpu, &epilogue_bwd_cpu, &fold_cpu, &no_sync, &cpu_capturing});
   return true;
 }();
 
 }  // namespace
+
+void set_simulated_cpu_capture(bool on) { simulated_capture.store(on); }
 
 TORCH_LIBRARY_IMPL(ganx, CPU, m) {
   m.impl("upsample_conv2d", &upsample_conv2d);
