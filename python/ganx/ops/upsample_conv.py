@@ -27,6 +27,11 @@ __all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "ACTIVATIONS", "UPCONV_ALG
            "get_upconv_algorithm", "upconv_algorithm", "upconv_algorithm_choices"]
 
 _MAX_SCALE = 4
+# The op overloads themselves (calling them skips the packet's overload resolution) and the
+# canonical name of each accepted activation argument (None -> "none").
+_UPCONV = torch.ops.ganx.upsample_conv2d.default
+_CONVT = torch.ops.ganx.conv_transpose2d_4s2.default
+_CANONICAL_ACT = {None: "none", **{name: name for name in ACTIVATIONS}}
 
 # ----------------------------------------------------------------- algorithm choice
 # Both ops run as one of three compositions of the vendor's convolution (cuDNN / oneDNN) with
@@ -41,8 +46,9 @@ _MAX_SCALE = 4
 # applies, except the forward to fewer than 16 channels (stacked), elsewhere stacked from
 # 16x16, split below. With
 # torch.backends.cudnn.benchmark on, the candidates are timed once per (op, direction, shapes,
-# dtype, memory format, device) and the fastest is cached (never while a CUDA graph is being
-# captured or under tracing). GANX_UPCONV_ALGO or set_upconv_algorithm() forces one.
+# dtype, memory format, device) and the fastest is cached (never under
+# torch.use_deterministic_algorithms(True); while a CUDA graph is being captured the cached
+# choice, nothing timed or recorded). GANX_UPCONV_ALGO or set_upconv_algorithm() forces one.
 UPCONV_ALGORITHMS = ("deconv", "stacked", "split")
 
 
@@ -116,8 +122,18 @@ def upsample_conv2d(
     for x, weight and bias (only those needed are computed). Double backward is
     not supported (a clear error).
     """
+    # The common call (int scale, padding None or int, a known activation, a float slope, a 4-D
+    # weight) goes straight to the op, which checks the rest in C++: the wrapper's time is host
+    # overhead paid per layer on top of the kernels (benchmarks/bench_host_overhead.py).
+    act = _CANONICAL_ACT.get(activation) if activation is None or type(activation) is str else None
+    if (act is not None and type(scale_factor) is int and type(negative_slope) is float
+            and isinstance(weight, torch.Tensor) and weight.dim() == 4):
+        if padding is None:
+            padding = weight.shape[-1] // 2
+        if type(padding) is int:
+            return _UPCONV(x, weight, bias, scale_factor, padding, act, negative_slope)
     s, p, act, slope = _check_python_args(weight, scale_factor, padding, activation, negative_slope)
-    return torch.ops.ganx.upsample_conv2d(x, weight, bias, s, p, act, slope)
+    return _UPCONV(x, weight, bias, s, p, act, slope)
 
 
 def conv_transpose2d_4s2(
@@ -138,9 +154,10 @@ def conv_transpose2d_4s2(
         x: (N, C_in, H, W); weight: (C_in, C_out, 4, 4) (ConvTranspose2d's layout);
         bias: (C_out,) or None; activation / negative_slope as in :func:`upsample_conv2d`.
     """
-    act = check_activation("conv_transpose2d_4s2", activation)
-    slope = float(negative_slope)
-    return torch.ops.ganx.conv_transpose2d_4s2(x, weight, bias, act, slope)
+    act = _CANONICAL_ACT.get(activation) if activation is None or type(activation) is str else None
+    if act is None:
+        act = check_activation("conv_transpose2d_4s2", activation)
+    return _CONVT(x, weight, bias, act, negative_slope if type(negative_slope) is float else float(negative_slope))
 
 
 # ----------------------------------------------------------------- fake kernels (shapes only)
