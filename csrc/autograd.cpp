@@ -1,6 +1,11 @@
-// Autograd kernels of the GAN losses, in C++: their backward is one multiply of the gradient
-// the forward already produced, so the Python autograd.Function machinery would cost more
-// than the whole computation on small batches (tens of microseconds for 64 logits).
+// Autograd kernels in C++ of the GAN losses and of the two phase-conv ops (upsample_conv2d,
+// conv_transpose2d_4s2): the Python autograd.Function machinery would cost more than the whole
+// computation on small batches (tens of microseconds for 64 logits), and on a GPU the host time
+// of every layer is paid on top of its kernels (benchmarks/bench_host_overhead.py).
+//
+// Phase-conv backward: the backward op (ganx::*_backward, csrc/upsample_conv2d.cpp) computes
+// every gradient from grad_out, x, weight and the output (the activation's derivative reads
+// the output, so it is saved only when an activation is fused).
 //
 // Backward (derivation): loss = red(f(x)) and the kernel saved g = d red(f) / d x (already
 // divided by numel for "mean"), so d L / d x = grad_loss * g for a scalar loss and
@@ -14,6 +19,11 @@
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <tuple>
 
 #include "bce_loss.h"
 
@@ -189,11 +199,159 @@ std::tuple<at::Tensor, at::Tensor> bce_generator_loss_autograd(const at::Tensor&
   return {out[0], out[1]};
 }
 
+// ---------------------------------------------------------------- phase-conv ops
+using OptTensor = std::optional<at::Tensor>;
+using Grads3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+bool any_requires_grad(const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
+  return at::GradMode::is_enabled() &&
+         (x.requires_grad() || w.requires_grad() || (b.has_value() && b->defined() && b->requires_grad()));
+}
+
+void check_no_phase_conv_double_backward(const char* op, const at::Tensor& g, const at::Tensor& x,
+                                         const at::Tensor& w) {
+  // Under create_graph=True a graph built on these gradients would miss their own derivatives.
+  TORCH_CHECK(!(at::GradMode::is_enabled() && (g.requires_grad() || x.requires_grad() || w.requires_grad())), op,
+              ": double backward (create_graph=True) is not supported");
+}
+
+// The forward saves x, weight, the output (activation fused) and the op's scalar arguments;
+// the backward runs the backward op below autograd for the inputs that need a gradient.
+void save_phase_conv(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                     const at::Tensor& out, c10::string_view activation, double slope) {
+  const bool fused_act = activation != "none";
+  ctx->save_for_backward({x, w, fused_act ? out : at::Tensor()});
+  ctx->saved_data["has_bias"] = b.has_value() && b->defined();
+  ctx->saved_data["activation"] = std::string(activation);
+  ctx->saved_data["slope"] = slope;
+}
+
+struct PhaseConvSaved {
+  at::Tensor x, w, out;
+  bool has_bias;
+  std::string activation;
+  double slope;
+  std::array<bool, 3> mask;
+};
+
+PhaseConvSaved load_phase_conv(AutogradContext* ctx, const char* op, const at::Tensor& g) {
+  auto v = ctx->get_saved_variables();
+  PhaseConvSaved s{v[0], v[1], v[2], ctx->saved_data["has_bias"].toBool(),
+                   ctx->saved_data["activation"].toStringRef(), ctx->saved_data["slope"].toDouble(), {}};
+  check_no_phase_conv_double_backward(op, g, s.x, s.w);
+  s.mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1), s.has_bias && ctx->needs_input_grad(2)};
+  // With no activation the backward op never reads `out`; grad_out stands in for it (an
+  // empty tensor would be one more op call per backward).
+  if (!s.out.defined()) s.out = g;
+  return s;
+}
+
+variable_list phase_conv_grads(const Grads3& r, const std::array<bool, 3>& mask, size_t n_args) {
+  variable_list out(n_args);
+  if (mask[0]) out[0] = std::get<0>(r);
+  if (mask[1]) out[1] = std::get<1>(r);
+  if (mask[2]) out[2] = std::get<2>(r);
+  return out;
+}
+
+using UpconvSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, int64_t, int64_t,
+                             c10::string_view, double);
+using UpconvBwdSig = Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, int64_t,
+                            int64_t, c10::string_view, double, std::array<bool, 3>);
+
+c10::TypedOperatorHandle<UpconvSig>& upsample_conv2d_op() {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ganx::upsample_conv2d", "").typed<UpconvSig>();
+  return op;
+}
+
+class UpsampleConv2dFn : public torch::autograd::Function<UpsampleConv2dFn> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                            int64_t scale, int64_t padding, c10::string_view activation, double slope) {
+    at::Tensor out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      out = upsample_conv2d_op().call(x, w, b, scale, padding, activation, slope);
+    }
+    save_phase_conv(ctx, x, w, b, out, activation, slope);
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["padding"] = padding;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("ganx::upsample_conv2d_backward", "")
+                         .typed<UpconvBwdSig>();
+    const at::Tensor& g = grads[0];
+    auto s = load_phase_conv(ctx, "upsample_conv2d", g);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const auto r = op.call(g, s.x, s.w, s.out, s.has_bias, ctx->saved_data["scale"].toInt(),
+                           ctx->saved_data["padding"].toInt(), s.activation, s.slope, s.mask);
+    return phase_conv_grads(r, s.mask, 7);
+  }
+};
+
+at::Tensor upsample_conv2d_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, int64_t scale,
+                                    int64_t padding, c10::string_view activation, double slope) {
+  if (!any_requires_grad(x, w, b)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return upsample_conv2d_op().call(x, w, b, scale, padding, activation, slope);
+  }
+  return UpsampleConv2dFn::apply(x, w, b, scale, padding, activation, slope);
+}
+
+using ConvT4s2Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, c10::string_view, double);
+using ConvT4s2BwdSig = Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool,
+                              c10::string_view, double, std::array<bool, 3>);
+
+c10::TypedOperatorHandle<ConvT4s2Sig>& conv_transpose2d_4s2_op() {
+  static auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("ganx::conv_transpose2d_4s2", "").typed<ConvT4s2Sig>();
+  return op;
+}
+
+class ConvTranspose2d4s2Fn : public torch::autograd::Function<ConvTranspose2d4s2Fn> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                            c10::string_view activation, double slope) {
+    at::Tensor out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      out = conv_transpose2d_4s2_op().call(x, w, b, activation, slope);
+    }
+    save_phase_conv(ctx, x, w, b, out, activation, slope);
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("ganx::conv_transpose2d_4s2_backward", "")
+                         .typed<ConvT4s2BwdSig>();
+    const at::Tensor& g = grads[0];
+    auto s = load_phase_conv(ctx, "conv_transpose2d_4s2", g);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const auto r = op.call(g, s.x, s.w, s.out, s.has_bias, s.activation, s.slope, s.mask);
+    return phase_conv_grads(r, s.mask, 5);
+  }
+};
+
+at::Tensor conv_transpose2d_4s2_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                                         c10::string_view activation, double slope) {
+  if (!any_requires_grad(x, w, b)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return conv_transpose2d_4s2_op().call(x, w, b, activation, slope);
+  }
+  return ConvTranspose2d4s2Fn::apply(x, w, b, activation, slope);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ganx, Autograd, m) {
   m.impl("bce_discriminator_loss", &bce_discriminator_loss_autograd);
   m.impl("bce_generator_loss", &bce_generator_loss_autograd);
+  m.impl("upsample_conv2d", &upsample_conv2d_autograd);
+  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2_autograd);
 }
 
 }  // namespace ganx

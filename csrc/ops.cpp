@@ -120,6 +120,9 @@ PYBIND11_MODULE(_C, m) {
      "device), algorithm, source ('rule', 'timed' under cudnn.benchmark, 'forced')");
   m.def("clear_upconv_algorithm_choices", &ganx::clear_algorithm_choices,
         "Forgets the choices (timed ones are timed again on next use)");
+  m.def("_simulate_cpu_graph_capture", &ganx::set_simulated_cpu_capture,
+        "Tests only: the CPU kernels behave as if a CUDA graph were being captured (the upsample-conv "
+        "algorithm choice neither times nor records)");
   m.def("cpu_buffer_cache_clear", &ganx::buffer_cache_clear,
         "Frees every buffer the CPU output-buffer cache holds");
 }

@@ -8,16 +8,19 @@
 
 #include <ATen/Context.h>
 #include <ATen/OpMathType.h>
+#include <ATen/record_function.h>
+#include <c10/util/hash.h>
 #include <c10/util/strides.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <map>
-#include <mutex>
+#include <shared_mutex>
 #include <sstream>
+#include <unordered_map>
 
 namespace ganx {
 
@@ -124,6 +127,25 @@ const DeviceGlue& device_glue(const at::Tensor& t, const char* op) {
 
 // ---------------------------------------------------------------- weight fold (exact sums)
 
+// Each glue kernel call shows in torch.profiler as one ganx::upconv_* event (one kernel launch
+// on CUDA), so profiles and launch counts (benchmarks/bench_host_overhead.py) see them.
+namespace {
+void run_fold(const at::Tensor& weight, const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) {
+  RECORD_FUNCTION("ganx::upconv_fold", std::vector<c10::IValue>());
+  device_glue(weight, "upsample_conv2d").fold(f, src, dst);
+}
+void run_epilogue_fwd(const DeviceGlue& glue, const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias,
+                      int64_t s, Act act, double slope) {
+  RECORD_FUNCTION("ganx::upconv_epilogue_fwd", std::vector<c10::IValue>());
+  glue.epilogue_fwd(ph, out, bias, s, act, slope);
+}
+at::Tensor run_epilogue_bwd(const DeviceGlue& glue, const at::Tensor& grad, const at::Tensor& out, const PhaseMaps& ph,
+                            int64_t s, Act act, double slope, bool need_bias) {
+  RECORD_FUNCTION("ganx::upconv_epilogue_bwd", std::vector<c10::IValue>());
+  return glue.epilogue_bwd(grad, out, ph, s, act, slope, need_bias);
+}
+}  // namespace
+
 // The FoldArgs of each fold come from the recipes in upconv_fold.h (on sizes and strides, so
 // that the CUDA emulator tests build them with the same code); the device glue runs them.
 at::Tensor fold_weight(const at::Tensor& weight, const UpConvGeometry& g) {
@@ -132,7 +154,7 @@ at::Tensor fold_weight(const at::Tensor& weight, const UpConvGeometry& g) {
   auto wf = at::empty({g.s, g.s, c_out, c_in, g.T, g.T}, weight.options().memory_format(at::MemoryFormat::Contiguous));
   const FoldArgs f = fold::weight_fold(g, weight.sizes().data(), weight.strides().data(), wf.sizes().data(),
                                        wf.strides().data());
-  device_glue(weight, "upsample_conv2d").fold(f, weight, wf);
+  run_fold(weight, f, weight, wf);
   return wf;
 }
 
@@ -140,7 +162,7 @@ at::Tensor unfold_weight_grad(const at::Tensor& grad_folded, const UpConvGeometr
   auto gw = at::empty(weight.sizes(), grad_folded.options().memory_format(at::MemoryFormat::Contiguous));
   const FoldArgs f = fold::weight_unfold(g, grad_folded.sizes().data(), grad_folded.strides().data(),
                                          gw.sizes().data(), gw.strides().data());
-  device_glue(weight, "upsample_conv2d").fold(f, grad_folded, gw);
+  run_fold(weight, f, grad_folded, gw);
   return gw;
 }
 
@@ -154,16 +176,16 @@ at::Tensor deconv_weight(const at::Tensor& weight, const UpConvGeometry& g) {
   auto w4 = at::empty({weight.size(1), weight.size(0), 4, 4}, weight.options().memory_format(at::MemoryFormat::Contiguous));
   const FoldArgs f = fold::deconv_fold(g, weight.sizes().data(), weight.strides().data(), w4.sizes().data(),
                                        w4.strides().data());
-  device_glue(weight, "upsample_conv2d").fold(f, weight, w4);
+  run_fold(weight, f, weight, w4);
   return w4;
 }
 
 at::Tensor deconv_weight_grad(const at::Tensor& gw4, const UpConvGeometry& g, const at::Tensor& weight) {
-  if (g.fold == Fold::ConvTranspose4s2) return gw4;
+  if (g.fold == Fold::ConvTranspose4s2) return gw4.contiguous();  // the vendor may follow weight's layout
   auto gw = at::empty(weight.sizes(), gw4.options().memory_format(at::MemoryFormat::Contiguous));
   const FoldArgs f = fold::deconv_unfold(g, gw4.sizes().data(), gw4.strides().data(), gw.sizes().data(),
                                          gw.strides().data());
-  device_glue(weight, "upsample_conv2d").fold(f, gw4, gw);
+  run_fold(weight, f, gw4, gw);
   return gw;
 }
 
@@ -201,16 +223,6 @@ namespace {
 
 constexpr UpconvAlgo kAllAlgos[] = {UpconvAlgo::Deconv, UpconvAlgo::Stacked, UpconvAlgo::Split};
 
-std::mutex& algo_mutex() {
-  static std::mutex m;
-  return m;
-}
-std::map<std::string, AlgoChoice>& algo_cache() {
-  static std::map<std::string, AlgoChoice> c;
-  return c;
-}
-constexpr size_t kMaxCachedChoices = 4096;
-
 std::optional<UpconvAlgo> parse_algo(const std::string& name, const char* where) {
   if (name.empty() || name == "auto") return std::nullopt;
   for (auto a : kAllAlgos)
@@ -218,14 +230,14 @@ std::optional<UpconvAlgo> parse_algo(const std::string& name, const char* where)
   TORCH_CHECK_VALUE(false, where, ": algorithm must be one of 'auto', 'deconv', 'stacked', 'split', got '", name, "'");
 }
 
-std::string& forced_name() {
-  static std::string name = [] {
+// The forced algorithm as an int (-1: automatic), read on every call without a lock.
+std::atomic<int>& forced_algo() {
+  static std::atomic<int> forced{[] {
     const char* env = std::getenv("GANX_UPCONV_ALGO");
-    std::string v = env ? env : "";
-    parse_algo(v, "GANX_UPCONV_ALGO");
-    return v == "auto" ? std::string() : v;
-  }();
-  return name;
+    const auto a = parse_algo(env ? env : "", "GANX_UPCONV_ALGO");
+    return a ? static_cast<int>(*a) : -1;
+  }()};
+  return forced;
 }
 
 // The documented static rule. CUDA: the vendor's transposed conv whenever the geometry allows
@@ -246,72 +258,160 @@ UpconvAlgo rule(const UpConvGeometry& g, int64_t H, int64_t W, int64_t c_out, bo
   return UpconvAlgo::Split;
 }
 
-std::string choice_key(const char* op, const char* dir, const at::Tensor& x, int64_t c_out, const UpConvGeometry& g,
-                       bool bias, Act act) {
-  std::ostringstream k;
-  k << op << " " << dir << " x" << x.sizes() << " c_out=" << c_out << " s=" << g.s << " k=" << g.k << " "
-    << x.scalar_type() << " " << (output_format(x) == at::MemoryFormat::ChannelsLast ? "channels_last" : "contiguous")
-    << " " << x.device() << (bias ? " bias" : "") << " act=" << static_cast<int>(act);
-  return k.str();
+// ---- the choice cache. The key is plain data (no string formatting on the hot path: the
+// choice runs on every call, and its cost is host overhead a GPU user pays per layer); the
+// map is read under a shared lock and written only when an entry is new or changes.
+struct ChoiceKey {
+  std::array<int64_t, 4> x{};
+  int64_t c_out = 0;
+  int32_t s = 0, k = 0;
+  Fold fold = Fold::UpsampleConv;
+  bool backward = false, bias = false, channels_last = false;
+  at::ScalarType dtype = at::kFloat;
+  c10::Device device{c10::kCPU};
+  Act act = Act::None;
+
+  bool operator==(const ChoiceKey& o) const {
+    return x == o.x && c_out == o.c_out && s == o.s && k == o.k && fold == o.fold && backward == o.backward &&
+           bias == o.bias && channels_last == o.channels_last && dtype == o.dtype && device == o.device &&
+           act == o.act;
+  }
+  // "upsample_conv2d forward x[1, 2, 9, 9] c_out=3 s=2 k=3 Float contiguous cpu bias act=1"
+  std::string str() const {
+    std::ostringstream k_;
+    k_ << (fold == Fold::ConvTranspose4s2 ? "conv_transpose2d_4s2" : "upsample_conv2d") << " "
+       << (backward ? "backward" : "forward") << " x" << c10::IntArrayRef(x) << " c_out=" << c_out << " s=" << s
+       << " k=" << k << " " << dtype << " " << (channels_last ? "channels_last" : "contiguous") << " " << device
+       << (bias ? " bias" : "") << " act=" << static_cast<int>(act);
+    return k_.str();
+  }
+};
+
+struct ChoiceKeyHash {
+  size_t operator()(const ChoiceKey& k) const {
+    size_t h = 0;
+    for (auto v : k.x) h = c10::hash_combine(h, std::hash<int64_t>()(v));
+    h = c10::hash_combine(h, std::hash<int64_t>()(k.c_out));
+    const uint64_t small = uint64_t(k.s) | uint64_t(k.k) << 8 | uint64_t(k.fold) << 16 | uint64_t(k.backward) << 18 |
+                           uint64_t(k.bias) << 19 | uint64_t(k.channels_last) << 20 | uint64_t(k.dtype) << 21 |
+                           uint64_t(k.device.type()) << 29 | uint64_t(uint8_t(k.device.index())) << 37 |
+                           uint64_t(k.act) << 45;
+    return c10::hash_combine(h, std::hash<uint64_t>()(small));
+  }
+};
+
+enum class Source : int { Rule = 0, Timed = 1, Forced = 2 };
+const char* source_name(Source s) {
+  switch (s) {
+    case Source::Rule: return "rule";
+    case Source::Timed: return "timed";
+    case Source::Forced: return "forced";
+  }
+  return "?";
 }
 
-// Picks the algorithm: forced > cached timing (cudnn.benchmark on) > rule. `run` runs one
-// candidate once (used only for timing).
+struct Choice {
+  UpconvAlgo algo;
+  Source source;
+};
+
+std::shared_mutex& algo_mutex() {
+  static std::shared_mutex m;
+  return m;
+}
+std::unordered_map<ChoiceKey, Choice, ChoiceKeyHash>& algo_cache() {
+  static std::unordered_map<ChoiceKey, Choice, ChoiceKeyHash> c;
+  return c;
+}
+constexpr size_t kMaxCachedChoices = 4096;
+
+std::optional<Choice> cached(const ChoiceKey& key) {
+  std::shared_lock<std::shared_mutex> lock(algo_mutex());
+  const auto& c = algo_cache();
+  auto it = c.find(key);
+  if (it == c.end()) return std::nullopt;
+  return it->second;
+}
+
+// Records `choice` unless it is what the cache holds already (the common case: a shared lock
+// only) or a graph is being recorded (`recording()`, asked only when a write would follow).
+template <typename Recording>
+void remember(const ChoiceKey& key, Choice choice, Recording&& recording) {
+  if (auto old = cached(key); old && old->algo == choice.algo && old->source == choice.source) return;
+  if (recording()) return;
+  std::unique_lock<std::shared_mutex> lock(algo_mutex());
+  auto& c = algo_cache();
+  if (c.size() < kMaxCachedChoices || c.count(key)) c[key] = choice;
+}
+
+// Picks the algorithm: forced > cached timing (cudnn.benchmark on, deterministic mode off) >
+// rule. `run` runs one candidate once (used only for timing). While a CUDA graph is captured
+// or the JIT tracer records, the choice is the one eager would make from what is cached (the
+// timed entry if there is one, else the rule), and nothing is timed or written: a recorded
+// graph must run what eager runs, and must not make the next eager call time again. Under
+// torch.use_deterministic_algorithms(True) nothing is timed (a timed choice may differ from
+// run to run): the rule.
 template <typename Run>
-UpconvAlgo choose(const char* op, const char* dir, const at::Tensor& x, int64_t c_out, const UpConvGeometry& g,
-                  bool bias, Act act, const DeviceGlue& glue, Run&& run) {
-  const std::string key = choice_key(op, dir, x, c_out, g, bias, act);
-  auto remember = [&](UpconvAlgo a, const char* source) {
-    std::lock_guard<std::mutex> lock(algo_mutex());
-    auto& c = algo_cache();
-    if (c.size() < kMaxCachedChoices || c.count(key)) c[key] = {key, algo_name(a), source};
-    return a;
-  };
-  std::string forced;
-  {
-    std::lock_guard<std::mutex> lock(algo_mutex());
-    forced = forced_name();
-  }
-  if (auto f = parse_algo(forced, op)) {
-    TORCH_CHECK_VALUE(algo_available(*f, g), op, ": the forced algorithm '", forced,
+UpconvAlgo choose(const UpConvGeometry& g, bool backward, const at::Tensor& x, int64_t c_out, bool bias, Act act,
+                  const DeviceGlue& glue, Run&& run) {
+  ChoiceKey key;
+  for (int d = 0; d < 4; ++d) key.x[d] = x.size(d);
+  key.c_out = c_out;
+  key.s = static_cast<int32_t>(g.s);
+  key.k = static_cast<int32_t>(g.k);
+  key.fold = g.fold;
+  key.backward = backward;
+  key.bias = bias;
+  key.channels_last = output_format(x) == at::MemoryFormat::ChannelsLast;
+  key.dtype = x.scalar_type();
+  key.device = x.device();
+  key.act = act;
+  const char* op = g.fold == Fold::ConvTranspose4s2 ? "conv_transpose2d_4s2" : "upsample_conv2d";
+  auto recording = [&] { return glue.capturing(x.device()) || torch::jit::tracer::isTracing(); };
+
+  if (const int f = forced_algo().load(std::memory_order_relaxed); f >= 0) {
+    const auto a = static_cast<UpconvAlgo>(f);
+    TORCH_CHECK_VALUE(algo_available(a, g), op, ": the forced algorithm '", algo_name(a),
                       "' (GANX_UPCONV_ALGO / ganx.ops.upconv_algorithm) is not available for scale ", g.s,
-                      " with a ", g.k, "x", g.k, " kernel; '", algo_name(rule(g, x.size(2), x.size(3), c_out, true, true)),
-                      "' and 'split' are");
-    return remember(*f, "forced");
+                      " with a ", g.k, "x", g.k, " kernel; '",
+                      algo_name(rule(g, x.size(2), x.size(3), c_out, true, true)), "' and 'split' are");
+    remember(key, {a, Source::Forced}, recording);
+    return a;
   }
-  const bool can_time = at::globalContext().benchmarkCuDNN() && !glue.capturing(x.device()) &&
-                        !torch::jit::tracer::isTracing() && x.numel() > 0;
-  if (can_time) {
-    {
-      std::lock_guard<std::mutex> lock(algo_mutex());
-      auto it = algo_cache().find(key);
-      if (it != algo_cache().end() && it->second.source == "timed") return *parse_algo(it->second.algo, op);
-    }
-    // Time every available candidate once: a warm-up, then the best of three runs.
-    UpconvAlgo best = UpconvAlgo::Split;
-    double best_t = 0;
-    bool first = true;
-    for (auto a : kAllAlgos) {
-      if (!algo_available(a, g)) continue;
-      run(a);
-      double t_min = 0;
-      for (int rep = 0; rep < 3; ++rep) {
-        glue.synchronize(x.device());
-        const auto t0 = std::chrono::steady_clock::now();
+  const auto& ctx = at::globalContext();
+  if (ctx.benchmarkCuDNN() && !ctx.deterministicAlgorithms()) {
+    const auto c = cached(key);
+    if (c && c->source == Source::Timed) return c->algo;
+    if (!recording() && x.numel() > 0) {
+      // Time every available candidate once: a warm-up, then the best of three runs.
+      UpconvAlgo best = UpconvAlgo::Split;
+      double best_t = 0;
+      bool first = true;
+      for (auto a : kAllAlgos) {
+        if (!algo_available(a, g)) continue;
         run(a);
-        glue.synchronize(x.device());
-        const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        t_min = rep == 0 ? t : std::min(t_min, t);
+        double t_min = 0;
+        for (int rep = 0; rep < 3; ++rep) {
+          glue.synchronize(x.device());
+          const auto t0 = std::chrono::steady_clock::now();
+          run(a);
+          glue.synchronize(x.device());
+          const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          t_min = rep == 0 ? t : std::min(t_min, t);
+        }
+        if (first || t_min < best_t) {
+          best = a;
+          best_t = t_min;
+          first = false;
+        }
       }
-      if (first || t_min < best_t) {
-        best = a;
-        best_t = t_min;
-        first = false;
-      }
+      remember(key, {best, Source::Timed}, recording);
+      return best;
     }
-    return remember(best, "timed");
   }
-  return remember(rule(g, x.size(2), x.size(3), c_out, std::string(dir) == "forward", x.device().is_cuda()), "rule");
+  const UpconvAlgo a = rule(g, x.size(2), x.size(3), c_out, !backward, x.device().is_cuda());
+  remember(key, {a, Source::Rule}, recording);
+  return a;
 }
 
 // ---------------------------------------------------------------- the forward composition
@@ -351,7 +451,7 @@ at::Tensor forward_with(UpconvAlgo algo, const at::Tensor& x, const at::Tensor& 
     // The vendor writes the interleaved output; with no activation it adds the bias itself.
     const auto b = act == Act::None && bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
     auto y = dense_in(at::conv_transpose2d(x, deconv_weight(weight, g), b, /*stride=*/2, /*padding=*/1), fmt);
-    if (act != Act::None) glue.epilogue_fwd(PhaseMaps{{y}, {}}, y, bias, 1, act, slope);
+    if (act != Act::None) run_epilogue_fwd(glue, PhaseMaps{{y}, {}}, y, bias, 1, act, slope);
     return y;
   }
   auto out = at::empty({N, c_out, H * g.s, W * g.s}, x.options().memory_format(fmt));
@@ -363,7 +463,7 @@ at::Tensor forward_with(UpconvAlgo algo, const at::Tensor& x, const at::Tensor& 
     } else {
       y = at::conv2d(padded_input(x, g, fmt), stacked_weight(wf, g));
     }
-    glue.epilogue_fwd(stacked_maps(y, g, c_out), out, bias, g.s, act, slope);
+    run_epilogue_fwd(glue, stacked_maps(y, g, c_out), out, bias, g.s, act, slope);
     return out;
   }
   const auto xp = padded_input(x, g, fmt);
@@ -376,7 +476,7 @@ at::Tensor forward_with(UpconvAlgo algo, const at::Tensor& x, const at::Tensor& 
     }
   if (!same_strides)
     for (auto& t : ph.tensors) t = t.contiguous(fmt);
-  glue.epilogue_fwd(ph, out, bias, g.s, act, slope);
+  run_epilogue_fwd(glue, ph, out, bias, g.s, act, slope);
   return out;
 }
 
@@ -404,10 +504,13 @@ Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x
   if (algo == UpconvAlgo::Deconv) {
     at::Tensor gpre = grad;
     if (act == Act::None) {
-      if (need_b) r.gb = grad.sum({0, 2, 3}, false, at::toOpMathType(grad.scalar_type())).to(grad.scalar_type());
+      if (need_b) {
+        const auto acc = at::toOpMathType(grad.scalar_type());
+        r.gb = acc == grad.scalar_type() ? grad.sum({0, 2, 3}) : grad.sum({0, 2, 3}, false, acc).to(grad.scalar_type());
+      }
     } else {
       gpre = at::empty(grad.sizes(), grad.options().memory_format(fmt));
-      r.gb = glue.epilogue_bwd(grad, y_out, PhaseMaps{{gpre}, {}}, 1, act, slope, need_b);
+      r.gb = run_epilogue_bwd(glue, grad, y_out, PhaseMaps{{gpre}, {}}, 1, act, slope, need_b);
     }
     if (!need_x && !need_w) return r;
     const auto w4 = deconv_weight(weight, g);
@@ -424,7 +527,7 @@ Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x
     const at::Tensor xin = conv_pads ? x : padded_input(x, g, fmt);
     const int64_t Hf = H + g.pad_lo + g.pad_hi - g.T + 1, Wf = W + g.pad_lo + g.pad_hi - g.T + 1;
     auto gy = at::zeros({N, g.s * g.s * c_out, Hf, Wf}, grad.options().memory_format(fmt));
-    r.gb = glue.epilogue_bwd(grad, y_out, stacked_maps(gy, g, c_out), g.s, act, slope, need_b);
+    r.gb = run_epilogue_bwd(glue, grad, y_out, stacked_maps(gy, g, c_out), g.s, act, slope, need_b);
     if (!need_x && !need_w) return r;
     const auto w_all = stacked_weight(wf, g);
     const int64_t pad = conv_pads ? g.pad_lo : 0;
@@ -437,7 +540,7 @@ Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x
   }
   PhaseMaps ph;
   for (int64_t ab = 0; ab < g.s * g.s; ++ab) ph.tensors.push_back(at::empty({N, c_out, H, W}, grad.options().memory_format(fmt)));
-  r.gb = glue.epilogue_bwd(grad, y_out, ph, g.s, act, slope, need_b);
+  r.gb = run_epilogue_bwd(glue, grad, y_out, ph, g.s, act, slope, need_b);
   if (!need_x && !need_w) return r;
   const auto xp = padded_input(x, g, fmt);
   at::Tensor gxp = need_x ? at::zeros_like(xp) : at::Tensor();
@@ -463,24 +566,26 @@ Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x
 
 void set_forced_algorithm(const std::string& name) {
   const auto a = parse_algo(name, "ganx.ops.upconv_algorithm");
-  std::lock_guard<std::mutex> lock(algo_mutex());
-  forced_name() = a ? algo_name(*a) : "";
+  forced_algo().store(a ? static_cast<int>(*a) : -1);
 }
 
 std::string forced_algorithm() {
-  std::lock_guard<std::mutex> lock(algo_mutex());
-  return forced_name();
+  const int f = forced_algo().load();
+  return f >= 0 ? algo_name(static_cast<UpconvAlgo>(f)) : "";
 }
 
 std::vector<AlgoChoice> algorithm_choices() {
-  std::lock_guard<std::mutex> lock(algo_mutex());
   std::vector<AlgoChoice> v;
-  for (const auto& kv : algo_cache()) v.push_back(kv.second);
+  {
+    std::shared_lock<std::shared_mutex> lock(algo_mutex());
+    for (const auto& kv : algo_cache()) v.push_back({kv.first.str(), algo_name(kv.second.algo), source_name(kv.second.source)});
+  }
+  std::sort(v.begin(), v.end(), [](const AlgoChoice& a, const AlgoChoice& b) { return a.key < b.key; });
   return v;
 }
 
 void clear_algorithm_choices() {
-  std::lock_guard<std::mutex> lock(algo_mutex());
+  std::unique_lock<std::shared_mutex> lock(algo_mutex());
   algo_cache().clear();
 }
 
@@ -494,7 +599,7 @@ at::Tensor phase_conv_op(const char* op, const at::Tensor& x, const at::Tensor& 
   if (x.numel() == 0) {
     return at::empty({x.size(0), c_out, x.size(2) * g.s, x.size(3) * g.s}, x.options().memory_format(output_format(x)));
   }
-  const UpconvAlgo algo = choose(op, "forward", x, c_out, g, b.defined(), act, glue, [&](UpconvAlgo a) {
+  const UpconvAlgo algo = choose(g, /*backward=*/false, x, c_out, b.defined(), act, glue, [&](UpconvAlgo a) {
     forward_with(a, x, weight, b, g, act, negative_slope, c_out, glue);
   });
   return forward_with(algo, x, weight, b, g, act, negative_slope, c_out, glue);
@@ -521,22 +626,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
     TORCH_CHECK(out.scalar_type() == x.scalar_type(), op, "_backward: out must have the dtype of x");
   }
   const bool need_x = output_mask[0], need_w = output_mask[1], need_b = output_mask[2] && has_bias;
-  const auto fmt = output_format(x);
-  at::Tensor gx = need_x ? at::zeros(x.sizes(), x.options().memory_format(fmt)) : at::empty({0}, x.options());
-  at::Tensor gw = need_w ? at::zeros(weight.sizes(), weight.options()) : at::empty({0}, weight.options());
-  at::Tensor gb = need_b ? at::zeros({c_out}, x.options()) : at::empty({0}, x.options());
-  if (grad_out.numel() == 0 || (!need_x && !need_w && !need_b)) return {gx, gw, gb};
+  if (grad_out.numel() == 0 || (!need_x && !need_w && !need_b)) {
+    // An empty grad_out: every gradient is zero (gx is empty too unless only C_out is 0).
+    const auto fmt = output_format(x);
+    return {need_x ? at::zeros(x.sizes(), x.options().memory_format(fmt)) : at::empty({0}, x.options()),
+            need_w ? at::zeros(weight.sizes(), weight.options()) : at::empty({0}, weight.options()),
+            need_b ? at::zeros({c_out}, x.options()) : at::empty({0}, x.options())};
+  }
 
   const auto& glue = device_glue(x, op);
-  const at::Tensor grad = grad_out.to(x.scalar_type());
-  const UpconvAlgo algo = choose(op, "backward", x, c_out, g, has_bias, act, glue, [&](UpconvAlgo a) {
+  // (aten::to is an op call even when it returns its input: convert only when needed.)
+  const at::Tensor grad = grad_out.scalar_type() == x.scalar_type() ? grad_out : grad_out.to(x.scalar_type());
+  const UpconvAlgo algo = choose(g, /*backward=*/true, x, c_out, has_bias, act, glue, [&](UpconvAlgo a) {
     backward_with(a, grad, x, weight, out, g, act, negative_slope, c_out, need_x, need_w, need_b, glue);
   });
+  // Every gradient asked for is a fresh tensor the composition wrote in full (the folds write
+  // every tap of a contiguous weight-shaped tensor in weight's dtype); the others are empty.
   Grads r = backward_with(algo, grad, x, weight, out, g, act, negative_slope, c_out, need_x, need_w, need_b, glue);
-  if (need_x) gx = r.gx;
-  if (need_w) gw = r.gw.to(weight.scalar_type()).contiguous();
-  if (need_b) gb = r.gb;
-  return {gx, gw, gb};
+  auto none = [&] { return at::empty({0}, x.options()); };
+  return {need_x ? r.gx : none(), need_w ? r.gw : none(), need_b ? r.gb : none()};
 }
 
 at::Tensor upsample_conv2d(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,

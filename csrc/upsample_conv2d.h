@@ -151,6 +151,8 @@ struct DeviceGlue {
   void (*synchronize)(c10::Device device);  // for timing candidates
   bool (*capturing)(c10::Device device);    // a CUDA graph is being captured on device's current stream
 };
+// Tests only: makes the CPU glue report a graph capture in progress (csrc/cpu/upsample_conv2d.cpp).
+void set_simulated_cpu_capture(bool on);
 // Each device file registers its glue at static-initialisation time.
 void register_device_glue(c10::DeviceType type, const DeviceGlue& glue);
 const DeviceGlue& device_glue(const at::Tensor& t, const char* op);

@@ -122,6 +122,24 @@ def test_losses_tiny(tmp_path):
     assert len(pngs) == 2
 
 
+def test_host_overhead_tiny(tmp_path):
+    run_script("bench_host_overhead.py", "--tiny", "--out", str(tmp_path))
+    md, payload, _ = outputs(tmp_path, "host_overhead")
+    rows = payload["results"]
+    assert {(r["case"], r["algo"], r["phase"]) for r in rows} >= {
+        ("upsample_conv2d", "deconv", "fwd+bwd"), ("upsample_conv2d", "stacked", "fwd"),
+        ("conv_transpose2d_4s2", "deconv", "fwd+bwd"), ("d_loss", "-", "fwd+bwd")}
+    for r in rows:
+        assert r["eager_cpu_s"] > 0 and r["ganx_cpu_s"] > 0 and r["ratio_cpu"] > 0
+        assert r["eager_events"] > 0 and r["ganx_events"] > 0
+    # the forced form really ran: the deconv form's transposed conv, the stacked form's conv2d
+    fb = {(r["case"], r["algo"], r["phase"]): r for r in rows}
+    assert "aten::conv_transpose2d" in fb[("upsample_conv2d", "deconv", "fwd")]["ganx_event_names"]
+    assert "aten::conv_transpose2d" not in fb[("upsample_conv2d", "stacked", "fwd")]["ganx_event_names"]
+    assert "ratio_cpu_without_vendor_conv" in fb[("upsample_conv2d", "deconv", "fwd")]
+    assert "TINY MODE" in md and "| d_loss |" in md
+
+
 def test_train_step_tiny(tmp_path):
     run_script("bench_train_step.py", "--tiny", "--contenders", "fused,reference", "--out", str(tmp_path))
     md, payload, pngs = outputs(tmp_path, "train_step")

@@ -118,6 +118,95 @@ def test_cudnn_benchmark_times_the_candidates_once():
     assert len(timed) == 1 and timed[0]["algorithm"] in U.UPCONV_ALGORITHMS, timed
 
 
+class _SimulatedCapture:
+    """The CPU kernels behave as while a CUDA graph is captured (ganx._C._simulate_cpu_graph_capture)."""
+
+    def __enter__(self):
+        ganx._C._simulate_cpu_graph_capture(True)
+
+    def __exit__(self, *exc):
+        ganx._C._simulate_cpu_graph_capture(False)
+
+
+def _algorithms_run(fn):
+    """The forms fn's upsample-convs ran, from the ATen ops they issued (one call each way)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as p:
+        fn()
+    names = [e.name for e in p.events()]
+    return names.count("aten::conv_transpose2d"), names.count("aten::conv2d"), names.count("aten::convolution_backward")
+
+
+@pytest.fixture
+def _benchmark_on():
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    yield
+    torch.backends.cudnn.benchmark = old
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_capture_runs_the_cached_choice_and_records_nothing(cached, _benchmark_on):
+    # While a CUDA graph is captured the choice must be what eager runs (the timed entry when
+    # there is one, else the rule), with nothing timed (timing syncs the stream) and nothing
+    # written: the cache used to be overwritten with the rule, so the graph ran another
+    # algorithm than eager and the next eager call timed again.
+    ganx._C.clear_upconv_algorithm_choices()
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+
+    def step():
+        GF.upsample_conv2d(x, w, None, activation="relu").sum().backward()
+
+    if cached:
+        step()  # times the candidates, each way
+        eager_ops = _algorithms_run(step)  # the cached choices, nothing timed
+    before = U.upconv_algorithm_choices()
+    assert [c["source"] for c in before] == (["timed", "timed"] if cached else [])
+    with _SimulatedCapture():
+        captured_ops = _algorithms_run(step)
+    assert U.upconv_algorithm_choices() == before
+    if cached:
+        assert captured_ops == eager_ops, (captured_ops, eager_ops, before)
+    else:
+        # the rule (forward stacked: 1 conv2d, backward deconv: 1 convolution_backward), run once
+        assert captured_ops == (0, 1, 1), captured_ops
+
+
+def test_deterministic_mode_takes_the_rule(_benchmark_on):
+    # A timed choice may differ from run to run: under use_deterministic_algorithms(True) the
+    # rule, even with cudnn.benchmark on and a timed entry cached.
+    ganx._C.clear_upconv_algorithm_choices()
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    GF.upsample_conv2d(x, w)
+    assert [c["source"] for c in U.upconv_algorithm_choices()] == ["timed"]
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        ops = _algorithms_run(lambda: GF.upsample_conv2d(x, w))
+        ganx._C.clear_upconv_algorithm_choices()
+        GF.upsample_conv2d(x, w)
+    finally:
+        torch.use_deterministic_algorithms(old)
+    assert ops == (0, 1, 0), ops  # the CPU rule's stacked form (8x8 maps, 4 channels), once
+    assert [(c["algorithm"], c["source"]) for c in U.upconv_algorithm_choices()] == [("stacked", "rule")]
+
+
+@pytest.mark.parametrize("algo, want_fills", [("deconv", 0), ("stacked", 1), ("split", 2)])
+def test_backward_fills_only_what_it_does_not_write(algo, want_fills):
+    # gx, gw and gb are written in full by the composition: they used to be zero-filled first
+    # (three wasted kernels per layer on a GPU). Only the stacked form's unused border of the
+    # phase-map gradient and the split form's accumulated gx / padding taps of gw need zeros.
+    x, w, b = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.randn(4)
+    out, grad = torch.randn(2, 4, 16, 16).relu(), torch.randn(2, 4, 16, 16)
+    with U.upconv_algorithm(algo), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as p:
+        gx, gw, gb = torch.ops.ganx.upsample_conv2d_backward(grad, x, w, out, True, 2, 1, "relu", 0.0,
+                                                             [True, True, True])
+    names = [e.name for e in p.events()]
+    assert names.count("aten::zero_") == want_fills, names
+    assert "aten::to" not in names and "aten::_to_copy" not in names, names
+    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == b.shape
+
+
 def test_forced_algorithm_errors_and_is_recorded():
     with pytest.raises(ValueError, match="algorithm must be one of 'auto', 'deconv', 'stacked', 'split', got 'fast'"):
         U.set_upconv_algorithm("fast")

@@ -11,6 +11,7 @@
 #include "upsample_conv2d.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 namespace ganx {
@@ -98,10 +99,9 @@ at::Tensor epilogue_bwd_cpu(const at::Tensor& grad, const at::Tensor& out, const
     });
   });
   if (!need_bias) return at::Tensor();
-  // Fixed-order reduction of the partial sums (deterministic for any thread count).
-  auto gb = at::empty({C}, grad.options().dtype(at::kDouble));
-  double* g = gb.data_ptr<double>();
-  for (int64_t o = 0; o < C; ++o) g[o] = 0;
+  // Fixed-order reduction of the partial sums (deterministic for any thread count), in double,
+  // written in grad's dtype (one rounding; no second tensor and cast).
+  std::vector<double> g(C, 0.0);
   if (cl) {
     for (int64_t u = 0; u < units; ++u)
       for (int64_t o = 0; o < C; ++o) g[o] += partial[u * C + o];
@@ -109,7 +109,12 @@ at::Tensor epilogue_bwd_cpu(const at::Tensor& grad, const at::Tensor& out, const
     for (int64_t n = 0; n < N; ++n)
       for (int64_t o = 0; o < C; ++o) g[o] += partial[n * C + o];
   }
-  return gb.to(grad.scalar_type());
+  auto gb = at::empty({C}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "upconv_epilogue_bwd_bias", [&] {
+    scalar_t* out = gb.data_ptr<scalar_t>();
+    for (int64_t o = 0; o < C; ++o) out[o] = static_cast<scalar_t>(g[o]);
+  });
+  return gb;
 }
 
 // The same sums as cpu::fold_taps, with every tap's source / destination offset computed once
@@ -147,15 +152,20 @@ void fold_cpu(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) {
 }
 
 void no_sync(c10::Device) {}
-bool never_capturing(c10::Device) { return false; }
+// The CPU has no graph capture; tests switch this on to check what the algorithm choice does
+// while a CUDA graph is captured (set_simulated_cpu_capture, ganx._C._simulate_cpu_graph_capture).
+std::atomic<bool> simulated_capture{false};
+bool cpu_capturing(c10::Device) { return simulated_capture.load(std::memory_order_relaxed); }
 
 const bool registered = [] {
   register_device_glue(c10::DeviceType::CPU,
-                       DeviceGlue{&epilogue_fwd_cpu, &epilogue_bwd_cpu, &fold_cpu, &no_sync, &never_capturing});
+                       DeviceGlue{&epilogue_fwd_cpu, &epilogue_bwd_cpu, &fold_cpu, &no_sync, &cpu_capturing});
   return true;
 }();
 
 }  // namespace
+
+void set_simulated_cpu_capture(bool on) { simulated_capture.store(on); }
 
 TORCH_LIBRARY_IMPL(ganx, CPU, m) {
   m.impl("upsample_conv2d", &upsample_conv2d);

@@ -29,6 +29,11 @@ __all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "ACTIVATIONS", "UPCONV_ALG
            "get_upconv_algorithm", "upconv_algorithm", "upconv_algorithm_choices"]
 
 _MAX_SCALE = 4
+# The op overloads themselves (calling them skips the packet's overload resolution) and the
+# canonical name of each accepted activation argument (None -> "none").
+_UPCONV = torch.ops.ganx.upsample_conv2d.default
+_CONVT = torch.ops.ganx.conv_transpose2d_4s2.default
+_CANONICAL_ACT = {None: "none", **{name: name for name in ACTIVATIONS}}
 
 # ----------------------------------------------------------------- algorithm choice
 # Both ops run as one of three compositions of the vendor's convolution (cuDNN / oneDNN) with
@@ -43,8 +48,9 @@ _MAX_SCALE = 4
 # applies, except the forward to fewer than 16 channels (stacked), elsewhere stacked from
 # 16x16, split below. With
 # torch.backends.cudnn.benchmark on, the candidates are timed once per (op, direction, shapes,
-# dtype, memory format, device) and the fastest is cached (never while a CUDA graph is being
-# captured or under tracing). GANX_UPCONV_ALGO or set_upconv_algorithm() forces one.
+# dtype, memory format, device) and the fastest is cached (never under
+# torch.use_deterministic_algorithms(True); while a CUDA graph is being captured the cached
+# choice, nothing timed or recorded). GANX_UPCONV_ALGO or set_upconv_algorithm() forces one.
 UPCONV_ALGORITHMS = ("deconv", "stacked", "split")
 
 
@@ -119,8 +125,18 @@ def upsample_conv2d(
     jacfwd, torch.autograd.forward_ad) carries tangents of x, weight and bias. Double backward and
     forward-over-reverse are not supported (a clear error).
     """
+    # The common call (int scale, padding None or int, a known activation, a float slope, a 4-D
+    # weight) goes straight to the op, which checks the rest in C++: the wrapper's time is host
+    # overhead paid per layer on top of the kernels (benchmarks/bench_host_overhead.py).
+    act = _CANONICAL_ACT.get(activation) if activation is None or type(activation) is str else None
+    if (act is not None and type(scale_factor) is int and type(negative_slope) is float
+            and isinstance(weight, torch.Tensor) and weight.dim() == 4):
+        if padding is None:
+            padding = weight.shape[-1] // 2
+        if type(padding) is int:
+            return _upconv(x, weight, bias, scale_factor, padding, act, negative_slope)
     s, p, act, slope = _check_python_args(weight, scale_factor, padding, activation, negative_slope)
-    return torch.ops.ganx.upsample_conv2d(x, weight, bias, s, p, act, slope)
+    return _upconv(x, weight, bias, s, p, act, slope)
 
 
 def conv_transpose2d_4s2(
@@ -141,9 +157,10 @@ def conv_transpose2d_4s2(
         x: (N, C_in, H, W); weight: (C_in, C_out, 4, 4) (ConvTranspose2d's layout);
         bias: (C_out,) or None; activation / negative_slope as in :func:`upsample_conv2d`.
     """
-    act = check_activation("conv_transpose2d_4s2", activation)
-    slope = float(negative_slope)
-    return torch.ops.ganx.conv_transpose2d_4s2(x, weight, bias, act, slope)
+    act = _CANONICAL_ACT.get(activation) if activation is None or type(activation) is str else None
+    if act is None:
+        act = check_activation("conv_transpose2d_4s2", activation)
+    return _convt(x, weight, bias, act, negative_slope if type(negative_slope) is float else float(negative_slope))
 
 
 # ----------------------------------------------------------------- fake kernels (shapes only)
@@ -204,6 +221,14 @@ def _conv_transpose2d_4s2_backward_fake(grad_out, x, weight, out, has_bias, acti
 
 
 # ----------------------------------------------------------------- autograd
+# In C++ (csrc/autograd.cpp, the ops' Autograd kernels): a Python autograd formula would add
+# tens of microseconds of host time to every call, more than the whole layer costs at small
+# sizes, and a GPU user pays it per layer on top of the kernels.
+# Forward mode. The C++ Autograd kernel carries no tangents (torch raises "jvp is not implemented
+# for the c++ API of custom Function" when an argument has one: an error, never zeros), so the
+# Python wrappers send a call whose arguments carry tangents (inside torch.func.jvp / jacfwd /
+# forward_ad.dual_level) through these autograd.Functions: the same op on the primals, the same
+# backward, and the jvp rule below. The check costs the wrappers one module-global read.
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, scale, padding, activation, negative_slope = inputs
@@ -241,28 +266,6 @@ def _act_jvp(t: torch.Tensor, out: torch.Tensor, activation: str, negative_slope
     return t
 
 
-def _bilinear_jvp(call, primals, tangents, linear, x_arg, w_arg, b_arg, act_arg, slope_arg):
-    out = call(*primals)
-    x, w = primals[x_arg], primals[w_arg]
-    tx, tw, tb = tangents[x_arg], tangents[w_arg], tangents[b_arg]
-    t = None
-    for a, b, tangent in ((tx, w, tx), (x, tw, tw)):
-        if tangent is not None:
-            term = linear(a, b)
-            t = term if t is None else t + term
-    if tb is not None:
-        tb = tb.view(1, -1, 1, 1)
-        t = tb.expand(out.shape) if t is None else t + tb
-    return out, _act_jvp(t, out, primals[act_arg], primals[slope_arg])
-
-
-def _jvp(call, primals, tangents):
-    _, _, _, scale, padding, _, slope = primals
-    linear = lambda a, b: torch.ops.ganx.upsample_conv2d(a, b, None, scale, padding, "none", slope)  # noqa: E731
-    return _bilinear_jvp(call, primals, tangents, linear, 0, 1, 2, 5, 6)
-
-
-_fwad.register_autograd("ganx::upsample_conv2d", _backward, _setup_context, _jvp)
 _fwad.register_not_forward_differentiable("ganx::upsample_conv2d_backward")
 
 
@@ -286,11 +289,85 @@ def _backward_ct(ctx, grad_out):
     return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None
 
 
-def _jvp_ct(call, primals, tangents):
-    slope = primals[4]
-    linear = lambda a, b: torch.ops.ganx.conv_transpose2d_4s2(a, b, None, "none", slope)  # noqa: E731
-    return _bilinear_jvp(call, primals, tangents, linear, 0, 1, 2, 3, 4)
-
-
-_fwad.register_autograd("ganx::conv_transpose2d_4s2", _backward_ct, _setup_context_ct, _jvp_ct)
 _fwad.register_not_forward_differentiable("ganx::conv_transpose2d_4s2_backward")
+
+
+def _tangent(x, w, tx, tw, tb, out, activation, negative_slope, linear):
+    t = None
+    if tx is not None:
+        t = linear(tx, w)
+    if tw is not None:
+        term = linear(x, tw)
+        t = term if t is None else t + term
+    if tb is not None:
+        tb = tb.view(1, -1, 1, 1)
+        t = tb.expand(out.shape) if t is None else t + tb
+    return _act_jvp(t, out, activation, negative_slope)
+
+
+class _UpsampleConv2dFwAD(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, scale, padding, activation, negative_slope):
+        return _UPCONV(x, weight, bias, scale, padding, activation, negative_slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], output)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if _fwad.dual_level_active():
+            raise _fwad.forward_over_reverse_error("upsample_conv2d")
+        return _backward(ctx, grad_out)
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, *_):
+        x, w, out = ctx.saved_tensors
+        scale, padding, activation, slope = ctx.args
+        linear = lambda a, b: _upconv(a, b, None, scale, padding, "none", slope)  # noqa: E731
+        return _tangent(x, w, tx, tw, tb, out, activation, slope, linear)
+
+
+class _ConvTranspose2d4s2FwAD(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, activation, negative_slope):
+        return _CONVT(x, weight, bias, activation, negative_slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context_ct(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], output)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if _fwad.dual_level_active():
+            raise _fwad.forward_over_reverse_error("conv_transpose2d_4s2")
+        return _backward_ct(ctx, grad_out)
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, *_):
+        x, w, out = ctx.saved_tensors
+        activation, slope = ctx.args
+        linear = lambda a, b: _convt(a, b, None, "none", slope)  # noqa: E731
+        return _tangent(x, w, tx, tw, tb, out, activation, slope, linear)
+
+
+def _has_tangent(*tensors) -> bool:
+    return any(t is not None and _fwad.fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _upconv(x, weight, bias, scale, padding, activation, negative_slope):
+    if _fwad.dual_level_active() and _has_tangent(x, weight, bias):
+        return _UpsampleConv2dFwAD.apply(x, weight, bias, scale, padding, activation, negative_slope)
+    return _UPCONV(x, weight, bias, scale, padding, activation, negative_slope)
+
+
+def _convt(x, weight, bias, activation, negative_slope):
+    if _fwad.dual_level_active() and _has_tangent(x, weight, bias):
+        return _ConvTranspose2d4s2FwAD.apply(x, weight, bias, activation, negative_slope)
+    return _CONVT(x, weight, bias, activation, negative_slope)
