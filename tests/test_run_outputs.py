@@ -156,6 +156,12 @@ def test_finished_run_without_its_outputs_is_completed_without_training(tmp_path
     rc, out, err = run_cli(capsys, "train", "--resume", run)
     assert rc == 0 and "Nothing was written" in out
     assert snapshot(run) == before
+    # from Python too: fit() of a complete finished run recomputes and rewrites nothing
+    m = Trainer.from_checkpoint(run, dataset=SMALL).fit(tensorboard=False)
+    assert m["steps"] == 4
+    after = snapshot(run)
+    assert {k: v for k, v in after.items() if k.startswith(("checkpoints", "samples", "metrics", "losses"))} == \
+        {k: v for k, v in before.items() if k.startswith(("checkpoints", "samples", "metrics", "losses"))}
 
 
 def test_sigterm_during_the_metrics_stops_gracefully(tmp_path, capsys):

@@ -30,7 +30,7 @@ def max_threads() -> int:
 
 def _key(name: str) -> str:
     """A setting as the user may have typed it: the flag and the config-file key."""
-    return f"--{name.replace('_', '-')} (config key {name!r})"
+    return f"--{name.replace('_', '-')} / config key {name!r}"
 
 
 def _opt(default, help: str, choices=None):

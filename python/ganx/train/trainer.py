@@ -731,6 +731,15 @@ class Trainer:
             self.save_samples(final_png)
         if not (only_missing and os.path.isfile(losses_png)):
             plot_log(os.path.join(self.run_dir, "log.jsonl"), losses_png, self.loss.stats)
+        metrics_path = os.path.join(self.run_dir, "metrics.json")
+        if only_missing and os.path.isfile(metrics_path):
+            try:
+                with open(metrics_path) as f:
+                    done = json.load(f)
+                if isinstance(done, dict):
+                    return done  # the run has its metrics: not recomputed, not rewritten
+            except (OSError, ValueError):
+                pass
         metrics: Dict[str, Any] = {"steps": self.step, "epochs": self.data.epoch,
                                    "train_seconds": round(self.elapsed, 3), "device": str(self.device),
                                    "final": {k: last_row.get(k) for k in self.figures}}
