@@ -6,6 +6,8 @@ environment variables:
 * ``GANX_TEST_INJECT_NAN_AT_STEP=N``: the D loss of step N (1-based) becomes NaN.
 * ``GANX_TEST_SLOW_STEP=SECONDS``: sleep that long after each training step (so a test can
   signal the process in the middle of a run).
+* ``GANX_TEST_SLOW_METRICS=SECONDS``: the end-of-run metrics first sleep that long (so a test can
+  signal the process during them; it prints ``metrics: started`` to stderr when they start).
 * ``GANX_TEST_FAIL_SAVE=K``: the K-th checkpoint save (a ``.pt`` file, 1-based) of the process fails
   half-way with ``OSError(ENOSPC)``: its temporary file is torn, as a disk that filled up mid-write
   leaves it.
@@ -90,6 +92,19 @@ def _plant_slow(seconds: float) -> None:
     Trainer.train_step = slow_train_step
 
 
+def _plant_slow_metrics(seconds: float) -> None:
+    from ganx.train import trainer
+
+    evaluate = trainer.evaluate_generator
+
+    def slow_evaluate(*args, **kwargs):
+        print("metrics: started", file=sys.stderr, flush=True)
+        time.sleep(seconds)
+        return evaluate(*args, **kwargs)
+
+    trainer.evaluate_generator = slow_evaluate
+
+
 def _plant_full_disk(at: int) -> None:
     write_temp = _io._write_temp
     saves = [0]
@@ -161,6 +176,8 @@ def _plant() -> None:
         _plant_nan(int(env["GANX_TEST_INJECT_NAN_AT_STEP"]))
     if env.get("GANX_TEST_SLOW_STEP"):
         _plant_slow(float(env["GANX_TEST_SLOW_STEP"]))
+    if env.get("GANX_TEST_SLOW_METRICS"):
+        _plant_slow_metrics(float(env["GANX_TEST_SLOW_METRICS"]))
     if env.get("GANX_TEST_FAIL_SAVE"):
         _plant_full_disk(int(env["GANX_TEST_FAIL_SAVE"]))
     if env.get("GANX_TEST_KILL_AT"):

@@ -163,7 +163,7 @@ def _finish_and_check(run, steps):
     assert "Traceback" not in r.stderr
     assert load_checkpoint(run)["step"] == steps
     assert [row["step"] for row in _rows(run)] == list(range(1, steps + 1))
-    leftovers = [n for n in os.listdir(run / "checkpoints") + os.listdir(run) if ".tmp" in n]
+    leftovers = [n for n in os.listdir(run / "checkpoints") + os.listdir(run) if "tmp" in n]
     assert leftovers == [], leftovers
 
 

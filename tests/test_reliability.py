@@ -190,14 +190,18 @@ def test_torn_log_line_is_skipped_with_a_warning(tmp_path, capsys, trained):
 
 
 def test_stale_temporaries_are_cleaned_at_start(tmp_path, capsys, trained):
+    from ganx._io import temp_prefix
+
     run = _copy_run(trained, tmp_path / "run")
-    for name in (".tmp-last.pt.abc123", ".tmp-last.pt.def456", "previous.pt.tmp"):
-        (run / "checkpoints" / name).write_bytes(b"x" * 1000)
-    (run / ".tmp-log.jsonl.zz").write_text("junk")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that no longer runs: its temporaries are stale
+    for name in ("last.pt", "previous.pt"):
+        (run / "checkpoints" / (temp_prefix(name, dead.pid) + "abc123")).write_bytes(b"x" * 1000)
+    (run / (temp_prefix("log.jsonl", dead.pid) + "zz")).write_text("junk")
     rc, out, err = run_cli(capsys, "train", "--resume", "auto", "--out", run, "--steps", 5, "--no-progress")
     assert rc == 0, err
     assert sorted(os.listdir(run / "checkpoints")) == ["last.pt", "previous.pt"]
-    assert not any(n.startswith(".tmp-") for n in os.listdir(run))
+    assert not any(n.startswith(".ganx-tmp-") for n in os.listdir(run))
     assert "temporary" in err
 
 
@@ -226,7 +230,7 @@ def test_concurrent_cli_writers(tmp_path):
                            GANX_TEST_SLOW_STEP=0.05)
     try:
         faulty_ganx.wait_for_log(p, run / "log.jsonl", 1)
-        r = ganx_proc("train", "--out", run, "--steps", 3, *TINY, "--seed", 7)
+        r = ganx_proc("train", "--resume", "auto", "--out", run, "--steps", 3, *TINY, "--seed", 7)
         assert r.returncode == 2 and "in use by another ganx process" in r.stderr, r.stderr
         assert f"pid {p.pid}" in r.stderr and "Traceback" not in r.stderr
         assert p.poll() is None

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["available_memory", "fmt_bytes", "check_bytes"]
+__all__ = ["available_memory", "fmt_bytes", "check_bytes", "LimitError"]
+
+
+class LimitError(ValueError):
+    """A limit ganx reads from the environment (GANX_MEMORY_LIMIT) that it cannot use; the
+    message names the variable and what it expects."""
 
 
 def available_memory() -> int:
@@ -16,10 +21,10 @@ def available_memory() -> int:
         mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
         try:
             v = int(float(s[:-1] if s[-1:] in "KMGT" else s) * mult)
-        except ValueError:
+        except (ValueError, OverflowError):
             v = -1
         if v <= 0:
-            raise ValueError(f"GANX_MEMORY_LIMIT={env!r}: expected a positive number of bytes (e.g. 8G)")
+            raise LimitError(f"GANX_MEMORY_LIMIT={env!r}: expected a positive number of bytes (e.g. 8G, 512M)")
         return v
     avail = None
     try:

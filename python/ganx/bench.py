@@ -134,9 +134,13 @@ def run_quick(out_dir: Optional[Union[str, os.PathLike]] = None, threads: Option
     conv = [r["speedup"] for r in rows if r["op"] == "upsample_conv2d"]
     env = {"date": datetime.date.today().isoformat(), "ganx": __version__, "torch": torch.__version__,
            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+           "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    busy = (env["load_average"] is not None and env["load_average"] > (os.cpu_count() or 1))
     lines = [f"## ganx bench (CPU, {env['threads']} threads, torch {env['torch']}, ganx {env['ganx']}, "
              f"{env['date']}, load average {env['load_average']})", "",
+             *([f"**Warning: the machine was busy** (load average {env['load_average']} on {os.cpu_count()} CPUs): "
+                f"other processes took CPU time, so these timings are noisy; rerun on a quiet machine.", ""]
+               if busy else []),
              "| op | shape | phase | ganx | eager | speed-up |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['op']} | {r['shape']} | {r['phase']} | {_fmt(r['ganx_s'])} | {_fmt(r['eager_s'])} "
               f"| {r['speedup']:.2f}x |" for r in rows]

@@ -21,6 +21,7 @@ import difflib
 import sys
 from typing import List, Optional
 
+from ganx._limits import LimitError
 from ganx.cli import bench, info, sample, train
 from ganx.cli.errors import UserError
 from ganx.data import DataError
@@ -32,8 +33,16 @@ __all__ = ["main", "build_parser", "UserError"]
 COMMANDS = {"train": train, "sample": sample, "info": info, "bench": bench}  # in the order --help lists them
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where the usage is, not the whole usage
+    (the train command's is 21 lines, and the error came last)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ganx", description="ganx: GAN training with fused C++/CUDA kernels.",
+    p = _Parser(prog="ganx", description="ganx: GAN training with fused C++/CUDA kernels.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -60,6 +69,10 @@ def _reject_unknown(sub: argparse.ArgumentParser, extra: List[str]) -> None:
     sub.error(f"unrecognized arguments: {' '.join(extra)}" + ("".join(f"; {h}" for h in hints)))
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -67,8 +80,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         _reject_unknown(_subparser(parser, args.command), extra)
     try:
         return COMMANDS[args.command].run(args)
-    except (UserError, DataError, ConfigError, CheckpointError) as e:
-        print(f"ganx {args.command}: error: {e}", file=sys.stderr)
+    except (UserError, DataError, ConfigError, CheckpointError, LimitError) as e:
+        print(f"ganx {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno is None:
+            raise
+        # The machine, not the program: a full disk (ENOSPC), a vanished or read-only folder...
+        # One line naming the file, as for any other error of what ganx was given.
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"ganx {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ganx: interrupted", file=sys.stderr)

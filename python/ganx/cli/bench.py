@@ -3,9 +3,11 @@ benchmarks/)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from ganx import bench as quick_bench
 from ganx.cli.errors import UserError
+from ganx.train.config import max_threads
 
 __all__ = ["add_parser", "run"]
 
@@ -24,7 +26,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads is not None and not 1 <= args.threads <= max_threads():
+        raise UserError(f"--threads must be in [1, {max_threads()}] (the CPUs of this machine), got {args.threads}")
+    if args.out is not None:
+        # Checked before the minutes of timing, whose results would otherwise be lost.
+        if os.path.lexists(args.out) and not os.path.isdir(args.out):
+            raise UserError(f"--out {args.out!r} exists and is not a folder (the report goes into a folder)")
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {args.out!r}: cannot create the folder ({e.strerror or e})") from None
+        if not os.access(args.out, os.W_OK):
+            raise UserError(f"--out {args.out!r}: the folder is not writable")
     print(quick_bench.run_quick(args.out, threads=args.threads))
     return 0

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ganx._limits import check_bytes
 
 __all__ = ["DataError", "ImageDataset", "load_dataset", "load_digits_dataset", "load_image_folder",
-           "load_array", "load_torchvision", "IMAGE_EXTENSIONS"]
+           "load_array", "load_torchvision", "IMAGE_EXTENSIONS", "held_bytes"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Pixels of one image file, checked from its header before it is decoded: a 164 KB PNG can
@@ -51,6 +51,7 @@ class ImageDataset:
     labels: Optional[torch.Tensor] = None
     class_names: List[str] = field(default_factory=list)
     name: str = ""
+    note: str = ""  # why a data set that looks labelled has no labels (e.g. files outside the class folders)
 
     def __post_init__(self):
         if self.images.dim() != 4:
@@ -193,7 +194,11 @@ def load_image_folder(root, image_size: int, channels: Optional[int] = None) -> 
 
     root = Path(root)
     if not root.exists():
-        raise DataError(f"image folder {str(root)!r} does not exist")
+        import difflib
+
+        close = difflib.get_close_matches(str(root), ["digits"], n=1, cutoff=0.7)
+        hint = "; did you mean 'digits' (the embedded data set)?" if close else ""
+        raise DataError(f"image folder {str(root)!r} does not exist{hint}")
     if not root.is_dir():
         raise DataError(f"{str(root)!r} is not a folder (expected a folder of PNG/JPEG images, "
                         f"a .npy/.npz file, 'digits' or 'torchvision:NAME:ROOT')")
@@ -201,19 +206,29 @@ def load_image_folder(root, image_size: int, channels: Optional[int] = None) -> 
     if not files:
         raise DataError(f"image folder {str(root)!r} contains no PNG/JPEG images (searched recursively)")
 
+    # Every image is held at image_size (colour at most): bounded before anything is decoded.
+    check_bytes(held_bytes(len(files), image_size, channels or 3),
+                f"image folder {str(root)!r} ({len(files)} images held at {image_size}x{image_size})", DataError)
     rel_parts = [p.relative_to(root).parts for p in files]
     labelled = all(len(parts) >= 2 for parts in rel_parts)
     class_names = sorted({parts[0] for parts in rel_parts}) if labelled else []
     if labelled and len(class_names) < 2:  # a single subfolder is just a folder, not classes
         labelled, class_names = False, []
+    note = ""
+    outside = [os.path.join(*parts) for parts in rel_parts if len(parts) < 2]
+    if not labelled and len({parts[0] for parts in rel_parts if len(parts) >= 2}) >= 2:
+        note = (f"{len(outside)} image(s) lie outside the class subfolders ({', '.join(map(repr, outside[:3]))}"
+                f"{' ...' if len(outside) > 3 else ''}); move or remove them")
     class_index = {c: i for i, c in enumerate(class_names)}
     max_px = _max_image_pixels()
     # ganx checks the declared size itself (below, with its own lower limit and a message that
     # names the file); PIL's bomb check would raise before that, so it is off while reading.
     pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        return _load_image_files(root, files, labelled, class_names, class_index, rel_parts, image_size,
-                                 channels, max_px)
+        ds = _load_image_files(root, files, labelled, class_names, class_index, rel_parts, image_size,
+                               channels, max_px)
+        ds.note = note
+        return ds
     finally:
         Image.MAX_IMAGE_PIXELS = pil_limit
 
@@ -268,6 +283,9 @@ def _array_to_unit(a: np.ndarray, what: str) -> torch.Tensor:
         raise DataError(f"{what}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {a.shape}")
     if len(a) == 0:
         raise DataError(f"{what}: the array holds no images")
+    if a.shape[2] == 0 or a.shape[3] == 0:
+        raise DataError(f"{what}: its images are {a.shape[2]}x{a.shape[3]} pixels (shape {a.shape}); "
+                        f"an image needs at least one pixel")
     if a.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0
     if a.dtype == np.bool_:
@@ -313,7 +331,15 @@ def _npy_header(f, what: str):
     return tuple(int(d) for d in shape), dtype
 
 
-def _check_array_size(shape, dtype, what: str, stored: Optional[int] = None) -> None:
+def held_bytes(n_images: int, image_size: int, channels: int) -> int:
+    """Bytes of ``n_images`` as the training holds them: float32 at ``image_size``, ``channels``
+    channels, with the copies made on the way (the resized images, then their channel conversion
+    and scaling to [-1, 1]): about three float32 copies at the training size."""
+    return 3 * 4 * n_images * channels * image_size * image_size
+
+
+def _check_array_size(shape, dtype, what: str, stored: Optional[int] = None, image_size: Optional[int] = None,
+                      channels: Optional[int] = None) -> None:
     n = 1
     for d in shape:
         n *= d
@@ -321,12 +347,22 @@ def _check_array_size(shape, dtype, what: str, stored: Optional[int] = None) -> 
     if stored is not None and nbytes > stored:
         raise DataError(f"{what}: its header declares {nbytes} bytes of data (shape {shape}, {dtype}) but the file "
                         f"holds only {stored}; the file is truncated or not what it claims")
-    # The array itself, its float32 copy and the resized copy: about itemsize + 8 bytes per value.
-    check_bytes(n * (dtype.itemsize + 8), f"{what} (shape {shape}, {dtype})", DataError)
+    # The array itself and its float32 copy (itemsize + 4 bytes per value), and the images as they
+    # will be held: resized to image_size, with `channels` channels (a small grey array upscaled
+    # to 128px colour holds hundreds of times its size).
+    need = n * (dtype.itemsize + 4)
+    held = ""
+    if image_size and len(shape) in (3, 4) and shape[0] > 0:
+        src_c = 1 if len(shape) == 3 else (shape[1] if shape[1] in (1, 3) else shape[-1])
+        c = channels or (src_c if src_c in (1, 3) else 3)
+        need += held_bytes(shape[0], image_size, max(c, src_c if src_c in (1, 3) else 1))
+        held = f", held as {shape[0]} images of {c}x{image_size}x{image_size}"
+    check_bytes(need, f"{what} (shape {shape}, {dtype}{held})", DataError)
 
 
-def _check_array_file(path: Path) -> None:
-    """Check the sizes every array of a .npy/.npz declares before numpy allocates them."""
+def _check_array_file(path: Path, image_size: Optional[int] = None, channels: Optional[int] = None) -> None:
+    """Check the sizes every array of a .npy/.npz declares before numpy allocates them (and the
+    images as they will be held at ``image_size`` with ``channels``)."""
     import zipfile
 
     what = repr(str(path))
@@ -339,14 +375,16 @@ def _check_array_file(path: Path) -> None:
                     with z.open(info) as f:
                         shape, dtype = _npy_header(f, f"{what} ({info.filename})")
                     stored = info.file_size if info.compress_type == zipfile.ZIP_STORED else None
-                    _check_array_size(shape, dtype, f"{what} ({info.filename})", stored)
+                    is_images = info.filename[:-4] in ("images", "x", "X")
+                    _check_array_size(shape, dtype, f"{what} ({info.filename})", stored,
+                                      image_size if is_images else None, channels)
         except zipfile.BadZipFile as e:
             raise DataError(f"cannot read array file {what}: {e}") from None
     else:
         with open(path, "rb") as f:
             shape, dtype = _npy_header(f, what)
             stored = os.fstat(f.fileno()).st_size - f.tell()
-        _check_array_size(shape, dtype, what, stored)
+        _check_array_size(shape, dtype, what, stored, image_size, channels)
 
 
 def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDataset:
@@ -355,7 +393,7 @@ def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDa
     if not path.is_file():
         raise DataError(f"array file {str(path)!r} does not exist")
     labels = None
-    _check_array_file(path)
+    _check_array_file(path, image_size, channels)
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -409,8 +447,14 @@ def load_torchvision(name: str, root, image_size: int, channels: Optional[int] =
         ds = cls(root=str(root), train=True, download=False)
     except TypeError:
         ds = cls(root=str(root), download=False)
-    except RuntimeError as e:  # torchvision's "Dataset not found. You can use download=True"
-        raise DataError(f"torchvision dataset {name} not found under {str(root)!r} (ganx never downloads): {e}") from e
+    except RuntimeError:  # torchvision's "Dataset not found. You can use download=True"
+        raise DataError(f"torchvision dataset {name} not found under {str(root)!r}: ganx never downloads; it reads "
+                        f"the files that torchvision's own download writes, e.g. for MNIST "
+                        f"ROOT/MNIST/raw/train-images-idx3-ubyte (and the other raw files), for CIFAR10 "
+                        f"ROOT/cifar-10-batches-py/; download them once with torchvision "
+                        f"(datasets.{name}(ROOT, download=True)) and pass that ROOT") from None
+    check_bytes(held_bytes(len(ds), image_size, channels or 3),
+                f"torchvision dataset {name} ({len(ds)} images held at {image_size}x{image_size})", DataError)
     xs, ys = [], []
     for img, y in ds:
         xs.append(_resize(_pil_to_tensor(img.convert("RGB") if img.mode not in ("L", "RGB") else img)

@@ -46,7 +46,8 @@ class BatchIterator:
 
     def _order(self) -> torch.Tensor:
         if self._perm is None:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            # Modulo 2^64: the same seeds as ever for every seed that fitted, and no overflow for large ones.
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (1 << 64))
             self._perm = torch.randperm(len(self.images), generator=g)
         return self._perm
 

@@ -96,18 +96,69 @@ def load_or_train_classifier(dataset, cache_path: Optional[str] = None, seed: in
         raise ValueError("the classifier feature space needs a labelled dataset")
     key = {"channels": dataset.channels, "image_size": dataset.image_size, "num_classes": dataset.num_classes,
            "n": len(dataset), "seed": seed, "name": dataset.name}
-    if cache_path and os.path.isfile(cache_path):
-        state = torch.load(cache_path, map_location="cpu", weights_only=True)
-        if state.get("key") == key:
-            model = DigitsClassifier(dataset.channels, dataset.num_classes)
-            model.load_state_dict(state["model"])
-            return model.eval().requires_grad_(False), float(state["heldout_accuracy"])
+    if cache_path and os.path.lexists(cache_path):
+        cached = _load_cached_classifier(cache_path, key, dataset)
+        if cached is not None:
+            return cached
     train, test = dataset.split(0.2, seed=seed)
     model, acc = train_classifier(train.images, train.labels, test.images, test.labels,
                                   dataset.num_classes, seed=seed)
     if cache_path:
-        atomic_save({"key": key, "model": model.state_dict(), "heldout_accuracy": acc}, cache_path)
+        state = {"key": key, "model": model.state_dict(), "heldout_accuracy": acc}
+        state["sha256"] = _classifier_digest(state)
+        try:
+            atomic_save(state, cache_path)
+        except OSError as e:  # a folder in its place, a read-only run folder: the metrics go on
+            _warn(f"could not cache the metrics classifier in {cache_path!r} ({e.strerror or e}); it is "
+                  f"retrained next time")
     return model, acc
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(f"ganx: warning: {msg}", file=sys.stderr)
+
+
+def _classifier_digest(state) -> str:
+    """SHA-256 of a cached classifier (its key, weights and accuracy), checked when it is read back."""
+    import hashlib
+
+    h = hashlib.sha256(repr(sorted(state["key"].items())).encode())
+    h.update(repr(float(state["heldout_accuracy"])).encode())
+    for name, t in sorted(state["model"].items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _load_cached_classifier(path: str, key, dataset):
+    """The cached classifier at ``path`` when it is a valid one for ``key`` (a ganx cache whose
+    digest matches and whose weights fit); None (and a warning, unless it is merely another data
+    set's) when it must be rebuilt. Read with weights_only: a foreign file never runs code."""
+    why = None
+    try:
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise ValueError("it is not a regular file")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"key", "model", "heldout_accuracy"} <= set(state):
+            raise ValueError("it is not a ganx classifier cache")
+        if state.get("key") != key or "sha256" not in state:
+            return None  # another data set's cache, or one of an older ganx: silently rebuilt
+        if state.get("sha256") != _classifier_digest(state):
+            raise ValueError("its content does not match its SHA-256 digest")
+        acc = float(state["heldout_accuracy"])
+        if not 0 <= acc <= 1:
+            raise ValueError(f"its held-out accuracy {acc!r} is not in [0, 1]")
+        model = DigitsClassifier(dataset.channels, dataset.num_classes)
+        model.load_state_dict(state["model"])
+        return model.eval().requires_grad_(False), acc
+    except Exception as e:  # any unreadable, foreign or corrupted file: rebuilt, never trusted
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    _warn(f"the cached metrics classifier {path!r} is not valid ({why}); retraining it")
+    return None
 
 
 class ClassifierFeatures:

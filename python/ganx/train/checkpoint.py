@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ganx._io import atomic_save
+from ganx.train.config import ConfigError, _short, load_yaml_file
 from ganx.train.rundir import inside
 
 __all__ = ["save_atomic", "load_checkpoint", "capture_rng", "restore_rng", "CheckpointError",
@@ -224,14 +225,12 @@ def _run_expectations(run_dir: str) -> Tuple[Optional[dict], Optional[int], List
     notes: List[str] = []
     cfg = None
     p = os.path.join(run_dir, "config.yaml")
-    if os.path.isfile(p) and os.path.getsize(p) < 1 << 20:
+    if os.path.isfile(p):
         try:
-            import yaml
-
-            with open(p) as f:
-                c = yaml.safe_load(f)
+            c = load_yaml_file(p, "the run's config.yaml")  # bounded: an alias bomb is refused quickly
             cfg = c if isinstance(c, dict) else None
-        except Exception:
+        except ConfigError as e:
+            notes.append(f"{e}; it is not used to check the checkpoints")
             cfg = None
     last = None
     log = os.path.join(run_dir, "log.jsonl")
@@ -259,7 +258,7 @@ def _implausible(ck: Dict[str, Any], run_cfg: Optional[dict], last_logged: Optio
                 and not (k == "channels" and run_cfg[k] is None)]
         if diff:
             return ("its model does not match the run's config.yaml ("
-                    + ", ".join(f"{k}: {cfg[k]!r} vs {run_cfg[k]!r}" for k in diff) + ")")
+                    + ", ".join(f"{k}: {_short(cfg[k])} vs {_short(run_cfg[k])}" for k in diff) + ")")
     if last_logged is not None:
         every = cfg.get("log_every") if isinstance(cfg.get("log_every"), int) else 1
         if step > last_logged + max(1, every):
@@ -275,7 +274,7 @@ def find_resumable(run_dir, map_location="cpu") -> Tuple[Optional[str], Optional
     (None, None, []) when the run has no checkpoint at all."""
     run_dir = os.fspath(run_dir)
     problems: List[str] = []
-    run_cfg, last_logged, _ = _run_expectations(run_dir)
+    run_cfg, last_logged, notes = _run_expectations(run_dir)
     best = None
     for f in candidates(run_dir, problems):
         try:
@@ -291,7 +290,7 @@ def find_resumable(run_dir, map_location="cpu") -> Tuple[Optional[str], Optional
             best = (f, ck)
     if best is None:
         return None, None, problems
-    return best[0], best[1], problems
+    return best[0], best[1], notes + problems
 
 
 def capture_rng() -> Dict[str, Any]:

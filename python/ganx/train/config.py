@@ -12,11 +12,25 @@ from ganx.models.registry import DISCRIMINATORS, GENERATORS
 from ganx.ops.bce import TARGET_RANGE  # the losses' own range, the one every layer checks
 from ganx.train.losses import LOSSES
 
-__all__ = ["TrainConfig", "ConfigError", "load_config_file"]
+__all__ = ["TrainConfig", "ConfigError", "load_config_file", "load_yaml_file", "max_threads", "MAX_SEED"]
 
 
 class ConfigError(ValueError):
     """A configuration value or key that ganx cannot use; the message names it."""
+
+
+MAX_SEED = 2 ** 63 - 8  # the seeds derived from it (seed + 1, + 2, + 3) stay within torch's int64 range
+
+
+def max_threads() -> int:
+    """The most CPU threads a run may ask for: the CPUs of this machine (more only oversubscribe
+    them, and a huge count exhausts the process's thread limit inside OpenMP)."""
+    return os.cpu_count() or 1
+
+
+def _key(name: str) -> str:
+    """A setting as the user may have typed it: the flag and the config-file key."""
+    return f"--{name.replace('_', '-')} / config key {name!r}"
 
 
 def _opt(default, help: str, choices=None):
@@ -110,34 +124,39 @@ class TrainConfig:
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices:
-                raise ConfigError(f"config key {f.name!r}: must be one of "
+                raise ConfigError(f"{_key(f.name)}: must be one of "
                                   f"{', '.join(map(repr, choices))}; got {getattr(self, f.name)!r}")
         for name in ("latent_dim", "g_width", "d_width", "steps", "batch_size", "d_steps", "log_every",
                      "checkpoint_every", "metric_samples"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"config key {name!r}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{_key(name)}: must be >= 1, got {getattr(self, name)}")
         for name in ("lr_g", "lr_d"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"config key {name!r}: must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{_key(name)}: must be > 0, got {getattr(self, name)}")
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"config key {name!r}: must be in [0, 1), got {getattr(self, name)}")
+                raise ConfigError(f"{_key(name)}: must be in [0, 1), got {getattr(self, name)}")
         if not TARGET_RANGE[0] <= self.real_target <= TARGET_RANGE[1]:
-            raise ConfigError(f"config key 'real_target': must be in [0, 1], got {self.real_target}")
+            raise ConfigError(f"{_key('real_target')}: must be in [0, 1], got {self.real_target}")
         if self.loss != "bce" and (self.g_loss != "non_saturating" or self.real_target != 1):
-            raise ConfigError(f"config keys 'g_loss' and 'real_target' belong to loss 'bce'; "
+            raise ConfigError(f"--g-loss and --real-target (config keys 'g_loss', 'real_target') belong to loss 'bce'; "
                               f"loss {self.loss!r} has neither (leave them at their defaults)")
         if not self.r1_gamma >= 0:
-            raise ConfigError(f"config key 'r1_gamma': must be >= 0, got {self.r1_gamma}")
+            raise ConfigError(f"{_key('r1_gamma')}: must be >= 0, got {self.r1_gamma}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"{_key('seed')}: must be in [0, 2**63 - 8], got {_short(self.seed, 40)}")
         if (self.sample_every is not None and self.sample_every < 0) or self.threads < 0:
-            raise ConfigError("config keys 'sample_every' and 'threads' must be >= 0")
+            raise ConfigError("--sample-every and --threads (config keys 'sample_every', 'threads') must be >= 0")
+        if self.threads > max_threads():
+            raise ConfigError(f"{_key('threads')}: {self.threads} is more than the {max_threads()} CPUs of this "
+                              f"machine (use 0 for torch's default, or at most {max_threads()})")
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"config key {f.name!r}: must be a finite number, got {v}")
+                raise ConfigError(f"{_key(f.name)}: must be a finite number, got {v}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ConfigError(f"config key 'device': must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+            raise ConfigError(f"{_key('device')}: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
         return self
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -150,8 +169,12 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown config key(s) {', '.join(_short(u, 60) for u in unknown[:10])}; valid keys: "
-                              f"{', '.join(sorted(names))}")
+            import difflib
+
+            hints = [f"{_short(u, 60)}: did you mean {close[0]!r}?" for u in unknown[:10]
+                     for close in [difflib.get_close_matches(u, sorted(names), n=1, cutoff=0.75)] if close]
+            raise ConfigError(f"unknown config key(s) {', '.join(_short(u, 60) for u in unknown[:10])}"
+                              + "".join(f"; {h}" for h in hints) + f"; valid keys: {', '.join(sorted(names))}")
         return cls(**d)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -208,7 +231,7 @@ def _coerce(name: str, value: Any, typ) -> Any:
         if isinstance(value, os.PathLike):
             return os.fspath(value)
     tname = getattr(typ, "__name__", str(typ)) + (" or null" if optional else "")
-    raise ConfigError(f"config key {name!r}: expected {tname}, got {type(value).__name__} {_short(value)}")
+    raise ConfigError(f"{_key(name)}: expected {tname}, got {type(value).__name__} {_short(value)}")
 
 
 def _short(value: Any, limit: int = 120) -> str:
@@ -264,6 +287,25 @@ def _yaml_load(f):
         loader.dispose()
 
 
+def load_yaml_file(path, what: str = "YAML file") -> Any:
+    """Every YAML file ganx reads (a --config file, a run folder's config.yaml) goes through here:
+    at most MAX_CONFIG_BYTES, aliases expanded to at most MAX_YAML_NODES values, no Python tags
+    (yaml.SafeLoader). A ConfigError naming the file otherwise."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise ConfigError(f"{what} {path!r} cannot be read ({e.strerror or e})") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path!r} is {size} bytes; a config file must be under {MAX_CONFIG_BYTES} bytes")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _yaml_load(f)
+    except Exception as e:  # yaml.YAMLError, OSError, UnicodeDecodeError: the parser's message
+        msg = " ".join(str(e).split())
+        raise ConfigError(f"{what} {path!r} could not be parsed: {msg[:400]}") from None
+
+
 def load_config_file(path) -> Dict[str, Any]:
     """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict (not yet validated)."""
     path = os.fspath(path)
@@ -280,8 +322,7 @@ def load_config_file(path) -> Dict[str, Any]:
             with open(path, "rb") as f:
                 d = tomllib.load(f)
         elif ext in (".yaml", ".yml"):
-            with open(path) as f:
-                d = _yaml_load(f) or {}
+            d = load_yaml_file(path, "config file") or {}
         else:
             raise ConfigError(f"config file {path!r}: use a .yaml, .yml or .toml file")
     except ConfigError:

@@ -6,10 +6,11 @@ full disk, a kill -9 at a named point of a save) by monkeypatching, in-process o
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Optional
 
-__all__ = ["NonFiniteLossError", "GracefulStop"]
+__all__ = ["NonFiniteLossError", "GracefulStop", "StopRaises", "Stopped"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -28,15 +29,19 @@ class GracefulStop:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.requested: Optional[str] = None
         self._old = {}
+        self.announce = announce
 
     def _handler(self, signum, frame):
         name = signal.Signals(signum).name
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = name
+        if self.announce:
+            again = " (Ctrl-C again to abort without saving)" if signum == signal.SIGINT else ""
+            print(f"\nganx: {name}: stopping after this step{again}", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "GracefulStop":
         if threading.current_thread() is threading.main_thread():
@@ -48,3 +53,21 @@ class GracefulStop:
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old.clear()
+
+
+class Stopped(Exception):
+    """Raised by :class:`StopRaises` when SIGINT or SIGTERM arrives."""
+
+    def __init__(self, signal_name: str):
+        self.signal_name = signal_name
+        super().__init__(f"stopped by {signal_name}")
+
+
+class StopRaises(GracefulStop):
+    """Like :class:`GracefulStop`, for work that has no step to finish (the end-of-run metrics):
+    SIGINT and SIGTERM raise :class:`Stopped` at once, so the caller can stop cleanly instead of
+    being killed."""
+
+    def _handler(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+        raise Stopped(self.requested)

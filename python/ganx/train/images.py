@@ -55,12 +55,12 @@ def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> np.ndarray:
 
 def read_log_lines(path):
     """(line, row) for each non-empty line of a JSONL log; row is None for a line that is not a
-    JSON object. A torn last line (a process killed mid-write) and any other unreadable line
+    JSON object with an integer ``step``. A torn last line (a process killed mid-write) and any other unreadable line
     are reported once on stderr and skipped by the callers."""
     out = []
     with open(path, "rb") as f:
         lines = f.read().decode("utf-8", "replace").splitlines(keepends=True)
-    bad = []
+    bad, not_rows = [], []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -68,15 +68,21 @@ def read_log_lines(path):
             row = json.loads(line)
         except ValueError:
             row = None
-        if not isinstance(row, dict):
-            row = None
             bad.append(i + 1)
+        step = row.get("step") if isinstance(row, dict) else None
+        if row is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+            row = None  # JSON, but not an object with an integer step (e.g. "5" or null): not a log row
+            not_rows.append(i + 1)
         out.append((line, row))
     if bad:
         last = len(lines)
         what = (f"its last line ({last}) is torn" if bad == [last] else f"line(s) {', '.join(map(str, bad[:10]))}"
                 f"{' ...' if len(bad) > 10 else ''} are not valid JSON")
         print(f"ganx: warning: {os.fspath(path)}: {what}; skipped", file=sys.stderr)
+    if not_rows:
+        print(f"ganx: warning: {os.fspath(path)}: line(s) {', '.join(map(str, not_rows[:10]))}"
+              f"{' ...' if len(not_rows) > 10 else ''} are not log rows (a JSON object with an integer step); "
+              f"skipped", file=sys.stderr)
     return out
 
 

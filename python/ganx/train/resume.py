@@ -20,7 +20,7 @@ def auto_resume_path(out: str, warn: Callable[[str], None] = _warn) -> Optional[
     unusable is a :class:`CheckpointError`: starting afresh would silently drop the run."""
     path, _, problems = find_resumable(out)
     for p in problems:
-        warn(f"skipping {p}")
+        warn(f"--resume auto: skipping a checkpoint: {p}")
     if path is None and problems:
         raise CheckpointError(f"--resume auto: no usable checkpoint in {out!r} ({len(problems)} skipped, "
                               f"see the warnings above); resume one explicitly with --resume FILE --out "

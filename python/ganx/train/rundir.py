@@ -21,13 +21,14 @@ import glob
 import os
 import socket
 import sys
+import tempfile
 from typing import Optional
 
 from ganx import _io
 from ganx.train.config import ConfigError
 
 __all__ = ["RunFolderError", "RunLock", "check_run_dir", "inside", "safe_subdir", "atomic_write",
-           "append_line", "clean_stale_temporaries", "LOCK_NAME"]
+           "append_line", "clean_stale_temporaries", "check_writable", "LOCK_NAME"]
 
 LOCK_NAME = ".ganx.lock"
 
@@ -78,6 +79,25 @@ def safe_subdir(root, name: str) -> str:
     return _make_folder(path, "")
 
 
+def check_writable(folder, names=()) -> str:
+    """Before any work that must end in a save: ``folder`` accepts a new file (one is created and
+    removed), and each of ``names`` in it is absent or a file (a folder under a checkpoint's name
+    would make the first save fail, losing the work done since the start). A one-line error."""
+    folder = os.fspath(folder)
+    for name in names:
+        p = os.path.join(folder, name)
+        if os.path.isdir(p):
+            raise RunFolderError(f"{p!r} is a folder; ganx saves its checkpoint under that name. Move it away")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_io.temp_prefix("probe"), dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunFolderError(f"cannot write into {folder!r} ({e.strerror or e}); the checkpoints could not be "
+                             f"saved. Make it writable, or give another --out") from None
+    return folder
+
+
 def atomic_write(path, data, root=None) -> None:
     """Replace ``path`` with ``data`` (bytes or str) atomically (ganx._io.atomic_write). With
     ``root``, the folder must resolve inside it."""
@@ -91,7 +111,7 @@ def append_line(path, line: str) -> None:
     """Append one line to ``path`` without following a symbolic link at ``path``."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(os.fspath(path), flags, 0o644)
+        fd = os.open(os.fspath(path), flags, 0o666)  # less the umask, like any file
     except OSError:
         if os.path.islink(path):
             raise RunFolderError(f"{os.fspath(path)!r} is a symbolic link; ganx does not append through it. "
@@ -103,15 +123,19 @@ def append_line(path, line: str) -> None:
 
 
 def clean_stale_temporaries(run_dir) -> int:
-    """Remove the temporary files of interrupted saves (``.tmp-*`` and ``*.pt.tmp``) in the run
-    folder and its checkpoints/; only call this while holding the run lock. Returns how many."""
+    """Remove the temporary files that interrupted saves left in the run folder, its
+    checkpoints/ and samples/: only ganx's own (``.ganx-tmp-PID-...``, ganx._io.temp_prefix) whose
+    process no longer runs (or is this one); a user's file is never matched. Only call this while
+    holding the run lock. Returns how many."""
     run_dir = os.fspath(run_dir)
     n = 0
     for folder in (run_dir, os.path.join(run_dir, "checkpoints"), os.path.join(run_dir, "samples")):
         if not os.path.isdir(folder) or os.path.islink(folder):
             continue
-        for f in glob.glob(os.path.join(glob.escape(folder), ".tmp-*")) + \
-                glob.glob(os.path.join(glob.escape(folder), "*.pt.tmp")):
+        for f in glob.glob(os.path.join(glob.escape(folder), _io.TEMP_PREFIX + "*")):
+            pid = _io.temp_pid(os.path.basename(f))
+            if pid is None or (pid != os.getpid() and _pid_alive(pid)):
+                continue
             try:
                 if os.path.isfile(f) or os.path.islink(f):
                     os.unlink(f)
@@ -154,14 +178,21 @@ class RunLock:
             import fcntl
         except ImportError:  # not POSIX: no lock (documented)
             return self
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_NONBLOCK", 0))  # a FIFO planted under the name must not block the open
         try:
-            fd = os.open(self.path, flags, 0o644)
+            fd = os.open(self.path, flags, 0o666)
         except OSError as e:
             if os.path.islink(self.path):
                 raise RunFolderError(f"{self.path!r} is a symbolic link; remove it") from None
             raise RunFolderError(f"cannot write into run folder {self.run_dir!r} ({e.strerror or e}); "
                                  f"is it read-only? Give --out a writable folder") from None
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunFolderError(f"{self.path!r} is not a regular file (a FIFO, a device...); ganx keeps its run "
+                                 f"lock there. Remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -178,10 +209,16 @@ class RunLock:
                 pid = None
             if pid is not None and pid != os.getpid() and not _pid_alive(pid):
                 self.stale_note = f"the lock of a process that no longer runs ({old}) was taken over"
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{datetime.datetime.now().isoformat(timespec='seconds')}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                         f"{datetime.datetime.now().isoformat(timespec='seconds')}\n".encode())
+        except OSError as e:  # a full disk: the lock is not taken, nothing else was written yet
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise RunFolderError(f"cannot write the run lock {self.path!r} ({e.strerror or e}); is the disk "
+                                 f"full?") from None
         self._fd = fd
         return self
 

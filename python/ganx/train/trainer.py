@@ -22,7 +22,7 @@ from ganx.ops import cpu_buffer_cache_stats
 from ganx.train import distributed, faults, rundir
 from ganx.train.checkpoint import (FORMAT, MODEL_KEYS, CheckpointError, CheckpointSaveError, capture_rng,
                                    load_checkpoint, restore_rng, run_dir_of, save_atomic)
-from ganx.train.config import ConfigError, TrainConfig
+from ganx.train.config import MAX_SEED, ConfigError, TrainConfig
 from ganx.train.ema import EMA
 from ganx.train.images import plot_log, read_log_lines, save_grid
 from ganx.train.losses import build_loss
@@ -39,8 +39,30 @@ def progress_postfix(row: Dict[str, Any]) -> str:
     """The progress bar's figures: the two losses and D's accuracy on real and fake (when the loss
     reports them), short enough that the bar stays readable in an 80-column terminal (all the
     loss's figures are in log.jsonl)."""
-    acc = f" acc {row['acc_real']:.2f}/{row['acc_fake']:.2f}" if "acc_real" in row and "acc_fake" in row else ""
+    def frac(v):  # 0.81 -> .81: two characters fewer in an 80-column line
+        t = f"{v:.2f}"
+        return t[1:] if t.startswith("0.") else t
+
+    acc = f" acc {frac(row['acc_real'])}/{frac(row['acc_fake'])}" if "acc_real" in row and "acc_fake" in row else ""
     return f"D {row['d_loss']:.2f} G {row['g_loss']:.2f}{acc}"
+
+
+def _absolute_data(spec: str) -> str:
+    """A data spec with its path made absolute (a folder, an array file, a torchvision ROOT);
+    'digits' and other names are kept."""
+    if spec.startswith("torchvision:"):
+        parts = spec.split(":", 2)
+        if len(parts) == 3 and parts[2] and os.path.exists(parts[2]):
+            return f"{parts[0]}:{parts[1]}:{os.path.abspath(parts[2])}"
+        return spec
+    if spec != "digits" and os.path.exists(os.path.expanduser(spec)):
+        return os.path.abspath(os.path.expanduser(spec))
+    return spec
+
+
+# The progress bar's layout: fixed-width fields (a 10-character bar, no rate), so at 80 columns it
+# keeps its bar and its end however long the run (h:mm:ss past an hour, 6-digit step counts).
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:10}| {n_fmt}/{total_fmt} {elapsed}<{remaining}{postfix}"
 
 
 class _SkipStep(Exception):
@@ -51,6 +73,8 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda if available else cpu; an explicit cuda device must exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not (name in ("cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise ConfigError(f"device {name!r}: must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was asked for but CUDA is not available (use 'cpu' or 'auto')")
@@ -105,10 +129,15 @@ class Trainer:
         elif dataset.image_size != cfg.image_size:
             raise ConfigError(f"dataset images are {dataset.image_size}px but image_size={cfg.image_size}")
         if cfg.conditional and dataset.labels is None:
-            raise ConfigError(f"conditional=True needs labelled data, but {dataset.name!r} has no labels "
-                              f"(use class subfolders or a .npz with 'labels', or set conditional to false)")
+            why = f": {dataset.note}" if dataset.note else ""
+            raise ConfigError(f"conditional=True needs labelled data, but {dataset.name!r} has no labels{why} "
+                              f"(use class subfolders or a .npz with 'labels', or --no-conditional)")
         if cfg.channels is None:
             cfg = cfg.replace(channels=dataset.channels)
+        if cfg.data != _absolute_data(cfg.data):
+            # config.yaml and the checkpoints record where the data is from anywhere, so a resume
+            # from another working directory finds it (a --data given then still wins).
+            cfg = cfg.replace(data=_absolute_data(cfg.data))
         if cfg.out is None:
             stem = os.path.basename(os.path.normpath(cfg.data)).split(":")[-1] or "run"
             cfg = cfg.replace(out=os.path.join("runs", f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
@@ -161,6 +190,8 @@ class Trainer:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.step = 0
+        self.saved_step: Optional[int] = None  # the step of the newest checkpoint of this run (None: none yet)
+        self.start_step = 0  # the step this session started from (fit sets it)
         self.elapsed = 0.0  # training seconds over all sessions of this run
 
         # The fixed latents of the per-epoch sample grids (one row per class if conditional,
@@ -182,6 +213,12 @@ class Trainer:
         if not cfg.metrics:
             return
         space = cfg.feature_space
+        # The generated images (float32, at the training size, with the copies the feature
+        # extractor makes) and their features (float64 for the FID statistics).
+        c = cfg.channels or dataset.channels
+        feat = 2048 if space == "inception" or (space == "auto" and dataset.labels is None) else 128
+        need = cfg.metric_samples * (3 * 4 * c * cfg.image_size ** 2 + 2 * 8 * feat)
+        check_bytes(need, f"metric_samples={cfg.metric_samples}: the end-of-run metrics", ConfigError)
         if space == "auto":
             space = "classifier" if dataset.labels is not None else ("inception" if cfg.inception_weights else None)
         if space == "classifier" and dataset.labels is None:
@@ -394,11 +431,14 @@ class Trainer:
         def data_state():
             st = ckpt["rng"]["data"]
             self.data.load_state_dict(st)
+            if not 0 <= self.data.seed <= MAX_SEED:
+                raise ValueError(f"data seed {self.data.seed} is out of range [0, {MAX_SEED}]")
             if not (0 <= self.data.epoch <= 10 ** 12 and 0 <= self.data.index < self.data.batches_per_epoch):
                 raise ValueError(f"data position (epoch {self.data.epoch}, batch {self.data.index}) is out of range "
                                  f"for {self.data.batches_per_epoch} batches per epoch")
         part("data position", data_state)
         self.step = int(ckpt["step"])
+        self.saved_step = self.step
         try:
             self.elapsed = float(ckpt.get("elapsed", 0.0))
         except (TypeError, ValueError):
@@ -417,13 +457,31 @@ class Trainer:
             return path
         if os.path.abspath(os.path.dirname(path)) == os.path.abspath(os.path.join(self.run_dir, "checkpoints")):
             rundir.safe_subdir(self.run_dir, "checkpoints")  # never through a link out of the run folder
+        # The file being replaced becomes previous.pt (the fallback) only when it is a verified
+        # checkpoint: after a resume from previous.pt past a corrupt last.pt, the corrupt file is
+        # overwritten, never rotated over the one good fallback.
+        rotate = path == self.checkpoint_path and self._last_is_verified()
         try:
-            save_atomic(self.state_dict(), path, previous="previous.pt" if path == self.checkpoint_path else None)
+            save_atomic(self.state_dict(), path, previous="previous.pt" if rotate else None)
         except OSError as e:
             intact = f"; the previous checkpoint {path!r} is intact" if os.path.isfile(path) else ""
-            raise CheckpointSaveError(e.errno, f"could not write checkpoint {path!r}: "
-                                              f"{e.strerror or e}{intact}") from e
+            reason = getattr(e.__cause__, "strerror", None) or e.strerror or e
+            raise CheckpointSaveError(e.errno, f"could not write checkpoint {path!r}: {reason}{intact}") from e
+        if path == self.checkpoint_path:
+            self._verified_last = True
+        self.saved_step = self.step
         return path
+
+    def _last_is_verified(self) -> bool:
+        """Whether ``checkpoints/last.pt`` now holds a checkpoint that passes verification (this
+        run wrote it, it is the one resumed from, or it loads and verifies now)."""
+        if getattr(self, "_verified_last", None) is None:
+            try:
+                load_checkpoint(self.checkpoint_path)
+                self._verified_last = True
+            except (CheckpointError, OSError):
+                self._verified_last = False
+        return self._verified_last
 
     @classmethod
     def from_checkpoint(cls, path, overrides: Optional[Dict[str, Any]] = None,
@@ -465,6 +523,11 @@ class Trainer:
         check_model_size(ckpt, src)
         trainer = cls(cfg, dataset=dataset)
         trainer.load_state_dict(ckpt, f"checkpoint {src!r}")
+        try:
+            if os.path.samefile(src, trainer.checkpoint_path):
+                trainer._verified_last = True  # loaded and verified just now
+        except OSError:
+            pass
         return trainer
 
     # ------------------------------------------------------------------ the loop
@@ -506,6 +569,13 @@ class Trainer:
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self._tb.add_scalar(f"metrics/{k}", v, self.step)
 
+    def acquire_run_folder(self) -> None:
+        """Create the run folder and take its lock now (rank 0; ``fit`` does it anyway), so that a
+        folder in use by another process is refused before the caller reports anything."""
+        if self.is_main:
+            rundir.check_run_dir(self.run_dir)
+            self._lock.acquire()
+
     def _prepare_run_dir(self) -> None:
         """Take the run folder's lock, clean what interrupted runs left, write config.yaml and
         drop the log lines after the checkpoint, all without following links out of the folder."""
@@ -519,7 +589,7 @@ class Trainer:
         if n:
             rundir.warn(f"{self.run_dir}: removed {n} temporary file(s) of interrupted saves")
         rundir.safe_subdir(self.run_dir, "samples")
-        rundir.safe_subdir(self.run_dir, "checkpoints")
+        rundir.check_writable(rundir.safe_subdir(self.run_dir, "checkpoints"), ("last.pt", "previous.pt"))
         rundir.atomic_write(os.path.join(self.run_dir, "config.yaml"),
                             yaml.safe_dump(self.config.to_dict(), sort_keys=False), root=self.run_dir)
         # After a resume, drop log lines written after the checkpoint (they will be redone).
@@ -550,20 +620,27 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.config
+        self.interrupted: Optional[str] = None
+        self.start_step = self.step
         if self.is_main:
             self._prepare_run_dir()
+        if self.step >= cfg.steps:
+            # A finished run: complete what it lacks (a kill after its final checkpoint, or a
+            # stop during its metrics), without training and without rewriting its checkpoint.
+            if not self.is_main:
+                return self._stopped_result({})
+            return self._end_of_run(self._last_logged_row(), only_missing=True)
         if tensorboard and self.is_main:
             self._open_tensorboard()
-        self.interrupted: Optional[str] = None
         window: Dict[str, torch.Tensor] = {}
         n_window = 0
         window_from = self.step  # the step before the current log window's first step
         last_row: Dict[str, Any] = {}
         sample_every = cfg.sample_interval
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main),
-                   dynamic_ncols=True, desc="train", unit="step")
+                   desc="train", unit="step", bar_format=BAR_FORMAT)
         t0 = time.perf_counter()
-        stop = faults.GracefulStop()
+        stop = faults.GracefulStop(announce=self.is_main)
         try:
             stop.__enter__()
             while self.step < cfg.steps:
@@ -604,23 +681,86 @@ class Trainer:
         self.elapsed += time.perf_counter() - t0
         self.save_checkpoint()
         if self.interrupted or not self.is_main:
-            if self._tb is not None:
-                self._tb.close()
-                self._tb = None
-            return {"steps": self.step, "epochs": self.data.epoch, "interrupted": self.interrupted,
-                    "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in self.figures}}
-        self.save_samples(os.path.join(self.run_dir, "samples", "final.png"))
-        plot_log(os.path.join(self.run_dir, "log.jsonl"), os.path.join(self.run_dir, "losses.png"), self.loss.stats)
+            return self._stopped_result(last_row)
+        return self._end_of_run(last_row)
 
+    def _stopped_result(self, last_row: Dict[str, Any], **extra) -> Dict[str, Any]:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        return {"steps": self.step, "epochs": self.data.epoch, "interrupted": self.interrupted,
+                "checkpoint": self.checkpoint_path, "final": {k: last_row.get(k) for k in self.figures}, **extra}
+
+    def missing_outputs(self):
+        """The end-of-run outputs a finished run lacks (a kill after its final checkpoint, or a
+        stop during its metrics): ``samples/final.png`` and ``metrics.json``. ``fit()`` on a
+        finished run writes exactly these (and ``losses.png`` when absent), without training."""
+        return [name for name in (os.path.join("samples", "final.png"), "metrics.json")
+                if not os.path.isfile(os.path.join(self.run_dir, name))]
+
+    def _earlier_metrics(self) -> Optional[Dict[str, Any]]:
+        """The quality figures of the run's existing metrics.json (with the step they were computed
+        at), for a run resumed with metrics off; None when there are none."""
+        path = os.path.join(self.run_dir, "metrics.json")
+        try:
+            with open(path) as f:
+                old = json.load(f) if os.path.getsize(path) < (1 << 20) else None
+        except (OSError, ValueError):
+            return None
+        if not isinstance(old, dict):
+            return None
+        if isinstance(old.get("earlier_metrics"), dict):
+            return old["earlier_metrics"]
+        keep = {k: v for k, v in old.items() if k in TB_METRICS or k.startswith(("kid", "classifier", "class_"))
+                or k in ("feature_space", "n_generated", "n_real")}
+        return {"steps": old.get("steps"), **keep} if any(k in TB_METRICS for k in keep) else None
+
+    def _last_logged_row(self) -> Dict[str, Any]:
+        log = os.path.join(self.run_dir, "log.jsonl")
+        rows = [row for _, row in read_log_lines(log) if isinstance(row, dict)] if os.path.isfile(log) else []
+        return next((row for row in reversed(rows) if row.get("step") == self.step), {})
+
+    def _end_of_run(self, last_row: Dict[str, Any], only_missing: bool = False) -> Dict[str, Any]:
+        """The final grid, the loss plot, the metrics and metrics.json (with ``only_missing``: only
+        those the run folder lacks). SIGINT/SIGTERM during the metrics stop them; metrics.json
+        is then not written, and the next resume computes them."""
+        cfg = self.config
+        final_png = os.path.join(self.run_dir, "samples", "final.png")
+        losses_png = os.path.join(self.run_dir, "losses.png")
+        if not (only_missing and os.path.isfile(final_png)):
+            self.save_samples(final_png)
+        if not (only_missing and os.path.isfile(losses_png)):
+            plot_log(os.path.join(self.run_dir, "log.jsonl"), losses_png, self.loss.stats)
+        metrics_path = os.path.join(self.run_dir, "metrics.json")
+        if only_missing and os.path.isfile(metrics_path):
+            try:
+                with open(metrics_path) as f:
+                    done = json.load(f)
+                if isinstance(done, dict):
+                    return done  # the run has its metrics: not recomputed, not rewritten
+            except (OSError, ValueError):
+                pass
         metrics: Dict[str, Any] = {"steps": self.step, "epochs": self.data.epoch,
                                    "train_seconds": round(self.elapsed, 3), "device": str(self.device),
                                    "final": {k: last_row.get(k) for k in self.figures}}
         if cfg.metrics:
             t = time.perf_counter()
-            metrics.update(evaluate_generator(self.sampler, self.dataset, self.run_dir, n=cfg.metric_samples,
-                                              seed=cfg.seed + 3, feature_space=cfg.feature_space,
-                                              inception_weights=cfg.inception_weights, device=self.device))
+            if cfg.progress:
+                print(f"ganx: end-of-run metrics on {cfg.metric_samples} generated images "
+                      f"(Ctrl-C stops them; the trained run is saved)", flush=True)
+            try:
+                with faults.StopRaises():
+                    metrics.update(evaluate_generator(self.sampler, self.dataset, self.run_dir, n=cfg.metric_samples,
+                                                      seed=cfg.seed + 3, feature_space=cfg.feature_space,
+                                                      inception_weights=cfg.inception_weights, device=self.device))
+            except faults.Stopped as e:
+                self.interrupted = e.signal_name
+                return self._stopped_result(last_row, during="metrics")
             metrics["metrics_seconds"] = round(time.perf_counter() - t, 3)
+        else:
+            earlier = self._earlier_metrics()
+            if earlier:
+                metrics["earlier_metrics"] = earlier  # a --no-metrics resume keeps the run's last results
         rundir.atomic_write(os.path.join(self.run_dir, "metrics.json"), json.dumps(metrics, indent=2),
                             root=self.run_dir)
         if self._tb is not None:
