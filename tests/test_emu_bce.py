@@ -27,7 +27,7 @@ from test_bce_loss import CUDA_DISC_SIZES, CUDA_LOWP_DTYPES, CUDA_LOWP_SIZES, lo
 
 DT = ["float32", "float64", "float16", "bfloat16"]
 INF, NAN = float("inf"), float("nan")
-KTHREADS, KITEMS, KMAXBLOCKS = 256, 4, 1024  # bce_loss.cuh
+KTHREADS, KITEMS, KMAXBLOCKS = 256, 4, 4096  # bce_loss.cuh
 
 
 def vlen(dtype: str) -> int:

@@ -146,7 +146,9 @@ def test_every_kernel_instantiation_fits_48k_of_static_shared_memory():
     # every instantiation compiled into the emulated build (each dtype, launched by a test or not)
     sizes = _static_smem(H.build("plain"))
     kernels = [f for f in sizes if "ganx::cuda" in f]
-    assert len([f for f in kernels if "upconv_epilogue_bwd_kernel" in f]) == 4  # the four dtypes
+    # the four dtypes (x 32- and 64-bit index types for the epilogue)
+    assert len([f for f in kernels if "upconv_epilogue_bwd_planes_kernel" in f]) == 8
+    assert len([f for f in kernels if "upconv_bias_grad_kernel" in f]) == 4
     assert len([f for f in kernels if "bce_kernel" in f]) == 12  # 4 dtypes x 3 element kinds
     assert all(0 < sizes[f] <= 48 * 1024 for f in kernels), sizes
 

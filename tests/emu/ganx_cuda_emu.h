@@ -276,6 +276,10 @@ inline T __ldcs(const T* p) {
   return *p;
 }
 template <typename T>
+inline void __stwb(T* p, T v) {  // the default (write-back) store with a cache operator named
+  *p = v;
+}
+template <typename T>
 inline void __stcs(T* p, T v) {
   *p = v;
 }
