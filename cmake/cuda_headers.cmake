@@ -9,13 +9,14 @@
 # incompatible"). So ganx links, into one folder of the build tree, only the top-level entries of
 # those folders that no toolkit include folder has, and puts that folder on the include path.
 
-# ganx_cuda_pip_headers(OUT_DIR TOOLKIT_DIRS PIP_DIRS RESULT_VAR): fills OUT_DIR (emptied first)
-# with symbolic links to the entries of PIP_DIRS (';'-lists) missing from every TOOLKIT_DIRS
-# folder; the first PIP_DIRS folder that has an entry wins. RESULT_VAR: the linked names.
+# ganx_cuda_pip_headers(OUT_DIR TOOLKIT_DIRS PIP_DIRS RESULT_VAR): makes OUT_DIR hold symbolic
+# links to the entries of PIP_DIRS (';'-lists) missing from every TOOLKIT_DIRS folder, and nothing
+# else; the first PIP_DIRS folder that has an entry wins. Links already right are left alone, so a
+# re-configure does not touch them. RESULT_VAR: the linked names.
 function(ganx_cuda_pip_headers out_dir toolkit_dirs pip_dirs result_var)
-  file(REMOVE_RECURSE "${out_dir}")
   file(MAKE_DIRECTORY "${out_dir}")
   set(_taken "")
+  set(_targets "")
   foreach(_dir IN LISTS pip_dirs)
     file(GLOB _entries RELATIVE "${_dir}" "${_dir}/*")
     list(SORT _entries)
@@ -30,10 +31,31 @@ function(ganx_cuda_pip_headers out_dir toolkit_dirs pip_dirs result_var)
         endif()
       endforeach()
       if(NOT _in_toolkit)
-        file(CREATE_LINK "${_dir}/${_name}" "${out_dir}/${_name}" SYMBOLIC)
         list(APPEND _taken "${_name}")
+        list(APPEND _targets "${_dir}/${_name}")
       endif()
     endforeach()
+  endforeach()
+  # Remove what is there but should not be (or points elsewhere), then link what is missing.
+  file(GLOB _present RELATIVE "${out_dir}" "${out_dir}/*")
+  foreach(_name IN LISTS _present)
+    list(FIND _taken "${_name}" _i)
+    set(_keep OFF)
+    if(_i GREATER -1 AND IS_SYMLINK "${out_dir}/${_name}")
+      list(GET _targets ${_i} _want)
+      file(READ_SYMLINK "${out_dir}/${_name}" _is)
+      if(_is STREQUAL _want)
+        set(_keep ON)
+      endif()
+    endif()
+    if(NOT _keep)
+      file(REMOVE_RECURSE "${out_dir}/${_name}")
+    endif()
+  endforeach()
+  foreach(_name _want IN ZIP_LISTS _taken _targets)
+    if(NOT IS_SYMLINK "${out_dir}/${_name}")
+      file(CREATE_LINK "${_want}" "${out_dir}/${_name}" SYMBOLIC)
+    endif()
   endforeach()
   set(${result_var} "${_taken}" PARENT_SCOPE)
 endfunction()

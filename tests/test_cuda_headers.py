@@ -82,3 +82,26 @@ def test_probe_reports_the_compiler_error(tmp_path):
     """)
     assert "OK=FALSE" in err
     assert "ERROR=cuda_toolkit.h(39): error: #error CUDA compiler and CUDA toolkit headers are incompatible" in err
+
+
+def test_reconfigure_keeps_right_links_and_drops_stale_ones(tmp_path):
+    tk = tmp_path / "toolkit"
+    _touch(tk / "cuda_runtime.h", "toolkit")
+    pip = tmp_path / "nvidia/cu13/include"
+    _touch(pip / "cusparse.h", "pip")
+    _touch(pip / "nccl_device/core.h", "pip")
+    out_dir = tmp_path / "linked"
+    body = f"""
+        ganx_cuda_pip_headers("{out_dir}" "{tk}" "{pip}" names)
+        message("NAMES=${{names}}")
+    """
+    _run_cmake(tmp_path, body)
+    kept = os.lstat(out_dir / "cusparse.h")
+    # The toolkit now has the folder (a newer toolkit): its link goes, what it pointed to stays.
+    _touch(tk / "nccl_device/core.h", "toolkit")
+    err = _run_cmake(tmp_path, body)
+    assert "NAMES=cusparse.h" in err
+    assert sorted(os.listdir(out_dir)) == ["cusparse.h"]
+    assert (pip / "nccl_device/core.h").read_text() == "pip"
+    # A re-configure leaves a right link as it was (no new link, so nothing looks changed).
+    assert os.lstat(out_dir / "cusparse.h").st_ino == kept.st_ino
