@@ -203,6 +203,16 @@ std::tuple<at::Tensor, at::Tensor> bce_generator_loss_autograd(const at::Tensor&
 using OptTensor = std::optional<at::Tensor>;
 using Grads3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
+// A forward-mode tangent on an argument: this C++ kernel would drop it (a custom C++ Function has
+// no jvp, and the no-grad path never sees it), so it is an error naming the way that carries it:
+// the Python wrappers route such calls through an autograd.Function with the jvp rule.
+void check_no_tangent(const char* op, const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
+  const bool tangent = x._fw_grad(/*level=*/0).defined() || w._fw_grad(/*level=*/0).defined() ||
+                       (b.has_value() && b->defined() && b->_fw_grad(/*level=*/0).defined());
+  TORCH_CHECK(!tangent, op, ": forward-mode AD (a tangent on an argument) through torch.ops.ganx.", op,
+              " is not supported; call ganx.functional.", op, ", which carries the tangent");
+}
+
 bool any_requires_grad(const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
   return at::GradMode::is_enabled() &&
          (x.requires_grad() || w.requires_grad() || (b.has_value() && b->defined() && b->requires_grad()));
@@ -294,6 +304,7 @@ class UpsampleConv2dFn : public torch::autograd::Function<UpsampleConv2dFn> {
 
 at::Tensor upsample_conv2d_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, int64_t scale,
                                     int64_t padding, c10::string_view activation, double slope) {
+  check_no_tangent("upsample_conv2d", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return upsample_conv2d_op().call(x, w, b, scale, padding, activation, slope);
@@ -338,6 +349,7 @@ class ConvTranspose2d4s2Fn : public torch::autograd::Function<ConvTranspose2d4s2
 
 at::Tensor conv_transpose2d_4s2_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                                          c10::string_view activation, double slope) {
+  check_no_tangent("conv_transpose2d_4s2", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return conv_transpose2d_4s2_op().call(x, w, b, activation, slope);

@@ -105,10 +105,10 @@ def test_upsample_conv2d_raw_op_with_a_tangent_is_an_error():
     # tangent: torch refuses the tangent instead of dropping it (the Python wrappers carry it)
     x = torch.randn(1, 2, 4, 4, dtype=D)
     w = torch.randn(3, 2, 3, 3, dtype=D)
-    with pytest.raises(RuntimeError, match="jvp|forward"):
+    with pytest.raises(RuntimeError, match="forward-mode AD"):
         torch.func.jvp(lambda a: torch.ops.ganx.upsample_conv2d(a, w, None, 2, 1, "none", 0.01), (x,),
                        (torch.ones_like(x),))
-    with fwAD.dual_level(), pytest.raises(RuntimeError, match="jvp|forward"):
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="forward-mode AD"):
         torch.ops.ganx.upsample_conv2d(fwAD.make_dual(x, torch.ones_like(x)), w, None, 2, 1, "none", 0.01)
 
 
