@@ -5,9 +5,17 @@
 // logit_range has internal linkage and only builtins are used (no std:: or ATen inline
 // functions), so no ISA-specific code can leak into the rest of the module through the linker.
 //
-// The math is that of bce_elem (csrc/bce_loss.h) on 16-lane GCC vectors: e = exp(-|l|) and
-// log1p(e) by Cephes-style polynomials (relative error a few ulp; exp flushed to 0 below
-// -87), every branch a select, so +-inf and NaN behave exactly as in the scalar code.
+// The math is that of bce_elem (csrc/bce_math.h) on GCC vectors: e = exp(-|l|) and log1p(e) by
+// Cephes-style polynomials (relative error a few ulp; exp flushed to 0 below -87), every branch
+// a select, so +-inf and NaN behave exactly as in the scalar code.
+//
+// Lanes: the sums work on kW = 16 logical lanes for every ISA (their order must not depend on
+// it), but every vector type here is exactly one machine register of the ISA the copy is
+// compiled for (kV lanes: 16 for AVX-512, 8 for AVX2, 4 for SSE2), and a group of 16 lanes is
+// kW / kV of them. GCC lowers a generic vector wider than the target's registers piece by piece
+// and, for the comparisons, selects and conversions, lane by lane in scalar code (GCC 12: the
+// AVX2 copy on 16-lane types ran ~20 ns a logit, no faster than the baseline, issue 28).
+// tests/test_bce_simd.py checks the objects' inner loops for ymm/zmm work.
 #include "bce_vec.h"
 
 #ifndef GANX_ISA
@@ -21,12 +29,24 @@ namespace {
 
 #define GANX_INLINE inline __attribute__((always_inline))
 
-constexpr int kW = 16;  // lanes (fixed for every ISA: the sums' order must not depend on it)
-constexpr int kUnroll = 4;  // vectors summed in float before a partial sum goes to double
+constexpr int kW = 16;  // logical lanes (fixed for every ISA: the sums' order must not depend on it)
+constexpr int kUnroll = 4;  // 16-lane groups summed in float before a partial sum goes to double
 
-typedef float vf __attribute__((vector_size(kW * 4)));
-typedef int32_t vi __attribute__((vector_size(kW * 4)));
-typedef double vd __attribute__((vector_size(kW * 8)));
+// Lanes of one machine register of this copy's ISA.
+#if defined(__AVX512F__)
+constexpr int kV = 16;
+#elif defined(__AVX__)
+constexpr int kV = 8;
+#else
+constexpr int kV = 4;
+#endif
+constexpr int kH = kW / kV;  // registers per 16-lane group
+static_assert(kW % kV == 0 && kV % 2 == 0, "lane counts");
+
+typedef float vf __attribute__((vector_size(kV * 4)));
+typedef int32_t vi __attribute__((vector_size(kV * 4)));
+typedef float vfh __attribute__((vector_size(kV * 2)));  // half a register of floats
+typedef double vdh __attribute__((vector_size(kV * 4)));  // kV / 2 doubles: one register
 
 GANX_INLINE vf splat(float a) {
   vf v = {};
@@ -59,7 +79,9 @@ GANX_INLINE vf exp_nonpos(vf x) {
   p = p * r + 5.0000001201e-1f;
   vf y = p * r * r + r + 1.0f;
   const vi bits = (n + 127) << 23;  // n in [-126, 0]: 2^n
-  y = y * reinterpret_cast<const vf&>(bits);
+  vf scale;
+  __builtin_memcpy(&scale, &bits, sizeof(scale));
+  y = y * scale;
   y = sel(tiny, zero, y);
   return sel(nan, x, y);
 }
@@ -93,7 +115,7 @@ struct Out {
   vf loss, sig, pos;
 };
 
-// Elements [i, i + kW) of the arrays in a.
+// Elements [i, i + kV) of the arrays in a (one register).
 template <Coef C>
 GANX_INLINE Out element(const LogitArgs& a, int64_t i) {
   const vf zero = splat(0.0f), one = splat(1.0f);
@@ -130,71 +152,101 @@ GANX_INLINE Out element(const LogitArgs& a, int64_t i) {
   return {v, sig, sel(l > zero, one, zero)};
 }
 
+// Double accumulators of one float vector's kV lanes: lanes [0, kV/2) in lo, [kV/2, kV) in hi
+// (float -> double conversion one register wide each).
+struct Acc {
+  vdh lo = {}, hi = {};
+  GANX_INLINE void add(vf v) {
+    vfh a, b;
+    __builtin_memcpy(&a, &v, sizeof(a));
+    __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof(a), sizeof(b));
+    lo = lo + __builtin_convertvector(a, vdh);
+    hi = hi + __builtin_convertvector(b, vdh);
+  }
+  // lanes in order, added to s
+  GANX_INLINE void sum_into(double& s) const {
+    for (int k = 0; k < kV / 2; ++k) s += lo[k];
+    for (int k = 0; k < kV / 2; ++k) s += hi[k];
+  }
+};
+
+// Logical lane j of a 16-lane group is lane j % kV of register j / kV; every sum is per logical
+// lane (over the 4-group unroll in float, then into double), and the lanes are added 0..15 at
+// the end: the same order for every kV.
 template <Coef C, bool Stats>
-RangeSums range(const LogitArgs& a, int64_t begin, int64_t end) {
-  vd dl = {}, ds = {}, dp = {};
+RangeSums range(const LogitArgs& args, int64_t begin, int64_t end) {
+  // A local copy: the outputs' stores cannot alias it, so its constants stay in registers.
+  const LogitArgs a = args;
+  Acc dl[kH], ds[kH], dp[kH];
   int64_t i = begin;
   for (; i + kW * kUnroll <= end; i += kW * kUnroll) {
-    vf fl = {}, fs = {}, fp = {};
-    for (int k = 0; k < kUnroll; ++k) {
-      const Out o = element<C>(a, i + k * kW);
-      fl = fl + o.loss;
-      if (Stats) {
-        fs = fs + o.sig;
-        fp = fp + o.pos;
+    for (int h = 0; h < kH; ++h) {
+      vf fl = {}, fs = {}, fp = {};
+      for (int k = 0; k < kUnroll; ++k) {
+        const Out o = element<C>(a, i + k * kW + h * kV);
+        fl = fl + o.loss;
+        if (Stats) {
+          fs = fs + o.sig;
+          fp = fp + o.pos;
+        }
       }
-    }
-    dl = dl + __builtin_convertvector(fl, vd);
-    if (Stats) {
-      ds = ds + __builtin_convertvector(fs, vd);
-      dp = dp + __builtin_convertvector(fp, vd);
+      dl[h].add(fl);
+      if (Stats) {
+        ds[h].add(fs);
+        dp[h].add(fp);
+      }
     }
   }
-  // The rest, one vector at a time; the last partial vector goes through padded copies.
+  // The rest, 16 lanes at a time; the last partial group goes through padded copies.
   for (; i < end; i += kW) {
     const int64_t n = end - i < kW ? end - i : kW;
-    Out o;
     if (n == kW) {
-      o = element<C>(a, i);
-    } else {
-      alignas(64) float xb[kW] = {}, tb[kW] = {}, wb[kW] = {}, pwb[kW] = {}, lb[kW], gb[kW];
-      for (int64_t j = 0; j < n; ++j) {
-        xb[j] = a.x[i + j];
-        if (a.t) tb[j] = a.t[i + j];
-        if (a.w) wb[j] = a.w[i + j];
-        if (a.pw) pwb[j] = a.pw[i + j];
+      for (int h = 0; h < kH; ++h) {
+        const Out o = element<C>(a, i + h * kV);
+        dl[h].add(o.loss);
+        if (Stats) {
+          ds[h].add(o.sig);
+          dp[h].add(o.pos);
+        }
       }
-      LogitArgs b = a;
-      b.x = xb;
-      b.t = a.t ? tb : nullptr;
-      b.w = a.w ? wb : nullptr;
-      b.pw = a.pw ? pwb : nullptr;
-      b.loss_out = a.loss_out ? lb : nullptr;
-      b.grad_out = a.grad_out ? gb : nullptr;
-      o = element<C>(b, 0);
-      for (int64_t j = 0; j < n; ++j) {
-        if (a.loss_out) a.loss_out[i + j] = lb[j];
-        if (a.grad_out) a.grad_out[i + j] = gb[j];
-      }
-      vi lane;
-      for (int j = 0; j < kW; ++j) lane[j] = j;
-      const vi live = lane < static_cast<int32_t>(n);
-      const vf zero = splat(0.0f);
-      o.loss = sel(live, o.loss, zero);
-      o.sig = sel(live, o.sig, zero);
-      o.pos = sel(live, o.pos, zero);
+      continue;
     }
-    dl = dl + __builtin_convertvector(o.loss, vd);
-    if (Stats) {
-      ds = ds + __builtin_convertvector(o.sig, vd);
-      dp = dp + __builtin_convertvector(o.pos, vd);
+    alignas(64) float xb[kW] = {}, tb[kW] = {}, wb[kW] = {}, pwb[kW] = {}, lb[kW], gb[kW];
+    for (int64_t j = 0; j < n; ++j) {
+      xb[j] = a.x[i + j];
+      if (a.t) tb[j] = a.t[i + j];
+      if (a.w) wb[j] = a.w[i + j];
+      if (a.pw) pwb[j] = a.pw[i + j];
+    }
+    LogitArgs b = a;
+    b.x = xb;
+    b.t = a.t ? tb : nullptr;
+    b.w = a.w ? wb : nullptr;
+    b.pw = a.pw ? pwb : nullptr;
+    b.loss_out = a.loss_out ? lb : nullptr;
+    b.grad_out = a.grad_out ? gb : nullptr;
+    const vf zero = splat(0.0f);
+    for (int h = 0; h < kH; ++h) {
+      Out o = element<C>(b, h * kV);
+      vi lane;
+      for (int j = 0; j < kV; ++j) lane[j] = h * kV + j;
+      const vi live = lane < static_cast<int32_t>(n);
+      dl[h].add(sel(live, o.loss, zero));
+      if (Stats) {
+        ds[h].add(sel(live, o.sig, zero));
+        dp[h].add(sel(live, o.pos, zero));
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      if (a.loss_out) a.loss_out[i + j] = lb[j];
+      if (a.grad_out) a.grad_out[i + j] = gb[j];
     }
   }
   RangeSums r;
-  for (int k = 0; k < kW; ++k) {
-    r.loss += dl[k];
-    r.sig += ds[k];
-    r.pos += dp[k];
+  for (int h = 0; h < kH; ++h) {
+    dl[h].sum_into(r.loss);
+    ds[h].sum_into(r.sig);
+    dp[h].sum_into(r.pos);
   }
   return r;
 }

@@ -4,8 +4,9 @@
 // (ATEN_CPU_CAPABILITY is honoured). This header is plain C++ with no ATen include, so the
 // ISA-specific objects never emit an inline ATen function the linker could pick for everyone.
 //
-// The source works on fixed 16-lane vectors and sums in a fixed order, so the lane count of the
-// hardware never changes a result. The AVX2 and AVX-512 copies are compiled with FMA and
+// The source sums over fixed 16 logical lanes in a fixed order (held in 1, 2 or 4 machine
+// registers: every vector type is exactly one register of the copy's ISA, see bce_vec.cpp), so
+// the lane count of the hardware never changes a result. The AVX2 and AVX-512 copies are compiled with FMA and
 // contract the same multiply-adds: their results are bit-identical. The baseline copy has no
 // FMA and differs from them by rounding (a few ulp). Tests run every copy through
 // ATEN_CPU_CAPABILITY=default/avx2/avx512 and compare.
