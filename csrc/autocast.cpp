@@ -9,7 +9,7 @@
 //     are cast up) rather than failing.
 //   their backward ops: no cast (they follow the dtype of the saved x and weight; grad_out is
 //     converted to it inside), autocast off below them.
-//   the BCE losses: float32, like torch's binary_cross_entropy_with_logits (float64 kept).
+//   the BCE and critic losses: float32, like torch's binary_cross_entropy_with_logits (float64 kept).
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -106,6 +106,21 @@ Pair bce_generator_loss_ac(const Tensor& fake, int64_t mode, double target, int6
 }
 
 template <c10::DeviceType D>
+Grads3 critic_discriminator_loss_ac(const Tensor& real, const Tensor& fake, int64_t kind, int64_t red,
+                                    bool need_grad) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
+  static auto h = op<Grads3(const Tensor&, const Tensor&, int64_t, int64_t, bool)>("ganx::critic_discriminator_loss");
+  return h.call(cast<D>(at::kFloat, real), cast<D>(at::kFloat, fake), kind, red, need_grad);
+}
+
+template <c10::DeviceType D>
+Pair critic_generator_loss_ac(const Tensor& fake, int64_t kind, int64_t red, bool need_grad) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
+  static auto h = op<Pair(const Tensor&, int64_t, int64_t, bool)>("ganx::critic_generator_loss");
+  return h.call(cast<D>(at::kFloat, fake), kind, red, need_grad);
+}
+
+template <c10::DeviceType D>
 Pair bce_with_logits_ac(const Tensor& input, const Tensor& target, const OptTensor& weight, const OptTensor& pos_weight,
                         int64_t red, bool need_grad) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
@@ -132,6 +147,8 @@ void register_all(torch::Library& m) {
   m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward_ac<D>);
   m.impl("bce_discriminator_loss", &bce_discriminator_loss_ac<D>);
   m.impl("bce_generator_loss", &bce_generator_loss_ac<D>);
+  m.impl("critic_discriminator_loss", &critic_discriminator_loss_ac<D>);
+  m.impl("critic_generator_loss", &critic_generator_loss_ac<D>);
   m.impl("bce_with_logits", &bce_with_logits_ac<D>);
   m.impl("binary_cross_entropy", &binary_cross_entropy_ac<D>);
 }

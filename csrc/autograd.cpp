@@ -1,4 +1,4 @@
-// Autograd kernels in C++ of the GAN losses and of the two phase-conv ops (upsample_conv2d,
+// Autograd kernels in C++ of the GAN losses (BCE and critic) and of the two phase-conv ops (upsample_conv2d,
 // conv_transpose2d_4s2): the Python autograd.Function machinery would cost more than the whole
 // computation on small batches (tens of microseconds for 64 logits), and on a GPU the host time
 // of every layer is paid on top of its kernels (benchmarks/bench_host_overhead.py).
@@ -107,54 +107,106 @@ at::Tensor scale(const at::Tensor& g_loss, const at::Tensor& saved, int64_t redu
   return saved * g_loss;
 }
 
+// What the discriminator losses' Functions share: the forward's bookkeeping around the op's
+// outputs, and the backward (the saved flat gradient scaled, then cut into real's and fake's).
+// n_args: the op's argument count (the backward returns one entry each).
+void save_discriminator(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake, const at::Tensor& grad,
+                        const at::Tensor& stats, int64_t reduction, bool need_grad) {
+  // Only the loss is differentiable; without this autograd would fill zero tensors for the
+  // other outputs' gradients on every backward.
+  ctx->set_materialize_grads(false);
+  ctx->mark_non_differentiable({grad, stats});
+  ctx->save_for_backward({grad});
+  ctx->saved_data["reduction"] = reduction;
+  ctx->saved_data["need_grad"] = need_grad;
+  ctx->saved_data["real_shape"] = real.sym_sizes();  // symbolic under torch.compile
+  ctx->saved_data["fake_shape"] = fake.sym_sizes();
+}
+
+variable_list discriminator_backward(AutogradContext* ctx, const variable_list& grads, const char* op,
+                                     size_t n_args) {
+  variable_list out(n_args);
+  const at::Tensor& g = grads[0];
+  if (!g.defined()) return out;
+  check_no_double_backward(op);
+  check_need_grad(op, ctx->saved_data["need_grad"].toBool());
+  const at::Tensor saved = ctx->get_saved_variables()[0];  // d loss / d (real, fake), flattened
+  const int64_t red = ctx->saved_data["reduction"].toInt();
+  // reduction none: g is flat like the loss and like saved, one multiply for both inputs
+  const at::Tensor full = red == 0 ? g * saved : scale(g, saved, red);
+  const IValue& rs = ctx->saved_data["real_shape"];
+  const IValue& fs = ctx->saved_data["fake_shape"];
+  if (rs.isIntList() && fs.isIntList() && !at::isTensorSubclassLike(full)) {
+    // Concrete shapes, plain tensor (eager): one view op per input instead of narrow + view.
+    const auto real_shape = rs.toDimVector(), fake_shape = fs.toDimVector();
+    const int64_t n_real = c10::multiply_integers(real_shape);
+    out[0] = full.as_strided(real_shape, c10::contiguous_strides(real_shape), full.storage_offset());
+    out[1] = full.as_strided(fake_shape, c10::contiguous_strides(fake_shape), full.storage_offset() + n_real);
+    return out;
+  }
+  const auto real_shape = rs.toSymIntVector(), fake_shape = fs.toSymIntVector();
+  const c10::SymInt n_real = c10::multiply_integers(real_shape);
+  const c10::SymInt n_fake = c10::multiply_integers(fake_shape);
+  out[0] = full.narrow_symint(0, 0, n_real).view_symint(real_shape);
+  out[1] = full.narrow_symint(0, n_real, n_fake).view_symint(fake_shape);
+  return out;
+}
+
+// The generators' backward: the saved gradient scaled.
+variable_list generator_backward(AutogradContext* ctx, const variable_list& grads, const char* op, size_t n_args) {
+  check_no_double_backward(op);
+  check_need_grad(op, ctx->saved_data["need_grad"].toBool());
+  variable_list out(n_args);
+  if (!grads[0].defined()) return out;
+  const auto saved = ctx->get_saved_variables();
+  out[0] = scale(grads[0], saved[0], ctx->saved_data["reduction"].toInt());
+  return out;
+}
+
+void save_generator(AutogradContext* ctx, const at::Tensor& g, int64_t reduction, bool need_grad) {
+  ctx->set_materialize_grads(false);
+  ctx->mark_non_differentiable({g});
+  ctx->save_for_backward({g});
+  ctx->saved_data["reduction"] = reduction;
+  ctx->saved_data["need_grad"] = need_grad;
+}
+
+using DiscOut = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using GenOut = std::tuple<at::Tensor, at::Tensor>;
+
 class DiscriminatorLossFn : public torch::autograd::Function<DiscriminatorLossFn> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake,
                                double real_target, double fake_target, int64_t reduction, bool need_grad) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("ganx::bce_discriminator_loss", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-                             const at::Tensor&, const at::Tensor&, double, double, int64_t, bool)>();
+                         .typed<DiscOut(const at::Tensor&, const at::Tensor&, double, double, int64_t, bool)>();
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, grad, stats] = op.call(real, fake, real_target, fake_target, reduction, need_grad);
-    // Only the loss is differentiable; without this autograd would fill zero tensors for the
-    // other outputs' gradients on every backward.
-    ctx->set_materialize_grads(false);
-    ctx->mark_non_differentiable({grad, stats});
-    ctx->save_for_backward({grad});
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["need_grad"] = need_grad;
-    ctx->saved_data["real_shape"] = real.sym_sizes();  // symbolic under torch.compile
-    ctx->saved_data["fake_shape"] = fake.sym_sizes();
+    save_discriminator(ctx, real, fake, grad, stats, reduction, need_grad);
     return {loss, grad, stats};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const char* op = "bce_discriminator_loss";
-    const at::Tensor& g = grads[0];
-    if (!g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    check_no_double_backward(op);
-    check_need_grad(op, ctx->saved_data["need_grad"].toBool());
-    const at::Tensor saved = ctx->get_saved_variables()[0];  // d loss / d (real, fake), flattened
-    const int64_t red = ctx->saved_data["reduction"].toInt();
-    // reduction none: g is flat like the loss and like saved, one multiply for both inputs
-    const at::Tensor full = red == 0 ? g * saved : scale(g, saved, red);
-    const IValue& rs = ctx->saved_data["real_shape"];
-    const IValue& fs = ctx->saved_data["fake_shape"];
-    if (rs.isIntList() && fs.isIntList() && !at::isTensorSubclassLike(full)) {
-      // Concrete shapes, plain tensor (eager): one view op per input instead of narrow + view.
-      const auto real_shape = rs.toDimVector(), fake_shape = fs.toDimVector();
-      const int64_t n_real = c10::multiply_integers(real_shape);
-      return {full.as_strided(real_shape, c10::contiguous_strides(real_shape), full.storage_offset()),
-              full.as_strided(fake_shape, c10::contiguous_strides(fake_shape), full.storage_offset() + n_real),
-              at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    }
-    const auto real_shape = rs.toSymIntVector(), fake_shape = fs.toSymIntVector();
-    const c10::SymInt n_real = c10::multiply_integers(real_shape);
-    const c10::SymInt n_fake = c10::multiply_integers(fake_shape);
-    return {full.narrow_symint(0, 0, n_real).view_symint(real_shape),
-            full.narrow_symint(0, n_real, n_fake).view_symint(fake_shape), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+    return discriminator_backward(ctx, grads, "bce_discriminator_loss", 6);
+  }
+};
+
+class CriticDiscriminatorLossFn : public torch::autograd::Function<CriticDiscriminatorLossFn> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake, int64_t kind,
+                               int64_t reduction, bool need_grad) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("ganx::critic_discriminator_loss", "")
+                         .typed<DiscOut(const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [loss, grad, stats] = op.call(real, fake, kind, reduction, need_grad);
+    save_discriminator(ctx, real, fake, grad, stats, reduction, need_grad);
+    return {loss, grad, stats};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return discriminator_backward(ctx, grads, "critic_discriminator_loss", 5);
   }
 };
 
@@ -164,38 +216,56 @@ class GeneratorLossFn : public torch::autograd::Function<GeneratorLossFn> {
                                int64_t reduction, bool need_grad) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("ganx::bce_generator_loss", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t, double, int64_t, bool)>();
+                         .typed<GenOut(const at::Tensor&, int64_t, double, int64_t, bool)>();
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, g] = op.call(fake, mode, target, reduction, need_grad);
-    ctx->set_materialize_grads(false);
-    ctx->mark_non_differentiable({g});
-    ctx->save_for_backward({g});
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["need_grad"] = need_grad;
+    save_generator(ctx, g, reduction, need_grad);
     return {loss, g};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const char* op = "bce_generator_loss";
-    check_no_double_backward(op);
-    check_need_grad(op, ctx->saved_data["need_grad"].toBool());
-    if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    const auto saved = ctx->get_saved_variables();
-    return {scale(grads[0], saved[0], ctx->saved_data["reduction"].toInt()), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    return generator_backward(ctx, grads, "bce_generator_loss", 5);
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_autograd(
-    const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target, int64_t reduction,
-    bool need_grad) {
+class CriticGeneratorLossFn : public torch::autograd::Function<CriticGeneratorLossFn> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& fake, int64_t kind, int64_t reduction,
+                               bool need_grad) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("ganx::critic_generator_loss", "")
+                         .typed<GenOut(const at::Tensor&, int64_t, int64_t, bool)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [loss, g] = op.call(fake, kind, reduction, need_grad);
+    save_generator(ctx, g, reduction, need_grad);
+    return {loss, g};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return generator_backward(ctx, grads, "critic_generator_loss", 4);
+  }
+};
+
+DiscOut bce_discriminator_loss_autograd(const at::Tensor& real, const at::Tensor& fake, double real_target,
+                                        double fake_target, int64_t reduction, bool need_grad) {
   auto out = DiscriminatorLossFn::apply(real, fake, real_target, fake_target, reduction, need_grad);
   return {out[0], out[1], out[2]};
 }
 
-std::tuple<at::Tensor, at::Tensor> bce_generator_loss_autograd(const at::Tensor& fake, int64_t mode, double target,
-                                                               int64_t reduction, bool need_grad) {
+GenOut bce_generator_loss_autograd(const at::Tensor& fake, int64_t mode, double target, int64_t reduction,
+                                   bool need_grad) {
   auto out = GeneratorLossFn::apply(fake, mode, target, reduction, need_grad);
+  return {out[0], out[1]};
+}
+
+DiscOut critic_discriminator_loss_autograd(const at::Tensor& real, const at::Tensor& fake, int64_t kind,
+                                           int64_t reduction, bool need_grad) {
+  auto out = CriticDiscriminatorLossFn::apply(real, fake, kind, reduction, need_grad);
+  return {out[0], out[1], out[2]};
+}
+
+GenOut critic_generator_loss_autograd(const at::Tensor& fake, int64_t kind, int64_t reduction, bool need_grad) {
+  auto out = CriticGeneratorLossFn::apply(fake, kind, reduction, need_grad);
   return {out[0], out[1]};
 }
 
@@ -362,6 +432,8 @@ at::Tensor conv_transpose2d_4s2_autograd(const at::Tensor& x, const at::Tensor& 
 TORCH_LIBRARY_IMPL(ganx, Autograd, m) {
   m.impl("bce_discriminator_loss", &bce_discriminator_loss_autograd);
   m.impl("bce_generator_loss", &bce_generator_loss_autograd);
+  m.impl("critic_discriminator_loss", &critic_discriminator_loss_autograd);
+  m.impl("critic_generator_loss", &critic_generator_loss_autograd);
   m.impl("upsample_conv2d", &upsample_conv2d_autograd);
   m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2_autograd);
 }

@@ -52,6 +52,32 @@ GenMode check_bce_generator_inputs(const at::Tensor& fake, int64_t mode, double 
   return static_cast<GenMode>(mode);
 }
 
+LossKind check_critic_kind(const char* op, int64_t kind) {
+  TORCH_CHECK_VALUE(kind == 1 || kind == 2, op, ": kind must be 1 (hinge) or 2 (wasserstein), got ", kind,
+                    kind == 0 ? " (the BCE losses are bce_discriminator_loss / bce_generator_loss)" : "");
+  return static_cast<LossKind>(kind);
+}
+
+void check_critic_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, int64_t kind,
+                                       int64_t reduction) {
+  constexpr const char* op = "critic_discriminator_loss";
+  check_logits(op, "real", real);
+  check_logits(op, "fake", fake);
+  check_device(op, "fake", fake, "real", real);
+  TORCH_CHECK_TYPE(real.scalar_type() == fake.scalar_type(), op,
+                   ": real and fake must have the same dtype, got real ", real.scalar_type(), " and fake ",
+                   fake.scalar_type());
+  check_critic_kind(op, kind);
+  check_reduction(op, reduction);
+}
+
+void check_critic_generator_inputs(const at::Tensor& fake, int64_t kind, int64_t reduction) {
+  constexpr const char* op = "critic_generator_loss";
+  check_logits(op, "fake", fake);
+  check_critic_kind(op, kind);
+  check_reduction(op, reduction);
+}
+
 namespace {
 
 void check_companion(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& input) {
@@ -171,6 +197,26 @@ BceCall bce_generator_call(const at::Tensor& fake, int64_t mode, double target, 
   const auto opts = c.x0.options();
   c.loss = loss_out(c.red, c.x0.sizes(), opts, alloc);
   c.grad = alloc(need_grad ? c.x0.sizes() : at::IntArrayRef{0}, opts);
+  return c;
+}
+
+BceCall critic_discriminator_call(const at::Tensor& real, const at::Tensor& fake, int64_t kind, int64_t reduction,
+                                  bool need_grad, BceAlloc alloc) {
+  check_critic_discriminator_inputs(real, fake, kind, reduction);
+  // The BCE set-up with zero-cost targets (checked there, unused), then the critic coefficients.
+  BceCall c = bce_discriminator_call(real, fake, 1.0, 0.0, reduction, need_grad, alloc);
+  c.kind = static_cast<LossKind>(kind);
+  c.k0 = critic_discriminator_coefs(c.kind, true);
+  c.k1 = critic_discriminator_coefs(c.kind, false);
+  return c;
+}
+
+BceCall critic_generator_call(const at::Tensor& fake, int64_t kind, int64_t reduction, bool need_grad,
+                              BceAlloc alloc) {
+  check_critic_generator_inputs(fake, kind, reduction);
+  BceCall c = bce_generator_call(fake, 0, 1.0, reduction, need_grad, alloc);
+  c.kind = static_cast<LossKind>(kind);
+  c.k0 = c.k1 = critic_generator_coefs();
   return c;
 }
 

@@ -24,6 +24,11 @@ void check_target_value(const char* op, const char* arg, double target);
 void check_bce_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, double real_target,
                                     double fake_target, int64_t reduction);
 GenMode check_bce_generator_inputs(const at::Tensor& fake, int64_t mode, double target, int64_t reduction);
+// The critic losses (hinge, Wasserstein): kind 1 or 2 (LossKind), op named in every message.
+LossKind check_critic_kind(const char* op, int64_t kind);
+void check_critic_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, int64_t kind,
+                                       int64_t reduction);
+void check_critic_generator_inputs(const at::Tensor& fake, int64_t kind, int64_t reduction);
 void check_bce_with_logits_inputs(const at::Tensor& input, const at::Tensor& target,
                                   const std::optional<at::Tensor>& weight,
                                   const std::optional<at::Tensor>& pos_weight, int64_t reduction);
@@ -49,6 +54,8 @@ struct BceCall {
   int64_t n0 = 0, n1 = 0;
   at::Tensor t, w, pw;         // target and factors (broadcast_factor), undefined when absent
   TargetCoefs c0{1, 0, 1}, c1{1, 0, 1};  // scalar-target coefficients of segments 0 and 1
+  LossKind kind = LossKind::Bce;         // Hinge / Wasserstein: k0, k1 replace c0, c1
+  CriticCoefs k0{-1, 0, false}, k1{-1, 0, false};
   double gs0 = 1, gs1 = 1;     // gradient scales (bce_grad_scale)
   at::Tensor loss, grad, stats;  // stats: discriminator only
 };
@@ -60,6 +67,10 @@ BceCall bce_discriminator_call(const at::Tensor& real, const at::Tensor& fake, d
                                double fake_target, int64_t reduction, bool need_grad, BceAlloc alloc);
 BceCall bce_generator_call(const at::Tensor& fake, int64_t mode, double target, int64_t reduction,
                            bool need_grad, BceAlloc alloc);
+BceCall critic_discriminator_call(const at::Tensor& real, const at::Tensor& fake, int64_t kind, int64_t reduction,
+                                  bool need_grad, BceAlloc alloc);
+BceCall critic_generator_call(const at::Tensor& fake, int64_t kind, int64_t reduction, bool need_grad,
+                              BceAlloc alloc);
 BceCall bce_with_logits_call(const at::Tensor& input, const at::Tensor& target,
                              const std::optional<at::Tensor>& weight,
                              const std::optional<at::Tensor>& pos_weight, int64_t reduction, bool need_grad,

@@ -1,4 +1,4 @@
-// The math of the fused BCE losses that every device shares, in plain C++ (no ATen), so the
+// The math of the fused BCE (and critic: hinge, Wasserstein) losses that every device shares, in plain C++ (no ATen), so the
 // CPU kernels, the CUDA kernels (csrc/cuda/kernels/bce_loss.cuh) and the CUDA emulator of the
 // tests (tests/emu) include the same lines: the per-element functions, the coefficients a
 // scalar target turns into, and the gradient scale of a reduction.
@@ -63,6 +63,40 @@ inline TargetCoefs bce_target_coefs(double t) { return {t, 1.0 - t, 1.0}; }
 inline TargetCoefs bce_generator_coefs(bool non_saturating, double t) {
   return non_saturating ? TargetCoefs{t, 1.0 - t, 1.0} : TargetCoefs{1.0 - t, t, -1.0};
 }
+
+// ---- critic losses (hinge, Wasserstein) on raw scores: the same one-pass ops, another element
+
+// The loss family of an adversarial op: BCE on logits (the bce_* ops), hinge, Wasserstein.
+enum class LossKind : int64_t { Bce = 0, Hinge = 1, Wasserstein = 2 };
+
+// One segment of a critic loss on a score l: u = margin + sign * l,
+//   loss = hinge ? relu(u) : u,   d loss / dl = sign * (hinge ? [not u <= 0] : 1)
+// (sign is +-1, so sign * l is exact and a fused multiply-add rounds u once, like margin - l).
+// relu keeps NaN (u < 0 ? 0 : u); its derivative is 0 at the kink u = 0 and 1 at a NaN, exactly
+// torch's relu backward (threshold_backward zeroes where the output is <= 0, which NaN is not).
+struct CriticCoefs {
+  double sign, margin;
+  bool hinge;
+};
+
+template <typename T>
+C10_HOST_DEVICE inline T critic_elem(T l, T sign, T margin, bool hinge, T& grad) {
+  const T zero(0);
+  const T u = margin + sign * l;
+  const T g = u <= zero ? zero : sign;
+  const T r = u < zero ? zero : u;
+  grad = hinge ? g : sign;
+  return hinge ? r : u;
+}
+
+// D: hinge relu(1 - real) + relu(1 + fake); Wasserstein fake - real (minimised by D).
+inline CriticCoefs critic_discriminator_coefs(LossKind kind, bool real) {
+  const bool hinge = kind == LossKind::Hinge;
+  return {real ? -1.0 : 1.0, hinge ? 1.0 : 0.0, hinge};
+}
+
+// G (hinge and Wasserstein alike): -fake.
+inline CriticCoefs critic_generator_coefs() { return {-1.0, 0.0, false}; }
 
 // d reduced loss / d per-element loss: 1/n for a mean (1 for an empty input), 1 otherwise;
 // in double, rounded once by the caller.

@@ -47,6 +47,16 @@ TORCH_LIBRARY(ganx, m) {
   // mode 1 (minimax): -BCE(fake, 1 - target) = log(1 - D(G(z))) for target 1.
   m.def("bce_generator_loss(Tensor fake, int mode, float target, int reduction, bool need_grad) "
         "-> (Tensor, Tensor)");
+  // ---- critic losses (hinge, Wasserstein) on raw scores: the BCE ops' kernels with another
+  // per-element function (bce_math.h critic_elem), the same outputs, reductions and backward.
+  // kind: 1 hinge, 2 wasserstein. (loss, grad, stats): loss = red(l_r(real)) + red(l_f(fake)),
+  // hinge l_r = relu(1 - x), l_f = relu(1 + x); wasserstein l_r = -x, l_f = x (D minimises
+  // mean fake - mean real); grad and "none" as in bce_discriminator_loss; stats (float32) =
+  // [acc_real, acc_fake, mean real score, mean fake score] ("real" meaning score > 0).
+  m.def("critic_discriminator_loss(Tensor real, Tensor fake, int kind, int reduction, bool need_grad) "
+        "-> (Tensor, Tensor, Tensor)");
+  // (loss, grad): red(-fake), the generator loss of both kinds.
+  m.def("critic_generator_loss(Tensor fake, int kind, int reduction, bool need_grad) -> (Tensor, Tensor)");
   // (loss, grad) of BCE-with-logits with optional weight and pos_weight, torch's semantics:
   // l = w * [pw * t * softplus(-x) + (1 - t) * softplus(x)].
   m.def("bce_with_logits(Tensor input, Tensor target, Tensor? weight, Tensor? pos_weight, "
@@ -103,7 +113,7 @@ PYBIND11_MODULE(_C, m) {
     return l;
   }, "The activation table (csrc/activation.h): (name, enum value, takes negative_slope) per entry");
   m.def("set_upconv_algorithm", &ganx::set_forced_algorithm,
-        "Forces the upsample-conv algorithm: 'deconv', 'stacked', 'split', or 'auto' / '' for the automatic "
+        "Forces the upsample-conv algorithm: 'deconv', 'stacked', 'split', 'replicate', or 'auto' / '' for the automatic "
         "choice (initially GANX_UPCONV_ALGO)");
   m.def("upconv_algorithm", &ganx::forced_algorithm, "The forced upsample-conv algorithm ('' when automatic)");
   m.def("upconv_algorithm_choices", [] {

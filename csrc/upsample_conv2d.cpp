@@ -4,6 +4,7 @@
 // register these functions and their glue, so CI tests on the CPU the code that runs on the GPU.
 #include "upsample_conv2d.h"
 
+#include "cpu/buffer_cache.h"
 #include "device_check.h"
 
 #include <ATen/Context.h>
@@ -144,6 +145,16 @@ at::Tensor run_epilogue_bwd(const DeviceGlue& glue, const at::Tensor& grad, cons
   RECORD_FUNCTION("ganx::upconv_epilogue_bwd", std::vector<c10::IValue>());
   return glue.epilogue_bwd(grad, out, ph, s, act, slope, need_bias);
 }
+void run_replicate_fwd(const DeviceGlue& glue, const at::Tensor& y, const at::Tensor& out, const at::Tensor& bias,
+                       int64_t s, Act act, double slope) {
+  RECORD_FUNCTION("ganx::upconv_replicate_fwd", std::vector<c10::IValue>());
+  glue.replicate_fwd(y, out, bias, s, act, slope);
+}
+at::Tensor run_replicate_bwd(const DeviceGlue& glue, const at::Tensor& grad, const at::Tensor& out,
+                             const at::Tensor& g_low, int64_t s, Act act, double slope, bool need_bias) {
+  RECORD_FUNCTION("ganx::upconv_replicate_bwd", std::vector<c10::IValue>());
+  return glue.replicate_bwd(grad, out, g_low, s, act, slope, need_bias);
+}
 }  // namespace
 
 // The FoldArgs of each fold come from the recipes in upconv_fold.h (on sizes and strides, so
@@ -204,6 +215,7 @@ const char* algo_name(UpconvAlgo a) {
     case UpconvAlgo::Deconv: return "deconv";
     case UpconvAlgo::Stacked: return "stacked";
     case UpconvAlgo::Split: return "split";
+    case UpconvAlgo::Replicate: return "replicate";
   }
   return "?";
 }
@@ -215,19 +227,23 @@ bool algo_available(UpconvAlgo a, const UpConvGeometry& g) {
     // zero padding taps (0 * NaN = NaN): only the per-phase form skips them.
     case UpconvAlgo::Stacked: return uniform_taps(g);
     case UpconvAlgo::Split: return true;
+    // every phase kernel is the 1x1 weight itself, reading input offset 0 (T = 1, d0 = 0)
+    case UpconvAlgo::Replicate: return g.fold == Fold::UpsampleConv && g.k == 1;
   }
   return false;
 }
 
 namespace {
 
-constexpr UpconvAlgo kAllAlgos[] = {UpconvAlgo::Deconv, UpconvAlgo::Stacked, UpconvAlgo::Split};
+constexpr UpconvAlgo kAllAlgos[] = {UpconvAlgo::Deconv, UpconvAlgo::Stacked, UpconvAlgo::Split,
+                                     UpconvAlgo::Replicate};
 
 std::optional<UpconvAlgo> parse_algo(const std::string& name, const char* where) {
   if (name.empty() || name == "auto") return std::nullopt;
   for (auto a : kAllAlgos)
     if (name == algo_name(a)) return a;
-  TORCH_CHECK_VALUE(false, where, ": algorithm must be one of 'auto', 'deconv', 'stacked', 'split', got '", name, "'");
+  TORCH_CHECK_VALUE(false, where, ": algorithm must be one of 'auto', 'deconv', 'stacked', 'split', 'replicate', got '",
+                    name, "'");
 }
 
 // The forced algorithm as an int (-1: automatic), read on every call without a lock.
@@ -247,8 +263,11 @@ std::atomic<int>& forced_algo() {
 // forward with fewer than 16 output channels (an RGB output layer), which takes the stacked
 // form (oneDNN's deconvolution to 3 channels runs at half its speed); elsewhere the stacked
 // form from 16x16 maps on (its unused border costs (H+1)(W+1)/(HW), 1.56x at 4x4); per phase
-// below (at scale 2 per phase was the slowest form at every DCGAN shape from 4x4 on).
+// below (at scale 2 per phase was the slowest form at every DCGAN shape from 4x4 on). A 1x1
+// kernel takes the replicate form on both devices: s*s fewer multiply-adds than any other form
+// (the same GEMM as a plain 1x1 conv of x), and its epilogue writes the output once.
 UpconvAlgo rule(const UpConvGeometry& g, int64_t H, int64_t W, int64_t c_out, bool forward, bool cuda) {
+  if (algo_available(UpconvAlgo::Replicate, g)) return UpconvAlgo::Replicate;
   const int64_t m = std::min(H, W);
   if (algo_available(UpconvAlgo::Deconv, g)) {
     if (cuda) return UpconvAlgo::Deconv;
@@ -443,6 +462,17 @@ at::Tensor stacked_weight(const at::Tensor& wf, const UpConvGeometry& g) {
   return wf.reshape({g.s * g.s * wf.size(2), wf.size(3), g.T, g.T});
 }
 
+// The replicate form's large maps (its output, the backward's block sums): on the CPU from
+// ganx's buffer cache (cpu/buffer_cache.h), since a training step allocates the same ones every
+// iteration and glibc would page-fault them in again each time (the form is memory-bound past its
+// GEMM); channels_last as a permuted N x H x W x C block (the same strides at::empty gives).
+at::Tensor replicate_empty(const at::Tensor& like, at::IntArrayRef sizes, at::MemoryFormat fmt) {
+  if (!like.device().is_cpu()) return at::empty(sizes, like.options().memory_format(fmt));
+  if (fmt == at::MemoryFormat::ChannelsLast)
+    return cached_empty({sizes[0], sizes[2], sizes[3], sizes[1]}, like.options()).permute({0, 3, 1, 2});
+  return cached_empty(sizes, like.options());
+}
+
 at::Tensor forward_with(UpconvAlgo algo, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                         const UpConvGeometry& g, Act act, double slope, int64_t c_out, const DeviceGlue& glue) {
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
@@ -453,6 +483,21 @@ at::Tensor forward_with(UpconvAlgo algo, const at::Tensor& x, const at::Tensor& 
     auto y = dense_in(at::conv_transpose2d(x, deconv_weight(weight, g), b, /*stride=*/2, /*padding=*/1), fmt);
     if (act != Act::None) run_epilogue_fwd(glue, PhaseMaps{{y}, {}}, y, bias, 1, act, slope);
     return y;
+  }
+  if (algo == UpconvAlgo::Replicate) {
+    // conv1x1(up(x)) = up(conv1x1(x)): the GEMM at the input resolution (the weight as it is: no
+    // fold), then bias + activation at the input resolution and the s x s replication in one
+    // pass. At s = 1 the vendor writes the output itself (adding the bias when nothing follows).
+    if (g.s == 1) {
+      const auto b = act == Act::None && bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
+      auto y = dense_in(at::conv2d(x, weight, b), fmt);
+      if (act != Act::None) run_epilogue_fwd(glue, PhaseMaps{{y}, {}}, y, bias, 1, act, slope);
+      return y;
+    }
+    const auto y = at::conv2d(x, weight);
+    auto out = replicate_empty(x, {N, c_out, H * g.s, W * g.s}, fmt);
+    run_replicate_fwd(glue, y, out, bias, g.s, act, slope);
+    return out;
   }
   auto out = at::empty({N, c_out, H * g.s, W * g.s}, x.options().memory_format(fmt));
   const at::Tensor wf = fold_weight(weight, g);
@@ -519,6 +564,33 @@ Grads backward_with(UpconvAlgo algo, const at::Tensor& grad, const at::Tensor& x
         /*output_padding=*/{0, 0}, /*groups=*/1, {need_x, need_w, false});
     if (need_x) r.gx = dense_in(gx, fmt);
     if (need_w) r.gw = deconv_weight_grad(gw4, g, weight);
+    return r;
+  }
+  if (algo == UpconvAlgo::Replicate) {
+    // out = act(pre), pre = up(conv1x1(x)) + b: d pre = act'(out) * grad_out, and up's adjoint
+    // sums each s x s block, so g_low = blocksum(d pre) (s = 1: d pre itself) is the gradient
+    // of the input-resolution conv: grad_x = W^T g_low, grad_W = sum g_low x^T (every
+    // replicated position counted once per copy), grad_b = sum g_low.
+    at::Tensor g_low;
+    if (g.s == 1 && act == Act::None) {
+      g_low = grad;
+      if (need_b) {
+        const auto acc = at::toOpMathType(grad.scalar_type());
+        r.gb = acc == grad.scalar_type() ? grad.sum({0, 2, 3}) : grad.sum({0, 2, 3}, false, acc).to(grad.scalar_type());
+      }
+    } else if (g.s == 1) {
+      g_low = at::empty(grad.sizes(), grad.options().memory_format(fmt));
+      r.gb = run_epilogue_bwd(glue, grad, y_out, PhaseMaps{{g_low}, {}}, 1, act, slope, need_b);
+    } else {
+      g_low = replicate_empty(grad, {N, c_out, H, W}, fmt);
+      r.gb = run_replicate_bwd(glue, grad, y_out, g_low, g.s, act, slope, need_b);
+    }
+    if (!need_x && !need_w) return r;
+    auto [gx, gw, unused] = at::convolution_backward(
+        g_low, x, weight, std::nullopt, /*stride=*/{1, 1}, /*padding=*/{0, 0}, /*dilation=*/{1, 1},
+        /*transposed=*/false, /*output_padding=*/{0, 0}, /*groups=*/1, {need_x, need_w, false});
+    if (need_x) r.gx = dense_in(gx, fmt);
+    if (need_w) r.gw = dense_in(gw, at::MemoryFormat::Contiguous);  // the vendor may follow weight's layout
     return r;
   }
   const at::Tensor wf = fold_weight(weight, g);

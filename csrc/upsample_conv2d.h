@@ -53,8 +53,13 @@ at::MemoryFormat output_format(const at::Tensor& x);
 //            the epilogue is bias + activation in place);
 //   stacked: all phase kernels as the output channels of one stride-1 conv of the padded x;
 //            the epilogue crops each phase's window and interleaves;
-//   split:   one conv per phase (phases with unequal tap counts, and small maps on the CPU).
-enum class UpconvAlgo : int { Deconv = 0, Stacked = 1, Split = 2 };
+//   split:   one conv per phase (phases with unequal tap counts, and small maps on the CPU);
+//   replicate: 1x1 kernels (every phase kernel is the weight itself): nearest upsampling commutes
+//            with a 1x1 convolution, so the conv runs once at the input resolution (s*s fewer
+//            multiply-adds than any other form) and the epilogue adds the bias, activates and
+//            writes each value to its s x s block (backward: the block sums, then the 1x1 conv's
+//            own backward at the input resolution).
+enum class UpconvAlgo : int { Deconv = 0, Stacked = 1, Split = 2, Replicate = 3 };
 const char* algo_name(UpconvAlgo a);
 bool algo_available(UpconvAlgo a, const UpConvGeometry& g);
 
@@ -144,6 +149,14 @@ struct DeviceGlue {
   // need_bias, else an undefined tensor.
   at::Tensor (*epilogue_bwd)(const at::Tensor& grad, const at::Tensor& out, const PhaseMaps& ph, int64_t s, Act act,
                              double slope, bool need_bias);
+  // The replicate form (1x1 kernels), y the convolution at the input resolution:
+  // out[n, o, s*i + a, s*j + b] = act(y[n, o, i, j] + bias[o]).
+  void (*replicate_fwd)(const at::Tensor& y, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
+                        double slope);
+  // g_low[n, o, i, j] = sum over the block (a, b) of act'(out) * grad at (n, o, s*i + a, s*j + b);
+  // returns the bias gradient (the sum of g_low, dtype of grad) if need_bias, else undefined.
+  at::Tensor (*replicate_bwd)(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& g_low, int64_t s,
+                              Act act, double slope, bool need_bias);
   // dst = the tap sums of FoldArgs over src (see upconv_epilogue.h).
   void (*fold)(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst);
   // Both act on the given device's current stream (a device guard of their own: with tensors

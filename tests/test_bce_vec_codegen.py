@@ -112,6 +112,43 @@ def check_object(obj: Path, isa: str) -> None:
         assert not loop["calls"], f"{obj} ({isa}): the hot loop of {name} calls {loop['calls']}"
 
 
+def critic_loop_report(obj: Path, isa: str) -> dict[str, dict]:
+    """For each critic_range<...> function (the hinge / Wasserstein forms: no polynomials, one
+    multiply-add per register, compares and selects): its shortest loop closed by a backward jump
+    with packed multiply-adds on the copy's register, and what it contains."""
+    reg, packed = REG[isa], PACKED[isa]
+    report = {}
+    for name, ins in _functions(obj).items():
+        if "::critic_range<" not in name:
+            continue
+        index = {a: i for i, (a, _, _) in enumerate(ins)}
+        best = None
+        for i, (addr, op, args) in enumerate(ins):
+            m = re.match(r"([0-9a-f]+) <", args)
+            if not op.startswith("j") or m is None:
+                continue
+            target = int(m.group(1), 16)
+            if target > addr or target not in index:
+                continue
+            body = ins[index[target]:i + 1]
+            n_packed = sum(1 for _, o, r in body if packed.match(o) and f"%{reg}" in r)
+            if n_packed < 2 or (best is not None and len(body) >= best["length"]):
+                continue
+            best = {"length": len(body), "packed": n_packed,
+                    "lanewise": [f"{o} {r}" for _, o, r in body if LANEWISE.match(o)],
+                    "calls": [f"{o} {r}" for _, o, r in body if o.startswith("call")]}
+        report[name] = best
+    return report
+
+
+def check_critic_object(obj: Path, isa: str) -> None:
+    report = critic_loop_report(obj, isa)
+    assert len(report) == 4, f"{obj}: expected the 4 critic_range<...> instantiations, found {sorted(report)}"
+    for name, loop in report.items():
+        assert loop is not None, f"{obj} ({isa}): {name} has no loop of packed multiply-adds on {REG[isa]} registers"
+        assert not loop["lanewise"] and not loop["calls"], (name, loop)
+
+
 def _cmake_flags(isa: str) -> list[str]:
     """The compile flags CMakeLists.txt gives the copy (its common options plus _isa_flags_<isa>)."""
     text = (ROOT / "CMakeLists.txt").read_text()
@@ -150,9 +187,15 @@ def test_source_compiles_to_vector_code(compiled, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_critic_forms_compile_to_vector_code(compiled, isa):
+    check_critic_object(compiled[isa], isa)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_built_objects_are_vector_code(isa):
     found = sorted(ROOT.glob(f"build/*/CMakeFiles/ganx_bce_{isa}.dir/csrc/cpu/bce_vec.cpp.o"),
                    key=lambda p: p.stat().st_mtime)
     if not found:
         pytest.skip("no build tree under build/ (ganx installed from elsewhere)")
     check_object(found[-1], isa)  # the newest build
+    check_critic_object(found[-1], isa)

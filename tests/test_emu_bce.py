@@ -7,7 +7,7 @@ build/emu-<variant>, cached); every case is then one test here. The cases reach 
 the kernels: one block, several blocks (the last-block reduction), a grid capped below the need
 (max_blocks: the grid-stride loop without huge tensors), sizes that are not multiples of the
 16-byte item, empty segments, misaligned inputs / outputs (the element-wise path), +-inf / NaN /
-+-1e4 logits, each reduction, every op. The CUDA sizes of tests/test_bce_loss.py run here too.
++-1e4 logits, each reduction, every op (the critic losses, hinge and Wasserstein, included). The CUDA sizes of tests/test_bce_loss.py run here too.
 """
 from __future__ import annotations
 
@@ -78,6 +78,21 @@ def _cases():
                                                    (100, 0, 0, dict(xoff=2))]):
             add(f"g{k}-{n}", "bce_gen", dt, {"x0": _x(n, dt, s + 20 + k)}, race=k == 1, red=red, mode=mode,
                 need_grad=1, **extra)
+        # The critic losses (hinge, Wasserstein): the same kernel with the critic functor. Scores at
+        # the hinge's kinks (+-1) and at 0 check the selects (a subgradient of 0 at the kink).
+        for k, (n0, n1, kind, red, extra) in enumerate([
+            (64, 64, 1, 1, {}), (7, 13, 2, 0, {}), (9000, 77, 1, 2, {}), (5000, 3001, 2, 1, dict(max_blocks=3)),
+            (0, 17, 1, 1, {}), (1000, 301, 1, 0, dict(xoff=1, ooff=3)), (2049, 2051, 2, 1, dict(ooff=1, max_blocks=2)),
+        ]):
+            x0, x1 = _x(n0, dt, s + 60 + k), _x(n1, dt, s + 70 + k)
+            if n0 >= 12 and n1 >= 12:
+                x0[6:9] = torch.tensor([1.0, -1.0, 0.0]).to(x0.dtype)
+                x1[6:9] = torch.tensor([1.0, -1.0, 0.0]).to(x1.dtype)
+            add(f"c{k}-{kind}-{n0}-{n1}", "critic_disc", dt, {"x0": x0, "x1": x1}, race=k in (0, 3), red=red,
+                kind=kind, need_grad=1, **extra)
+        for k, (n, red, extra) in enumerate([(513, 1, {}), (2049, 2, dict(max_blocks=2)), (100, 0, dict(xoff=2))]):
+            add(f"cg{k}-{n}", "critic_gen", dt, {"x0": _x(n, dt, s + 80 + k)}, race=k == 1, red=red, need_grad=1,
+                **extra)
         g = torch.Generator().manual_seed(s + 30)
         shape_full = (2, 3, 4)
         x = _x(24, dt, s + 31).view(shape_full)
@@ -152,6 +167,12 @@ def cpu_reference(c: H.Case):
     elif c.op == "bce_gen":
         loss, grad = torch.ops.ganx.bce_generator_loss(a["x0"], int(c.kv.get("mode", 0)), float(c.kv.get("target", 1.0)),
                                                        red, True)
+        stats = None
+    elif c.op == "critic_disc":
+        loss, grad, stats = torch.ops.ganx.critic_discriminator_loss(a["x0"], a["x1"], int(c.kv.get("kind", 1)), red,
+                                                                     True)
+    elif c.op == "critic_gen":
+        loss, grad = torch.ops.ganx.critic_generator_loss(a["x0"], 1, red, True)
         stats = None
     elif c.op == "bce_logits":
         loss, grad = torch.ops.ganx.bce_with_logits(a["x0"], a["t"], a.get("w"), a.get("pw"), red, True)

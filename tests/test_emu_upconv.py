@@ -10,7 +10,10 @@ partial sums per channel). The weight folds (fold_taps_kernel, with the FoldArgs
 op's own recipes in csrc/upconv_fold.h): fold_weight and unfold_weight_grad for scales 1-4 x
 kernel sizes 1/3/5 and ConvTranspose2d(4, 2, 1), deconv_weight and its gradient (s = 2, k = 3),
 odd channel counts, strided sources, every dtype (the sanitizer builds: float32, float16),
-compared bit for bit with the CPU twin and with the folds' formulas in float64.
+compared bit for bit with the CPU twin and with the folds' formulas in float64. The replicate
+form of 1x1 kernels (upconv_replicate_*): scales 1-4, every activation and dtype, both layouts
+(and an output in the other layout than the traversal), with and without bias, a stride-0 grad,
+the 64-bit index instantiation, several partial sums per channel; bit for bit with the CPU twin.
 """
 from __future__ import annotations
 
@@ -172,7 +175,63 @@ def _fold_cases():
     return cs
 
 
-CASES = _cases() + _fold_cases()
+# ---------------------------------------------------------------- the replicate form (1x1 kernels)
+# upconv_replicate_fwd_kernel / upconv_replicate_bwd_{planes,rows}_kernel: the 1x1 convolution
+# computed at the input resolution (y), replicated over each s x s block with bias + activation;
+# backward: the block sums of act'(out) * grad and the bias gradient.
+
+def _rep_cases():
+    cs = []
+    g = torch.Generator().manual_seed(2)
+    geoms = [(2, 3, 5, 4, 2), (1, 2, 3, 7, 1), (2, 3, 4, 3, 3), (1, 5, 3, 2, 4), (2, 1, 3, 3, 2), (1, 2, 40, 60, 2)]
+    for dtype in DT:
+        t = H.DTYPES[dtype]
+        for gi, (N, C, H_, W, s) in enumerate(geoms):
+            big = H_ * W > 1000
+            for act in ACTIVATION_TABLE:
+                for cl in (False, True):
+                    if big and (act not in ("none", "tanh") or dtype not in ("float32", "float16")):
+                        continue
+                    slope = 0.2 if act == "leaky_relu" else 0.0
+                    pshape, oshape = (N, C, H_, W), (N, C, H_ * s, W * s)
+                    pst = _strides(pshape, cl)
+                    # the output's strides: its layout, except for one geometry whose output is in the
+                    # other layout than the traversal (the kernels' strided paths)
+                    ost = _strides(oshape, cl if gi != 2 else not cl)
+                    kv = dict(N=N, C=C, H=H_, W=W, s=s, act=ACTIVATION_TABLE[act].enum, slope=slope, cl=int(cl),
+                              **_kv("ps", pst), **_kv("os", ost))
+                    if dtype in ("float32", "float64") and gi == 0:
+                        kv["i64"] = 1
+                    y = (torch.randn(N * C * H_ * W, generator=g, dtype=torch.float64) * 2).to(t)
+                    bias = torch.randn(C, generator=g, dtype=torch.float64).to(t)
+                    cid = f"{dtype}-{N}x{C}x{H_}x{W}-s{s}-{act}-{'cl' if cl else 'nchw'}"
+                    arrays = {"y": y}
+                    if not (act == "none" and cl):
+                        arrays["bias"] = bias
+                    c = H.Case(f"rfwd-{cid}", "upconv_rep_fwd", dtype, arrays, dict(kv))
+                    c.meta = dict(pshape=pshape, pst=pst, oshape=oshape, ost=ost, act=act, slope=slope, s=s,
+                                  has_bias="bias" in arrays)
+                    cs.append(c)
+                    gst = _strides(oshape, not cl)
+                    grad = torch.randn(N * C * H_ * s * W * s, generator=g, dtype=torch.float64).to(t)
+                    out = torch.tanh(torch.randn(N * C * H_ * s * W * s, generator=g, dtype=torch.float64)).to(t)
+                    if act in ("relu", "leaky_relu"):
+                        out = torch.where(out.double() > 0.3, out.double(), -out.double().abs()).to(t)
+                    has_bias = not (act == "none" and not cl)
+                    if not has_bias:
+                        gst = (0, 0, 0, 0)  # an expanded grad (sum().backward())
+                        grad = grad[:1]
+                    arrays = {"grad": grad}
+                    if act != "none":
+                        arrays["out"] = out
+                    cb = H.Case(f"rbwd-{cid}", "upconv_rep_bwd", dtype, arrays,
+                                dict(kv, has_bias=int(has_bias), **_kv("gs", gst)))
+                    cb.meta = dict(c.meta, gst=gst, has_bias=has_bias)
+                    cs.append(cb)
+    return cs
+
+
+CASES = _cases() + _fold_cases() + _rep_cases()
 BY_ID = {c.id: c for c in CASES}
 
 
@@ -266,7 +325,7 @@ def test_emulated_weight_fold_matches_cpu_twin_and_reference(variant, cid):
 _CXX = {"float32": "float", "float64": "double", "float16": "c10::Half", "bfloat16": "c10::BFloat16"}
 
 
-@pytest.mark.parametrize("variant,cid", [vc for vc in variant_cases() if BY_ID[vc[1]].op != "upconv_fold"])
+@pytest.mark.parametrize("variant,cid", [vc for vc in variant_cases() if BY_ID[vc[1]].op in ("upconv_fwd", "upconv_bwd")])
 def test_emulated_upconv_epilogue_matches_cpu_twin_and_reference(variant, cid):
     c = BY_ID[cid]
     r = results(variant)[cid]
@@ -333,3 +392,80 @@ def test_planted_bug_is_caught(tmp_path):
                 and c.meta["s"] == 2)
     with pytest.raises(H.EmuFailure):
         H.run("race", [case], exe=exe)
+
+
+def _rep_fwd_reference(c):
+    m = c.meta
+    s = m["s"]
+    y = _view(c.arrays["y"].double(), m["pshape"], m["pst"])
+    if m["has_bias"]:
+        y = y + c.arrays["bias"].double().view(1, -1, 1, 1)
+    v = _act_ref(m["act"], y, m["slope"])
+    return v.repeat_interleave(s, 2).repeat_interleave(s, 3)
+
+
+def _dpre(c):
+    """act'(out) * grad at full resolution, in float64 (the phase backward's d pre)."""
+    m = c.meta
+    grad = torch.as_strided(c.arrays["grad"].double(), m["oshape"], m["gst"])
+    if m["act"] == "none":
+        return grad.clone()
+    y = _view(c.arrays["out"].double(), m["oshape"], m["ost"])
+    if m["act"] == "relu":
+        return torch.where(y > 0, grad, torch.zeros_like(grad))
+    if m["act"] == "leaky_relu":
+        return torch.where(y > 0, grad, grad * m["slope"])
+    return grad * (1 - y * y)
+
+
+def _rep_bwd_reference(c):
+    s = c.meta["s"]
+    n, ch, h, w = c.meta["pshape"]
+    gl = _dpre(c).view(n, ch, h, s, w, s).sum((3, 5))
+    return gl, gl.sum((0, 2, 3))
+
+
+@pytest.mark.parametrize("variant,cid", [vc for vc in variant_cases() if BY_ID[vc[1]].op.startswith("upconv_rep")])
+def test_emulated_replicate_form_matches_cpu_twin_and_reference(variant, cid):
+    c = BY_ID[cid]
+    r = results(variant)[cid]
+    t = H.DTYPES[c.dtype]
+    tol = TOL[c.dtype]
+    m = c.meta
+    red = 1024 * (2 if c.dtype == "float64" else 1)
+    want = {"upconv_replicate_fwd_kernel": 0, "upconv_replicate_bwd_rows_kernel": 0,
+            "upconv_replicate_bwd_planes_kernel": red, "upconv_bias_grad_kernel": red}
+    lines = r.log.splitlines()
+    names = [ln.split("<")[0].split("::")[-1] for ln in lines]
+    assert lines and all(ln.endswith(" 256,1,1 0 static=%d bound=256" % want[nm]) for nm, ln in zip(names, lines)), r.log
+    index_t = "long" if c.kv.get("i64") else "int"
+    assert all(ln.rsplit(" ", 5)[0].endswith(f", {index_t}>") for nm, ln in zip(names, lines)
+               if nm != "upconv_bias_grad_kernel"), r.log
+    if c.op == "upconv_rep_fwd":
+        assert names == ["upconv_replicate_fwd_kernel"], r.log
+        cu = _view(r.tensor("out_cuda", t), m["oshape"], m["ost"])
+        cp = _view(r.tensor("out_cpu", t), m["oshape"], m["ost"])
+        assert not cu.double().isnan().any()  # every output element written (the buffers start as NaN)
+        assert torch.equal(cu, cp)  # the same arithmetic, bit for bit
+        torch.testing.assert_close(cu.double(), _rep_fwd_reference(c), atol=tol * 4, rtol=tol * 4)
+        return
+    n = 1 + sum((d - 1) * st for d, st in zip(m["pshape"], m["pst"]))
+    cu = _view(r.tensor("gl_cuda", t)[:n], m["pshape"], m["pst"])
+    cp = _view(r.tensor("gl_cpu", t)[:n], m["pshape"], m["pst"])
+    assert not cu.double().isnan().any()
+    assert torch.equal(cu, cp)  # the block sums in the same order, bit for bit
+    ref_gl, ref_gb = _rep_bwd_reference(c)
+    scale = m["s"] ** 2
+    torch.testing.assert_close(cu.double(), ref_gl, atol=tol * 4 * scale, rtol=tol * 4)
+    kernel = "upconv_replicate_bwd_rows_kernel" if r.int("rows") else "upconv_replicate_bwd_planes_kernel"
+    assert r.int("rows") == int(m["gst"][1] == 1 and m["pshape"][1] > 1)
+    if m["has_bias"]:
+        gb_cu, gb_cp = r.tensor("gb_cuda", torch.float64), r.tensor("gb_cpu", torch.float64)
+        big = ref_gb.abs().max().item() + 1
+        torch.testing.assert_close(gb_cu, gb_cp, atol=tol * big * scale, rtol=0)
+        torch.testing.assert_close(gb_cu, ref_gb, atol=tol * 8 * big * scale, rtol=0)
+        assert names == [kernel, "upconv_bias_grad_kernel"], r.log
+        if m["pshape"][0] * m["pshape"][2] * m["pshape"][3] > 2048:
+            assert r.int("parts") > 1  # several blocks (or threads) per channel, reduced in order
+    else:
+        assert names == [kernel], r.log

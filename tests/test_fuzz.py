@@ -22,6 +22,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import ganx.functional as gf  # noqa: E402
 from ganx.nn import UpsampleConv2d  # noqa: E402
+from tiny_run import MODEL  # noqa: E402  (tests/tiny_run.py)
 from ganx.ops import reference as ref  # noqa: E402
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, print_blob=True,
@@ -317,6 +318,51 @@ def test_bce_generator_loss_fuzz(data):
     _check_jvp(fn, want_fn, (fake,), d)
 
 
+@FUZZ
+@given(data=st.data())
+def test_critic_losses_fuzz(data):
+    # hinge / Wasserstein D and G: the public functions' own checks name them, the op's (C++) name
+    # critic_discriminator_loss / critic_generator_loss
+    d = data.draw
+    kind = d(st.sampled_from(["hinge", "wasserstein"]))
+    dtype = d(st.sampled_from(DTYPES))
+    real = d(logits(dtype))
+    fake = d(logits(d(st.sampled_from([dtype, dtype, torch.float64]))))
+    red = d(st.sampled_from(["mean", "sum", "none", "avg"]))
+    grad = dtype in (torch.float32, torch.float64) and d(st.booleans())
+    meta = d(st.sampled_from([None] * 6 + ["real", "fake"]))
+    if meta is not None:
+        real, fake = (t.to("meta") if name == meta else t for name, t in (("real", real), ("fake", fake)))
+    fn_d = lambda a, b: getattr(gf, f"{kind}_discriminator_loss")(a, b, reduction=red)  # noqa: E731
+    fn_g = lambda a: getattr(gf, f"{kind}_generator_loss")(a, reduction=red)  # noqa: E731
+    try:
+        out, g = _grads(fn_d, real, fake) if grad else (fn_d(real, fake), None)
+        _, stats = getattr(gf, f"{kind}_discriminator_loss")(real, fake, reduction=red, return_stats=True)
+        out_g = fn_g(fake)
+    except Exception as e:  # noqa: BLE001
+        _clear_error(e, f"{kind}_discriminator_loss", f"{kind}_generator_loss", "critic_discriminator_loss",
+                     "critic_generator_loss")
+        return
+    assert red in ("mean", "sum", "none") and real.dtype == fake.dtype and dtype.is_floating_point
+    assert meta is None, "accepted a mix of devices"
+    want_d = lambda a, b: getattr(ref, f"{kind}_discriminator_loss")(a, b, reduction=red)  # noqa: E731
+    want_g = lambda a: ref.critic_generator_loss(a, reduction=red)  # noqa: E731
+    if grad:
+        want, gw = _grads(want_d, real.double(), fake.double())
+        for a, b in zip(g, gw):
+            _close(a, b, dtype, scale=1.0)
+    else:
+        want = want_d(real.double(), fake.double())
+    n = max(1, real.numel() + fake.numel())
+    for o, w in zip(out if isinstance(out, tuple) else (out,), want if isinstance(want, tuple) else (want,)):
+        _close(o, w, dtype, scale=n if red == "sum" else 1.0)
+    _close(out_g, want_g(fake.double()), dtype, scale=max(1, fake.numel()) if red == "sum" else 1.0)
+    want_stats = ref.critic_stats(real.double(), fake.double())
+    for i, s in enumerate(stats[:2]):  # the accuracies (the mean scores: tests/test_critic_loss.py)
+        _close(s.float(), want_stats[i].float(), torch.float32, scale=1e-2 * 1e3)
+    _check_jvp(fn_d, want_d, (real, fake), d)
+
+
 # ---------------------------------------------------------------------------- nn.UpsampleConv2d
 @FUZZ
 @given(data=st.data())
@@ -349,8 +395,7 @@ def test_upsample_conv2d_module_fuzz(data):
 
 
 # ---------------------------------------------------------------------------- CLI and config files
-TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--steps", "1",
-        "--device", "cpu", "--no-progress", "--no-metrics", "--sample-every", "0"]
+TINY = MODEL + ["--steps", "1", "--device", "cpu", "--no-progress", "--no-metrics", "--sample-every", "0"]
 
 BAD_CONFIGS = [
     ("yaml", "stepz: 3\n", "unknown config key"),

@@ -3,9 +3,10 @@ module with cuobjdump: the properties their speed depends on and that no emulato
 
 - Every BCE kernel (`bce_kernel`, each functor and dtype, and the backward's `bce_scale_kernel`)
   moves full 16-byte items with 128-bit global loads *and* stores (LDG.E.128 / STG.E.128).
-- The upsample-conv epilogue kernels in their 32-bit index instantiation make no call (the only
-  routine they could call is the compiler's 64-bit integer division, ~70 instructions each); the
-  64-bit instantiation does (so the check can fail).
+- The upsample-conv epilogue kernels (the phase epilogues and the 1x1 kernels' replicate form)
+  in their 32-bit index instantiation make no call (the only routine they could call is the
+  compiler's 64-bit integer division, ~70 instructions each); the 64-bit instantiation does (so
+  the check can fail).
 
 Runs wherever ganx was built with CUDA kernels and cuobjdump is found (the triton wheel that
 comes with a CUDA torch ships one; so does a CUDA toolkit): in CI, the README's test command
@@ -86,13 +87,15 @@ def test_bce_kernels_move_16_byte_items(kernel):
 
 
 def test_every_bce_kernel_instantiation_is_checked():
-    # 4 dtypes x (discriminator/generator constants, logits with tensors, probabilities)
-    assert len(kernels("bce_kernel")) >= 12
+    # 4 dtypes x (discriminator/generator constants, logits with tensors, probabilities, critic losses)
+    assert len(kernels("bce_kernel")) >= 16
+    assert len([k for k in kernels("bce_kernel") if "CriticConst" in k]) == 4
     assert len(kernels("bce_scale_kernel")) == 4
 
 
 @pytest.mark.parametrize("kernel", ["upconv_epilogue_fwd_kernel", "upconv_epilogue_bwd_planes_kernel",
-                                    "upconv_epilogue_bwd_rows_kernel"])
+                                    "upconv_epilogue_bwd_rows_kernel", "upconv_replicate_fwd_kernel",
+                                    "upconv_replicate_bwd_planes_kernel", "upconv_replicate_bwd_rows_kernel"])
 def test_epilogue_32_bit_index_has_no_64_bit_division(kernel):
     found = kernels(kernel)
     i32 = {k: v for k, v in found.items() if re.search(r", int>", k)}

@@ -46,7 +46,7 @@ def test_every_algorithm_matches_reference_fp64(algo, scale, k, fmt):
     w = torch.randn(4, 5, k, k, dtype=torch.float64)
     b = torch.randn(4, dtype=torch.float64)
     stacked_ok = all(t == max(taps) for taps in [_taps(scale, k)] for t in taps)
-    ok = {"deconv": (scale, k) == (2, 3), "stacked": stacked_ok, "split": True}[algo]
+    ok = {"deconv": (scale, k) == (2, 3), "stacked": stacked_ok, "split": True, "replicate": k == 1}[algo]
     for act, slope in ACTS:
         kw = dict(scale_factor=scale, activation=act, negative_slope=slope)
         ref = R.upsample_conv2d(x, w, b, **kw)
@@ -75,6 +75,11 @@ def test_conv_transpose_every_algorithm(algo, bias):
     x = torch.randn(3, 4, 5, 6, dtype=torch.float64)
     w = torch.randn(4, 3, 4, 4, dtype=torch.float64)
     b = torch.randn(3, dtype=torch.float64) if bias else None
+    if algo == "replicate":  # 1x1 kernels of upsample_conv2d only
+        with U.upconv_algorithm(algo), pytest.raises(ValueError, match="conv_transpose2d_4s2: the forced algorithm "
+                                                                        "'replicate'.*not available"):
+            GF.conv_transpose2d_4s2(x, w, b)
+        return
     for act, slope in ACTS:
         ref = R.conv_transpose2d_4s2(x, w, b, act, slope)
         go = torch.randn_like(ref)
@@ -208,7 +213,8 @@ def test_backward_fills_only_what_it_does_not_write(algo, want_fills):
 
 
 def test_forced_algorithm_errors_and_is_recorded():
-    with pytest.raises(ValueError, match="algorithm must be one of 'auto', 'deconv', 'stacked', 'split', got 'fast'"):
+    with pytest.raises(ValueError, match="algorithm must be one of 'auto', 'deconv', 'stacked', 'split', 'replicate', "
+                                         "got 'fast'"):
         U.set_upconv_algorithm("fast")
     with U.upconv_algorithm("split"):
         assert U.get_upconv_algorithm() == "split"
@@ -424,10 +430,11 @@ def test_fold_path_has_no_host_copies_or_einsum():
     # composition issues on the CPU, which are the ones it issues on CUDA.
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    w1 = torch.randn(4, 3, 1, 1, requires_grad=True)
     names = set()
     for algo in U.UPCONV_ALGORITHMS:
         with U.upconv_algorithm(algo), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as p:
-            GF.upsample_conv2d(x, w, None, activation="tanh").sum().backward()
+            GF.upsample_conv2d(x, w1 if algo == "replicate" else w, None, activation="tanh").sum().backward()
         names |= {e.name for e in p.events()}
     bad = {n for n in names if n in ("aten::einsum", "aten::bmm", "aten::_local_scalar_dense", "aten::item",
                                      "aten::lift_fresh", "aten::tensor", "aten::_to_copy", "aten::pin_memory")}
@@ -439,6 +446,8 @@ def test_fold_path_has_no_host_copies_or_einsum():
 def test_cuda_no_sync(algo):
     x = torch.randn(2, 3, 8, 8, device="cuda", requires_grad=True)
     w = torch.randn(4, 3, 3, 3, device="cuda", requires_grad=True)
+    if algo == "replicate":  # 1x1 kernels only
+        w = torch.randn(4, 3, 1, 1, device="cuda", requires_grad=True)
     b = torch.randn(4, device="cuda", requires_grad=True)
     w4 = torch.randn(3, 4, 4, 4, device="cuda", requires_grad=True)
     GF.upsample_conv2d(x, w, b).sum().backward()  # warm-up (cuDNN handles, allocator)
@@ -447,8 +456,10 @@ def test_cuda_no_sync(algo):
     try:
         with U.upconv_algorithm(algo):
             y = GF.upsample_conv2d(x, w, b, activation="leaky_relu", negative_slope=0.2)
+            y.backward(torch.ones_like(y))
+        with U.upconv_algorithm(None if algo == "replicate" else algo):  # replicate: upsample_conv2d's 1x1 only
             y2 = GF.conv_transpose2d_4s2(x, w4, b, activation="tanh")
-            torch.autograd.backward([y, y2], [torch.ones_like(y), torch.ones_like(y2)])
+            y2.backward(torch.ones_like(y2))
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -488,4 +499,4 @@ def test_ganx_info_shows_the_algorithm_choice():
     env = dict(os.environ, GANX_UPCONV_ALGO="split")
     r = subprocess.run([sys.executable, "-m", "ganx", "info"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "upsample-conv algorithms: deconv, stacked, split; forced: split" in r.stdout
+    assert "upsample-conv algorithms: deconv, stacked, split, replicate; forced: split" in r.stdout

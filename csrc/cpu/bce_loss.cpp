@@ -1,4 +1,5 @@
-// CPU kernels of the fused BCE losses. One pass over the logits produces the loss (reduced or
+// CPU kernels of the fused BCE losses (and of the critic losses, hinge and Wasserstein, which run
+// the same kernels with another per-element function: bce_math.h critic_elem). One pass over the logits produces the loss (reduced or
 // per element), the gradient d loss / d logits and, for the discriminator, its statistics.
 //
 // Logits in float32, float16 and bfloat16 run the SIMD kernel of bce_vec.cpp (AVX-512, AVX2 or
@@ -61,6 +62,17 @@ struct LogitConst {  // scalar targets: discriminator and generator losses
     const acc_t v = bce_elem(l, e, L, cpos, cneg, g, s);
     g *= w;
     return w * v;
+  }
+};
+
+// The critic losses (hinge, Wasserstein) of one segment; the statistic is the score itself.
+template <typename acc_t>
+struct CriticConst {
+  acc_t sign, margin;
+  bool hinge;
+  acc_t operator()(int64_t, acc_t l, acc_t& g, acc_t& s) const {
+    s = l;
+    return critic_elem(l, sign, margin, hinge, g);
   }
 };
 
@@ -230,16 +242,20 @@ Sums run(const at::Tensor& x, const Elem& elem, scalar_t* loss_out, scalar_t* gr
 // every dtype: float32 straight through the SIMD kernel, float16/bfloat16 through float32
 // copies of kConvBlock elements, float64 by the scalar functors. t, w, pw: full input-shaped
 // arrays or null.
+// critic: null for the BCE forms; else the critic loss of this input (kind: LossKind 1 or 2), t, w, pw
+// null and the BCE coefficients unused.
 template <typename scalar_t>
 RangeFn logit_ranges(const at::Tensor& x, const scalar_t* t, const scalar_t* w, const scalar_t* pw, double cpos0,
                      double cneg0, double w0, double pw0, scalar_t* loss_out, scalar_t* grad_out,
-                     at::opmath_type<scalar_t> grad_scale, bool want_stats) {
+                     at::opmath_type<scalar_t> grad_scale, bool want_stats, LossKind kind = LossKind::Bce,
+                     const CriticCoefs* critic = nullptr) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   if constexpr (std::is_same_v<scalar_t, double>) {
     const auto go = [&](const auto& elem) {
       return scalar_ranges<scalar_t>(xp, elem, loss_out, grad_out, grad_scale, want_stats);
     };
+    if (kind != LossKind::Bce) return go(CriticConst<acc_t>{critic->sign, critic->margin, critic->hinge});
     if (t == nullptr) return go(LogitConst<acc_t>{cpos0, cneg0, w0});
     if (w && pw) return go(LogitTensor<scalar_t, acc_t, true, true>{t, w, pw, w0, pw0});
     if (w) return go(LogitTensor<scalar_t, acc_t, true, false>{t, w, pw, w0, pw0});
@@ -253,6 +269,11 @@ RangeFn logit_ranges(const at::Tensor& x, const scalar_t* t, const scalar_t* w, 
     base.pw0 = static_cast<float>(pw0);
     base.grad_scale = static_cast<float>(grad_scale);
     base.want_stats = want_stats;
+    if (kind != LossKind::Bce) {
+      base.kind = critic->hinge ? 1 : 2;  // the form of this input (a hinge run's generator is linear)
+      base.sign0 = static_cast<float>(critic->sign);
+      base.margin0 = static_cast<float>(critic->margin);
+    }
     const bce_vec::LogitRangeFn fn = isa().fn;
     return [=](int64_t begin, int64_t end) {
       Sums acc;
@@ -326,10 +347,10 @@ double reduce(Reduction red, double sum, int64_t n) {
 // Each op: the set-up shared with CUDA (bce_loss.cpp; large outputs from the buffer cache,
 // buffer_cache.h: no page faults on every call), then the kernels above.
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
-    const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target,
-    int64_t reduction, bool need_grad) {
-  auto c = bce_discriminator_call(real, fake, real_target, fake_target, reduction, need_grad, &cached_empty);
+// The discriminator losses (BCE or critic, c.kind) on a prepared call: both inputs' chunks in one
+// parallel region, then the reduced loss and the statistics.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> discriminator_cpu(BceCall& c) {
+  const bool need_grad = c.need_grad;
   const auto red = c.red;
   const int64_t nr = c.n0, nf = c.n1;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x0.scalar_type(), "bce_discriminator_loss_cpu", [&] {
@@ -339,9 +360,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
     scalar_t* gp = ptr_or_null<scalar_t>(c.grad, need_grad);
     const auto sr = static_cast<acc_t>(c.gs0), sf = static_cast<acc_t>(c.gs1);
     const auto [a, b] = chunked2(
-        nr, logit_ranges<scalar_t>(c.x0, nullptr, nullptr, nullptr, c.c0.cpos, c.c0.cneg, c.c0.w, 1.0, lp, gp, sr, true),
+        nr, logit_ranges<scalar_t>(c.x0, nullptr, nullptr, nullptr, c.c0.cpos, c.c0.cneg, c.c0.w, 1.0, lp, gp, sr, true,
+                                   c.kind, &c.k0),
         nf, logit_ranges<scalar_t>(c.x1, nullptr, nullptr, nullptr, c.c1.cpos, c.c1.cneg, c.c1.w, 1.0,
-                                   lp ? lp + nr : nullptr, gp ? gp + nr : nullptr, sf, true));
+                                   lp ? lp + nr : nullptr, gp ? gp + nr : nullptr, sf, true, c.kind, &c.k1));
     if (!none) {
       c.loss.mutable_data_ptr<scalar_t>()[0] =
           static_cast<scalar_t>(reduce(red, a.loss, nr) + reduce(red, b.loss, nf));
@@ -355,20 +377,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
   return {c.loss, c.grad, c.stats};
 }
 
-std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cpu(const at::Tensor& fake, int64_t mode, double target,
-                                                          int64_t reduction, bool need_grad) {
-  auto c = bce_generator_call(fake, mode, target, reduction, need_grad, &cached_empty);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cpu(
+    const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target,
+    int64_t reduction, bool need_grad) {
+  auto c = bce_discriminator_call(real, fake, real_target, fake_target, reduction, need_grad, &cached_empty);
+  return discriminator_cpu(c);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> critic_discriminator_loss_cpu(const at::Tensor& real,
+                                                                             const at::Tensor& fake, int64_t kind,
+                                                                             int64_t reduction, bool need_grad) {
+  auto c = critic_discriminator_call(real, fake, kind, reduction, need_grad, &cached_empty);
+  return discriminator_cpu(c);
+}
+
+// The generator losses (BCE or critic, c.kind) on a prepared call.
+std::tuple<at::Tensor, at::Tensor> generator_cpu(BceCall& c) {
+  const bool need_grad = c.need_grad;
   const auto red = c.red;
   const int64_t n = c.n0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x0.scalar_type(), "bce_generator_loss_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.x0.scalar_type(), "generator_loss_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const bool none = red == Reduction::None;
-    const Sums a = run_logits<scalar_t>(c.x0, nullptr, nullptr, nullptr, c.c0.cpos, c.c0.cneg, c.c0.w, 1.0,
-                                        ptr_or_null<scalar_t>(c.loss, none), ptr_or_null<scalar_t>(c.grad, need_grad),
-                                        static_cast<acc_t>(c.gs0), false);
+    const Sums a = chunked(n, logit_ranges<scalar_t>(c.x0, nullptr, nullptr, nullptr, c.c0.cpos, c.c0.cneg, c.c0.w,
+                                                     1.0, ptr_or_null<scalar_t>(c.loss, none),
+                                                     ptr_or_null<scalar_t>(c.grad, need_grad),
+                                                     static_cast<acc_t>(c.gs0), false, c.kind, &c.k0));
     if (!none) c.loss.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(reduce(red, a.loss, n));
   });
   return {c.loss, c.grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cpu(const at::Tensor& fake, int64_t mode, double target,
+                                                          int64_t reduction, bool need_grad) {
+  auto c = bce_generator_call(fake, mode, target, reduction, need_grad, &cached_empty);
+  return generator_cpu(c);
+}
+
+std::tuple<at::Tensor, at::Tensor> critic_generator_loss_cpu(const at::Tensor& fake, int64_t kind, int64_t reduction,
+                                                             bool need_grad) {
+  auto c = critic_generator_call(fake, kind, reduction, need_grad, &cached_empty);
+  return generator_cpu(c);
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_with_logits_cpu(const at::Tensor& input, const at::Tensor& target,
@@ -433,6 +482,8 @@ const char* bce_cpu_isa() { return isa().name; }
 TORCH_LIBRARY_IMPL(ganx, CPU, m) {
   m.impl("bce_discriminator_loss", &bce_discriminator_loss_cpu);
   m.impl("bce_generator_loss", &bce_generator_loss_cpu);
+  m.impl("critic_discriminator_loss", &critic_discriminator_loss_cpu);
+  m.impl("critic_generator_loss", &critic_generator_loss_cpu);
   m.impl("bce_with_logits", &bce_with_logits_cpu);
   m.impl("binary_cross_entropy", &bce_probs_cpu);
 }

@@ -108,8 +108,9 @@ GANX_INLINE vf log1p_unit(vf e) {
   return f + y + k * 0.693359375f;
 }
 
-// Coefficient sources: constants (discriminator / generator) or per-element tensors.
-enum class Coef { Const, T, TW, TPW, TWPW };
+// Coefficient sources: constants (discriminator / generator) or per-element tensors; Hinge and
+// Linear (Wasserstein) are the critic losses (constants sign0, margin0; no exp / log1p).
+enum class Coef { Const, T, TW, TPW, TWPW, Hinge, Linear };
 
 struct Out {
   vf loss, sig, pos;
@@ -120,6 +121,18 @@ template <Coef C>
 GANX_INLINE Out element(const LogitArgs& a, int64_t i) {
   const vf zero = splat(0.0f), one = splat(1.0f);
   const vf l = load(a.x + i);
+  if constexpr (C == Coef::Hinge || C == Coef::Linear) {  // critic_elem (bce_math.h)
+    const vf u = l * a.sign0 + a.margin0;  // sign0 = +-1: exact product, one rounding with or without FMA
+    const vf gs = splat(a.sign0 * a.grad_scale);
+    vf g = gs, v = u;
+    if constexpr (C == Coef::Hinge) {
+      g = sel(u <= zero, zero, gs);  // a NaN passes the gradient, like torch's relu
+      v = sel(u < zero, zero, u);  // relu keeping NaN
+    }
+    if (a.grad_out != nullptr) store(a.grad_out + i, g);
+    if (a.loss_out != nullptr) store(a.loss_out + i, v);
+    return {v, l, sel(l > zero, one, zero)};
+  }
   vf cpos, cneg, wv;
   if constexpr (C == Coef::Const) {
     cpos = splat(a.cpos0);
@@ -174,7 +187,7 @@ struct Acc {
 // lane (over the 4-group unroll in float, then into double), and the lanes are added 0..15 at
 // the end: the same order for every kV.
 template <Coef C, bool Stats>
-RangeSums range(const LogitArgs& args, int64_t begin, int64_t end) {
+GANX_INLINE RangeSums sweep(const LogitArgs& args, int64_t begin, int64_t end) {
   // A local copy: the outputs' stores cannot alias it, so its constants stay in registers.
   const LogitArgs a = args;
   Acc dl[kH], ds[kH], dp[kH];
@@ -251,14 +264,32 @@ RangeSums range(const LogitArgs& args, int64_t begin, int64_t end) {
   return r;
 }
 
+// The BCE forms (tests/test_bce_vec_codegen.py reads the hot loops of these range<...> copies: the
+// exp / log1p polynomials on the ISA's registers) and the critic forms, on the same sweep.
+template <Coef C, bool Stats>
+RangeSums range(const LogitArgs& a, int64_t begin, int64_t end) {
+  return sweep<C, Stats>(a, begin, end);
+}
+
+template <Coef C, bool Stats>
+RangeSums critic_range(const LogitArgs& a, int64_t begin, int64_t end) {
+  return sweep<C, Stats>(a, begin, end);
+}
+
 template <Coef C>
 RangeSums range_stats(const LogitArgs& a, int64_t begin, int64_t end) {
-  return a.want_stats ? range<C, true>(a, begin, end) : range<C, false>(a, begin, end);
+  if constexpr (C == Coef::Hinge || C == Coef::Linear) {
+    return a.want_stats ? critic_range<C, true>(a, begin, end) : critic_range<C, false>(a, begin, end);
+  } else {
+    return a.want_stats ? range<C, true>(a, begin, end) : range<C, false>(a, begin, end);
+  }
 }
 
 }  // namespace
 
 RangeSums logit_range(const LogitArgs& a, int64_t begin, int64_t end) {
+  if (a.kind == 1) return range_stats<Coef::Hinge>(a, begin, end);
+  if (a.kind == 2) return range_stats<Coef::Linear>(a, begin, end);
   if (a.t == nullptr) return range_stats<Coef::Const>(a, begin, end);
   if (a.w != nullptr && a.pw != nullptr) return range_stats<Coef::TWPW>(a, begin, end);
   if (a.w != nullptr) return range_stats<Coef::TW>(a, begin, end);

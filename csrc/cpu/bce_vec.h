@@ -33,11 +33,17 @@ struct LogitArgs {
   float* loss_out = nullptr;
   float* grad_out = nullptr;
   bool want_stats = false;  // also sum sigmoid(l) and count l > 0
+  // kind 1 (relu form: hinge D) / 2 (linear form: Wasserstein D, every G): the critic losses instead (t, w, pw unused), per element
+  //   u = margin0 + sign0 * l,  loss_i = kind 1 ? relu(u) : u,
+  //   grad_i = sign0 * (kind 1 ? [not u <= 0] : 1) * grad_scale   (bce_math.h critic_elem)
+  // and the statistic summed is l itself (the raw score), not sigmoid(l).
+  int kind = 0;
+  float sign0 = -1, margin0 = 0;
 };
 
 struct RangeSums {
   double loss = 0;  // sum of loss_i
-  double sig = 0;   // sum of sigmoid(l)          (want_stats)
+  double sig = 0;   // sum of sigmoid(l) (critic kinds: of l)   (want_stats)
   double pos = 0;   // number of l > 0            (want_stats)
 };
 

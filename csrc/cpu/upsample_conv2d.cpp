@@ -1,7 +1,8 @@
 // CPU glue of the phase-decomposed layer (upsample_conv2d and conv_transpose2d_4s2): the
-// epilogue kernels (csrc/cpu/upconv_epilogue.h, the CUDA kernels' twins) run in parallel over
-// planes (NCHW) or input rows (channels_last), and the registration of the ops, whose
-// composition (oneDNN convolutions + these kernels) lives in csrc/upsample_conv2d.cpp.
+// epilogue kernels and the 1x1 kernels' replicate form (csrc/cpu/upconv_epilogue.h, the CUDA
+// kernels' twins) run in parallel over planes (NCHW) or input rows (channels_last), and the
+// registration of the ops, whose composition (oneDNN convolutions + these kernels) lives in
+// csrc/upsample_conv2d.cpp.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -74,6 +75,27 @@ void epilogue_fwd_cpu(const PhaseMaps& ph, const at::Tensor& out, const at::Tens
   });
 }
 
+// The bias gradient from per-unit partial sums ([units][C] for channels_last units, else one per
+// (n, o) plane): a fixed-order reduction (deterministic for any thread count), in double,
+// written in grad's dtype (one rounding; no second tensor and cast).
+at::Tensor reduce_bias_partials(const std::vector<double>& partial, const at::Tensor& grad, int64_t N, int64_t C,
+                                int64_t units, bool cl) {
+  std::vector<double> g(C, 0.0);
+  if (cl) {
+    for (int64_t u = 0; u < units; ++u)
+      for (int64_t o = 0; o < C; ++o) g[o] += partial[u * C + o];
+  } else {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t o = 0; o < C; ++o) g[o] += partial[n * C + o];
+  }
+  auto gb = at::empty({C}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "upconv_epilogue_bwd_bias", [&] {
+    scalar_t* out = gb.data_ptr<scalar_t>();
+    for (int64_t o = 0; o < C; ++o) out[o] = static_cast<scalar_t>(g[o]);
+  });
+  return gb;
+}
+
 at::Tensor epilogue_bwd_cpu(const at::Tensor& grad, const at::Tensor& out, const PhaseMaps& ph, int64_t s, Act act,
                             double slope, bool need_bias) {
   const int64_t N = grad.size(0), C = grad.size(1), H = grad.size(2) / s, W = grad.size(3) / s;
@@ -99,22 +121,81 @@ at::Tensor epilogue_bwd_cpu(const at::Tensor& grad, const at::Tensor& out, const
     });
   });
   if (!need_bias) return at::Tensor();
-  // Fixed-order reduction of the partial sums (deterministic for any thread count), in double,
-  // written in grad's dtype (one rounding; no second tensor and cast).
-  std::vector<double> g(C, 0.0);
-  if (cl) {
-    for (int64_t u = 0; u < units; ++u)
-      for (int64_t o = 0; o < C; ++o) g[o] += partial[u * C + o];
-  } else {
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t o = 0; o < C; ++o) g[o] += partial[n * C + o];
-  }
-  auto gb = at::empty({C}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "upconv_epilogue_bwd_bias", [&] {
-    scalar_t* out = gb.data_ptr<scalar_t>();
-    for (int64_t o = 0; o < C; ++o) out[o] = static_cast<scalar_t>(g[o]);
+  return reduce_bias_partials(partial, grad, N, C, units, cl);
+}
+
+// The replicate form of 1x1 kernels (y: the convolution at the input resolution). Work units as
+// in epilogue_fwd_cpu; each chunk of units first writes act(y + bias) of its units into a
+// scratch buffer (tanh by ATen's vectorised tanh_ over the whole buffer, at the input
+// resolution: s*s fewer than the output has), then replicates it into the output.
+void replicate_fwd_cpu(const at::Tensor& y, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
+                       double slope) {
+  if (out.numel() == 0) return;
+  const bool cl = epilogue_channels_last(out);
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "upconv_replicate_fwd", [&] {
+    using acc_t = cpu::acc_of<scalar_t>;
+    const auto A = epilogue_fwd_args<scalar_t>(PhaseMaps{{y}, {}}, out, bias, s, act, slope);
+    const int64_t units = cl ? A.N * A.H : A.N * A.C;
+    const int64_t unit_in = cl ? A.W * A.C : A.H * A.W;  // input-resolution values per unit
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, s * s * unit_in));
+    const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+    at::parallel_for(0, units, grain, [&](int64_t u0, int64_t u1) {
+      // at most `grain` units' values at a time (a chunk can be every unit on one thread)
+      const int64_t step = std::min<int64_t>(u1 - u0, grain);
+      std::vector<acc_t> buf(static_cast<size_t>(step * unit_in));
+      for (int64_t v0 = u0; v0 < u1; v0 += step) {
+        const int64_t v1 = std::min(u1, v0 + step);
+        for (int64_t u = v0; u < v1; ++u) {
+          acc_t* b = buf.data() + (u - v0) * unit_in;
+          if (cl) {
+            cpu::replicate_load_row(A, u / A.H, u % A.H, b, CpuRowAct{});
+          } else {
+            cpu::replicate_load_plane(A, u / A.C, u % A.C, b, CpuRowAct{});
+          }
+        }
+        if (act == Act::Tanh) at::from_blob(buf.data(), {(v1 - v0) * unit_in}, at::TensorOptions(acc_type)).tanh_();
+        for (int64_t u = v0; u < v1; ++u) {
+          const acc_t* b = buf.data() + (u - v0) * unit_in;
+          if (cl) {
+            cpu::replicate_store_row(A, u / A.H, u % A.H, b);
+          } else {
+            cpu::replicate_store_plane(A, u / A.C, u % A.C, b);
+          }
+        }
+      }
+    });
   });
-  return gb;
+}
+
+at::Tensor replicate_bwd_cpu(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& g_low, int64_t s, Act act,
+                             double slope, bool need_bias) {
+  const int64_t N = g_low.size(0), C = g_low.size(1), H = g_low.size(2), W = g_low.size(3);
+  if (grad.numel() == 0) return need_bias ? at::zeros({C}, grad.options()) : at::Tensor();
+  const bool cl = epilogue_channels_last(g_low);
+  const int64_t units = cl ? N * H : N * C;
+  std::vector<double> partial(need_bias ? (cl ? units * C : units) : 0, 0.0);
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "upconv_replicate_bwd", [&] {
+    using acc_t = cpu::acc_of<scalar_t>;
+    const auto A = epilogue_bwd_args<scalar_t, double>(grad, out, PhaseMaps{{g_low}, {}}, s, act, slope, nullptr);
+    const int64_t unit_elems = cl ? s * s * W * C : s * s * H * W;
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, unit_elems));
+    at::parallel_for(0, units, grain, [&](int64_t u0, int64_t u1) {
+      std::vector<acc_t> acc(static_cast<size_t>(cl ? W * C : W));
+      std::vector<double> row(cl ? C : 0);
+      for (int64_t u = u0; u < u1; ++u) {
+        if (cl) {
+          std::fill(row.begin(), row.end(), 0.0);
+          cpu::replicate_bwd_row(A, u / H, u % H, acc.data(), row.data());
+          if (need_bias) std::copy(row.begin(), row.end(), partial.begin() + u * C);
+        } else {
+          const double sum = cpu::replicate_bwd_plane(A, u / C, u % C, acc.data());
+          if (need_bias) partial[u] = sum;
+        }
+      }
+    });
+  });
+  if (!need_bias) return at::Tensor();
+  return reduce_bias_partials(partial, grad, N, C, units, cl);
 }
 
 // The same sums as cpu::fold_taps, with every tap's source / destination offset computed once
@@ -159,7 +240,8 @@ bool cpu_capturing(c10::Device) { return simulated_capture.load(std::memory_orde
 
 const bool registered = [] {
   register_device_glue(c10::DeviceType::CPU,
-                       DeviceGlue{&epilogue_fwd_cpu, &epilogue_bwd_cpu, &fold_cpu, &no_sync, &cpu_capturing});
+                       DeviceGlue{&epilogue_fwd_cpu, &epilogue_bwd_cpu, &replicate_fwd_cpu, &replicate_bwd_cpu,
+                                  &fold_cpu, &no_sync, &cpu_capturing});
   return true;
 }();
 

@@ -70,33 +70,63 @@ void dispatch(const BceCall& c, const char* name, const F& f) {
   }
 }
 
+// The scalar-coefficient losses (discriminator: segments 0 and 1; generator: 0 only): BCE or
+// critic (c.kind), the same kernel with another functor.
+void run_const(BceCall& c, const char* name) {
+  dispatch(c, name, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using A = typename kb::Acc<scalar_t>::type;
+    const bool two = c.x1.defined();
+    if (c.kind == LossKind::Bce) {
+      run<scalar_t>(c, kb::logit_const<A>(c.c0, two ? c.c1 : c.c0));
+    } else {
+      run<scalar_t>(c, kb::critic_const<A>(c.k0, two ? c.k1 : c.k0));
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> discriminator_cuda(BceCall& c, const char* name) {
+  if (c.n0 + c.n1 == 0) {
+    bce_fill_empty(c);
+  } else {
+    run_const(c, name);
+  }
+  return {c.loss, c.grad, c.stats};
+}
+
+std::tuple<at::Tensor, at::Tensor> generator_cuda(BceCall& c, const char* name) {
+  if (c.n0 == 0) {
+    bce_fill_empty(c);
+  } else {
+    run_const(c, name);
+  }
+  return {c.loss, c.grad};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bce_discriminator_loss_cuda(
     const at::Tensor& real, const at::Tensor& fake, double real_target, double fake_target,
     int64_t reduction, bool need_grad) {
   auto c = bce_discriminator_call(real, fake, real_target, fake_target, reduction, need_grad, &device_empty);
-  if (c.n0 + c.n1 == 0) {
-    bce_fill_empty(c);
-    return {c.loss, c.grad, c.stats};
-  }
-  dispatch(c, "bce_discriminator_loss", [&](auto tag) {
-    using scalar_t = decltype(tag);
-    run<scalar_t>(c, kb::logit_const<typename kb::Acc<scalar_t>::type>(c.c0, c.c1));
-  });
-  return {c.loss, c.grad, c.stats};
+  return discriminator_cuda(c, "bce_discriminator_loss");
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_generator_loss_cuda(const at::Tensor& fake, int64_t mode, double target,
                                                            int64_t reduction, bool need_grad) {
   auto c = bce_generator_call(fake, mode, target, reduction, need_grad, &device_empty);
-  if (c.n0 == 0) {
-    bce_fill_empty(c);
-    return {c.loss, c.grad};
-  }
-  dispatch(c, "bce_generator_loss", [&](auto tag) {
-    using scalar_t = decltype(tag);
-    run<scalar_t>(c, kb::logit_const<typename kb::Acc<scalar_t>::type>(c.c0, c.c0));
-  });
-  return {c.loss, c.grad};
+  return generator_cuda(c, "bce_generator_loss");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> critic_discriminator_loss_cuda(const at::Tensor& real,
+                                                                              const at::Tensor& fake, int64_t kind,
+                                                                              int64_t reduction, bool need_grad) {
+  auto c = critic_discriminator_call(real, fake, kind, reduction, need_grad, &device_empty);
+  return discriminator_cuda(c, "critic_discriminator_loss");
+}
+
+std::tuple<at::Tensor, at::Tensor> critic_generator_loss_cuda(const at::Tensor& fake, int64_t kind, int64_t reduction,
+                                                              bool need_grad) {
+  auto c = critic_generator_call(fake, kind, reduction, need_grad, &device_empty);
+  return generator_cuda(c, "critic_generator_loss");
 }
 
 std::tuple<at::Tensor, at::Tensor> bce_with_logits_cuda(const at::Tensor& input, const at::Tensor& target,
@@ -164,6 +194,8 @@ const bool registered = [] {
 TORCH_LIBRARY_IMPL(ganx, CUDA, m) {
   m.impl("bce_discriminator_loss", &bce_discriminator_loss_cuda);
   m.impl("bce_generator_loss", &bce_generator_loss_cuda);
+  m.impl("critic_discriminator_loss", &critic_discriminator_loss_cuda);
+  m.impl("critic_generator_loss", &critic_generator_loss_cuda);
   m.impl("bce_with_logits", &bce_with_logits_cuda);
   m.impl("binary_cross_entropy", &bce_probs_cuda);
 }

@@ -1,7 +1,8 @@
 // CUDA glue of the phase-decomposed layer (upsample_conv2d and conv_transpose2d_4s2): tensors,
 // dtype dispatch, device guard and current stream around the kernels of
-// kernels/upconv_epilogue.cuh, and the registration of the ops, whose composition (cuDNN
-// convolutions + these kernels) lives in csrc/upsample_conv2d.cpp.
+// kernels/upconv_epilogue.cuh (the phase epilogues, the 1x1 kernels' replicate form, the folds),
+// and the registration of the ops, whose composition (cuDNN convolutions + these kernels) lives
+// in csrc/upsample_conv2d.cpp.
 //
 // ganx's former direct CUDA convolution (shared-memory tiled, CUDA cores) is gone: cuDNN's
 // tensor-core convolutions do the phase GEMM (issue 14); no measurement on hardware has yet
@@ -56,6 +57,43 @@ at::Tensor epilogue_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, cons
   return gb;
 }
 
+// The replicate form of 1x1 kernels: out = act(y + bias) over each s x s block.
+void replicate_fwd_cuda(const at::Tensor& y, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
+                        double slope) {
+  if (out.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(out.device());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const bool cl = epilogue_channels_last(out);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "upconv_replicate_fwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto A = epilogue_fwd_args<scalar_t>(PhaseMaps{{y}, {}}, out, bias, s, act, slope);
+    cuda::launch_upconv_replicate_fwd<scalar_t, acc_t>(A, cl, stream.stream());
+  });
+}
+
+// g_low = the block sums of act'(out) * grad; returns the bias gradient if need_bias.
+at::Tensor replicate_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& g_low, int64_t s,
+                              Act act, double slope, bool need_bias) {
+  const int64_t N = g_low.size(0), C = g_low.size(1), H = g_low.size(2), W = g_low.size(3);
+  if (grad.numel() == 0) return need_bias ? at::zeros({C}, grad.options()) : at::Tensor();
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto plan = cuda::upconv_replicate_bwd_plan(N, C, H, W, epilogue_channels_last(grad));
+  TORCH_CHECK(plan.blocks < (int64_t(1) << 31), "upsample_conv2d_backward: grad_out of shape ", grad.sizes(),
+              " is too large for the backward epilogue's grid");
+  const auto acc_dtype = at::toOpMathType(grad.scalar_type());
+  at::Tensor partial = need_bias ? at::empty({plan.parts * C}, grad.options().dtype(acc_dtype)) : at::Tensor();
+  at::Tensor gb = need_bias ? at::empty({C}, grad.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "upconv_replicate_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto A = epilogue_bwd_args<scalar_t, acc_t>(grad, out, PhaseMaps{{g_low}, {}}, s, act, slope,
+                                                      need_bias ? partial.data_ptr<acc_t>() : nullptr);
+    cuda::launch_upconv_replicate_bwd<scalar_t, acc_t>(A, plan, need_bias ? gb.data_ptr<scalar_t>() : nullptr,
+                                                       stream.stream());
+  });
+  return gb;
+}
+
 void fold_cuda(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) {
   const c10::cuda::CUDAGuard guard(src.device());
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -76,7 +114,8 @@ bool capturing_cuda(c10::Device device) {
 
 const bool registered = [] {
   register_device_glue(c10::DeviceType::CUDA,
-                       DeviceGlue{&epilogue_fwd_cuda, &epilogue_bwd_cuda, &fold_cuda, &sync_cuda, &capturing_cuda});
+                       DeviceGlue{&epilogue_fwd_cuda, &epilogue_bwd_cuda, &replicate_fwd_cuda, &replicate_bwd_cuda,
+                                  &fold_cuda, &sync_cuda, &capturing_cuda});
   return true;
 }();
 

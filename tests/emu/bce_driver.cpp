@@ -4,7 +4,7 @@
 // reduction), the same workspace (a zeroed counter after poisoned partials).
 //
 // Keys: red (0 none, 1 mean, 2 sum), need_grad, rt / ft (discriminator targets), mode / target
-// (generator), max_blocks, xoff / ooff (elements of misalignment of the inputs / outputs).
+// (generator), kind (critic_disc: 1 hinge, 2 wasserstein; critic_gen takes none), max_blocks, xoff / ooff (elements of misalignment of the inputs / outputs).
 // Arrays in: x0 [, x1] (logits or probabilities), t, w, pw (w / pw: 1 value or input-shaped).
 // Arrays out: loss, grad, stats (discriminator); keys out: blocks, vec0, vec1, counter_after.
 #include "cuda/kernels/bce_loss.cuh"
@@ -82,6 +82,15 @@ void op_typed(const Case& c, Result& r) {
   } else if (c.op == "bce_gen") {
     const TargetCoefs c0 = bce_generator_coefs(c.integer("mode", 0) == 0, c.num("target", 1.0));
     run_bce<T>(c, r, x0, nullptr, kb::logit_const<A>(c0, c0), &c0);
+  } else if (c.op == "critic_disc") {
+    Buf<T> x1(c.arrays.at("x1"), xoff);
+    const auto kind = static_cast<LossKind>(c.integer("kind", 1));
+    run_bce<T>(c, r, x0, &x1,
+               kb::critic_const<A>(critic_discriminator_coefs(kind, true), critic_discriminator_coefs(kind, false)),
+               nullptr);
+  } else if (c.op == "critic_gen") {
+    const CriticCoefs k = critic_generator_coefs();
+    run_bce<T>(c, r, x0, nullptr, kb::critic_const<A>(k, k), nullptr);
   } else if (c.op == "bce_logits") {
     Buf<T> t(c.arrays.at("t"), xoff);
     auto w = factor<T>(c, "w");
@@ -121,4 +130,6 @@ GANX_EMU_OP("bce_disc", op_bce);
 static ::ganx::emu_driver::Register ganx_emu_reg_gen("bce_gen", op_bce);
 static ::ganx::emu_driver::Register ganx_emu_reg_logits("bce_logits", op_bce);
 static ::ganx::emu_driver::Register ganx_emu_reg_probs("bce_probs", op_bce);
+static ::ganx::emu_driver::Register ganx_emu_reg_critic_d("critic_disc", op_bce);
+static ::ganx::emu_driver::Register ganx_emu_reg_critic_g("critic_gen", op_bce);
 GANX_EMU_OP("bce_scale", op_scale);

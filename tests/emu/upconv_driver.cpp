@@ -15,6 +15,7 @@
 // strides of the source and destination tensors (src_size0.., src_stride0.., dst_*, 4-D or 6-D
 // per the fold); array in "src" (the source's storage); out "dst_cuda", "dst_cpu" (the
 // destination's storage, poisoned with 0xFF before the fold).
+// upconv_rep_fwd / upconv_rep_bwd: the replicate form of 1x1 kernels (see rep_typed).
 #include "cuda/kernels/upconv_epilogue.cuh"
 #include "cpu/upconv_epilogue.h"
 #include "upconv_fold.h"
@@ -111,6 +112,91 @@ void op_typed(const Case& c, Result& r) {
   r.set("rows", std::to_string(plan.rows ? 1 : 0));
 }
 
+// The replicate form of 1x1 kernels: upconv_rep_fwd (array "y", the input-resolution map with
+// strides ps_*, [, "bias"]; out "out_cuda", "out_cpu") and upconv_rep_bwd (arrays "grad" [, "out"];
+// out "gl_cuda", "gl_cpu" (the block-sum map, strides ps_*), "gb_cuda", "gb_cpu", "parts", "rows").
+// Keys as above (no pstep).
+template <typename T>
+void rep_typed(const Case& c, Result& r) {
+  using A = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+  const int64_t N = c.integer("N"), C = c.integer("C"), H = c.integer("H"), W = c.integer("W"), s = c.integer("s");
+  const Act act = static_cast<Act>(c.integer("act"));
+  const double slope = c.num("slope");
+  const bool cl = c.integer("cl") != 0;
+  const bool i64 = c.integer("i64") != 0;
+  const Strides4 ps = strides(c, "ps");
+  const int64_t low_n = 1 + (N - 1) * ps.n + (C - 1) * ps.c + (H - 1) * ps.h + (W - 1) * ps.w;  // storage
+  if (c.op == "upconv_rep_fwd") {
+    const int64_t out_n = N * C * H * s * W * s;
+    Buf<T> y(c.arrays.at("y"), 0);
+    Buf<T> bias = c.has_array("bias") ? Buf<T>(c.arrays.at("bias"), 0) : Buf<T>(0);
+    Buf<T> out_cuda(out_n), out_cpu(out_n);
+    EpilogueFwdArgs<T> a{};
+    for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = y.data;  // what the .cu file packs (PhaseMaps{{y}})
+    a.ps = ps;
+    a.bias = c.has_array("bias") ? bias.data : nullptr;
+    a.os = strides(c, "os");
+    a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
+    a.out = out_cuda.data;
+    cuda::launch_upconv_replicate_fwd<T, A>(a, cl, nullptr, i64);
+    a.out = out_cpu.data;
+    std::vector<A> buf(static_cast<size_t>(cl ? W * C : H * W));
+    if (cl) {
+      for (int64_t u = 0; u < N * H; ++u) cpu::replicate_fwd_row(a, u / H, u % H, buf.data(), cpu::ScalarRowAct{});
+    } else {
+      for (int64_t u = 0; u < N * C; ++u) cpu::replicate_fwd_plane(a, u / C, u % C, buf.data(), cpu::ScalarRowAct{});
+    }
+    r.arrays.push_back({"out_cuda", out_cuda.bytes()});
+    r.arrays.push_back({"out_cpu", out_cpu.bytes()});
+    return;
+  }
+  Buf<T> grad(c.arrays.at("grad"), 0);
+  Buf<T> out = c.has_array("out") ? Buf<T>(c.arrays.at("out"), 0) : Buf<T>(0);
+  const bool has_bias = c.integer("has_bias") != 0;
+  Buf<T> gl_cuda(low_n), gl_cpu(low_n);
+  const Strides4 gs = strides(c, "gs");
+  // the .cu file's plan: lanes along C for a channels_last grad (epilogue_channels_last)
+  const auto plan = cuda::upconv_replicate_bwd_plan(N, C, H, W, gs.c == 1 && C > 1);
+  Buf<A> partial(has_bias ? plan.parts * C : 0);
+  Buf<T> gb(has_bias ? C : 0);
+  EpilogueBwdArgs<T, A> a{};
+  a.grad = grad.data;
+  a.gs = gs;
+  a.out = act != Act::None ? out.data : nullptr;
+  a.os = strides(c, "os");
+  for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = gl_cuda.data;
+  a.ps = ps;
+  a.bias_partial = has_bias ? partial.data : nullptr;
+  a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
+  cuda::launch_upconv_replicate_bwd<T, A>(a, plan, has_bias ? gb.data : nullptr, nullptr, i64);
+  std::vector<double> gb_cuda(static_cast<size_t>(C), 0.0), gb_cpu(static_cast<size_t>(C), 0.0);
+  if (has_bias)
+    for (int64_t o = 0; o < C; ++o) gb_cuda[o] = static_cast<double>(static_cast<A>(gb.data[o]));
+  EpilogueBwdArgs<T, double> b{};
+  b.grad = a.grad, b.gs = a.gs, b.out = a.out, b.os = a.os, b.ps = a.ps;
+  for (int64_t ab = 0; ab < s * s; ++ab) b.phase[ab] = gl_cpu.data;
+  b.N = N, b.C = C, b.H = H, b.W = W, b.s = a.s, b.act = act, b.slope = slope;
+  // the CPU glue walks by the map's layout (epilogue_channels_last of g_low)
+  const bool cpu_rows = ps.c == 1 && C > 1;
+  std::vector<A> acc(static_cast<size_t>(cpu_rows ? W * C : W));
+  if (cpu_rows) {
+    std::vector<double> row(static_cast<size_t>(C));
+    for (int64_t u = 0; u < N * H; ++u) {
+      std::fill(row.begin(), row.end(), 0.0);
+      cpu::replicate_bwd_row(b, u / H, u % H, acc.data(), row.data());
+      for (int64_t o = 0; o < C; ++o) gb_cpu[o] += row[o];
+    }
+  } else {
+    for (int64_t u = 0; u < N * C; ++u) gb_cpu[u % C] += cpu::replicate_bwd_plane(b, u / C, u % C, acc.data());
+  }
+  r.arrays.push_back({"gl_cuda", gl_cuda.bytes()});
+  r.arrays.push_back({"gl_cpu", gl_cpu.bytes()});
+  r.arrays.push_back({"gb_cuda", std::string(reinterpret_cast<const char*>(gb_cuda.data()), gb_cuda.size() * 8)});
+  r.arrays.push_back({"gb_cpu", std::string(reinterpret_cast<const char*>(gb_cpu.data()), gb_cpu.size() * 8)});
+  r.set("parts", std::to_string(plan.parts));
+  r.set("rows", std::to_string(plan.rows ? 1 : 0));
+}
+
 template <typename T>
 void fold_typed(const Case& c, Result& r) {
   const int kind = static_cast<int>(c.integer("kind"));
@@ -151,8 +237,14 @@ void op_upconv(const Case& c, Result& r) {
   by_dtype(c, "upconv", [&](auto t) { op_typed<decltype(t)>(c, r); });
 }
 
+void op_rep(const Case& c, Result& r) {
+  by_dtype(c, "upconv_rep", [&](auto t) { rep_typed<decltype(t)>(c, r); });
+}
+
 }  // namespace
 
 GANX_EMU_OP("upconv_fwd", op_upconv);
 static ::ganx::emu_driver::Register ganx_emu_reg_upconv_bwd("upconv_bwd", op_upconv);
 GANX_EMU_OP("upconv_fold", op_fold);
+GANX_EMU_OP("upconv_rep_fwd", op_rep);
+static ::ganx::emu_driver::Register ganx_emu_reg_upconv_rep_bwd("upconv_rep_bwd", op_rep);

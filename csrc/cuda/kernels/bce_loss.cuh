@@ -1,4 +1,5 @@
-// CUDA kernels of the fused BCE losses and their host launchers (raw pointers and sizes; the
+// CUDA kernels of the fused BCE losses (and of the critic losses: hinge, Wasserstein, another
+// per-element functor on the same kernel) and their host launchers (raw pointers and sizes; the
 // tensors, dtype dispatch and allocation are in csrc/cuda/bce_loss.cu). nvcc compiles this for
 // the GPU; the tests compile it with g++ against the CUDA emulator (tests/emu).
 //
@@ -95,6 +96,19 @@ struct LogitConst {
   }
 };
 
+// The critic losses (hinge, Wasserstein; bce_math.h critic_elem), one coefficient set per segment
+// (the generator: segment 0 only). The statistic is the score itself.
+template <typename A>
+struct CriticConst {
+  A sign[2], margin[2];
+  bool hinge;
+  __device__ A operator()(int seg, int64_t, A l, A& g, A& s) const {
+    const A sg = seg ? sign[1] : sign[0], mg = seg ? margin[1] : margin[0];
+    s = l;
+    return critic_elem(l, sg, mg, hinge, g);
+  }
+};
+
 // BCE-with-logits: weight / pos_weight are null (absent), one value (stride 0) or input-shaped.
 template <typename T, typename A>
 struct LogitTensor {
@@ -144,7 +158,7 @@ struct Segment {
 template <typename T, typename A>
 struct Final {
   T* loss;      // reduced loss (scalar) or null
-  float* stats;  // [acc_real, acc_fake, mean D(x), mean D(G(z))] or null
+  float* stats;  // [acc_real, acc_fake, mean statistic real, fake] (sigmoid or score) or null
   int nseg;
   bool mean;
   int64_t n0, n1;
@@ -381,6 +395,13 @@ inline LogitConst<A> logit_const(const TargetCoefs& c0, const TargetCoefs& c1) {
   return LogitConst<A>{{static_cast<A>(c0.cpos), static_cast<A>(c1.cpos)},
                        {static_cast<A>(c0.cneg), static_cast<A>(c1.cneg)},
                        {static_cast<A>(c0.w), static_cast<A>(c1.w)}};
+}
+
+template <typename A>
+inline CriticConst<A> critic_const(const CriticCoefs& k0, const CriticCoefs& k1) {
+  return CriticConst<A>{{static_cast<A>(k0.sign), static_cast<A>(k1.sign)},
+                        {static_cast<A>(k0.margin), static_cast<A>(k1.margin)},
+                        k0.hinge};
 }
 
 // Launches the loss over s0 (and s1) with gradient scales gs0, gs1 (bce_grad_scale). s.vec is

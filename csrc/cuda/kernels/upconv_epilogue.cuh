@@ -162,6 +162,118 @@ __global__ void GANX_BOUNDED(upconv_bias_grad_kernel)(const acc_t* __restrict__ 
   if (threadIdx.x == 0) gb[o] = static_cast<scalar_t>(red[0]);
 }
 
+// ---- the replicate form (1x1 kernels, docs/design.md section 3): A.phase[0] is the 1x1
+// convolution at the input resolution (N x C x H x W). Nearest upsampling commutes with a
+// pointwise map, so out = act(y + bias) replicated over each s x s block; backward, the map
+// gets the block sums of act'(out) * grad (the 1x1 weight gradient then sums every replicated
+// position). Work items are input-resolution elements.
+
+// Forward: one thread per input-resolution element, in the output's memory order (lanes along
+// j for NCHW, along C for channels_last, so each of the s*s stores of a warp covers one
+// stretch of memory): bias + activation once, then its s x s block.
+GANX_KERNEL_BOUND(upconv_replicate_fwd_kernel, kEpiThreads);
+template <typename scalar_t, typename acc_t, typename index_t>
+__global__ void GANX_BOUNDED(upconv_replicate_fwd_kernel)(EpilogueFwdArgs<scalar_t> A, bool channels_last) {
+  const index_t s = A.s, C = static_cast<index_t>(A.C), H = static_cast<index_t>(A.H), W = static_cast<index_t>(A.W);
+  const index_t total = static_cast<index_t>(A.N) * C * H * W;
+  const Dims4<index_t> ps = dims_of<index_t>(A.ps), os = dims_of<index_t>(A.os);
+  const acc_t slope = static_cast<acc_t>(A.slope);
+  for (index_t idx = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    index_t n, o, i, j, r = idx;
+    if (channels_last) {
+      o = r % C; r /= C;
+      j = r % W; r /= W;
+      i = r % H; n = r / H;
+    } else {
+      j = r % W; r /= W;
+      i = r % H; r /= H;
+      o = r % C; n = r / C;
+    }
+    acc_t v = static_cast<acc_t>(A.phase[0][n * ps.n + o * ps.c + i * ps.h + j * ps.w]);
+    if (A.bias) v += static_cast<acc_t>(A.bias[o]);
+    const scalar_t val = static_cast<scalar_t>(act_forward(A.act, v, slope));
+    scalar_t* dst = A.out + n * os.n + o * os.c + s * i * os.h + s * j * os.w;
+    for (index_t a = 0; a < s; ++a)
+      for (index_t b = 0; b < s; ++b) dst[a * os.h + b * os.w] = val;
+  }
+}
+
+// Backward of input-resolution element (n, o, i, j): the sum of d pre = act'(out) * grad over
+// its block, in the order (a, b) row by row (the CPU twin's order: the same bits), rounded
+// once to scalar_t and written to the map; returns the rounded value (what the bias gradient
+// sums).
+template <typename scalar_t, typename acc_t, typename index_t>
+__device__ __forceinline__ acc_t replicate_bwd_elem(const EpilogueBwdArgs<scalar_t, acc_t>& A, const Dims4<index_t>& gs,
+                                                    const Dims4<index_t>& os, const Dims4<index_t>& ps, index_t s,
+                                                    acc_t slope, index_t n, index_t o, index_t i, index_t j) {
+  acc_t sum = 0;
+  for (index_t a = 0; a < s; ++a) {
+    const index_t y = s * i + a;
+    for (index_t b = 0; b < s; ++b) {
+      const index_t x = s * j + b;
+      const acc_t g = static_cast<acc_t>(A.grad[n * gs.n + o * gs.c + y * gs.h + x * gs.w]);
+      sum += A.act == Act::None
+                 ? g
+                 : act_backward(A.act, g, static_cast<acc_t>(A.out[n * os.n + o * os.c + y * os.h + x * os.w]), slope);
+    }
+  }
+  const scalar_t r = static_cast<scalar_t>(sum);
+  A.phase[0][n * ps.n + o * ps.c + i * ps.h + j * ps.w] = r;
+  return static_cast<acc_t>(r);
+}
+
+// Backward, NCHW-like grad: the planes kernel's geometry over input-resolution elements (a
+// block = kBwdChunk consecutive elements of one channel's N planes, lanes along j), with its
+// fixed-order shared-memory reduction into bias_partial[chunk * C + o].
+GANX_KERNEL_BOUND(upconv_replicate_bwd_planes_kernel, kEpiThreads);
+template <typename scalar_t, typename acc_t, typename index_t>
+__global__ void GANX_BOUNDED(upconv_replicate_bwd_planes_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, index_t parts) {
+  GANX_SHARED(acc_t, red, [kEpiThreads]);
+  const index_t s = A.s, C = static_cast<index_t>(A.C), W = static_cast<index_t>(A.W),
+                P = static_cast<index_t>(A.H) * W, M = static_cast<index_t>(A.N) * P;
+  const Dims4<index_t> gs = dims_of<index_t>(A.gs), os = dims_of<index_t>(A.os), ps = dims_of<index_t>(A.ps);
+  const acc_t slope = static_cast<acc_t>(A.slope);
+  const index_t blk = blockIdx.x;
+  const index_t chunk = blk % parts, o = blk / parts;
+  const index_t q_end = (chunk + 1) * index_t(kBwdChunk) < M ? (chunk + 1) * index_t(kBwdChunk) : M;
+  acc_t sum = 0;
+  for (index_t q = chunk * index_t(kBwdChunk) + threadIdx.x; q < q_end; q += kEpiThreads) {
+    const index_t n = q / P, p = q - n * P;
+    const index_t i = p / W, j = p - i * W;
+    sum += replicate_bwd_elem(A, gs, os, ps, s, slope, n, o, i, j);
+  }
+  if (A.bias_partial == nullptr) return;  // uniform over the block: no thread waits at a barrier alone
+  red[threadIdx.x] = sum;
+  __syncthreads();
+  for (int w = kEpiThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) A.bias_partial[static_cast<int64_t>(chunk) * C + o] = red[0];
+}
+
+// Backward, channels_last grad (lanes along C): the rows kernel's geometry over
+// input-resolution pixels; thread t keeps its own partial, bias_partial[t].
+GANX_KERNEL_BOUND(upconv_replicate_bwd_rows_kernel, kEpiThreads);
+template <typename scalar_t, typename acc_t, typename index_t>
+__global__ void GANX_BOUNDED(upconv_replicate_bwd_rows_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, index_t parts) {
+  const index_t s = A.s, C = static_cast<index_t>(A.C), W = static_cast<index_t>(A.W),
+                P = static_cast<index_t>(A.H) * W, M = static_cast<index_t>(A.N) * P;
+  const Dims4<index_t> gs = dims_of<index_t>(A.gs), os = dims_of<index_t>(A.os), ps = dims_of<index_t>(A.ps);
+  const acc_t slope = static_cast<acc_t>(A.slope);
+  const index_t t = static_cast<index_t>(blockIdx.x) * kEpiThreads + threadIdx.x;
+  if (t >= C * parts) return;
+  const index_t o = t % C;
+  acc_t sum = 0;
+  for (index_t m = t / C; m < M; m += parts) {
+    const index_t n = m / P, p = m - n * P;
+    const index_t i = p / W, j = p - i * W;
+    sum += replicate_bwd_elem(A, gs, os, ps, s, slope, n, o, i, j);
+  }
+  if (A.bias_partial != nullptr) A.bias_partial[t] = sum;
+}
+
 // Fold / unfold: one thread per destination tap (d0, d1, r, q), sums in float64.
 GANX_KERNEL_BOUND(fold_taps_kernel, kEpiThreads);
 template <typename scalar_t>
@@ -262,6 +374,52 @@ void launch_upconv_epilogue_bwd(const EpilogueBwdArgs<scalar_t, acc_t>& A, const
     dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
   } else {
     dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
+  }
+  if (A.bias_partial != nullptr) {
+    dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), block, 0, stream,
+                static_cast<const acc_t*>(A.bias_partial), p.parts, A.C, bias_grad);
+  }
+}
+
+// The replicate form (A.phase[0]: the input-resolution map). Forward: one thread per
+// input-resolution element.
+template <typename scalar_t, typename acc_t>
+void launch_upconv_replicate_fwd(const EpilogueFwdArgs<scalar_t>& A, bool channels_last, dev::Stream stream,
+                                 bool force_int64 = false) {
+  const int64_t total = A.N * A.C * A.H * A.W;
+  if (total == 0) return;
+  if (!force_int64 && epilogue_fwd_fits_int32(A)) {
+    dev::launch(upconv_replicate_fwd_kernel<scalar_t, acc_t, int32_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
+                stream, A, channels_last);
+  } else {
+    dev::launch(upconv_replicate_fwd_kernel<scalar_t, acc_t, int64_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
+                stream, A, channels_last);
+  }
+}
+
+// The backward's split of the work: the phase epilogue's plan over input-resolution elements
+// (elements per channel N * H * W).
+inline EpilogueBwdPlan upconv_replicate_bwd_plan(int64_t N, int64_t C, int64_t H, int64_t W, bool channels_last) {
+  return upconv_epilogue_bwd_plan(N, C, H, W, 1, channels_last);
+}
+
+// As launch_upconv_epilogue_bwd, with p = upconv_replicate_bwd_plan of A's sizes.
+template <typename scalar_t, typename acc_t>
+void launch_upconv_replicate_bwd(const EpilogueBwdArgs<scalar_t, acc_t>& A, const EpilogueBwdPlan& p,
+                                 scalar_t* bias_grad, dev::Stream stream, bool force_int64 = false) {
+  if (p.blocks == 0) return;
+  const dim3 grid(static_cast<unsigned>(p.blocks)), block(kEpiThreads);
+  if (!force_int64 && epilogue_bwd_fits_int32(A, p)) {
+    const int32_t parts = static_cast<int32_t>(p.parts);
+    if (p.rows) {
+      dev::launch(upconv_replicate_bwd_rows_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+    } else {
+      dev::launch(upconv_replicate_bwd_planes_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+    }
+  } else if (p.rows) {
+    dev::launch(upconv_replicate_bwd_rows_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
+  } else {
+    dev::launch(upconv_replicate_bwd_planes_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
   }
   if (A.bias_partial != nullptr) {
     dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), block, 0, stream,

@@ -17,7 +17,7 @@ import torch
 from ganx import _ext
 from ganx.ops.reference import ACTIVATION_FUNCTIONS
 
-__all__ = ["Activation", "ACTIVATIONS", "ACTIVATION_TABLE", "apply_activation", "activation_names", "check_activation"]
+__all__ = ["Activation", "ACTIVATIONS", "ACTIVATION_TABLE", "activation_names", "check_activation"]
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,3 @@ def check_activation(op: str, activation: Optional[str]) -> str:
     return act
 
 
-def apply_activation(y: torch.Tensor, activation: Optional[str], negative_slope: float = 0.01) -> torch.Tensor:
-    return ACTIVATION_TABLE[check_activation("upsample_conv2d", activation)].reference(y, negative_slope)
-
-
-def activation_enum(activation: Optional[str]) -> int:
-    return ACTIVATION_TABLE[check_activation("upsample_conv2d", activation)].enum

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 __all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation", "ACTIVATION_FUNCTIONS",
            "bce_with_logits", "binary_cross_entropy", "bce_discriminator_loss", "bce_generator_loss",
-           "discriminator_stats", "deconv_weight"]
+           "discriminator_stats", "deconv_weight", "critic_stats", "hinge_discriminator_loss",
+           "wasserstein_discriminator_loss", "critic_generator_loss", "hinge_generator_loss",
+           "wasserstein_generator_loss"]
 
 
 # The reference function of each fused activation: (pre-activation, negative_slope) -> output.
@@ -174,3 +176,42 @@ def bce_generator_loss(
     if mode == "minimax":
         return -_reduce(_bce_terms(fake_logits, 1 - target, target), reduction)
     raise ValueError(f"bce_generator_loss: mode must be 'non_saturating' or 'minimax', got {mode!r}")
+
+
+# ----------------------------------------------------------------- critic losses (hinge, Wasserstein)
+
+def critic_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """float32 [acc_real, acc_fake, mean real score, mean fake score]; score > 0 means "real"."""
+    with torch.no_grad():
+        r, f = real_logits.double(), fake_logits.double()
+        return torch.stack([(r > 0).double().mean(), 1 - (f > 0).double().mean(), r.mean(), f.mean()]).float()
+
+
+def _critic_d(lr: torch.Tensor, lf: torch.Tensor, real_logits, fake_logits, reduction: str, return_stats: bool):
+    lr, lf = _reduce(lr, reduction), _reduce(lf, reduction)
+    loss = (lr, lf) if reduction == "none" else lr + lf
+    if return_stats:
+        return loss, critic_stats(real_logits, fake_logits)
+    return loss
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, *, reduction: str = "mean",
+                             return_stats: bool = False):
+    """red(relu(1 - real)) + red(relu(1 + fake)) (see ganx.ops.critic); "none": the pair."""
+    return _critic_d(F.relu(1 - real_logits), F.relu(1 + fake_logits), real_logits, fake_logits, reduction,
+                     return_stats)
+
+
+def wasserstein_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, *,
+                                   reduction: str = "mean", return_stats: bool = False):
+    """red(-real) + red(fake) = mean fake - mean real (the critic minimises it); "none": the pair."""
+    return _critic_d(-real_logits, fake_logits, real_logits, fake_logits, reduction, return_stats)
+
+
+def critic_generator_loss(fake_logits: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """red(-fake): G's hinge and Wasserstein loss."""
+    return _reduce(-fake_logits, reduction)
+
+
+hinge_generator_loss = critic_generator_loss
+wasserstein_generator_loss = critic_generator_loss

@@ -6,7 +6,9 @@ only, so each of the s*s output phases is a small dense correlation of the *orig
 with a folded kernel whose taps are sums of the original taps. For s = 2, k = 3 every phase
 kernel is 2x2: 16 multiply-adds per 2x2 output block instead of 36, and the 4x larger
 upsampled tensor is never built. The backward maps the phase-kernel gradients back to the
-k x k kernel by the transpose of that folding.
+k x k kernel by the transpose of that folding. A 1x1 kernel (a ResNet shortcut) needs no fold:
+nearest upsampling and a 1x1 convolution commute, so the conv runs at the input resolution
+(s*s fewer multiply-adds) and the epilogue replicates its result over each s x s block.
 
 The op is ``torch.ops.ganx.upsample_conv2d`` (kernels in csrc/), with a fake kernel for
 torch.compile and its autograd formula registered here.
@@ -36,22 +38,24 @@ _CONVT = torch.ops.ganx.conv_transpose2d_4s2.default
 _CANONICAL_ACT = {None: "none", **{name: name for name in ACTIVATIONS}}
 
 # ----------------------------------------------------------------- algorithm choice
-# Both ops run as one of three compositions of the vendor's convolution (cuDNN / oneDNN) with
+# Both ops run as one of four compositions of the vendor's convolution (cuDNN / oneDNN) with
 # ganx's glue kernels (csrc/upsample_conv2d.h):
 #   "deconv":  s = 2 with 2x2 phase kernels (upsample + 3x3, ConvTranspose2d(4, 2, 1)): one
 #              stride-2 transposed conv with the folded 4x4 kernel, then bias + activation;
 #   "stacked": the s*s phase kernels as output channels of one stride-1 conv, then one pass
 #              that crops, interleaves, adds the bias and activates;
-#   "split":   one conv per phase (always available), then the same pass.
-# Static rule: CUDA takes deconv when the geometry allows it, else stacked, else split; the CPU
-# (measured on oneDNN, forward and backward apart) takes deconv from 4x4 maps on where it
-# applies, except the forward to fewer than 16 channels (stacked), elsewhere stacked from
-# 16x16, split below. With
+#   "split":   one conv per phase (always available), then the same pass;
+#   "replicate": 1x1 kernels only: nearest upsampling commutes with a 1x1 conv, so the conv runs
+#              at the input resolution (s*s fewer multiply-adds) and one pass adds the bias,
+#              activates and writes each value to its s x s block (backward: the block sums, then
+#              the 1x1 conv's backward at the input resolution).
+# Which one runs: the static rule (written once, next to its code: rule() in
+# csrc/upsample_conv2d.cpp), or, with
 # torch.backends.cudnn.benchmark on, the candidates are timed once per (op, direction, shapes,
 # dtype, memory format, device) and the fastest is cached (never under
 # torch.use_deterministic_algorithms(True); while a CUDA graph is being captured the cached
 # choice, nothing timed or recorded). GANX_UPCONV_ALGO or set_upconv_algorithm() forces one.
-UPCONV_ALGORITHMS = ("deconv", "stacked", "split")
+UPCONV_ALGORITHMS = ("deconv", "stacked", "split", "replicate")
 
 
 def set_upconv_algorithm(name: Optional[str]) -> None:
