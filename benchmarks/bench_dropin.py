@@ -19,11 +19,17 @@ ratios:
   each ConvTranspose2d(4, 2, 1) of the 64 px DCGAN as nn.ConvTranspose2d vs ganx's
   FusedConvTranspose2d, and each Upsample + Conv2d of the 32 px one vs UpsampleConv2d.
 
-Two more parts, not run by default (``--parts algo,profile``):
+Three more parts, not run by default (``--parts algo,resnet,profile``):
 
 * **algo**: each generator layer of both models' resize-conv generators forward and backward
   apart under each of ganx's three CPU compositions (deconv / stacked / split, forced), with
   the one the static rule picks (csrc/upsample_conv2d.cpp, ``rule``): the evidence for it.
+* **resnet** (issue 23): the ResNet shortcut, a 1x1 upsample-conv (batch 16, 256 -> 256
+  channels, 16x16 maps; ``--resnet-batch``, ``--resnet-width``), as nn.Upsample + nn.Conv2d vs
+  ganx's UpsampleConv2d (the replicate form: the conv at the input resolution) at scale 2 (also
+  with the stacked form forced, what a 1x1 kernel ran before) and at scales 1, 3, 4, forward and
+  forward + backward; then a public-style ResNet SNGAN-32 generator (3 residual up-blocks,
+  256 channels, written here) eager vs ``ganx.fuse(G)``, forward + backward and forward.
 * **profile**: torch.profiler over drop-in steps of the resize-conv DCGAN at 32 px, the time
   split into D's convolutions (forward, backward), G's fused layers, BatchNorm, activations,
   Adam, the rest; with the step's multiply-add count and the machine's float32 GEMM rate on
@@ -254,6 +260,91 @@ def time_algos(cin, cout, h, act, batch, turns, reps):
     return out
 
 
+# ----------------------------------------------------------------- ResNet generators (issue 23)
+
+class ResBlockUp(nn.Module):
+    """The residual up-block of the public SNGAN / WGAN-GP ResNet generators (written here from
+    their description): BN-ReLU-Upsample-conv3x3-BN-ReLU-conv3x3, plus an Upsample-conv1x1
+    shortcut."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.main = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(c, c, 3, 1, 1),
+                                  nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1))
+        self.shortcut = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c, c, 1))
+
+    def forward(self, x):
+        return self.main(x) + self.shortcut(x)
+
+
+class ResNetG32(nn.Module):
+    """SNGAN-32-style generator: z -> 4x4xch -> 3 up-blocks -> 32x32 -> BN-ReLU-conv3x3-Tanh."""
+
+    def __init__(self, nz=128, ch=256):
+        super().__init__()
+        self.ch = ch
+        self.l1 = nn.Linear(nz, 4 * 4 * ch)
+        self.blocks = nn.Sequential(ResBlockUp(ch), ResBlockUp(ch), ResBlockUp(ch))
+        self.final = nn.Sequential(nn.BatchNorm2d(ch), nn.ReLU(), nn.Conv2d(ch, 3, 3, 1, 1), nn.Tanh())
+
+    def forward(self, z):
+        return self.final(self.blocks(self.l1(z).view(-1, self.ch, 4, 4)))
+
+
+def _fwd(m, x):
+    def f():
+        with torch.no_grad():
+            m(x)
+    return f
+
+
+def resnet_cases(batch, width, quick):
+    """(label, direction, contender names, fns, report) per row: the shortcut layer (a 1x1
+    upsample-conv) at scale 2 -- with ganx's stacked form forced, the form a 1x1 kernel took
+    before the replicate form, for comparison -- and at scales 1, 3, 4 (what ``fuse`` decides on
+    the CPU), forward and forward + backward; then the ResNet generator, eager vs ganx.fuse."""
+    from ganx.ops import upconv_algorithm
+    c, h = width, 16 if not quick else 4
+    rows = []
+    for sc in ([2] if quick else [2, 1, 3, 4]):
+        conv = nn.Conv2d(c, c, 1)
+        ref = nn.Sequential(nn.Upsample(scale_factor=sc), conv)
+        fused = ganx.nn.UpsampleConv2d(c, c, 1, sc)
+        fused.weight, fused.bias = conv.weight, conv.bias
+        label = f"Upsample({sc}) + Conv2d(1x1) N{batch} {c}->{c}ch {h}->{sc * h}px"
+        x = torch.randn(batch, c, h, h)
+
+        def stacked(fn):
+            def f():
+                with upconv_algorithm("stacked"):
+                    fn()
+            return f
+        for direction, mk in (("forward", _fwd), ("forward+backward", fwd_bwd)):
+            arg = x if direction == "forward" else x.shape
+            names = ["nn.Upsample + nn.Conv2d", "ganx UpsampleConv2d (replicate)"]
+            fns = [mk(ref, arg), mk(fused, arg)]
+            if sc == 2:
+                names.append("ganx UpsampleConv2d, stacked form forced (before)")
+                fns.append(stacked(mk(fused, arg)))
+            rows.append((label, direction, names, fns, ""))
+    torch.manual_seed(0)
+    G = ResNetG32(ch=c).train()
+    G_f, rep = ganx.fuse(G)
+    z = torch.randn(batch, 128)
+    g_out = torch.randn(batch, 3, 32, 32)
+
+    def step(m):
+        def f():
+            m(z).backward(g_out)
+            for p in m.parameters():
+                p.grad = None
+        return f
+    label = f"ResNet SNGAN-32 G (3 up-blocks, {c} ch) N{batch}"
+    rows.append((label, "forward+backward", ["eager", "ganx.fuse(G)"], [step(G), step(G_f)], str(rep)))
+    rows.append((label, "forward", ["eager", "ganx.fuse(G)"], [_fwd(G, z), _fwd(G_f, z)], ""))
+    return rows
+
+
 # ----------------------------------------------------------------- profile of the drop-in step
 
 def sgemm_rate(n=2048, reps=3):
@@ -332,7 +423,9 @@ def main(argv=None):
     ap.add_argument("--turns", type=int, default=5, help="alternating turns per contender, x2 (default 5: 10 turns "
                     "of one step each, or of 3 layer calls)")
     ap.add_argument("--quick", action="store_true", help="tiny models, 1 turn: checks the script, measures nothing")
-    ap.add_argument("--parts", default="step,layer", help="comma list of: step, layer, algo, profile")
+    ap.add_argument("--parts", default="step,layer", help="comma list of: step, layer, algo, resnet, profile")
+    ap.add_argument("--resnet-batch", type=int, default=16, help="batch of the resnet part (default 16)")
+    ap.add_argument("--resnet-width", type=int, default=256, help="channels of the resnet part (default 256)")
     ap.add_argument("--tag", default="", help="suffix for the result file names")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="directory, or - for none")
     a = ap.parse_args(argv)
@@ -345,7 +438,7 @@ def main(argv=None):
             "batch": batch, "width": width, "turns": turns, "load_start": load(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp's default, spin then sleep)")}
     parts = a.parts.split(",")
-    res = {"header": head, "steps": [], "layers": [], "algos": [], "profile": None}
+    res = {"header": head, "steps": [], "layers": [], "algos": [], "resnet": [], "profile": None}
     print(f"# {head['device']}, torch {head['torch']}, ganx {head['ganx_commit']}, load {head['load_start']}")
     if "step" in parts:
         for name, size in [("resize-conv", 32), ("convtranspose", 64)]:
@@ -381,6 +474,18 @@ def main(argv=None):
             print(f"  {e['layer']:<56} rule fwd {e['rule'].get('forward', '?')}, bwd {e['rule'].get('backward', '?')};"
                   + "".join(f"  {d[:3]} " + " ".join(f"{al} {e[d][al]['cpu_ms']:.1f}" for al in ALGOS)
                             for d in ("forward", "backward")) + f" ms cpu (load {l0})", flush=True)
+    if "resnet" in parts:
+        for label, direction, names, fns, rep in resnet_cases(a.resnet_batch if not a.quick else 2,
+                                                             a.resnet_width if not a.quick else 8, a.quick):
+            l0 = load()
+            (med, ratios, spread), (cmed, cratios, cspread) = alternate(fns, turns * 2, 1 if a.quick else 3)
+            e = {"case": label, "direction": direction, "load_before": l0, "load_after": load(), "report": rep,
+                 "rows": [{"contender": n, "ms": m * 1e3, "speedup": q, "speedup_min_max": sp, "cpu_ms": cm * 1e3,
+                           "cpu_speedup": cq} for n, m, q, sp, cm, cq in zip(names, med, ratios, spread, cmed, cratios)]}
+            res["resnet"].append(e)
+            print(f"  {label:<52} {direction:<16} " + ", ".join(
+                f"{r['contender']} {r['ms']:.2f} ms ({r['speedup']:.2f}x)" for r in e["rows"]) + f"  (load {l0})",
+                flush=True)
     if "profile" in parts:
         l0 = load()
         torch.manual_seed(0)
@@ -401,8 +506,8 @@ def main(argv=None):
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         stem = out / f"dropin-cpu-{a.threads}core-{now.strftime('%Y-%m-%d')}{'-quick' if a.quick else ''}{'-' + a.tag if a.tag else ''}"
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
-        stem.with_suffix(".md").write_text(markdown(res))
+        Path(f"{stem}.json").write_text(json.dumps(res, indent=1))
+        Path(f"{stem}.md").write_text(markdown(res))
         print(f"wrote {stem}.md and .json")
     return 0
 
@@ -454,6 +559,21 @@ def markdown(res) -> str:
                     cells.append(f"**{c}**" if e["rule"].get(d) == al else c)
                 lines.append(f"| {e['layer']} | {d} | " + " | ".join(cells) + f" | {e['load_before']} |")
         lines.append("")
+    if res.get("resnet"):
+        lines += ["## ResNet generator layers and the generator (issue 23: the 1x1 shortcut)", "",
+                  "Speed-up: the median of per-turn ratios of the first contender's time (eager PyTorch) to each "
+                  "contender's (min-max in brackets); forward rows run under `torch.no_grad()`.", "",
+                  "| case | direction | contender | time (wall) | speed-up over eager | CPU time | load |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in res["resnet"]:
+            for r in e["rows"]:
+                lo, hi = r["speedup_min_max"]
+                lines.append(f"| {e['case']} | {e['direction']} | {r['contender']} | {r['ms']:.2f} ms | "
+                             f"**{r['speedup']:.2f}x** ({lo:.2f}-{hi:.2f}) | {r['cpu_ms']:.2f} ms | {e['load_before']} |")
+        lines.append("")
+        reps = [e["report"] for e in res["resnet"] if e["report"]]
+        if reps:
+            lines += ["```"] + reps + ["```", ""]
     p = res.get("profile")
     if p:
         thr = p["threads"]

@@ -161,17 +161,22 @@ def main(make_generator=generator, description=__doc__):
                   f"drop-in {t_new * 1e3:.1f} ms, ratio {t_plain / t_new:.2f}x")
         G, D, step = G_new, D_new, dropin_step
 
-    optG = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
-    optD = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
+    train(G, D, step, data, args.steps, args.batch_size, betas=(0.5, 0.999))
+
+
+def train(G, D, step, data, steps, batch_size, betas):
+    """The training loop: Adam (lr 2e-4) for both, batches from a fixed permutation."""
+    optG = torch.optim.Adam(G.parameters(), 2e-4, betas=betas)
+    optD = torch.optim.Adam(D.parameters(), 2e-4, betas=betas)
     perm = torch.randperm(len(data))
     t0 = time.perf_counter()
     lossD = lossG = 0.0
-    for i in range(args.steps):
-        idx = perm[(i * args.batch_size) % (len(data) - args.batch_size):][:args.batch_size]
+    for i in range(steps):
+        idx = perm[(i * batch_size) % (len(data) - batch_size):][:batch_size]
         lossD, lossG = step(G, D, optG, optD, data[idx])
-        if i % 50 == 0 or i == args.steps - 1:
+        if i % 50 == 0 or i == steps - 1:
             print(f"step {i:4d}  loss D {lossD:.3f}  loss G {lossG:.3f}")
-    print(f"{args.steps} steps in {time.perf_counter() - t0:.1f} s")
+    print(f"{steps} steps in {time.perf_counter() - t0:.1f} s")
     assert np.isfinite(lossD) and np.isfinite(lossG)
 
 

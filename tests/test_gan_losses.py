@@ -1,4 +1,5 @@
-"""The trainer's pluggable losses (ganx.train.losses): hinge and R1 give known values on tiny Ds,
+"""The trainer's pluggable losses (ganx.train.losses): hinge, WGAN and R1 give known values on tiny Ds,
+hinge and WGAN run the fused ops (and match their reference twins), any unconditional D works as it is,
 R1's gradient is a true double backward through D, each is selectable from the config and the
 CLI, and a short run with each trains."""
 import json
@@ -9,7 +10,7 @@ from torch import nn
 
 from ganx.cli import build_parser
 from ganx.train import ConfigError, Trainer, TrainConfig
-from ganx.train.losses import LOSSES, BCELoss, HingeLoss, R1Penalty, build_loss
+from ganx.train.losses import LOSSES, BCELoss, HingeLoss, R1Penalty, WGANLoss, build_loss
 from test_train import SMALL, tiny  # the trainer tests' tiny config and digits slice
 
 
@@ -45,6 +46,80 @@ def test_hinge_known_values():
     assert float(s["acc_real"]) == pytest.approx(2 / 3) and float(s["acc_fake"]) == pytest.approx(0.5)
     assert float(s["logit_real"]) == pytest.approx(0.5) and float(s["logit_fake"]) == pytest.approx(-1.0)
     torch.testing.assert_close(HingeLoss().g_loss(fake), torch.tensor(1.0))
+
+
+def test_wgan_known_values():
+    real, fake = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([-3.0, 1.0])
+    for impl in ("fused", "reference"):
+        loss, s = WGANLoss(impl).d_loss(real, fake)
+        torch.testing.assert_close(loss, torch.tensor(-1.0 - 0.5))  # mean fake - mean real
+        assert list(s) == list(WGANLoss.stats) == list(HingeLoss.stats)
+        assert float(s["logit_real"]) == pytest.approx(0.5) and float(s["acc_fake"]) == pytest.approx(0.5)
+        torch.testing.assert_close(WGANLoss(impl).g_loss(fake), torch.tensor(1.0))
+
+
+def _ganx_ops_called(fn):
+    with torch.autograd.profiler.profile() as prof:
+        fn()
+    return {e.name for e in prof.function_events if e.name.startswith("ganx::")}
+
+
+@pytest.mark.parametrize("cls", [HingeLoss, WGANLoss])
+def test_critic_losses_run_the_fused_ops_and_match_the_reference(cls):
+    torch.manual_seed(4)
+    D = LinearD((1, 3, 3))
+    real, fake = torch.randn(6, 1, 3, 3, dtype=torch.float64), torch.randn(6, 1, 3, 3, dtype=torch.float64)
+    fused, ref = cls(), cls("reference")
+    assert fused.impl == "fused" and build_loss(TrainConfig(loss=cls.name)).impl == "fused"
+    assert build_loss(TrainConfig(loss=cls.name, impl="reference")).impl == "reference"
+    called = _ganx_ops_called(lambda: (fused.d_step(D, real, fake, None)[0] + fused.g_step(D, fake, None)).backward())
+    assert called >= {"ganx::critic_discriminator_loss", "ganx::critic_generator_loss"}, called
+    assert not _ganx_ops_called(lambda: ref.d_step(D, real, fake, None)[0].backward())
+    results = []
+    for L in (fused, ref):
+        D.zero_grad()
+        loss, stats = L.d_step(D, real, fake, None)
+        g = L.g_step(D, fake, None)
+        (loss + 0.5 * g).backward()
+        results.append((loss.detach(), g.detach(), D.w.grad.clone(), D.b.grad.clone(),
+                        torch.stack([v.float() for v in stats.values()])))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)  # the losses run in float32 (d_step casts)
+
+
+class PlainD(nn.Module):
+    """A user's unconditional D: ``forward(self, x)``, no labels argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1)).squeeze(1)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_d_step_takes_an_unconditional_d_as_it_is(name):
+    # issue 23: HingeLoss().d_step(D, real, fake, None) raised "forward() takes 2 positional
+    # arguments but 3 were given" on an ordinary D (discriminate called D(x, None)).
+    torch.manual_seed(5)
+    D, real, fake = PlainD(), torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    for L in (LOSSES[name](), R1Penalty(LOSSES[name](), 1.0)):
+        loss, stats = L.d_step(D, real, fake, None)
+        g = L.g_step(D, fake, None)
+        assert loss.dim() == 0 and g.dim() == 0 and set(stats) == set(L.stats)
+        (loss + g).backward()
+    # a conditional run still hands D its labels
+    seen = []
+
+    class CondD(PlainD):
+        def forward(self, x, labels):
+            seen.append(labels)
+            return super().forward(x)
+
+    y = torch.tensor([0, 1, 2])
+    LOSSES[name]().d_step(CondD(), real, fake, y)
+    assert torch.equal(seen[-1], torch.cat([y, y]))
 
 
 def test_r1_known_value_linear_d():
@@ -108,6 +183,8 @@ def test_build_loss_from_config():
     r = build_loss(TrainConfig(loss="hinge", r1_gamma=5))
     assert isinstance(r, R1Penalty) and isinstance(r.base, HingeLoss) and r.gamma == 5.0
     assert r.figures[-1] == "r1"
+    w = build_loss(TrainConfig(loss="wgan", r1_gamma=10))
+    assert isinstance(w, R1Penalty) and isinstance(w.base, WGANLoss)
     with pytest.raises(ConfigError, match="'loss': must be one of"):
         TrainConfig(loss="wasserstein")
     with pytest.raises(ConfigError, match="belong to loss 'bce'"):
@@ -121,11 +198,12 @@ def test_build_loss_from_config():
 def test_losses_selectable_from_cli():
     args = build_parser().parse_args(["train", "--loss", "hinge", "--r1-gamma", "10"])
     assert (args.loss, args.r1_gamma) == ("hinge", 10.0)
+    assert build_parser().parse_args(["train", "--loss", "wgan"]).loss == "wgan"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--loss", "nope"])
 
 
-@pytest.mark.parametrize("loss,r1", [("hinge", 0.0), ("bce", 1.0), ("hinge", 1.0)])
+@pytest.mark.parametrize("loss,r1", [("hinge", 0.0), ("bce", 1.0), ("hinge", 1.0), ("wgan", 1.0)])
 def test_short_run_trains(tmp_path, loss, r1):
     """A few dozen steps: every figure finite and logged, G changes, D's loss falls and D scores real
     images above generated ones."""
@@ -138,7 +216,8 @@ def test_short_run_trains(tmp_path, loss, r1):
     assert all(v is not None and v == v for v in m["final"].values())
     assert not all(torch.equal(a, b) for a, b in zip(g0, t.G.parameters()))
     assert rows[-1]["d_loss"] < rows[0]["d_loss"] - 0.02, rows
-    real, fake = {"bce": ("d_real", "d_fake"), "hinge": ("logit_real", "logit_fake")}[loss]
+    real, fake = {"bce": ("d_real", "d_fake"), "hinge": ("logit_real", "logit_fake"),
+                  "wgan": ("logit_real", "logit_fake")}[loss]
     assert rows[-1][real] > rows[-1][fake] + 0.01, rows
     assert (tmp_path / "run" / "losses.png").is_file()
 

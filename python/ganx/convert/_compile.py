@@ -9,9 +9,10 @@ Dynamo hands over a graph of torch-level calls, with modules inlined: an ``nn.Up
 ``F.interpolate``; an ``nn.Conv2d``, a parametrized (spectral_norm / weight_norm) conv or a
 Conv2d subclass computing its weight all appear as ``torch.conv2d(x, w, ...)`` with ``w``
 computed by the graph's own nodes. So one rule covers them: a nearest ``F.interpolate`` at an
-integer scale (2 on the CPU, 1-4 elsewhere: the measured policy of ``ganx.fuse``) whose every
-user is a ``conv2d`` taking it as input becomes ganx's upsample_conv2d per conv, with a
-following ``relu`` / ``leaky_relu`` / ``tanh`` call (its only user) as the epilogue. The
+integer scale (2 on the CPU, and 1-4 there when every conv is 1x1; 1-4 elsewhere: the measured
+policy of ``ganx.fuse``) whose every user is a ``conv2d`` taking it as input becomes ganx's
+upsample_conv2d per conv, with a following ``relu`` / ``leaky_relu`` / ``tanh`` call (its only
+user) as the epilogue. The
 replacement checks the pattern (kernel 1/3/5, stride 1, "same" padding, dilation 1, groups 1)
 on its arguments and computes the unfused expression otherwise, so it is exact by construction.
 ``ConvTranspose2d(4, 2, 1)`` chains are rewritten on CUDA only (on the CPU ganx's kernel is
@@ -66,6 +67,15 @@ def _act_user(node: fx.Node):
     return None
 
 
+def _kernel_of(conv_node: fx.Node):
+    """The kernel size of a conv2d call from its weight's example value (None when unknown)."""
+    if conv_node.op != "call_function" or conv_node.target not in _fuse._CONV_FNS:
+        return None
+    w = conv_node.args[1] if len(conv_node.args) > 1 else conv_node.kwargs.get("weight")
+    v = w.meta.get("example_value", w.meta.get("val")) if isinstance(w, fx.Node) else None
+    return int(v.shape[-1]) if isinstance(v, torch.Tensor) and v.dim() == 4 else None
+
+
 def rewrite(gm: fx.GraphModule, device: str = "cpu") -> List[str]:
     """Rewrite ``gm``'s graph in place (see the module docstring); returns report lines."""
     g = gm.graph
@@ -79,9 +89,9 @@ def rewrite(gm: fx.GraphModule, device: str = "cpu") -> List[str]:
             scale, why = _fuse._upsample_params(b["mode"], b["size"], b["scale_factor"], b["recompute_scale_factor"])
             if not why and (b["align_corners"] or b["antialias"]):
                 why = "align_corners / antialias not supported"
-            if not why and device == "cpu" and scale != 2:
-                why = f"scale {scale} on the CPU (ganx is not faster there)"
             users = list(n.users)
+            if not why and device == "cpu" and scale != 2 and not (users and all(_kernel_of(u) == 1 for u in users)):
+                why = f"scale {scale} on the CPU (ganx is not faster there for a 3x3 or 5x5 kernel; 1x1 is)"
             if not why and (not users or any(u.op != "call_function" or u.target not in _fuse._CONV_FNS
                                              or not u.args or u.args[0] is not n
                                              or n in list(u.args[1:]) + list(u.kwargs.values()) for u in users)):

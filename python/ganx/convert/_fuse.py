@@ -48,9 +48,11 @@ deconvolution (the same call ``nn.ConvTranspose2d`` makes) plus ganx's epilogue 
 is nothing faster to gain and the extra pass costs a few percent per layer
 (benchmarks/bench_dropin.py measures it, per layer and per training step). So on the CPU
 these layers are left as they are, with that reason in the report, and so is an Upsample +
-Conv2d at a scale other than 2 (measured not faster there); ``where_slower="fuse"`` forces them. At scale 2 the upsample + convolution
-pair is fused everywhere: the folded kernel does 2.25x fewer multiply-adds and never builds
-the upsampled tensor.
+Conv2d with a 3x3 or 5x5 kernel at a scale other than 2 (measured not faster there);
+``where_slower="fuse"`` forces them. At scale 2 the upsample + convolution pair is fused
+everywhere: the folded kernel does 2.25x fewer multiply-adds and never builds the upsampled
+tensor. A 1x1 convolution (a ResNet shortcut) is fused at every scale: it commutes with the
+upsampling, so ganx runs it at the input resolution (s*s fewer multiply-adds) and replicates.
 """
 from __future__ import annotations
 
@@ -82,10 +84,10 @@ _CPU_CONVT_REASON = ("left as nn.ConvTranspose2d on the CPU: ganx's kernel there
 
 
 class _Policy:
-    """Which supported patterns are left because ganx is measured slower on the device
-    (benchmarks/bench_dropin.py, per layer, CPU 2 threads): on the CPU, ConvTranspose2d(4, 2, 1)
-    (0.82-1.01x from 8x8 maps; 0.61-0.67x on 4x4 before the CPU rule took the vendor's deconvolution there too) and Upsample + Conv2d at scale 1 (0.88-0.91x: the upsampling is a copy), 3
-    (0.96-0.99x) and 4 (0.43-0.45x); scale 2 is 1.13-6.5x (kernels 1, 3, 5). CUDA has not been measured by this code: it fuses."""
+    """Which supported patterns are left on a device because ganx is measured slower there: the
+    rule in the module docstring ("Never slower"); the per-layer ratios behind it are measured by
+    benchmarks/bench_dropin.py (``--parts resnet`` for 1x1 kernels at scales 1-4) and quoted, with
+    their machine, in the README's drop-in section. CUDA has not been measured: it fuses."""
 
     def __init__(self, device: torch.device, where_slower: str):
         self.cpu = device.type == "cpu" and where_slower == "leave"
@@ -93,10 +95,13 @@ class _Policy:
     def convT(self) -> Optional[str]:
         return _CPU_CONVT_REASON if self.cpu else None
 
-    def upconv(self, scale: int) -> str:
-        if self.cpu and scale != 2:
+    def upconv(self, scale: int, kernels: Sequence[Optional[int]] = ()) -> str:
+        """Why the upsampling at ``scale`` feeding convolutions with these kernel sizes (None:
+        not known before the call) is left, or "" to fuse it."""
+        if self.cpu and scale != 2 and not (kernels and all(k == 1 for k in kernels)):
             return (f"left on the CPU: at scale_factor={scale} ganx's kernel is not faster than nn.Upsample + "
-                    "nn.Conv2d (benchmarks/bench_dropin.py, per layer; only scale 2 is); where_slower='fuse' forces it")
+                    "nn.Conv2d for a 3x3 or 5x5 kernel (benchmarks/bench_dropin.py, per layer; scale 2, and 1x1 "
+                    "kernels at every scale, are); where_slower='fuse' forces it")
         return ""
 
 
@@ -381,6 +386,7 @@ class _Rewrite:
         self.module_ops: List[Callable] = []
         self.graph_ops: List[Callable] = []
         self.drop_nodes: List[fx.Node] = []
+        self.route = ""  # a layer's: "swap" (replaced by ganx's module) or "patch" (its forward)
 
 
 def _build(root: nn.Module, rewrites: Sequence[_Rewrite], graph) -> nn.Module:
@@ -410,6 +416,35 @@ def _what_upconv(scale, k, act, src="Upsample", conv="Conv2d"):
 def _what_convT(act):
     tail = f" + {act}" if act else ""
     return f"ConvTranspose2d(4, 2, 1){tail} -> FusedConvTranspose2d"
+
+
+def _convT_decision(path: str, m: nn.ConvTranspose2d, policy: "_Policy", problem: str = "",
+                    act_after: Callable[[], Optional[Tuple[str, str, str, float]]] = lambda: None
+                    ) -> Tuple[Optional[_Rewrite], FuseEntry]:
+    """The one decision for a ConvTranspose2d layer, wherever fuse meets it (a graph node, an
+    nn.Sequential, the module walk, a bare layer): ``(rewrite, its "fused" entry)`` or
+    ``(None, a "left" entry with the reason)``. ``problem``: a reason found by the caller (a layer
+    called twice); ``act_after()``: the activation that alone consumes the layer's output, as
+    ``(module path, label, activation, slope)``, or None (asked only where one may join)."""
+    problem = problem or _convT_problem(m)
+    route, why, joinable = _layer_route(m, nn.ConvTranspose2d) if not problem else (None, problem, False)
+    if route is None:
+        return None, FuseEntry(path, "left", type(m).__name__, why)
+    a = act_after() if joinable else None
+    what = _what_convT(a[1] if a is not None else None)
+    if route == "patch":
+        what = what.replace("ConvTranspose2d", type(m).__name__, 1).replace(
+            "-> FusedConvTranspose2d", "-> fused forward (the layer computes its weight)")
+    if policy.convT():
+        return None, FuseEntry(path, "left", what.split(" -> ")[0], policy.convT())
+    r = _Rewrite()
+    r.route = route
+    r.module_ops.append(_op_layer(path, route, "convT", 2, a[2] if a is not None else None,
+                                  a[3] if a is not None else 0.01, type(m).forward is not nn.ConvTranspose2d.forward))
+    if a is not None:
+        r.module_ops.append(_op_identity(a[0]))
+    r.entries.append(FuseEntry(path, "fused", what))
+    return r, r.entries[0]
 
 
 def _act_label(m_or_name):
@@ -459,7 +494,7 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
     modules: Dict[str, nn.Module] = dict(work.named_modules())
     calls = _trace.call_counts(graph)
     rewrites: List[_Rewrite] = []
-    left = report.entries.append
+    record = report.entries.append  # a site's report line (fused sites add theirs with the rewrite)
 
     def mod(n):
         return modules.get(n.target) if n.op == "call_module" else None
@@ -494,6 +529,26 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
         if a.op == "call_method" and a.target in _METHOD_ACTS and len(a.args) == 1 and not a.kwargs:
             return a, _METHOD_ACTS[a.target], 0.01, None
         return None
+
+    def site_kernels(site_nodes) -> List[Optional[int]]:
+        """The kernel size of every convolution the upsampling nodes feed (None where it is not
+        known from the graph: an F.conv2d whose weight is computed)."""
+        ks: List[Optional[int]] = []
+        for n in site_nodes:
+            for u in n.users:
+                m = mod(u)
+                if isinstance(m, nn.Conv2d):
+                    ks.append(m.kernel_size[0])
+                    continue
+                w = u.args[1] if len(u.args) > 1 else u.kwargs.get("weight")
+                t = None
+                if isinstance(w, fx.Node) and w.op == "get_attr":
+                    try:
+                        t = functools.reduce(getattr, w.target.split("."), work)
+                    except AttributeError:
+                        t = None
+                ks.append(t.shape[-1] if isinstance(t, torch.Tensor) and t.dim() == 4 else None)
+        return ks
 
     def consumer(u, src):
         """A plan for the conv consuming ``src`` at node ``u``, or (None, reason)."""
@@ -582,11 +637,11 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
             if not why:
                 r, why = plan_site(site, lambda s: s.args[0], scale, "Upsample", True, n.target, n.target)
             if not why:
-                why = policy.upconv(scale)
+                why = policy.upconv(scale, site_kernels(site))
             convs = [u.target for u in n.users if isinstance(mod(u), nn.Conv2d)]
             nxt = f" + Conv2d '{convs[0]}'" if convs else ""
             if why:
-                left(FuseEntry(n.target, "left", f"{type(m).__name__}{nxt}", why))
+                record(FuseEntry(n.target, "left", f"{type(m).__name__}{nxt}", why))
                 continue
             rewrites.append(r)
             report.entries.extend(r.entries)
@@ -596,7 +651,7 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
             bound = _interp_args(n)
             label = "F.interpolate"
             if bound is None:
-                left(FuseEntry(_where(n), "left", label, "could not read its arguments"))
+                record(FuseEntry(_where(n), "left", label, "could not read its arguments"))
                 continue
             scale, why = _upsample_params(bound["mode"], bound["size"], bound["scale_factor"],
                                           bound["recompute_scale_factor"])
@@ -607,9 +662,9 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
             if not why:
                 r, why = plan_site([n], lambda s: _interp_args(s)["input"], scale, label, False, None, _where(n))
             if not why:
-                why = policy.upconv(scale)
+                why = policy.upconv(scale, site_kernels([n]))
             if why:
-                left(FuseEntry(_where(n), "left", label, why))
+                record(FuseEntry(_where(n), "left", label, why))
                 continue
             rewrites.append(r)
             report.entries.extend(r.entries)
@@ -619,29 +674,17 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
             seen_convT.add(n.target)
             covered.add(n.target)
             path = n.target
-            problem = _convT_problem(m)
-            if not problem and calls[path] > 1:
-                problem = (f"the module is called {calls[path]} times in forward (shared weights): fusing one call "
-                           "would change the others")
-            route, why, joinable = _layer_route(m, nn.ConvTranspose2d) if not problem else (None, problem, False)
-            if route is None:
-                left(FuseEntry(path, "left", type(m).__name__, why))
+            shared = (f"the module is called {calls[path]} times in forward (shared weights): fusing one call "
+                      "would change the others") if calls[path] > 1 else ""
+
+            def act_after(n=n):
+                a = joining_act(n, False)  # modules only: a (node, act, slope, path)
+                return (a[3], type(modules[a[3]]).__name__, a[1], a[2]) if a is not None else None
+
+            r, entry = _convT_decision(path, m, policy, shared, act_after)
+            if r is None:
+                record(entry)
                 continue
-            a = joining_act(n, False) if joinable else None
-            act, slope = (a[1], a[2]) if a is not None else (None, 0.01)
-            what = _what_convT(type(modules[a[3]]).__name__ if a is not None else None)
-            if route == "patch":
-                what = what.replace("ConvTranspose2d", type(m).__name__, 1).replace(
-                    "-> FusedConvTranspose2d", "-> fused forward (the layer computes its weight)")
-            if policy.convT():
-                left(FuseEntry(path, "left", what.split(" -> ")[0], policy.convT()))
-                continue
-            r = _Rewrite()
-            r.module_ops.append(_op_layer(path, route, "convT", 2, act, slope,
-                                          type(m).forward is not nn.ConvTranspose2d.forward))
-            if a is not None:
-                r.module_ops.append(_op_identity(a[3]))
-            r.entries.append(FuseEntry(path, "fused", what))
             rewrites.append(r)
             report.entries.extend(r.entries)
         elif n.op == "call_function" and n.target in _CONVT_FNS:
@@ -649,7 +692,7 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
             # layer.forward(x) directly: fx sees the layer's functional call, not a module call.
             path, m = _forward_called_layer(n, modules)
             if m is None:
-                left(FuseEntry(_where(n), "left", "F.conv_transpose2d",
+                record(FuseEntry(_where(n), "left", "F.conv_transpose2d",
                                "a functional conv_transpose2d call: ganx fuses ConvTranspose2d layers only"))
                 continue
             if path in seen_convT:
@@ -663,7 +706,7 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
             route, why, _ = _layer_route(m, nn.ConvTranspose2d) if not problem else (None, problem, False)
             what = f"{type(m).__name__} (its forward called directly by '{_where(n).split(':')[0]}')"
             if route is None or policy.convT():
-                left(FuseEntry(path, "left", what, why or policy.convT()))
+                record(FuseEntry(path, "left", what, why or policy.convT()))
                 continue
             r = _Rewrite()
             r.module_ops.append(_op_layer(path, "patch", "convT", 2, None, 0.01,
@@ -731,19 +774,11 @@ def _plan_walk(module: nn.Module, prefix: str, report: FuseReport, policy: "_Pol
         path = f"{prefix}{name}"
         if not isinstance(module, nn.Sequential) and isinstance(child, nn.ConvTranspose2d):
             covered.add(path)
-            problem = _convT_problem(child)
-            route, why, _ = _layer_route(child, nn.ConvTranspose2d) if not problem else (None, problem, False)
-            problem = why or policy.convT()
-            if problem:
-                report.entries.append(FuseEntry(path, "left", type(child).__name__, problem))
-            else:
-                # Outside a Sequential the next module is unknown, so no activation joins.
-                r = _Rewrite()
-                r.module_ops.append(_op_layer(path, route, "convT", 2, None, 0.01,
-                                              type(child).forward is not nn.ConvTranspose2d.forward))
-                r.entries.append(FuseEntry(path, "fused", _what_convT(None)))
+            # Outside a Sequential the next module is unknown, so no activation joins.
+            r, entry = _convT_decision(path, child, policy)
+            report.entries.append(entry)
+            if r is not None:
                 rewrites.append(r)
-                report.entries.extend(r.entries)
             continue
         if not isinstance(module, nn.Sequential) and isinstance(child, nn.Upsample):
             covered.add(path)
@@ -775,7 +810,7 @@ def _plan_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, policy
             scale, why = _upsample_scale(prev)
             problem = why or _conv_problem(m)
             route, rwhy, joinable = _layer_route(m, nn.Conv2d) if not problem else (None, "", False)
-            problem = problem or rwhy or policy.upconv(scale)
+            problem = problem or rwhy or policy.upconv(scale, [m.kernel_size[0]])
             if problem:
                 report.entries.append(FuseEntry(path, "left", f"{type(prev).__name__} + {type(m).__name__}", problem))
                 continue
@@ -794,27 +829,17 @@ def _plan_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, policy
             report.entries.extend(r.entries)
         elif isinstance(m, nn.ConvTranspose2d):
             covered.add(path)
-            problem = _convT_problem(m)
-            route, why, joinable = _layer_route(m, nn.ConvTranspose2d) if not problem else (None, problem, False)
-            if route is None:
-                report.entries.append(FuseEntry(path, "left", type(m).__name__, why))
-                continue
-            act_mod = act_after(i) if joinable else None
-            act, slope = _act_of(act_mod) if act_mod is not None else (None, 0.01)
-            label = act_mod and type(act_mod).__name__
-            if policy.convT():
-                report.entries.append(FuseEntry(path, "left", _what_convT(label).replace(" -> FusedConvTranspose2d", ""),
-                                                policy.convT()))
-                continue
-            r = _Rewrite()
-            r.module_ops.append(_op_layer(path, route, "convT", 2, act, slope,
-                                          type(m).forward is not nn.ConvTranspose2d.forward))
-            if act_mod is not None:
-                r.module_ops.append(_op_identity(f"{prefix}{names[i + 1]}"))
-                consumed.add(i + 1)
-            r.entries.append(FuseEntry(path, "fused", _what_convT(label)))
-            rewrites.append(r)
-            report.entries.extend(r.entries)
+
+            def seq_act(i=i):
+                a = act_after(i)
+                return (f"{prefix}{names[i + 1]}", type(a).__name__, *_act_of(a)) if a is not None else None
+
+            r, entry = _convT_decision(path, m, policy, act_after=seq_act)
+            report.entries.append(entry)
+            if r is not None:
+                rewrites.append(r)
+                if len(r.module_ops) > 1:  # the activation joined
+                    consumed.add(i + 1)
         elif isinstance(m, nn.Upsample):
             nxt = mods[i + 1] if i + 1 < len(mods) else None
             if not isinstance(nxt, nn.Conv2d):
@@ -1044,7 +1069,8 @@ def fuse(model: nn.Module, inplace: bool = False, *, where_slower: str = "leave"
         inplace: change ``model`` itself instead of a deep copy.
         where_slower: ``"leave"`` (default): a supported pattern for which ganx is measured
             slower on ``device`` (on the CPU: ConvTranspose2d(4, 2, 1), Upsample at scale 1, 3
-            or 4) is left as it is, with the reason in the report; ``"fuse"``: fuse it anyway.
+            or 4 feeding a 3x3 or 5x5 conv) is left as it is, with the reason in the report;
+            ``"fuse"``: fuse it anyway.
         device: the device the model will train on (default: where its parameters are now).
         trace: read the model through torch.fx (default); ``False`` walks the module tree only.
         example_input: a batch of the model's inputs (a tensor or a tuple) for the proof; by
@@ -1065,12 +1091,12 @@ def fuse(model: nn.Module, inplace: bool = False, *, where_slower: str = "leave"
     if type(model) is nn.ConvTranspose2d:  # a bare layer: nothing around it to keep
         target = model if inplace else _trace.deepcopy(model)
         report.method = "a single layer"
-        problem = _convT_problem(target) or (_layer_route(target, nn.ConvTranspose2d)[1]) or policy.convT()
-        if problem or _layer_route(target, nn.ConvTranspose2d)[0] != "swap":
-            report.entries.append(FuseEntry("", "left", "ConvTranspose2d",
-                                            problem or "the layer computes its weight (spectral_norm / hooks)"))
+        r, entry = _convT_decision("", target, policy)
+        if r is not None and r.route != "swap":
+            entry = FuseEntry("", "left", type(target).__name__, "the layer computes its weight (spectral_norm / hooks)")
+        report.entries.append(entry)
+        if entry.action == "left":
             return target, report
-        report.entries.append(FuseEntry("", "fused", _what_convT(None)))
         return _make_convT(target, None, 0.01), report
     work = _trace.deepcopy(model)   # analysed (and traced) only; the result is built from the model itself
     graph, why = _trace.trace(work) if trace else (None, "trace=False")

@@ -1,3 +1,5 @@
 """ganx modules: fused layers and losses."""
-from ganx.nn.losses import BCELoss, BCEWithLogitsLoss, DiscriminatorBCELoss, GeneratorBCELoss  # noqa: F401
+from ganx.nn.losses import (  # noqa: F401
+    BCELoss, BCEWithLogitsLoss, DiscriminatorBCELoss, GeneratorBCELoss, HingeDiscriminatorLoss, HingeGeneratorLoss,
+    WassersteinDiscriminatorLoss, WassersteinGeneratorLoss)
 from ganx.nn.upsample_conv import FusedConvTranspose2d, UpsampleConv2d  # noqa: F401

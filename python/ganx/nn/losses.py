@@ -1,6 +1,8 @@
-"""Loss modules over ganx's fused BCE kernels (see ganx.ops.bce for the math).
+"""Loss modules over ganx's fused loss kernels (see ganx.ops.bce and ganx.ops.critic for the math).
 
 ``DiscriminatorBCELoss`` / ``GeneratorBCELoss`` are the GAN losses on logits;
+``HingeDiscriminatorLoss`` / ``HingeGeneratorLoss`` and ``WassersteinDiscriminatorLoss`` /
+``WassersteinGeneratorLoss`` the critic losses on raw scores;
 ``BCEWithLogitsLoss`` / ``BCELoss`` are drop-ins for torch's modules (same constructor and call
 signatures, same results). Every module takes ``impl="fused"`` (default, the ganx kernels) or
 ``impl="reference"`` (plain PyTorch, ganx.ops.reference), e.g. for higher-order gradients.
@@ -13,9 +15,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ganx.ops import bce as _fused
+from ganx.ops import critic as _critic
 from ganx.ops import reference as _ref
 
-__all__ = ["DiscriminatorBCELoss", "GeneratorBCELoss", "BCEWithLogitsLoss", "BCELoss"]
+__all__ = ["DiscriminatorBCELoss", "GeneratorBCELoss", "BCEWithLogitsLoss", "BCELoss", "HingeDiscriminatorLoss",
+           "HingeGeneratorLoss", "WassersteinDiscriminatorLoss", "WassersteinGeneratorLoss"]
 
 
 def _impl(name: str, impl: str) -> str:
@@ -86,6 +90,73 @@ class GeneratorBCELoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, target={self.target}, reduction={self.reduction!r}, impl={self.impl!r}"
+
+
+class _CriticDiscriminator(nn.Module):
+    _kind = "?"
+
+    def __init__(self, reduction: str = "mean", return_stats: bool = False, *, impl: str = "fused"):
+        super().__init__()
+        name = type(self).__name__
+        self.impl = _impl(name, impl)
+        _fused.check_reduction(name, reduction)
+        self.reduction = reduction
+        self.return_stats = bool(return_stats)
+
+    def forward(self, real_logits: Tensor, fake_logits: Tensor):
+        fn = getattr(_critic if self.impl == "fused" else _ref, f"{self._kind}_discriminator_loss")
+        return fn(real_logits, fake_logits, reduction=self.reduction, return_stats=self.return_stats)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, impl={self.impl!r}"
+
+
+class _CriticGenerator(nn.Module):
+    _kind = "?"
+
+    def __init__(self, reduction: str = "mean", *, impl: str = "fused"):
+        super().__init__()
+        name = type(self).__name__
+        self.impl = _impl(name, impl)
+        _fused.check_reduction(name, reduction)
+        self.reduction = reduction
+
+    def forward(self, fake_logits: Tensor) -> Tensor:
+        fn = getattr(_critic if self.impl == "fused" else _ref, f"{self._kind}_generator_loss")
+        return fn(fake_logits, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, impl={self.impl!r}"
+
+
+class HingeDiscriminatorLoss(_CriticDiscriminator):
+    """``mean relu(1 - real) + mean relu(1 + fake)`` on D's raw scores (SAGAN, BigGAN, SNGAN).
+
+    ``forward(real_logits, fake_logits)`` returns the loss, or ``(loss, CriticStats)`` with
+    ``return_stats=True`` (the reference impl: a float32 tensor of the same four values).
+    reduction "none" gives the pair ``(loss_real, loss_fake)``.
+    """
+
+    _kind = "hinge"
+
+
+class WassersteinDiscriminatorLoss(_CriticDiscriminator):
+    """``mean fake - mean real`` (the WGAN critic's loss). D needs a Lipschitz constraint (a gradient
+    penalty such as R1 / WGAN-GP, or spectral norm). Arguments as :class:`HingeDiscriminatorLoss`."""
+
+    _kind = "wasserstein"
+
+
+class HingeGeneratorLoss(_CriticGenerator):
+    """G's hinge loss ``-mean D(G(z))`` on raw scores."""
+
+    _kind = "hinge"
+
+
+class WassersteinGeneratorLoss(_CriticGenerator):
+    """G's Wasserstein loss ``-mean D(G(z))`` on raw scores (the same math as the hinge G loss)."""
+
+    _kind = "wasserstein"
 
 
 class _ElementwiseBCE(nn.Module):

@@ -12,14 +12,18 @@ A loss owns both updates' objectives and the figures they report:
   ``d_loss``, ``g_loss`` and these.
 
 Most losses only look at logits: they subclass :class:`LogitLoss` and write ``d_loss`` /
-``g_loss`` on logits. Adding a loss = one class here and one line in :data:`LOSSES`; the
+``g_loss`` on logits. D is called as ``D(x)`` when the run is unconditional (``labels`` None) and
+``D(x, labels)`` otherwise, so any unconditional D works as it is (``forward(self, x)``). Adding a loss = one class here and one line in :data:`LOSSES`; the
 training loop does not change.
 
 * ``bce`` (default): D: ``BCE(real, real_target) + BCE(fake, 0)``; G: non-saturating
   ``-log D(G(z))`` or minimax ``log(1 - D(G(z)))``. ``impl="fused"`` runs ganx's one-pass kernels
   (ganx.ops.bce), ``impl="reference"`` their pure-PyTorch twins (ganx.ops.reference).
 * ``hinge`` (Lim & Ye 2017; SAGAN, BigGAN): D: ``mean relu(1 - real) + mean relu(1 + fake)``;
-  G: ``-mean fake``.
+  G: ``-mean fake``. ``impl="fused"``: ganx's one-pass kernels (ganx.ops.critic).
+* ``wgan`` (Arjovsky et al. 2017): D (the critic) minimises ``mean fake - mean real``; G:
+  ``-mean fake``. It needs a Lipschitz constraint on D, or the critic's scores grow without bound:
+  a gradient penalty (``--r1-gamma``, below) or spectral normalisation (``--spectral-norm``).
 * :class:`R1Penalty` (Mescheder et al. 2018; StyleGAN's default regulariser): adds
   ``gamma / 2 * E ||grad_x D(x)||^2`` on real images to any loss's D objective (a double
   backward through D only).
@@ -29,16 +33,22 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ganx.ops import bce as _fused_bce
+from ganx.ops import critic as _fused_critic
 from ganx.ops import reference as _reference
 
-__all__ = ["GANLoss", "LogitLoss", "BCELoss", "HingeLoss", "R1Penalty", "LOSSES", "build_loss",
-           "discriminate"]
+__all__ = ["GANLoss", "LogitLoss", "BCELoss", "HingeLoss", "WGANLoss", "R1Penalty", "LOSSES", "build_loss",
+           "discriminate", "call_d"]
 
 Stats = Dict[str, Tensor]
+
+
+def call_d(D, x: Tensor, labels: Optional[Tensor]) -> Tensor:
+    """``D(x)`` for an unconditional run (``labels`` None), ``D(x, labels)`` otherwise: a user's D
+    whose forward takes no labels works as it is."""
+    return D(x) if labels is None else D(x, labels)
 
 
 def discriminate(D, real: Tensor, fake: Tensor, labels: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -46,7 +56,7 @@ def discriminate(D, real: Tensor, fake: Tensor, labels: Optional[Tensor]) -> Tup
     (valid because D has no layer that mixes samples across its real and fake halves)."""
     n = real.shape[0]
     both_y = torch.cat([labels, labels]) if labels is not None else None
-    logits = D(torch.cat([real, fake.to(real.dtype)]), both_y)
+    logits = call_d(D, torch.cat([real, fake.to(real.dtype)]), both_y)
     return logits[:n], logits[n:]
 
 
@@ -87,7 +97,7 @@ class LogitLoss(GANLoss):
         return self.d_loss(real_logits.float(), fake_logits.float())
 
     def g_step(self, D, fake, labels):
-        return self.g_loss(D(fake, labels).float())
+        return self.g_loss(call_d(D, fake, labels).float())
 
 
 class BCELoss(LogitLoss):
@@ -99,8 +109,7 @@ class BCELoss(LogitLoss):
              "d_fake": "mean D(G(z))"}
 
     def __init__(self, impl: str = "fused", g_mode: str = "non_saturating", real_target: float = 1.0):
-        if impl not in ("fused", "reference"):
-            raise ValueError(f"BCELoss: impl must be 'fused' or 'reference', got {impl!r}")
+        _check_impl("BCELoss", impl)
         if g_mode not in _fused_bce.GENERATOR_MODES:
             raise ValueError(f"BCELoss: g_mode must be 'non_saturating' or 'minimax', got {g_mode!r}")
         self.impl, self.g_mode, self.real_target = impl, g_mode, float(real_target)
@@ -121,24 +130,54 @@ class BCELoss(LogitLoss):
         return self._ops.bce_generator_loss(fake_logits, mode=self.g_mode)
 
 
-class HingeLoss(LogitLoss):
-    """Hinge loss: D: ``mean relu(1 - real) + mean relu(1 + fake)``, G: ``-mean fake``. Stats: D's
-    accuracy on real and on fake, and its mean raw logits (not probabilities: hinge logits are
-    margins, not log-odds)."""
+def _check_impl(name: str, impl: str) -> str:
+    if impl not in ("fused", "reference"):
+        raise ValueError(f"{name}: impl must be 'fused' or 'reference', got {impl!r}")
+    return impl
 
-    name = "hinge"
+
+class _CriticLoss(LogitLoss):
+    """The critic losses on raw scores (the math is in ganx.ops.critic). Stats: D's accuracy on
+    real and on fake (a score > 0 reads "real") and its mean raw scores (not probabilities: these
+    scores are margins, not log-odds). ``impl="fused"`` runs ganx's one-pass kernels,
+    ``impl="reference"`` their pure-PyTorch twins (ganx.ops.reference)."""
+
+    kind = "?"
     stats = {"acc_real": "D accuracy, real", "acc_fake": "D accuracy, fake", "logit_real": "mean logit, real",
              "logit_fake": "mean logit, fake"}
 
+    def __init__(self, impl: str = "fused"):
+        self.impl = _check_impl(type(self).__name__, impl)
+        ops = _fused_critic if impl == "fused" else _reference
+        self._d = getattr(ops, f"{self.kind}_discriminator_loss")
+        self._g = getattr(ops, f"{self.kind}_generator_loss")
+
+    @classmethod
+    def from_config(cls, cfg) -> "_CriticLoss":
+        return cls(cfg.impl)
+
     def d_loss(self, real_logits, fake_logits):
-        loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-        with torch.no_grad():
-            stats = {"acc_real": (real_logits > 0).float().mean(), "acc_fake": (fake_logits <= 0).float().mean(),
-                     "logit_real": real_logits.mean(), "logit_fake": fake_logits.mean()}
-        return loss, stats
+        loss, stats = self._d(real_logits, fake_logits, return_stats=True)
+        # A CriticStats (fused) or a 4-vector (reference): both iterate in this order.
+        return loss, dict(zip(self.stats, stats))
 
     def g_loss(self, fake_logits):
-        return -fake_logits.mean()
+        return self._g(fake_logits)
+
+
+class HingeLoss(_CriticLoss):
+    """Hinge loss: D: ``mean relu(1 - real) + mean relu(1 + fake)``, G: ``-mean fake``."""
+
+    name = "hinge"
+    kind = "hinge"
+
+
+class WGANLoss(_CriticLoss):
+    """Wasserstein loss: D (the critic) minimises ``mean fake - mean real``, G: ``-mean fake``.
+    D needs a Lipschitz constraint: ``--r1-gamma`` (a gradient penalty) or ``--spectral-norm``."""
+
+    name = "wgan"
+    kind = "wasserstein"
 
 
 class R1Penalty(GANLoss):
@@ -174,7 +213,7 @@ class R1Penalty(GANLoss):
         return self.base.g_step(D, fake, labels)
 
 
-LOSSES = {"bce": BCELoss, "hinge": HingeLoss}
+LOSSES = {"bce": BCELoss, "hinge": HingeLoss, "wgan": WGANLoss}
 
 
 def build_loss(cfg) -> GANLoss:
