@@ -1,25 +1,62 @@
-"""Generator / Discriminator: shapes, conditioning, fused vs reference layers, errors."""
+"""Generator / Discriminator: shapes, conditioning, fused vs reference layers, errors. The
+contract tests run over every architecture of the registry (GENERATORS / DISCRIMINATORS);
+the ResNet pair is also checked against functional oracles written here."""
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ganx.models import Discriminator, Generator
+from ganx.models import DISCRIMINATORS, GENERATORS, Discriminator, Generator, ResNetDiscriminator, ResNetGenerator
+
+G_ARCHS = sorted(GENERATORS)
+D_ARCHS = sorted(DISCRIMINATORS)
 
 
+def make_g(arch, **kw):
+    return GENERATORS[arch](**{"latent_dim": 8, "image_size": 16, "width": 4, **kw})
+
+
+def make_d(arch, **kw):
+    return DISCRIMINATORS[arch](**{"image_size": 16, "width": 4, **kw})
+
+
+def test_registry_holds_both_families():
+    assert GENERATORS == {"dcgan": Generator, "resnet": ResNetGenerator}
+    assert DISCRIMINATORS == {"dcgan": Discriminator, "resnet": ResNetDiscriminator}
+    for table in (GENERATORS, DISCRIMINATORS):
+        for name, cls in table.items():
+            assert cls.arch == name and callable(cls.from_config) and callable(cls.config)
+
+
+@pytest.mark.parametrize("arch", G_ARCHS)
 @pytest.mark.parametrize("size", [16, 32, 64, 128])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_shapes_and_range(size, channels):
+def test_generator_shapes_and_range(arch, size, channels):
     torch.manual_seed(0)
-    G = Generator(latent_dim=8, image_size=size, channels=channels, width=4)
-    D = Discriminator(image_size=size, channels=channels, width=4)
+    G = make_g(arch, image_size=size, channels=channels)
     x = G(torch.randn(2, 8))
     assert x.shape == (2, channels, size, size)
     assert x.abs().max() <= 1  # tanh output
-    assert D(x).shape == (2,)
 
 
-def test_conditional_generator_uses_the_label():
+@pytest.mark.parametrize("arch", D_ARCHS)
+@pytest.mark.parametrize("size", [16, 32, 64, 128])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_discriminator_shapes(arch, size, channels):
+    D = make_d(arch, image_size=size, channels=channels)
+    assert D(torch.rand(2, channels, size, size) * 2 - 1).shape == (2,)
+    with pytest.raises(ValueError, match=f"x must be \\(N, {channels}, {size}, {size}\\)"):
+        D(torch.rand(2, channels, size // 2, size // 2))
+
+
+@pytest.mark.parametrize("arch", G_ARCHS)
+def test_conditional_generator_uses_the_label(arch):
     torch.manual_seed(0)
-    G = Generator(latent_dim=8, image_size=16, width=4, num_classes=10).eval()
+    G = make_g(arch, num_classes=10)
+    if arch == "resnet":  # conditional BN starts as the identity (gain 1, bias 0): make the classes differ
+        for m in G.modules():
+            if getattr(m, "gain", None) is not None:
+                torch.nn.init.normal_(m.gain.weight, 1.0, 0.5)
+    G.eval()
     z = torch.randn(1, 8).repeat(2, 1)
     x = G(z, torch.tensor([1, 7]))
     assert not torch.equal(x[0], x[1])
@@ -27,94 +64,172 @@ def test_conditional_generator_uses_the_label():
         G(z)
 
 
-def test_unconditional_rejects_labels():
-    G = Generator(latent_dim=8, image_size=16, width=4)
+@pytest.mark.parametrize("g_arch,d_arch", list(zip(G_ARCHS, D_ARCHS)))
+def test_unconditional_rejects_labels(g_arch, d_arch):
+    G = make_g(g_arch)
     with pytest.raises(ValueError, match="unconditional"):
         G(torch.randn(2, 8), torch.tensor([0, 1]))
-    D = Discriminator(image_size=16, width=4)
+    D = make_d(d_arch)
     with pytest.raises(ValueError, match="unconditional"):
         D(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="conditional; pass labels"):
+        make_d(d_arch, num_classes=3)(torch.randn(2, 1, 16, 16))
 
 
-def test_projection_discriminator_depends_on_label():
+@pytest.mark.parametrize("arch", D_ARCHS)
+def test_projection_discriminator_depends_on_label(arch):
     torch.manual_seed(0)
-    D = Discriminator(image_size=16, width=4, num_classes=3)
+    D = make_d(arch, num_classes=3)
     x = torch.randn(1, 1, 16, 16).repeat(3, 1, 1, 1)
     out = D(x, torch.tensor([0, 1, 2]))
     assert out.shape == (3,) and len(set(out.tolist())) == 3
 
 
-def test_fused_matches_reference_layers():
-    """Same weights, both impls: the fused upsample+conv must give the reference's output."""
+def _grads(out, inputs):
+    torch.manual_seed(1)
+    w = torch.randn_like(out)
+    return torch.autograd.grad((out * w).sum(), inputs, allow_unused=True)
+
+
+def _assert_same(out_a, grads_a, out_b, grads_b, names, **tol):
+    torch.testing.assert_close(out_a, out_b, **tol)
+    for name, ga, gb in zip(names, grads_a, grads_b):
+        assert (ga is None) == (gb is None), name
+        if ga is not None:
+            torch.testing.assert_close(ga, gb, **tol, msg=lambda m: f"gradient of {name}: {m}")
+
+
+@pytest.mark.parametrize("arch", G_ARCHS)
+@pytest.mark.parametrize("conditional", [True, False, "embedding"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_fused_matches_reference_layers_float64(arch, conditional, train):
+    """Same weights, both impls, float64: the fused upsample+conv layers give the pure-PyTorch
+    twin's output and every gradient (the latent's and each parameter's), in train mode (batch
+    statistics) and in eval mode; class-conditional, unconditional and conditioned on a vector."""
     torch.manual_seed(0)
-    Gf = Generator(latent_dim=8, image_size=32, width=4, num_classes=10, impl="fused").eval()
-    Gr = Generator(latent_dim=8, image_size=32, width=4, num_classes=10, impl="reference").eval()
+    emb = conditional == "embedding"
+    kw = dict(image_size=32, width=4, num_classes=10 if conditional is True else None, embedding_dim=6 if emb else None)
+    Gf = make_g(arch, impl="fused", **kw).double().train(train)
+    Gr = make_g(arch, impl="reference", **kw).double().train(train)
     Gr.load_state_dict(Gf.state_dict())
-    z, y = torch.randn(5, 8), torch.arange(5)
-    torch.testing.assert_close(Gf(z, y), Gr(z, y), rtol=1e-4, atol=1e-5)
+    z = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(5, 6, dtype=torch.float64) if emb else (torch.arange(5) if conditional else None)
+    names = ["z"] + [n for n, _ in Gf.named_parameters()]
+    outs = []
+    for G in (Gf, Gr):
+        out = G(z, y)
+        outs.append((out, _grads(out, [z, *G.parameters()])))
+    _assert_same(*outs[0], *outs[1], names, rtol=1e-10, atol=1e-12)
 
 
-def test_spectral_norm_bounds_weights():
+def _sn_modules(D):
+    return [m for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding))]
+
+
+@pytest.mark.parametrize("arch", D_ARCHS)
+def test_spectral_norm_bounds_weights(arch):
     torch.manual_seed(0)
-    D = Discriminator(image_size=16, width=4, spectral_norm=True, num_classes=10)
+    D = make_d(arch, spectral_norm=True, num_classes=10)
     for _ in range(20):  # power iterations converge in training mode
         D(torch.randn(4, 1, 16, 16), torch.zeros(4, dtype=torch.long))
-    w = D.features[0].weight
-    assert torch.linalg.matrix_norm(w.flatten(1), ord=2) <= 1.05
+    mods = _sn_modules(D)
+    assert mods and all(hasattr(m, "parametrizations") for m in mods), "spectral norm on every weight"
+    for m in mods:
+        assert torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2) <= 1.05
 
 
-def test_config_roundtrip():
-    G = Generator(latent_dim=8, image_size=16, width=4, num_classes=10, impl="reference")
-    G2 = Generator(**G.config())
-    G2.load_state_dict(G.state_dict())
-    D = Discriminator(image_size=16, width=4, num_classes=3, spectral_norm=True)
-    Discriminator(**D.config()).load_state_dict(D.state_dict())
+def test_resnet_discriminator_has_spectral_norm_by_default():
+    from ganx.train import TrainConfig
+
+    D = ResNetDiscriminator(image_size=16, width=4, num_classes=3)
+    assert D.spectral_norm and all(hasattr(m, "parametrizations") for m in _sn_modules(D))
+    assert len(_sn_modules(D)) == 2 * 3 + 2  # two blocks of three convs, the head, the embedding
+    cfg = TrainConfig(discriminator="resnet", image_size=16, d_width=4, channels=1)
+    assert cfg.spectral_norm is True and cfg.loss == "hinge"
+    assert ResNetDiscriminator.from_config(cfg, 3).spectral_norm
+    off = TrainConfig(discriminator="resnet", spectral_norm=False, loss="bce", channels=1, image_size=16, d_width=4)
+    assert not ResNetDiscriminator.from_config(off, 3).spectral_norm and off.loss == "bce"
+    assert not any(hasattr(m, "parametrizations") for m in _sn_modules(ResNetDiscriminator.from_config(off, 3)))
+
+
+@pytest.mark.parametrize("g_arch", G_ARCHS)
+@pytest.mark.parametrize("d_arch", D_ARCHS)
+def test_config_roundtrip(g_arch, d_arch):
+    for num_classes, embedding_dim in ((10, None), (None, None), (None, 7)):
+        G = make_g(g_arch, num_classes=num_classes, impl="reference", embedding_dim=embedding_dim)
+        G2 = GENERATORS[g_arch](**G.config())
+        G2.load_state_dict(G.state_dict())
+        assert G2.config() == G.config()
+        assert G.config().get("embedding_dim") == embedding_dim  # recorded only when set
+        assert ("embedding_dim" in G.config()) is (embedding_dim is not None)
+        D = make_d(d_arch, num_classes=num_classes and 3, spectral_norm=True, embedding_dim=embedding_dim)
+        D2 = DISCRIMINATORS[d_arch](**D.config())
+        D2.load_state_dict(D.state_dict())
+        assert D2.config() == D.config()
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(image_size=24), "image_size must be one of"),
+    (dict(image_size=256), "image_size must be one of"),
     (dict(channels=2), "channels must be 1 or 3"),
     (dict(num_classes=1), "num_classes"),
 ])
-def test_constructor_errors(kwargs, match):
+@pytest.mark.parametrize("g_arch,d_arch", list(zip(G_ARCHS, D_ARCHS)))
+def test_constructor_errors(kwargs, match, g_arch, d_arch):
+    G, D = GENERATORS[g_arch], DISCRIMINATORS[d_arch]
     with pytest.raises(ValueError, match=match):
-        Generator(**kwargs)
+        G(**kwargs)
     with pytest.raises(ValueError, match=match):
-        Discriminator(**kwargs)
+        D(**kwargs)
     with pytest.raises(ValueError, match="impl must be"):
-        Generator(impl="cuda")
+        G(impl="cuda")
     with pytest.raises(TypeError, match="impl"):
-        Discriminator(impl="fused")  # D has no fused layer, so no impl to choose
+        D(impl="fused")  # D has no fused layer, so no impl to choose
 
 
-def test_registry_builds_by_name():
-    from ganx.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
+@pytest.mark.parametrize("g_arch", G_ARCHS)
+@pytest.mark.parametrize("d_arch", D_ARCHS)
+def test_registry_builds_by_name(g_arch, d_arch):
+    from ganx.models import build_discriminator, build_generator
     from ganx.train import TrainConfig
 
-    assert GENERATORS["dcgan"] is Generator and DISCRIMINATORS["dcgan"] is Discriminator
     cfg = TrainConfig(image_size=16, channels=1, latent_dim=8, g_width=4, d_width=4, spectral_norm=True,
-                      impl="reference")
+                      impl="reference", generator=g_arch, discriminator=d_arch)
     G = GENERATORS[cfg.generator].from_config(cfg, 10)
     D = DISCRIMINATORS[cfg.discriminator].from_config(cfg, 10)
+    assert (type(G).arch, type(D).arch) == (g_arch, d_arch)
     assert (G.latent_dim, G.width, G.num_classes, G.impl) == (8, 4, 10, "reference")
     assert (D.width, D.spectral_norm, D.minibatch_std) == (4, True, 4)
     G2 = build_generator(G.arch, G.config())
     G2.load_state_dict(G.state_dict())
     build_discriminator(D.arch, D.config()).load_state_dict(D.state_dict())
-    with pytest.raises(ValueError, match="unknown generator architecture 'stylegan'; known: dcgan"):
+    with pytest.raises(ValueError, match="unknown generator architecture 'stylegan'; known: dcgan, resnet"):
         build_generator("stylegan", {})
     with pytest.raises(ValueError, match="unknown discriminator architecture"):
         build_discriminator("nope", {})
 
 
-def test_one_pass_over_real_and_fake_equals_two():
-    """The trainer sends cat([real, fake]) through D once; minibatch-std groups must not mix them."""
+@pytest.mark.parametrize("arch", D_ARCHS)
+@pytest.mark.parametrize("sn", [False, True])
+@pytest.mark.parametrize("cond", ["class", "embedding"])
+def test_one_pass_over_real_and_fake_equals_two(arch, sn, cond):
+    """The trainer sends cat([real, fake]) through D once; minibatch-std groups must not mix them
+    (nor any other layer: no BatchNorm in a D). With spectral norm each pass runs a power
+    iteration, so every pass starts from the same state."""
     torch.manual_seed(0)
-    D = Discriminator(image_size=16, width=4, num_classes=10, minibatch_std=4)
+    if cond == "class":
+        D = make_d(arch, num_classes=10, minibatch_std=4, spectral_norm=sn)
+        y = torch.randint(0, 10, (12,))
+    else:
+        D = make_d(arch, embedding_dim=5, minibatch_std=4, spectral_norm=sn)
+        y = torch.randn(12, 5)
+    state = {k: v.clone() for k, v in D.state_dict().items()}
     real, fake = torch.randn(12, 1, 16, 16), torch.randn(12, 1, 16, 16)
-    y = torch.randint(0, 10, (12,))
     both = D(torch.cat([real, fake]), torch.cat([y, y]))
-    torch.testing.assert_close(both, torch.cat([D(real, y), D(fake, y)]))
+    D.load_state_dict(state)
+    first = D(real, y)
+    D.load_state_dict(state)
+    torch.testing.assert_close(both, torch.cat([first, D(fake, y)]))
 
 
 def test_minibatch_std_sees_collapse():
@@ -124,3 +239,112 @@ def test_minibatch_std_sees_collapse():
     assert MinibatchStd(4)(same)[:, -1].max() < 1e-3
     assert MinibatchStd(4)(torch.randn(8, 2, 4, 4))[:, -1].min() > 0.3
     assert MinibatchStd(4)(torch.randn(6, 2, 4, 4)).shape == (6, 3, 4, 4)  # group size falls back to 3
+
+
+# ----------------------------------------------------------------- the ResNet pair against oracles
+
+def _up(t):
+    return F.interpolate(t, scale_factor=2, mode="nearest")
+
+
+def resnet_g_oracle(G, z, y):
+    """SNGAN's ResNet generator written out with functional PyTorch from G's parameters (batch
+    statistics, as in training): Linear -> blocks of BN-ReLU-up-conv3x3-BN-ReLU-conv3x3 plus the
+    up-conv1x1 shortcut (class-conditional BN gains and biases) -> BN-ReLU-conv3x3-tanh."""
+    def bn(m, x):
+        xh = F.batch_norm(x, None, None, training=True, eps=m.bn.eps)
+        if m.gain is None:
+            return xh * m.bn.weight[:, None, None] + m.bn.bias[:, None, None]
+        return xh * m.gain.weight[y][:, :, None, None] + m.bias.weight[y][:, :, None, None]
+
+    h = F.linear(z, G.project.weight, G.project.bias).view(z.shape[0], -1, 4, 4)
+    for b in G.blocks:
+        r = F.conv2d(_up(F.relu(bn(b.bn1, h))), b.conv1.weight, b.conv1.bias, padding=1)
+        r = F.conv2d(F.relu(bn(b.bn2, r)), b.conv2.weight, b.conv2.bias, padding=1)
+        h = r + F.conv2d(_up(h), b.shortcut.weight, b.shortcut.bias)
+    h = F.relu(F.batch_norm(h, None, None, G.bn.weight, G.bn.bias, training=True, eps=G.bn.eps))
+    return torch.tanh(F.conv2d(h, G.to_image.weight, G.to_image.bias, padding=1))
+
+
+def resnet_d_oracle(D, x, y):
+    """SNGAN's ResNet discriminator written out from D's (spectrally normalised) weights: blocks of
+    [ReLU]-conv3x3-ReLU-conv3x3-avgpool plus the conv1x1-then-avgpool shortcut (SNGAN's order),
+    ReLU, sum over pixels, linear, plus the projection <embed(y), h>."""
+    h = x
+    for i, b in enumerate(D.blocks):
+        r = F.conv2d(h if i == 0 else F.relu(h), b.conv1.weight, b.conv1.bias, padding=1)
+        r = F.avg_pool2d(F.conv2d(F.relu(r), b.conv2.weight, b.conv2.bias, padding=1), 2)
+        h = r + F.avg_pool2d(F.conv2d(h, b.shortcut.weight, b.shortcut.bias), 2)
+    if D.mbstd is not None:
+        h = D.mbstd(h)
+    h = F.relu(h).sum(dim=(2, 3))
+    out = F.linear(h, D.head.weight, D.head.bias).squeeze(1)
+    if y is not None:
+        out = out + (D.embed.weight[y] * h).sum(1)
+    return out
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("conditional", [True, False])
+@pytest.mark.parametrize("size", [16, 32])
+def test_resnet_generator_matches_its_oracle_float64(impl, conditional, size):
+    torch.manual_seed(0)
+    G = ResNetGenerator(latent_dim=8, image_size=size, width=4, num_classes=10 if conditional else None,
+                        impl=impl).double().train()
+    for m in G.modules():  # make every BN gain and bias matter
+        if isinstance(m, torch.nn.Embedding):
+            torch.nn.init.normal_(m.weight, 1.0, 0.3)
+        elif isinstance(m, torch.nn.BatchNorm2d) and m.affine:
+            torch.nn.init.normal_(m.weight, 1.0, 0.3)
+            torch.nn.init.normal_(m.bias, 0.0, 0.3)
+    z = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 3, 9, 1, 0]) if conditional else None
+    params = [z, *G.parameters()]
+    names = ["z"] + [n for n, _ in G.named_parameters()]
+    out = G(z, y)
+    ref = resnet_g_oracle(G, z, y)
+    _assert_same(out, _grads(out, params), ref, _grads(ref, params), names, rtol=1e-10, atol=1e-12)
+    # channels halve from width * 2**(blocks-1) at 4x4, the last block keeps width
+    n = size.bit_length() - 3
+    assert [b.conv1.out_channels for b in G.blocks] == [4 * 2 ** max(n - 2 - i, 0) for i in range(n)]
+    assert G.blocks[0].conv1.in_channels == 4 * 2 ** (n - 1)
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+@pytest.mark.parametrize("mbstd", [0, 4])
+@pytest.mark.parametrize("size", [16, 32])
+def test_resnet_discriminator_matches_its_oracle_float64(conditional, mbstd, size):
+    torch.manual_seed(0)
+    D = ResNetDiscriminator(image_size=size, width=4, num_classes=3 if conditional else None,
+                            minibatch_std=mbstd).double()
+    for _ in range(3):
+        D(torch.randn(8, 1, size, size, dtype=torch.float64), torch.zeros(8, dtype=torch.long) if conditional else None)
+    D.eval()  # no power iteration: both sides see the same normalised weights
+    for m in D.modules():
+        if getattr(m, "bias", None) is not None and isinstance(m.bias, torch.nn.Parameter):
+            torch.nn.init.normal_(m.bias, 0.0, 0.3)
+    x = torch.randn(8, 1, size, size, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 2, 1, 0, 0, 1]) if conditional else None
+    params = [x, *D.parameters()]
+    names = ["x"] + [n for n, _ in D.named_parameters()]
+    out = D(x, y)
+    ref = resnet_d_oracle(D, x, y)
+    _assert_same(out, _grads(out, params), ref, _grads(ref, params), names, rtol=1e-10, atol=1e-12)
+    assert [b.conv2.out_channels for b in D.blocks] == [4 * 2 ** i for i in range(size.bit_length() - 3)]
+
+
+def test_conditional_batch_norm():
+    from ganx.models.resnet import ConditionalBatchNorm2d
+
+    torch.manual_seed(0)
+    bn = ConditionalBatchNorm2d(3, num_classes=4).double()
+    torch.nn.init.normal_(bn.gain.weight)
+    torch.nn.init.normal_(bn.bias.weight)
+    x, y = torch.randn(5, 3, 2, 2, dtype=torch.float64), torch.tensor([0, 3, 1, 3, 2])
+    mean, var = x.mean(dim=(0, 2, 3), keepdim=True), x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    want = (x - mean) / (var + 1e-5).sqrt() * bn.gain.weight[y][:, :, None, None] + bn.bias.weight[y][:, :, None, None]
+    torch.testing.assert_close(bn(x, y), want)
+    fresh = ConditionalBatchNorm2d(3, num_classes=4)
+    assert torch.equal(fresh.gain.weight, torch.ones(4, 3)) and torch.equal(fresh.bias.weight, torch.zeros(4, 3))
+    plain = ConditionalBatchNorm2d(3)
+    assert plain.bn.affine and plain.gain is None

@@ -9,5 +9,6 @@ from ganx.data.datasets import (  # noqa: F401
     load_digits_dataset,
     load_image_folder,
     load_torchvision,
+    load_vectors,
 )
 from ganx.data.loader import BatchIterator  # noqa: F401

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ganx._limits import check_bytes
 
 __all__ = ["DataError", "ImageDataset", "load_dataset", "load_digits_dataset", "load_image_folder",
-           "load_array", "load_torchvision", "IMAGE_EXTENSIONS", "held_bytes"]
+           "load_array", "load_vectors", "load_torchvision", "IMAGE_EXTENSIONS", "held_bytes"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Pixels of one image file, checked from its header before it is decoded: a 164 KB PNG can
@@ -45,19 +45,30 @@ class DataError(ValueError):
 
 @dataclass
 class ImageDataset:
-    """Images (N, C, H, W) float32 in [-1, 1], labels (N,) int64 or None, class names."""
+    """Images (N, C, H, W) float32 in [-1, 1], labels (N,) int64 or None, class names, and
+    optionally one conditioning vector per image: ``embeddings`` (N, E) float32 (e.g. a text
+    embedding; a .npz's ``embeddings`` array). A data set with embeddings trains a model
+    conditioned on them; its labels, if any, then serve the metrics only."""
 
     images: torch.Tensor
     labels: Optional[torch.Tensor] = None
     class_names: List[str] = field(default_factory=list)
     name: str = ""
     note: str = ""  # why a data set that looks labelled has no labels (e.g. files outside the class folders)
+    embeddings: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         if self.images.dim() != 4:
             raise DataError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.embeddings is not None:
+            e = self.embeddings
+            if e.dim() != 2 or e.shape[1] < 1 or not e.is_floating_point():
+                raise DataError(f"embeddings must be a float (N, E) tensor with E >= 1, got {e.dtype} of shape "
+                                f"{tuple(e.shape)}")
+            if len(e) != len(self.images):
+                raise DataError(f"{len(self.images)} images but {len(e)} embeddings")
         if self.labels is not None and not self.class_names:
             self.class_names = [str(i) for i in range(int(self.labels.max()) + 1)]
 
@@ -67,6 +78,11 @@ class ImageDataset:
     @property
     def num_classes(self) -> Optional[int]:
         return len(self.class_names) if self.labels is not None else None
+
+    @property
+    def embedding_dim(self) -> Optional[int]:
+        """E of the (N, E) embeddings; None when the data set has none."""
+        return int(self.embeddings.shape[1]) if self.embeddings is not None else None
 
     @property
     def channels(self) -> int:
@@ -95,7 +111,8 @@ class ImageDataset:
 
     def _subset(self, idx: torch.Tensor) -> "ImageDataset":
         return ImageDataset(self.images[idx], None if self.labels is None else self.labels[idx],
-                            list(self.class_names), self.name)
+                            list(self.class_names), self.name,
+                            embeddings=None if self.embeddings is None else self.embeddings[idx])
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -125,11 +142,11 @@ def _set_channels(x: torch.Tensor, channels: Optional[int], what: str) -> torch.
 
 
 def _finish(x01: torch.Tensor, labels, class_names, image_size: int, channels: Optional[int],
-            name: str) -> ImageDataset:
+            name: str, embeddings: Optional[torch.Tensor] = None) -> ImageDataset:
     # Clamped whether or not it was resized (the loaders already refuse values out of range;
     # this only removes the interpolation's overshoot, the same way at every size).
     x = _set_channels(_resize(x01.float(), image_size).clamp_(0, 1), channels, name)
-    return ImageDataset(x.mul_(2).sub_(1).contiguous(), labels, class_names or [], name)
+    return ImageDataset(x.mul_(2).sub_(1).contiguous(), labels, class_names or [], name, embeddings=embeddings)
 
 
 def load_digits_dataset(image_size: int = 16, channels: int = 1) -> ImageDataset:
@@ -387,12 +404,29 @@ def _check_array_file(path: Path, image_size: Optional[int] = None, channels: Op
         _check_array_size(shape, dtype, what, stored, image_size, channels)
 
 
+def _embeddings(e: np.ndarray, n: int, what: str) -> torch.Tensor:
+    """A .npz's ``embeddings`` array checked: (N, E) real numbers, finite in float32, one row per image."""
+    if e.ndim != 2 or e.shape[1] < 1:
+        raise DataError(f"{what}: 'embeddings' must be an (N, E) array, one vector of E >= 1 values per image; got "
+                        f"shape {e.shape}")
+    if e.dtype == np.bool_ or not np.issubdtype(e.dtype, np.number) or np.issubdtype(e.dtype, np.complexfloating):
+        raise DataError(f"{what}: 'embeddings' must hold real numbers, got dtype {e.dtype}")
+    if len(e) != n:
+        raise DataError(f"{what}: {n} images but {len(e)} rows of 'embeddings' (one vector per image)")
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
+        t = torch.from_numpy(np.ascontiguousarray(e, dtype=np.float32))
+    if not torch.isfinite(t).all():
+        raise DataError(f"{what}: 'embeddings' contains NaN or infinity (or values beyond float32's range)")
+    return t
+
+
 def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDataset:
-    """A .npy file of images, or a .npz with ``images`` (or ``x``) and optional ``labels`` (or ``y``)."""
+    """A .npy file of images, or a .npz with ``images`` (or ``x``), optional ``labels`` (or ``y``)
+    and optional ``embeddings`` (N, E): one conditioning vector per image (see :class:`ImageDataset`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"array file {str(path)!r} does not exist")
-    labels = None
+    labels = emb = None
     _check_array_file(path, image_size, channels)
     try:
         if path.suffix == ".npz":
@@ -403,6 +437,7 @@ def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDa
                 a = z[key]
                 lkey = next((k for k in ("labels", "y", "Y") if k in z.files), None)
                 labels = z[lkey] if lkey else None
+                emb = z["embeddings"] if "embeddings" in z.files else None
         else:
             a = np.load(path, allow_pickle=False)
     except DataError:
@@ -410,6 +445,7 @@ def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDa
     except (ValueError, OSError, EOFError, MemoryError) as e:
         raise DataError(f"cannot read array file {str(path)!r}: {' '.join(str(e).split())[:300]}") from None
     x = _array_to_unit(a, str(path))
+    embeddings = _embeddings(emb, len(x), repr(str(path))) if emb is not None else None
     class_names = []
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
@@ -430,7 +466,44 @@ def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDa
         labels = torch.from_numpy(inv.astype(np.int64))
         if len(class_names) < 2:
             labels, class_names = None, []
-    return _finish(x, labels, class_names, image_size, channels, str(path))
+    return _finish(x, labels, class_names, image_size, channels, str(path), embeddings)
+
+
+def load_vectors(path) -> torch.Tensor:
+    """Conditioning vectors from a file (``ganx sample --embedding``): a .npy of shape (N, E), or
+    (E,) for one vector, or a .npz's ``embeddings``; float32 (N, E), finite. A DataError naming
+    the file otherwise."""
+    p = Path(path)
+    what = repr(str(path))
+    if not p.is_file():
+        raise DataError(f"{what}: no such file")
+    if p.suffix not in (".npy", ".npz"):
+        raise DataError(f"{what}: give a .npy file of vectors (N x E, or one vector of E values) or a .npz with an "
+                        f"'embeddings' array")
+    _check_array_file(p)  # declared sizes checked before numpy allocates them
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if "embeddings" not in z.files:
+                    raise DataError(f"{what}: the .npz has no 'embeddings' array (it holds {z.files})")
+                a = z["embeddings"]
+        else:
+            a = np.load(p, allow_pickle=False)
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{what}: cannot read it ({' '.join(str(e).split())[:200]})") from None
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise DataError(f"{what}: expected vectors of shape (N, E) or (E,), got shape {a.shape}")
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(f"{what}: the vectors must be real numbers, got dtype {a.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if not torch.isfinite(t).all():
+        raise DataError(f"{what}: the vectors contain NaN or infinity (or values beyond float32's range)")
+    return t
 
 
 def load_torchvision(name: str, root, image_size: int, channels: Optional[int] = None) -> ImageDataset:

@@ -12,7 +12,7 @@ from ganx.metrics.features import (ClassifierFeatures, InceptionFeatures, class_
                                    load_or_train_classifier, predict)
 from ganx.models.common import latents
 
-__all__ = ["evaluate_generator", "generate", "diversity", "format_metrics"]
+__all__ = ["evaluate_generator", "generate", "embeddings_for", "diversity", "format_metrics"]
 
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 
@@ -34,10 +34,31 @@ def diversity(fake: torch.Tensor, labels: Optional[torch.Tensor], dataset) -> Di
     return {"diversity_ratio": f / r if r > 0 else float("nan")}
 
 
+def embeddings_for(dataset, n: int):
+    """``n`` conditioning vectors of ``dataset`` (which has embeddings) for an embedding-conditioned
+    G, and the class behind each (or None): with labels, the classes cycle (sample i asks for class
+    ``i % K``) and each takes the vectors of that class's images in data order, cycling; without,
+    the data's vectors in order, cycling."""
+    emb = dataset.embeddings
+    if dataset.labels is None:
+        return emb[torch.arange(n) % len(emb)], None
+    K = dataset.num_classes
+    labels = torch.arange(n) % K
+    idx = torch.empty(n, dtype=torch.int64)
+    for c in range(K):
+        rows = torch.nonzero(dataset.labels == c).flatten()
+        want = torch.nonzero(labels == c).flatten()
+        if len(rows) == 0:  # a class without images cannot be asked for
+            raise ValueError(f"class {c} of the data set has no images, so no embedding to ask for it")
+        idx[want] = rows[torch.arange(len(want)) % len(rows)]
+    return emb[idx], labels
+
+
 @torch.no_grad()
 def generate(G, n: int, seed: int, device, labels: Optional[torch.Tensor] = None,
              batch_size: int = 500) -> torch.Tensor:
-    """n images from G (on the CPU, float32), latents from a seeded CPU generator."""
+    """n images from G (on the CPU, float32), latents from a seeded CPU generator; ``labels``: the
+    conditioning of each (class indices, or vectors for an embedding-conditioned G), or None."""
     g = torch.Generator().manual_seed(seed)
     was_training = G.training
     G.eval()
@@ -57,15 +78,26 @@ def evaluate_generator(G, dataset, run_dir: Optional[str] = None, n: int = 2000,
     """FID/KID of ``n`` samples of G against the real images, and the classifier figures.
 
     Conditional G: labels cycle over the classes (n/K each); ``classifier_accuracy`` is the
-    fraction classified as the requested class. Unconditional G: ``class_entropy`` of the
+    fraction classified as the requested class. G conditioned on embeddings (``G.embedding_dim``):
+    the data's own vectors (:func:`embeddings_for`); where the data has labels the classes cycle as
+    for a class-conditional G and ``classifier_accuracy`` is the fraction classified as the class
+    behind each sample's vector. Unconditional G: ``class_entropy`` of the
     predicted-class histogram (and its maximum, ln K). Feature space 'auto' = the classifier
     when the data has labels, Inception when weights are given, otherwise FID/KID are skipped.
     """
     res: Dict[str, Any] = {"n_generated": n, "n_real": len(dataset)}
     K = dataset.num_classes
-    cond = getattr(G, "num_classes", None) is not None
-    labels = torch.arange(n) % G.num_classes if cond else None
-    fake = generate(G, n, seed, device, labels)
+    if getattr(G, "embedding_dim", None) is not None:
+        if dataset.embeddings is None or dataset.embedding_dim != G.embedding_dim:
+            raise ValueError(f"the generator is conditioned on {G.embedding_dim}-value embeddings but the data set "
+                             f"{dataset.name!r} has {'none' if dataset.embeddings is None else dataset.embedding_dim}")
+        vectors, labels = embeddings_for(dataset, n)
+        cond = labels is not None
+        fake = generate(G, n, seed, device, vectors)
+    else:
+        cond = getattr(G, "num_classes", None) is not None
+        labels = torch.arange(n) % G.num_classes if cond else None
+        fake = generate(G, n, seed, device, labels)
 
     res.update(diversity(fake, labels, dataset))
 

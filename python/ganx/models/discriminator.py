@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from ganx.models.common import set_common
+from ganx.models.common import check_condition, projection_logit, set_common
 
 __all__ = ["Discriminator", "MinibatchStd"]
 
@@ -54,15 +54,18 @@ class Discriminator(nn.Module):
 
     Conditioning (``num_classes`` set) is by projection (Miyato & Koyama 2018):
     ``logit = psi(h) + <embed(y), h>`` with ``h`` the pooled features, so the class enters
-    as an inner product rather than as extra input channels.
+    as an inner product rather than as extra input channels. Conditioning on a vector per sample
+    (``embedding_dim`` set; e.g. a text embedding) is the same projection with a linear map in
+    place of the class lookup: ``logit = psi(h) + <W e, h>``, ``W`` an ``nn.Linear(embedding_dim,
+    feat_dim, bias=False)`` (spectrally normalised with the rest under ``spectral_norm``).
     """
 
     arch = "dcgan"  # its name in ganx.models.registry
 
     def __init__(self, image_size: int = 32, channels: int = 1, width: int = 32, num_classes: Optional[int] = None,
-                 spectral_norm: bool = False, minibatch_std: int = 4):
+                 spectral_norm: bool = False, minibatch_std: int = 4, embedding_dim: Optional[int] = None):
         super().__init__()
-        set_common(self, image_size, channels, width, num_classes)
+        set_common(self, image_size, channels, width, num_classes, embedding_dim)
         self.spectral_norm = bool(spectral_norm)
         self.minibatch_std = int(minibatch_std)
         sn = _sn if spectral_norm else (lambda m: m)
@@ -81,6 +84,8 @@ class Discriminator(nn.Module):
         self.feat_dim = feat_dim
         self.head = sn(nn.Linear(feat_dim, 1))
         self.embed = sn(nn.Embedding(num_classes, feat_dim)) if num_classes is not None else None
+        if embedding_dim is not None:
+            self.embed = sn(nn.Linear(self.embedding_dim, feat_dim, bias=False))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -97,31 +102,29 @@ class Discriminator(nn.Module):
 
     @property
     def conditional(self) -> bool:
-        return self.num_classes is not None
+        return self.num_classes is not None or self.embedding_dim is not None
 
     def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x``: (N, C, H, W); ``labels``: (N,) int64 for conditional models. Returns (N,) logits."""
+        """``x``: (N, C, H, W); ``labels``: (N,) int64 for class-conditional models, (N, embedding_dim)
+        float for embedding-conditioned ones. Returns (N,) logits."""
         if x.dim() != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
             raise ValueError(f"Discriminator: x must be (N, {self.channels}, {self.image_size}, "
                              f"{self.image_size}), got {tuple(x.shape)}")
-        h = self.features(x)
-        logit = self.head(h).squeeze(1)
-        if self.conditional:
-            if labels is None:
-                raise ValueError("Discriminator: this discriminator is conditional; pass labels (N,) int64")
-            logit = logit + (self.embed(labels).to(h.dtype) * h).sum(dim=1)
-        elif labels is not None:
-            raise ValueError("Discriminator: this discriminator is unconditional; labels must be None")
-        return logit
+        check_condition("Discriminator", "discriminator", self, labels, x.shape[0])
+        return projection_logit(self, self.features(x), labels)
 
     @classmethod
-    def from_config(cls, cfg, num_classes: Optional[int]) -> "Discriminator":
+    def from_config(cls, cfg, num_classes: Optional[int], embedding_dim: Optional[int] = None) -> "Discriminator":
         """The discriminator of a training config (ganx.train.TrainConfig)."""
         return cls(cfg.image_size, cfg.channels, cfg.d_width, num_classes, spectral_norm=cfg.spectral_norm,
-                   minibatch_std=cfg.minibatch_std)
+                   minibatch_std=cfg.minibatch_std, embedding_dim=embedding_dim)
 
     def config(self) -> dict:
-        """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint."""
-        return {"image_size": self.image_size, "channels": self.channels, "width": self.width,
-                "num_classes": self.num_classes, "spectral_norm": self.spectral_norm,
-                "minibatch_std": self.minibatch_std}
+        """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint
+        (``embedding_dim`` only for an embedding-conditioned model)."""
+        cfg = {"image_size": self.image_size, "channels": self.channels, "width": self.width,
+               "num_classes": self.num_classes, "spectral_norm": self.spectral_norm,
+               "minibatch_std": self.minibatch_std}
+        if self.embedding_dim is not None:
+            cfg["embedding_dim"] = self.embedding_dim
+        return cfg

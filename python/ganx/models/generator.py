@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ganx.models.common import IMAGE_SIZES, latents, set_common
+from ganx.models.common import IMAGE_SIZES, check_condition, set_common
 from ganx.nn.upsample_conv import UpsampleConv2d
 
 __all__ = ["Generator", "IMAGE_SIZES"]
@@ -15,7 +15,7 @@ _BASE = 4  # spatial size after the linear projection; every block doubles it
 
 
 class Generator(nn.Module):
-    """Maps a Gaussian latent ``z`` (and optionally a class label) to an image in [-1, 1].
+    """Maps a Gaussian latent ``z`` (and optionally a class label or an embedding) to an image in [-1, 1].
 
     Architecture (DCGAN): ``z -> Linear -> (C0, 4, 4) -> BN -> ReLU``, then ``log2(size/4)``
     upsampling blocks. Every block but the last is ``UpsampleConv2d(bias=False) -> BN -> ReLU``
@@ -25,7 +25,11 @@ class Generator(nn.Module):
 
     Conditioning: with ``num_classes`` set, the label goes in *with the noise*: an
     ``nn.Embedding(num_classes, embed_dim)`` is concatenated to ``z`` before the projection,
-    so ``G(z, y)`` draws an image of class ``y``.
+    so ``G(z, y)`` draws an image of class ``y``. With ``embedding_dim`` set instead, ``y`` is a
+    vector per sample (N, embedding_dim), e.g. a text embedding, and its learned linear projection
+    ``nn.Linear(embedding_dim, embed_dim)`` takes the class embedding's place (Reed et al. 2016);
+    the projection starts as N(0, 1/embedding_dim), so vectors of unit-variance values give features
+    of the noise's scale.
 
     ``impl="reference"`` swaps the fused upsample+conv for ``nn.Upsample`` + ``nn.Conv2d``
     (same parameters, same state_dict), for comparison and debugging.
@@ -34,9 +38,10 @@ class Generator(nn.Module):
     arch = "dcgan"  # its name in ganx.models.registry
 
     def __init__(self, latent_dim: int = 64, image_size: int = 32, channels: int = 1, width: int = 32,
-                 num_classes: Optional[int] = None, embed_dim: Optional[int] = None, impl: str = "fused"):
+                 num_classes: Optional[int] = None, embed_dim: Optional[int] = None, impl: str = "fused",
+                 embedding_dim: Optional[int] = None):
         super().__init__()
-        set_common(self, image_size, channels, width, num_classes)
+        set_common(self, image_size, channels, width, num_classes, embedding_dim)
         if impl not in ("fused", "reference"):
             raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
         if latent_dim < 1:
@@ -50,6 +55,10 @@ class Generator(nn.Module):
         if num_classes is not None:
             self.embed_dim = int(embed_dim or latent_dim)
             self.embed = nn.Embedding(num_classes, self.embed_dim)
+            in_dim += self.embed_dim
+        elif embedding_dim is not None:
+            self.embed_dim = int(embed_dim or latent_dim)
+            self.embed = nn.Linear(self.embedding_dim, self.embed_dim)
             in_dim += self.embed_dim
         else:
             self.embed_dim = 0
@@ -87,35 +96,38 @@ class Generator(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, 0.0, 1.0)
+        if self.embedding_dim is not None:
+            nn.init.normal_(self.embed.weight, 0.0, self.embedding_dim ** -0.5)
 
     @property
     def conditional(self) -> bool:
-        return self.num_classes is not None
+        return self.num_classes is not None or self.embedding_dim is not None
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``z``: (N, latent_dim); ``labels``: (N,) int64 class indices (conditional models only)."""
+        """``z``: (N, latent_dim); ``labels``: (N,) int64 class indices (class-conditional models) or
+        (N, embedding_dim) float vectors (embedding-conditioned models)."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"Generator: z must be (N, {self.latent_dim}), got {tuple(z.shape)}")
-        if self.conditional:
-            if labels is None:
-                raise ValueError("Generator: this generator is conditional; pass labels (N,) int64")
+        check_condition("Generator", "generator", self, labels, z.shape[0])
+        if self.embedding_dim is not None:
+            z = torch.cat([z, self.embed(labels.to(z.dtype))], dim=1)
+        elif self.conditional:
             z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
-        elif labels is not None:
-            raise ValueError("Generator: this generator is unconditional; labels must be None")
         return self.blocks(self.project(z))
 
-    def sample_latent(self, n: int, generator: Optional[torch.Generator] = None,
-                      device=None) -> torch.Tensor:
-        """n standard-normal latents, drawn on the CPU (so a seed gives the same z on any device)."""
-        return latents(n, self.latent_dim, generator, device)
-
     @classmethod
-    def from_config(cls, cfg, num_classes: Optional[int]) -> "Generator":
+    def from_config(cls, cfg, num_classes: Optional[int], embedding_dim: Optional[int] = None) -> "Generator":
         """The generator of a training config (ganx.train.TrainConfig)."""
-        return cls(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, num_classes, impl=cfg.impl)
+        return cls(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.g_width, num_classes, impl=cfg.impl,
+                   embedding_dim=embedding_dim)
 
     def config(self) -> dict:
-        """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint."""
-        return {"latent_dim": self.latent_dim, "image_size": self.image_size, "channels": self.channels,
-                "width": self.width, "num_classes": self.num_classes,
-                "embed_dim": self.embed_dim or None, "impl": self.impl}
+        """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint
+        (``embedding_dim`` only for an embedding-conditioned model, so the configs of the others
+        are those of earlier ganx versions)."""
+        cfg = {"latent_dim": self.latent_dim, "image_size": self.image_size, "channels": self.channels,
+               "width": self.width, "num_classes": self.num_classes,
+               "embed_dim": self.embed_dim or None, "impl": self.impl}
+        if self.embedding_dim is not None:
+            cfg["embedding_dim"] = self.embedding_dim
+        return cfg

@@ -4,8 +4,10 @@ checkpoint (``generator_arch`` / ``discriminator_arch``) can name.
 Each entry is an ``nn.Module`` class with
 
 * ``arch``: its name in the registry (recorded in checkpoints);
-* ``from_config(cfg, num_classes)``: the module a training config asks for (``cfg`` is any
-  object with the config's attributes; the class reads the ones it needs);
+* ``from_config(cfg, num_classes, embedding_dim=None)``: the module a training config asks for
+  (``cfg`` is any object with the config's attributes; the class reads the ones it needs),
+  class-conditional with ``num_classes``, conditioned on a vector per sample with
+  ``embedding_dim`` (see ganx.models.common), unconditional with neither;
 * ``config()``: its constructor arguments as plain types, so ``cls(**m.config())`` rebuilds it
   (from a checkpoint, say).
 
@@ -19,12 +21,13 @@ from torch import nn
 
 from ganx.models.discriminator import Discriminator
 from ganx.models.generator import Generator
+from ganx.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "generator_class", "discriminator_class", "build_generator",
            "build_discriminator", "checkpoint_config"]
 
-GENERATORS = {Generator.arch: Generator}
-DISCRIMINATORS = {Discriminator.arch: Discriminator}
+GENERATORS = {Generator.arch: Generator, ResNetGenerator.arch: ResNetGenerator}
+DISCRIMINATORS = {Discriminator.arch: Discriminator, ResNetDiscriminator.arch: ResNetDiscriminator}
 
 
 def _lookup(kind: str, table: Dict[str, type], name: str) -> type:
