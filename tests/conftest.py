@@ -1,5 +1,13 @@
+import os
+
 import pytest
 import torch
+
+# A fixed thread count for the suite: tests compare runs bit for bit (a resume against an
+# uninterrupted run), and the trainer's default adapts its threads to a busy machine
+# (ganx/train/cores.py; tests/test_busy.py tests that with the variable removed). Subprocesses
+# (the CLI tests) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -13,9 +21,31 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _process_state():
+    return {"threads": torch.get_num_threads(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn.benchmark": torch.backends.cudnn.benchmark}
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_process_state():
+    # A test (or the library code it runs, e.g. a Trainer) that leaves torch's process-wide
+    # switches changed makes later tests measure another configuration (a leaked deterministic
+    # mode turns off the algorithm timing and fills fresh tensors): restore them and fail here.
+    before = _process_state()
+    yield
+    after = _process_state()
+    if after != before:
+        torch.set_num_threads(before["threads"])
+        torch.use_deterministic_algorithms(before["deterministic"], warn_only=before["warn_only"])
+        torch.backends.cudnn.benchmark = before["cudnn.benchmark"]
+        pytest.fail(f"the test left torch's process state changed: {before} -> {after}")
 
 
 @pytest.fixture

@@ -4,6 +4,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from ganx.models import DISCRIMINATORS, GENERATORS
+
+# Every architecture at least once (the same-name pairs; cross pairs: tests/test_train.py).
+ARCH_COVER = [(g, g) for g in sorted(GENERATORS) if g in DISCRIMINATORS]
+
 
 TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "32",
         "--steps", "6", "--log-every", "2", "--checkpoint-every", "3", "--metric-samples", "100",
@@ -16,13 +23,25 @@ def ganx(*args, cwd=None):
                           cwd=cwd, env=env, timeout=300)
 
 
-def test_train_resume_sample(tmp_path):
+@pytest.mark.parametrize("archs", ARCH_COVER, ids="-".join)
+def test_train_resume_sample(tmp_path, archs):
+    import yaml
+
     run = tmp_path / "run"
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("sample_every: 0\nreal_target: 0.9\n")
-    r = ganx("train", "--config", cfg, "--out", run, "--resume", "auto", *TINY)
+    # dcgan: bce (its default loss) with label smoothing; resnet: hinge (its default) and DiffAugment
+    cfg.write_text("sample_every: 0\n" + ("real_target: 0.9\n" if archs[1] == "dcgan" else
+                                          "augment: cutout,translation\n"))
+    r = ganx("train", "--config", cfg, "--out", run, "--resume", "auto", *TINY,
+             "--generator", archs[0], "--discriminator", archs[1])
     assert r.returncode == 0, r.stderr
     assert "no checkpoint" in r.stdout and "starting a fresh run" in r.stdout
+    assert f"{archs[0]}/{archs[1]}, loss {'hinge' if archs[1] == 'resnet' else 'bce'}" in r.stdout
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["generator"], saved["discriminator"]) == archs
+    assert saved["loss"] == ("hinge" if archs[1] == "resnet" else "bce")
+    assert saved["augment"] == ("" if archs[1] == "dcgan" else "translation,cutout")
+    assert saved["spectral_norm"] is (archs[1] == "resnet")
     for f in ("config.yaml", "log.jsonl", "losses.png", "metrics.json", "checkpoints/last.pt", "samples/final.png"):
         assert (run / f).is_file(), f
     m = json.loads((run / "metrics.json").read_text())
@@ -42,6 +61,10 @@ def test_train_resume_sample(tmp_path):
     r = ganx("train", "--resume", run, "--config", cfg, "--steps", "8", "--no-metrics")
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout and json.loads((run / "metrics.json").read_text())["steps"] == 8
+    assert f"{archs[0]}/{archs[1]}" in r.stdout  # from the checkpoint alone
+    resumed = yaml.safe_load((run / "config.yaml").read_text())
+    assert {k: v for k, v in resumed.items() if k != "out"} == {
+        **{k: v for k, v in saved.items() if k != "out"}, "steps": 8, "metrics": False}
 
     out = tmp_path / "grid.png"
     r = ganx("sample", "--checkpoint", run / "checkpoints" / "last.pt", "--n", 12, "--class", 3, "--out", out)
@@ -57,6 +80,20 @@ def snapshot(folder):
     """Every file under ``folder`` with its size, modification time and bytes."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_architecture_defaults_and_errors(tmp_path):
+    r = ganx("train", "--discriminator", "resnet", "--real-target", "0.9", "--out", tmp_path / "r", *TINY)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "'hinge' is the default loss of --discriminator resnet, --loss bce selects bce" in r.stderr
+    r = ganx("train", "--generator", "stylegan", "--out", tmp_path / "r")
+    assert r.returncode == 2 and "stylegan" in r.stderr and "resnet" in r.stderr and "Traceback" not in r.stderr
+    r = ganx("train", "--augment", "translation,blur", "--out", tmp_path / "r")
+    assert r.returncode == 2 and "unknown augmentation 'blur'" in r.stderr and "Traceback" not in r.stderr
+    r = ganx("train", "--help")
+    text = " ".join(r.stdout.split())  # argparse wraps the help text
+    assert "(default: hinge for --discriminator resnet, bce for dcgan)" in text
+    assert "(default: on for --discriminator resnet, off for dcgan)" in text and "(default: '')" in text
 
 
 def test_unknown_flag_is_one_line_naming_the_command():

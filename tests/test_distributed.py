@@ -15,13 +15,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ganx.data import load_digits_dataset
 from ganx.train import Trainer, TrainConfig, load_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
 
-SMALL = load_digits_dataset(16)._subset(torch.arange(256))
+from tiny_run import MODEL, SMALL  # noqa: E402  (tests/tiny_run.py)
 
 # Equivalence config. Two things make "same global batch" subtle, and both are settled here:
 # * The generator has BatchNorm: each rank would normalise with the statistics of its own half
@@ -88,9 +87,8 @@ def test_ddp_matches_single_process(tmp_path, loss):
         torch.testing.assert_close(r0[k].float(), s[k].float(), rtol=1e-4, atol=1e-5, msg=k)
 
 
-TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "16",
-        "--log-every", "1", "--checkpoint-every", "100", "--device", "cpu", "--no-progress",
-        "--impl", "fused", "--threads", "1", "--no-metrics", "--sample-every", "0", "--sync-batchnorm"]
+TINY = MODEL + ["--batch-size", "16", "--log-every", "1", "--checkpoint-every", "100", "--device", "cpu", "--no-progress",
+                "--impl", "fused", "--threads", "1", "--no-metrics", "--sample-every", "0", "--sync-batchnorm"]
 
 
 def _torchrun(*args, timeout=240):

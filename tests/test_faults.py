@@ -12,15 +12,11 @@ import faulty_ganx
 import pytest
 import torch
 
-from ganx.data import load_digits_dataset
 from ganx.train import Trainer, TrainConfig, load_checkpoint
 from ganx.train.checkpoint import CheckpointError, find_resumable
 
 FAULTY_GANX = faulty_ganx.SCRIPT  # python -m ganx + planted faults
-TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "32",
-        "--log-every", "1", "--device", "cpu", "--no-progress", "--impl", "reference", "--threads", "1",
-        "--no-metrics", "--sample-every", "0"]
-SMALL = load_digits_dataset(16)._subset(torch.arange(256))
+from tiny_run import SMALL, TINY  # noqa: E402  (tests/tiny_run.py)
 
 
 def ganx(*args, **hooks):

@@ -17,33 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from ganx.cli import main
-from ganx.data import DataError, load_dataset, load_digits_dataset
-from ganx.train import Trainer, TrainConfig, load_checkpoint
+from ganx.data import DataError, load_dataset
+from ganx.train import Trainer, load_checkpoint
 from ganx.train.checkpoint import CheckpointError, find_resumable, state_digest
 from ganx.train.config import ConfigError, load_config_file
 from ganx.train.rundir import LOCK_NAME, RunFolderError, RunLock
 
-TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "32",
-        "--log-every", "1", "--device", "cpu", "--no-progress", "--impl", "reference", "--threads", "1",
-        "--no-metrics", "--sample-every", "0"]
-SMALL = load_digits_dataset(16)._subset(torch.arange(256))
-
-
-def tiny(out, **kw):
-    base = dict(image_size=16, latent_dim=8, g_width=8, d_width=8, batch_size=32, steps=4, checkpoint_every=2,
-                progress=False, metrics=False, sample_every=0, device="cpu", impl="reference", out=str(out),
-                log_every=1)
-    return TrainConfig(**{**base, **kw})
-
-
-def run_cli(capsys, *argv):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+from tiny_run import SMALL, TINY, run_cli, tiny  # noqa: E402  (tests/tiny_run.py)
 
 
 def ganx_proc(*args):
@@ -327,6 +307,8 @@ def test_read_only_run_folder_is_one_line_error(tmp_path, monkeypatch):
     (["--image-size", "32"], "image_size (16 -> 32)"),
     (["--g-width", "16"], "g_width (8 -> 16)"),
     (["--no-conditional"], "conditional (True -> False)"),
+    (["--generator", "resnet"], "generator ('dcgan' -> 'resnet')"),
+    (["--discriminator", "resnet"], "discriminator ('dcgan' -> 'resnet')"),
 ])
 def test_resume_with_model_changing_options(tmp_path, capsys, trained, flags, expect):
     run = _copy_run(trained, tmp_path / "run")

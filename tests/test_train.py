@@ -1,5 +1,6 @@
 """Trainer: the textbook update rules, losses, EMA, resume == uninterrupted, crash-safe
 checkpoints, config strictness. Tiny models on a slice of the digits: seconds on a CPU."""
+import dataclasses
 import json
 import os
 
@@ -10,14 +11,23 @@ import ganx.functional
 from ganx.data import load_digits_dataset
 from ganx.train import ConfigError, Trainer, TrainConfig, load_checkpoint, load_config_file, load_generator
 from ganx.train import checkpoint as ckpt_mod
+from ganx.models import DISCRIMINATORS, GENERATORS
 from ganx.train.losses import BCELoss
 
 HAS_FUSED_LOSSES = hasattr(ganx.functional, "bce_discriminator_loss")
 IMPLS = ["reference", pytest.param("fused", marks=pytest.mark.skipif(
     not HAS_FUSED_LOSSES, reason="this build of ganx has no fused BCE losses"))]
 
+# Every pair of registered architectures (the model contract: the trainer, checkpoints, resume and
+# sampling work for each), and a shorter list that names every architecture at least once.
+ARCH_PAIRS = [(g, d) for g in sorted(GENERATORS) for d in sorted(DISCRIMINATORS)]
+ARCH_COVER = [(g, d) for g, d in ARCH_PAIRS if g == d] or ARCH_PAIRS
+
 _DIGITS = load_digits_dataset(16)
 SMALL = _DIGITS._subset(torch.arange(256))  # 256 images: 16 batches of 16 per epoch
+# The same images with a vector per image (its label through a fixed projection): embedding-conditioned runs.
+SMALL_EMB = dataclasses.replace(SMALL, embeddings=torch.randn(10, 12, generator=torch.Generator().manual_seed(0))[
+    SMALL.labels])
 
 
 def tiny(tmp_path, **kw):
@@ -37,10 +47,16 @@ def same(a, b):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("conditional", [True, False])
-def test_step_rules(tmp_path, impl, conditional):
+@pytest.mark.parametrize("conditional", [True, False, "embedding"])
+@pytest.mark.parametrize("archs", ARCH_PAIRS, ids="-".join)
+def test_step_rules(tmp_path, impl, conditional, archs):
     """D step changes only D; G step changes only G; D is frozen (no grads) during the G step."""
-    t = Trainer(tiny(tmp_path, impl=impl, conditional=conditional), dataset=SMALL)
+    emb = conditional == "embedding"
+    t = Trainer(tiny(tmp_path, impl=impl, conditional=bool(conditional), generator=archs[0], discriminator=archs[1]),
+                dataset=SMALL_EMB if emb else SMALL)
+    assert (t.G.arch, t.D.arch) == archs
+    assert (t.G.embedding_dim, t.D.embedding_dim) == ((12, 12) if emb else (None, None))
+    assert t.config.loss == ("hinge" if archs[1] == "resnet" else "bce")  # the architecture's default loss
     real, labels, _ = t.data.next()
     g0, d0 = params(t.G), params(t.D)
     stats = t.d_step(real, labels)
@@ -48,8 +64,10 @@ def test_step_rules(tmp_path, impl, conditional):
     assert same(g0, g1), "a D step must not change G's weights"
     assert not same(d0, d1), "a D step must change D's weights"
     assert all(torch.isfinite(v) for v in stats.values())
+    assert list(stats) == ["d_loss", *t.loss.stats]
     for k in ("acc_real", "acc_fake", "d_real", "d_fake"):
-        assert 0 <= float(stats[k]) <= 1
+        if k in stats:
+            assert 0 <= float(stats[k]) <= 1
     # The G step must neither step D nor leave gradients on D's parameters.
     for p in t.D.parameters():
         p.grad = None
@@ -144,6 +162,22 @@ def _check_tensorboard(folder, metrics):
     start = plugin_data_pb2.HParamsPluginData.FromString(plugins["_hparams_/session_start_info"])
     hp = start.session_start_info.hparams
     assert hp["steps"].number_value == 20 and hp["g_loss"].string_value == "minimax"
+
+
+@pytest.mark.parametrize("kw", [dict(deterministic=True, threads=1), dict(threads=1)], ids=["deterministic", "threads"])
+def test_fit_leaves_the_process_as_it_found_it(tmp_path, kw):
+    # A Trainer sets torch's process-wide switches for its run; after fit (and after a start
+    # that fails) the caller's thread count and deterministic mode are back.
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    tr = Trainer(tiny(tmp_path, steps=2, **kw), dataset=SMALL)
+    assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled() == kw.get("deterministic", before[1])
+    tr.fit(tensorboard=False)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    unlabelled = SMALL._subset(torch.arange(32))
+    unlabelled.labels = None
+    with pytest.raises(ConfigError, match="needs labelled data"):
+        Trainer(tiny(tmp_path / "bad", conditional=True, **kw), dataset=unlabelled)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
 
 
 def test_missing_tensorboard_says_how_to_get_it(tmp_path, monkeypatch, capsys):
@@ -243,10 +277,14 @@ def _state(t):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_resume_equals_uninterrupted(tmp_path, impl):
+@pytest.mark.parametrize("archs,augment", [(p, "") for p in ARCH_PAIRS]
+                         + [(p, "color,translation,cutout") for p in ARCH_COVER],
+                         ids=lambda v: "-".join(v) if isinstance(v, tuple) else (v.replace(",", "+") or "no-augment"))
+def test_resume_equals_uninterrupted(tmp_path, impl, archs, augment):
     """Bit-identical on CPU: 6 steps straight == 3 steps, checkpoint, new process state, 3 more.
-    The split (3 of 16 batches) falls mid-epoch, so the data position is exercised too."""
-    kw = dict(impl=impl, spectral_norm=True, d_steps=2)
+    The split (3 of 16 batches) falls mid-epoch, so the data position is exercised too (and the
+    augmentations' random draws, with --augment)."""
+    kw = dict(impl=impl, spectral_norm=True, d_steps=2, generator=archs[0], discriminator=archs[1], augment=augment)
     a = Trainer(tiny(tmp_path / "a", steps=6, **kw), dataset=SMALL)
     a.fit(tensorboard=False)
     b = Trainer(tiny(tmp_path / "b", steps=3, **kw), dataset=SMALL)
@@ -279,15 +317,28 @@ def test_checkpoint_is_weights_only_and_complete(tmp_path):
 OLD_CHECKPOINT = os.path.join(os.path.dirname(__file__), "data", "checkpoint-v1-3648c49.pt")
 
 
-def test_checkpoint_records_the_architectures(tmp_path):
-    t = Trainer(tiny(tmp_path), dataset=SMALL)
+@pytest.mark.parametrize("archs", ARCH_PAIRS, ids="-".join)
+def test_checkpoint_records_the_architectures(tmp_path, archs):
+    t = Trainer(tiny(tmp_path, generator=archs[0], discriminator=archs[1], augment="translation"), dataset=SMALL)
     t.fit(tensorboard=False)
     ck = load_checkpoint(tmp_path / "run")
-    assert (ck["generator_arch"], ck["discriminator_arch"]) == ("dcgan", "dcgan")
+    assert (ck["generator_arch"], ck["discriminator_arch"]) == archs
     assert ck["generator_config"] == t.G.config() and ck["discriminator_config"] == t.D.config()
+    assert ck["config"]["augment"] == "translation" and ck["config"]["loss"] == t.config.loss
+    assert ck["config"]["spectral_norm"] is (archs[1] == "resnet")
     G, _ = load_generator(tmp_path / "run", use_ema=False)
     assert type(G) is type(t.G) and all(torch.equal(a, b) for a, b in zip(G.state_dict().values(),
                                                                           t.G.state_dict().values()))
+    # the EMA generator (what `ganx sample` draws from) from the checkpoint alone
+    E, _ = load_generator(tmp_path / "run")
+    z, y = torch.randn(4, 8), torch.arange(4)
+    torch.testing.assert_close(E(z, y), t.ema.module.eval()(z, y))
+    # resumed from the checkpoint alone (no config given): same models, same loss and augmentation
+    r = Trainer.from_checkpoint(tmp_path / "run", {"steps": 5}, dataset=SMALL)
+    assert (r.G.arch, r.D.arch, r.config.loss, r.config.augment) == (*archs, t.config.loss, "translation")
+    assert r.D.config() == t.D.config()
+    r.fit(tensorboard=False)
+    assert load_checkpoint(tmp_path / "run")["step"] == 5
 
 
 def test_checkpoint_of_ganx_0_1_0_still_loads(tmp_path):

@@ -124,16 +124,22 @@ def run_quick(out_dir: Optional[Union[str, os.PathLike]] = None, threads: Option
         min_time: seconds of timing per contender and case.
         tiny: one small layer and small losses only (a smoke test).
     """
+    callers_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     rows: List[Dict[str, object]] = []
-    for op, shape, phase, fused, eager in _cases(tiny):
-        t_ganx, t_eager = _median(fused, min_time), _median(eager, min_time)
-        rows.append({"op": op, "shape": shape, "phase": phase, "ganx_s": t_ganx, "eager_s": t_eager,
-                     "speedup": t_eager / t_ganx})
+    try:
+        for op, shape, phase, fused, eager in _cases(tiny):
+            t_ganx, t_eager = _median(fused, min_time), _median(eager, min_time)
+            rows.append({"op": op, "shape": shape, "phase": phase, "ganx_s": t_ganx, "eager_s": t_eager,
+                         "speedup": t_eager / t_ganx})
+        used_threads = torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != callers_threads:
+            torch.set_num_threads(callers_threads)
     conv = [r["speedup"] for r in rows if r["op"] == "upsample_conv2d"]
     env = {"date": datetime.date.today().isoformat(), "ganx": __version__, "torch": torch.__version__,
-           "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "cpu": platform.processor() or platform.machine(), "threads": used_threads,
            "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
     busy = (env["load_average"] is not None and env["load_average"] > (os.cpu_count() or 1))
     lines = [f"## ganx bench (CPU, {env['threads']} threads, torch {env['torch']}, ganx {env['ganx']}, "

@@ -26,7 +26,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         optional = get_origin(typ) is Union
         base = next(a for a in get_args(typ) if a is not type(None)) if optional else typ
         flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata["help"] + f" (default: {f.default})"
+        default = f.metadata.get("default_text") or (repr(f.default) if f.default == "" else f.default)
+        help_ = f.metadata["help"] + f" (default: {default})"
         # default=SUPPRESS: only flags the user actually gave end up in the namespace, so they
         # can override the config file without the defaults clobbering it.
         if base is bool:
@@ -53,6 +54,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    trainer = None
     try:
         trainer = _make_trainer(args)
         print_ = print if trainer.is_main else (lambda *a, **k: None)
@@ -75,7 +77,10 @@ def run(args) -> int:
                 print_(f"ganx: resuming {trainer.run_dir} at step {trainer.step}")
             print_(f"ganx: training on {trainer.device} into {trainer.run_dir} "
                    f"({len(trainer.dataset)} images, {trainer.config.image_size}px, "
-                   f"{'conditional' if trainer.num_classes else 'unconditional'}, impl={trainer.config.impl}"
+                   f"{_conditioning(trainer)}, "
+                   f"{trainer.config.generator}/{trainer.config.discriminator}, loss {trainer.config.loss}"
+                   + (f", augment {trainer.config.augment}" if trainer.config.augment else "")
+                   + f", impl={trainer.config.impl}"
                    + (f", {trainer.dist.world_size} processes ({trainer.dist.backend})" if trainer.dist.enabled else "")
                    + ")")
         try:
@@ -92,6 +97,8 @@ def run(args) -> int:
             print(f"ganx: aborted at step {trainer.step}; {saved}", file=sys.stderr)
             return 130
     finally:
+        if trainer is not None:
+            trainer.close()  # the process's torch switches as before (the in-process API, tests)
         distributed.cleanup()
     if metrics.get("interrupted") and metrics.get("during") == "metrics":
         print_(f"ganx: stopped by {metrics['interrupted']} during the end-of-run metrics; the run is trained to step "
@@ -112,6 +119,12 @@ def run(args) -> int:
           + (f"; {quality}" if quality else ""))
     print(f"ganx: outputs in {trainer.run_dir} (all metrics in metrics.json)")
     return 0
+
+
+def _conditioning(trainer: Trainer) -> str:
+    if trainer.embedding_dim is not None:
+        return f"conditional on {trainer.embedding_dim}-value embeddings"
+    return "conditional" if trainer.num_classes else "unconditional"
 
 
 def _make_trainer(args) -> Trainer:

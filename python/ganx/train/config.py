@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Union, get_args, get_origin, get_type_hi
 
 from ganx.models.registry import DISCRIMINATORS, GENERATORS
 from ganx.ops.bce import TARGET_RANGE  # the losses' own range, the one every layer checks
+from ganx.train.augment import parse_policy
 from ganx.train.losses import LOSSES
 
 __all__ = ["TrainConfig", "ConfigError", "load_config_file", "load_yaml_file", "max_threads", "MAX_SEED"]
@@ -33,8 +34,10 @@ def _key(name: str) -> str:
     return f"--{name.replace('_', '-')} / config key {name!r}"
 
 
-def _opt(default, help: str, choices=None):
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _opt(default, help: str, choices=None, default_text=None):
+    # default_text: what --help shows as the default when ``default`` is a placeholder (None) that
+    # validate() resolves from other options.
+    return field(default=default, metadata={"help": help, "choices": choices, "default_text": default_text})
 
 
 @dataclass
@@ -44,37 +47,49 @@ class TrainConfig:
 
     # data
     data: str = _opt("digits", "data source: 'digits' (embedded sklearn digits), a folder of PNG/JPEG "
-                     "images (class subfolders become labels), a .npy/.npz array file, or "
+                     "images (class subfolders become labels), a .npy/.npz array file (a .npz: 'images', optional "
+                     "'labels' and 'embeddings'), or "
                      "'torchvision:NAME:ROOT' for a torchvision dataset already on disk")
     image_size: int = _opt(16, "image side in pixels (16, 32, 64 or 128); data is resized to it",
                            choices=(16, 32, 64, 128))
     channels: Optional[int] = _opt(None, "image channels, 1 or 3; default: those of the data",
                                    choices=(None, 1, 3))
-    conditional: bool = _opt(True, "class-conditional GAN (needs labels); --no-conditional for unconditional")
+    conditional: bool = _opt(True, "conditional GAN: on the data's 'embeddings' (one vector per image) when a .npz "
+                             "has them, else on its class labels (needs labels); --no-conditional for unconditional")
     # models
     generator: str = _opt("dcgan", "generator architecture (ganx.models.registry): 'dcgan' = DCGAN on "
-                          "ganx's fused upsample+conv", choices=tuple(GENERATORS))
+                          "ganx's fused upsample+conv; 'resnet' = SNGAN-style residual up-blocks on the fused "
+                          "upsample+conv, conditional batch norm", choices=tuple(GENERATORS))
     discriminator: str = _opt("dcgan", "discriminator architecture (ganx.models.registry): 'dcgan' = strided "
-                              "convs, projection conditioning", choices=tuple(DISCRIMINATORS))
+                              "convs; 'resnet' = SNGAN-style residual down-blocks, spectral norm; both condition "
+                              "by projection", choices=tuple(DISCRIMINATORS))
     latent_dim: int = _opt(64, "size of the Gaussian latent z")
     g_width: int = _opt(32, "generator width: channels of its last hidden block (doubling towards the input)")
     d_width: int = _opt(32, "discriminator width: channels of its first conv (doubling at every block)")
-    spectral_norm: bool = _opt(False, "spectral normalisation on every discriminator layer")
+    spectral_norm: Optional[bool] = _opt(None, "spectral normalisation on every discriminator layer",
+                                         default_text="on for --discriminator resnet, off for dcgan")
     minibatch_std: int = _opt(4, "discriminator minibatch-stddev group size against mode collapse "
                               "(0 = off); groups never mix real and fake samples")
-    impl: str = _opt("fused", "'fused' = ganx's C++/CUDA kernels (upsample+conv, BCE losses); "
+    impl: str = _opt("fused", "'fused' = ganx's C++/CUDA kernels (upsample+conv, BCE / hinge / WGAN losses); "
                      "'reference' = plain PyTorch layers and losses, for comparison",
                      choices=("fused", "reference"))
     # optimisation
     steps: int = _opt(3000, "generator updates to train for")
     batch_size: int = _opt(64, "images per batch (real and fake alike)")
     d_steps: int = _opt(1, "discriminator updates per generator update")
-    loss: str = _opt("bce", "adversarial loss: 'bce' (the classic GAN losses on logits, fused) or 'hinge' "
-                     "(D: relu(1 - D(x)) + relu(1 + D(G(z))), G: -D(G(z)))", choices=tuple(LOSSES))
+    loss: Optional[str] = _opt(None, "adversarial loss, each fused: 'bce' (the classic GAN losses on logits), 'hinge' "
+                               "(D: relu(1 - D(x)) + relu(1 + D(G(z))), G: -D(G(z))) or 'wgan' (D: D(G(z)) - D(x), "
+                               "G: -D(G(z)); needs a Lipschitz constraint on D: --r1-gamma or --spectral-norm)",
+                               choices=(None, *LOSSES),
+                               default_text="hinge for --discriminator resnet, bce for dcgan")
     g_loss: str = _opt("non_saturating", "generator loss of --loss bce: 'non_saturating' (-log D(G(z))) or "
                        "'minimax' (log(1 - D(G(z))))", choices=("non_saturating", "minimax"))
     real_target: float = _opt(1.0, "target for real images in D's loss (--loss bce); < 1 is one-sided "
                               "label smoothing")
+    augment: str = _opt("", "DiffAugment policy (Zhao et al. 2020): a comma-separated subset of 'color', "
+                        "'translation', 'cutout', applied (differentiably, each image its own random draw) to "
+                        "real and generated images alike before D, in D and G updates; '' = off. For small "
+                        "data sets such as the digits")
     r1_gamma: float = _opt(0.0, "weight of the R1 penalty gamma/2 * E ||grad D(x)||^2 on real images added "
                            "to D's loss (StyleGAN's regulariser; 0 = off)")
     lr_g: float = _opt(2e-4, "Adam learning rate of the generator")
@@ -90,7 +105,8 @@ class TrainConfig:
     seed: int = _opt(0, "seed of everything random: weights, noise, data order")
     deterministic: bool = _opt(False, "deterministic algorithms only (slower on CUDA; CPU runs are "
                                "reproducible anyway)")
-    threads: int = _opt(0, "CPU threads for torch (0 = torch's default)")
+    threads: int = _opt(0, "CPU threads for torch (0 = torch's default, lowered while other processes "
+                                "hold cores; results may then differ in the last bits)")
     sync_batchnorm: bool = _opt(False, "multi-process runs (torchrun): BatchNorm statistics over the global "
                                 "batch of all processes instead of each process's share")
     skip_nonfinite: bool = _opt(False, "skip a step whose loss is NaN/Inf (no update) instead of stopping "
@@ -126,6 +142,17 @@ class TrainConfig:
             if choices is not None and getattr(self, f.name) not in choices:
                 raise ConfigError(f"{_key(f.name)}: must be one of "
                                   f"{', '.join(map(repr, choices))}; got {getattr(self, f.name)!r}")
+        # Defaults that depend on the architecture, resolved once here (config.yaml and the
+        # checkpoints record the resolved values; an explicit value always wins).
+        if self.spectral_norm is None:
+            self.spectral_norm = self.discriminator == "resnet"
+        auto_loss = self.loss is None
+        if auto_loss:
+            self.loss = "hinge" if self.discriminator == "resnet" else "bce"
+        try:
+            self.augment = parse_policy(self.augment)
+        except ValueError as e:
+            raise ConfigError(f"{_key('augment')}: {e}") from None
         for name in ("latent_dim", "g_width", "d_width", "steps", "batch_size", "d_steps", "log_every",
                      "checkpoint_every", "metric_samples"):
             if getattr(self, name) < 1:
@@ -140,7 +167,9 @@ class TrainConfig:
             raise ConfigError(f"{_key('real_target')}: must be in [0, 1], got {self.real_target}")
         if self.loss != "bce" and (self.g_loss != "non_saturating" or self.real_target != 1):
             raise ConfigError(f"--g-loss and --real-target (config keys 'g_loss', 'real_target') belong to loss 'bce'; "
-                              f"loss {self.loss!r} has neither (leave them at their defaults)")
+                              f"loss {self.loss!r} has neither (leave them at their defaults)"
+                              + (f"; {self.loss!r} is the default loss of --discriminator {self.discriminator}, "
+                                 f"--loss bce selects bce" if auto_loss else ""))
         if not self.r1_gamma >= 0:
             raise ConfigError(f"{_key('r1_gamma')}: must be >= 0, got {self.r1_gamma}")
         if not 0 <= self.seed <= MAX_SEED:
@@ -196,10 +225,6 @@ class TrainConfig:
                 if m * k >= target:
                     return m * k
             k *= 10
-
-    @classmethod
-    def help_of(cls, name: str) -> str:
-        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
 
 
 def _coerce(name: str, value: Any, typ) -> Any:

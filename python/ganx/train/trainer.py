@@ -20,9 +20,11 @@ from ganx.models import DISCRIMINATORS, GENERATORS
 from ganx.models.common import latents
 from ganx.ops import cpu_buffer_cache_stats
 from ganx.train import distributed, faults, rundir
+from ganx.train.augment import Augmented, DiffAugment
 from ganx.train.checkpoint import (FORMAT, MODEL_KEYS, CheckpointError, CheckpointSaveError, capture_rng,
                                    load_checkpoint, restore_rng, run_dir_of, save_atomic)
 from ganx.train.config import MAX_SEED, ConfigError, TrainConfig
+from ganx.train.cores import ThreadGovernor
 from ganx.train.ema import EMA
 from ganx.train.images import plot_log, read_log_lines, save_grid
 from ganx.train.losses import build_loss
@@ -65,6 +67,49 @@ def _absolute_data(spec: str) -> str:
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:10}| {n_fmt}/{total_fmt} {elapsed}<{remaining}{postfix}"
 
 
+def describe_conditioning(num_classes: Optional[int], embedding_dim: Optional[int]) -> str:
+    """A model's conditioning in words (for messages)."""
+    if embedding_dim is not None:
+        return f"conditioned on {embedding_dim}-value embeddings"
+    if num_classes is not None:
+        return f"class-conditional ({num_classes} classes)"
+    return "unconditional"
+
+
+def run_conditioning(conditional: bool, dataset: ImageDataset):
+    """``(num_classes, embedding_dim)`` of a run on ``dataset``: conditioned on its embeddings when it
+    has them (its labels then serve the metrics only), else on its classes; neither when not
+    ``conditional``."""
+    if not conditional:
+        return None, None
+    if dataset.embeddings is not None:
+        return None, dataset.embedding_dim
+    return dataset.num_classes, None
+
+
+def _principal_direction(embeddings: torch.Tensor) -> torch.Tensor:
+    """The unit vector along which the (N, E) embeddings vary most (the top eigenvector of their
+    covariance, in float64; deterministic on the CPU), as float32."""
+    e = embeddings.double()
+    e = e - e.mean(0)
+    _, vecs = torch.linalg.eigh(e.T @ e)
+    return vecs[:, -1].float()
+
+
+def grid_embeddings(dataset: ImageDataset, rows: int = 16):
+    """The held vectors of an embedding run's sample grids and a name for each: the first image's
+    embedding of each class (at most ``rows`` classes) where the data has labels, else the first
+    ``min(rows, 8)`` embeddings (named by their row in the data)."""
+    if dataset.labels is not None:
+        k = min(dataset.num_classes, rows)
+        idx = [int(torch.nonzero(dataset.labels == c)[0]) for c in range(k) if bool((dataset.labels == c).any())]
+        names = [dataset.class_names[int(dataset.labels[i])] for i in idx]
+    else:
+        idx = list(range(min(rows, 8, len(dataset))))
+        names = [f"row {i}" for i in idx]
+    return dataset.embeddings[idx].clone(), names
+
+
 class _SkipStep(Exception):
     """Raised inside an update whose loss is non-finite under ``skip_nonfinite``."""
 
@@ -96,10 +141,14 @@ class Trainer:
       G's optimiser steps;
       then G's EMA is updated.
 
+    With ``config.augment`` (DiffAugment, ganx.train.augment), D sees every image, real and
+    generated, through the augmentation, in both updates (the loss gets D wrapped in
+    :class:`~ganx.train.augment.Augmented`).
+
     Randomness: the global torch RNG (seeded with ``seed``) draws the initial weights; the
-    latents come from a dedicated CPU generator (same noise on any device); the data order
-    is a function of (seed, epoch). All three are in a checkpoint, so on the CPU a resumed run
-    is bit-identical to an uninterrupted one.
+    latents and the augmentations come from dedicated CPU generators (same draws on any device);
+    the data order is a function of (seed, epoch). All of them are in a checkpoint, so on the CPU
+    a resumed run is bit-identical to an uninterrupted one.
 
     ``dataset`` overrides ``config.data`` (useful from Python); ``run_dir`` overrides
     ``config.out``.
@@ -113,6 +162,20 @@ class Trainer:
         self.is_main = self.dist.is_main  # only rank 0 writes logs, samples and checkpoints
         if cfg.amp != "off" and self.device.type != "cuda":
             raise ConfigError(f"amp={cfg.amp!r} needs a CUDA device (got {self.device}); use amp='off' on the CPU")
+        self.config = cfg
+        self._process_before = self._apply_process_settings()
+        try:
+            self._init(cfg, dataset, run_dir)
+        except BaseException:
+            self._restore_process_settings()
+            raise
+
+    def _apply_process_settings(self):
+        """Set torch's process-wide switches this run asks for (threads, deterministic algorithms,
+        cudnn.benchmark); returns what they were, for ``_restore_process_settings``."""
+        cfg = self.config
+        before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                  torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
@@ -122,16 +185,34 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        return before
+
+    def close(self) -> None:
+        """Give the process back its thread count, deterministic mode and cudnn.benchmark as
+        they were before this Trainer was built. ``fit`` does it when it ends (and sets them again
+        if called again); call it for a Trainer that is dropped without ``fit``."""
+        self._restore_process_settings()
+
+    def _restore_process_settings(self):
+        """A Trainer leaves the process as it found it: after ``fit`` (or a failed start) the
+        caller's thread count, deterministic mode and cudnn.benchmark are back."""
+        threads, det, warn_only, bench = self._process_before
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = bench
+
+    def _init(self, cfg: TrainConfig, dataset: Optional[ImageDataset], run_dir: Optional[str]):
         torch.manual_seed(cfg.seed)
 
         if dataset is None:
             dataset = load_dataset(cfg.data, cfg.image_size, cfg.channels)
         elif dataset.image_size != cfg.image_size:
             raise ConfigError(f"dataset images are {dataset.image_size}px but image_size={cfg.image_size}")
-        if cfg.conditional and dataset.labels is None:
+        if cfg.conditional and dataset.labels is None and dataset.embeddings is None:
             why = f": {dataset.note}" if dataset.note else ""
             raise ConfigError(f"conditional=True needs labelled data, but {dataset.name!r} has no labels{why} "
-                              f"(use class subfolders or a .npz with 'labels', or --no-conditional)")
+                              f"(use class subfolders, a .npz with 'labels' or with 'embeddings', or --no-conditional)")
         if cfg.channels is None:
             cfg = cfg.replace(channels=dataset.channels)
         if cfg.data != _absolute_data(cfg.data):
@@ -148,7 +229,9 @@ class Trainer:
         self.config, self.dataset = cfg, dataset
         self.run_dir = cfg.out
         self._lock = rundir.RunLock(self.run_dir)
-        self.num_classes = dataset.num_classes if cfg.conditional else None
+        # Conditioning: on the data's vectors when it has embeddings (its labels, if any, then serve
+        # the metrics only), else on its classes; none with --no-conditional.
+        self.num_classes, self.embedding_dim = run_conditioning(cfg.conditional, dataset)
 
         self._check_model_memory(cfg)
         self._check_metric_options(cfg, dataset)
@@ -159,8 +242,8 @@ class Trainer:
             except RuntimeError as e:
                 raise ConfigError((str(e).strip().splitlines() or [""])[0]) from None
         # The architectures by name (ganx.models.registry); a checkpoint records both names.
-        self.G = GENERATORS[cfg.generator].from_config(cfg, self.num_classes).to(self.device)
-        self.D = DISCRIMINATORS[cfg.discriminator].from_config(cfg, self.num_classes).to(self.device)
+        self.G = GENERATORS[cfg.generator].from_config(*self._model_args(cfg)).to(self.device)
+        self.D = DISCRIMINATORS[cfg.discriminator].from_config(*self._model_args(cfg)).to(self.device)
         if cfg.sync_batchnorm and self.dist.enabled:
             self.G = distributed.convert_sync_batchnorm(self.G, self.device)
         betas = (cfg.beta1, cfg.beta2)
@@ -183,8 +266,19 @@ class Trainer:
         self._amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
         self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        # DiffAugment (--augment; off by default, and then nothing is drawn): D sees real and
+        # generated images through it in both updates. Its draws have their own CPU generator,
+        # in the checkpoint like the noise's.
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 4)
+        self.augment = DiffAugment(cfg.augment, self.aug_gen, (self.dist.rank, self.dist.world_size))
         images = dataset.images.to(self.device)
-        labels = dataset.labels.to(self.device) if (cfg.conditional and dataset.labels is not None) else None
+        if self.embedding_dim is not None:  # the batches' "labels" are then the images' vectors
+            labels = dataset.embeddings.to(self.device)
+        else:
+            labels = dataset.labels.to(self.device) if (cfg.conditional and dataset.labels is not None) else None
+        # The direction along which an embedding batch is sorted before D sees it (see train_step).
+        self._sort_direction = (_principal_direction(dataset.embeddings).to(self.device)
+                                if self.embedding_dim is not None else None)
         try:
             self.data = BatchIterator(images, labels, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size)
         except ValueError as e:
@@ -202,6 +296,14 @@ class Trainer:
             z = latents(self.grid_cols, cfg.latent_dim, g)
             self.grid_z = z.repeat(self.num_classes, 1)
             self.grid_y = torch.arange(self.num_classes).repeat_interleave(self.grid_cols)
+        elif self.embedding_dim is not None:
+            # One row per held embedding of the data (fixed for the run), the same z along each column.
+            rows, self.grid_names = grid_embeddings(dataset)
+            self.grid_cols = 10 if dataset.labels is not None else 8
+            z = latents(self.grid_cols, cfg.latent_dim, g)
+            self.grid_z = z.repeat(len(rows), 1)
+            self.grid_y = rows.repeat_interleave(self.grid_cols, dim=0)
+            self.grid_rows = rows
         else:
             self.grid_cols = 8
             self.grid_z, self.grid_y = latents(64, cfg.latent_dim, g), None
@@ -242,12 +344,19 @@ class Trainer:
         """Refuse widths whose models (with gradients, Adam's two moments and the EMA copy) do not
         fit the memory available, before allocating them."""
         try:
-            g = model_bytes(GENERATORS[cfg.generator].from_config, (cfg, self.num_classes))
-            d = model_bytes(DISCRIMINATORS[cfg.discriminator].from_config, (cfg, self.num_classes))
+            g = model_bytes(GENERATORS[cfg.generator].from_config, self._model_args(cfg))
+            d = model_bytes(DISCRIMINATORS[cfg.discriminator].from_config, self._model_args(cfg))
         except (ValueError, TypeError, RuntimeError, OverflowError) as e:
             raise ConfigError(f"the model of this config cannot be built: {e}") from None
         check_bytes(5 * g + 4 * d, f"g_width={cfg.g_width}, d_width={cfg.d_width}, latent_dim={cfg.latent_dim}: "
                     f"the models with their optimiser state", ConfigError)
+
+    def _model_args(self, cfg: TrainConfig) -> tuple:
+        """The arguments of the registry's ``from_config`` for this run: ``(cfg, num_classes)``, and
+        the embedding size after them for a run conditioned on vectors."""
+        if self.embedding_dim is not None:
+            return cfg, None, self.embedding_dim
+        return cfg, self.num_classes
 
     # ------------------------------------------------------------------ one update each
     def _autocast(self):
@@ -288,8 +397,9 @@ class Trainer:
         z = self._noise(real.shape[0])
         with torch.no_grad(), self._autocast():
             fake = self.G(z, labels)
+        D = Augmented(self.D_train, self.augment) if self.augment else self.D_train
         with self._autocast():
-            loss, stats = self.loss.d_step(self.D_train, real, fake, labels)
+            loss, stats = self.loss.d_step(D, real, fake, labels)
         self._update(loss, "d_loss", self.opt_d, self.scaler_d)
         return {"d_loss": loss.detach(), **stats}
 
@@ -298,10 +408,11 @@ class Trainer:
         n = n if n is not None else (labels.shape[0] if labels is not None else self.config.batch_size)
         z = self._noise(n)
         self.D.requires_grad_(False)
+        # The plain D, not its DDP wrapper: frozen, it gets no gradient and so no all-reduce.
+        D = Augmented(self.D, self.augment) if self.augment else self.D
         try:
             with self._autocast():
-                # The plain D, not its DDP wrapper: frozen, it gets no gradient and so no all-reduce.
-                loss = self.loss.g_step(self.D, self.G_train(z, labels), labels)
+                loss = self.loss.g_step(D, self.G_train(z, labels), labels)
             self._update(loss, "g_loss", self.opt_g, self.scaler_g)
         finally:
             self.D.requires_grad_(True)
@@ -316,19 +427,20 @@ class Trainer:
         self.G.train()
         self.D.train()
         acc = None
-        epoch_ended = False
         self._skipped = False
         for i in range(self.config.d_steps):
-            real, labels, end = self.data.next()
-            epoch_ended |= end
+            real, labels, _ = self.data.next()
             if self._skipped:
                 continue  # the rest of a skipped step: consume its batches, no update
             if labels is not None and self.config.minibatch_std > 1:
                 # Sort the batch by class so D's minibatch-std groups hold (mostly) one class, in
                 # the real half and in the fake half alike: D then sees the *within-class* spread,
                 # and a conditional G that ignores its noise gets caught (with random class order
-                # the spread is dominated by class differences, for real and fake alike).
-                order = torch.argsort(labels, stable=True)
+                # the spread is dominated by class differences, for real and fake alike). Embeddings
+                # are sorted by their projection on the data's principal direction: similar vectors
+                # then share groups (the labels a data set with embeddings may have are not used).
+                key = labels if self._sort_direction is None else labels @ self._sort_direction
+                order = torch.argsort(key, stable=True)
                 real, labels = real[order], labels[order]
             try:
                 s = self.d_step(real, labels)
@@ -348,7 +460,6 @@ class Trainer:
                 print(f"ganx: warning: non-finite {self._skip_reason} at step {self.step + 1}; "
                       f"step {self.step + 1} skipped (--skip-nonfinite)")
         self.step += 1
-        self._epoch_ended = epoch_ended
         return figs
 
     # ------------------------------------------------------------------ sampling
@@ -388,6 +499,7 @@ class Trainer:
             "discriminator_arch": self.D.arch,
             "discriminator_config": self.D.config(),
             "class_names": list(self.dataset.class_names) if self.num_classes else [],
+            "conditioning": self._conditioning_record(),
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -396,13 +508,32 @@ class Trainer:
             "scaler_g": self.scaler_g.state_dict(),
             "scaler_d": self.scaler_d.state_dict(),
             "rng": {"global": capture_rng(), "noise": self.noise_gen.get_state(),
-                    "data": self.data.state_dict()},
+                    "data": self.data.state_dict(), "augment": self.aug_gen.get_state()},
         }
+
+    def _conditioning_record(self) -> Dict[str, Any]:
+        """What the run conditions on, for the checkpoint (``ganx sample`` reads it): the kind, the
+        class count or the vectors' size, and for vectors the held rows of the sample grids (with
+        the class of each where the data has labels)."""
+        if self.embedding_dim is not None:
+            return {"kind": "embedding", "embedding_dim": self.embedding_dim,
+                    "sample_embeddings": self.grid_rows.clone(), "sample_names": list(self.grid_names)}
+        if self.num_classes:
+            return {"kind": "class", "num_classes": self.num_classes}
+        return {"kind": None}
 
     def load_state_dict(self, ckpt: Dict[str, Any], name: str = "the checkpoint") -> None:
         """Restore a checkpoint's state. A part that does not fit this trainer's model, optimisers
         or RNGs is a :class:`CheckpointError` naming it (nothing is half-applied to the models:
         the weights are checked before anything is loaded)."""
+        saved = ckpt.get("generator_config")
+        if isinstance(saved, dict):
+            was = describe_conditioning(saved.get("num_classes"), saved.get("embedding_dim"))
+            now = describe_conditioning(self.num_classes, self.embedding_dim)
+            if was != now:
+                raise CheckpointError(f"{name}: its models are {was}, but this run's data {self.dataset.name!r} "
+                                      f"makes them {now} (resume with the data the run was trained on)")
+
         def part(what, fn):
             try:
                 fn()
@@ -427,6 +558,8 @@ class Trainer:
             part("gradient scaler state", lambda: self.scaler_d.load_state_dict(ckpt["scaler_d"]))
         part("RNG state", lambda: restore_rng(ckpt["rng"]["global"]))
         part("noise RNG state", lambda: self.noise_gen.set_state(ckpt["rng"]["noise"]))
+        if "augment" in ckpt["rng"]:  # checkpoints from before --augment have none (and no augmentation)
+            part("augmentation RNG state", lambda: self.aug_gen.set_state(ckpt["rng"]["augment"]))
 
         def data_state():
             st = ckpt["rng"]["data"]
@@ -521,8 +654,23 @@ class Trainer:
         except ConfigError as e:
             raise ConfigError(f"checkpoint {src!r}: its config is not usable: {e}") from None
         check_model_size(ckpt, src)
+        if dataset is None:
+            dataset = load_dataset(cfg.data, cfg.image_size, cfg.channels)
+        saved_g = ckpt.get("generator_config")
+        if isinstance(saved_g, dict):
+            # The conditioning comes from the data (its labels or its embeddings): data that would
+            # condition the models otherwise is a model change, refused like the options above.
+            was = describe_conditioning(saved_g.get("num_classes"), saved_g.get("embedding_dim"))
+            now = describe_conditioning(*run_conditioning(cfg.conditional, dataset))
+            if was != now:
+                raise ConfigError(f"checkpoint {src!r}: a resumed run keeps its model, which is {was}, but the data "
+                                  f"{dataset.name!r} would make it {now} (resume with the data the run was trained on)")
         trainer = cls(cfg, dataset=dataset)
-        trainer.load_state_dict(ckpt, f"checkpoint {src!r}")
+        try:
+            trainer.load_state_dict(ckpt, f"checkpoint {src!r}")
+        except BaseException:
+            trainer.close()
+            raise
         try:
             if os.path.samefile(src, trainer.checkpoint_path):
                 trainer._verified_last = True  # loaded and verified just now
@@ -611,9 +759,14 @@ class Trainer:
         """Train until ``config.steps``; returns the metrics that are also written to metrics.json.
         Holds the run folder's lock (one writer per folder) from start to end."""
 
+        self._governor: Optional[ThreadGovernor] = None
+        self._apply_process_settings()  # again: a second fit, or switches changed since __init__
         try:
             return self._fit(tensorboard)
         finally:
+            if self._governor is not None:
+                self._governor.close()
+            self._restore_process_settings()
             self._lock.release()
 
     def _fit(self, tensorboard: bool) -> Dict[str, Any]:
@@ -641,9 +794,12 @@ class Trainer:
                    desc="train", unit="step", bar_format=BAR_FORMAT)
         t0 = time.perf_counter()
         stop = faults.GracefulStop(announce=self.is_main)
+        # Fewer threads while other processes hold cores; its last choice also serves the metrics.
+        governor = self._governor = self._thread_governor(bar.write if self.is_main else None)
         try:
             stop.__enter__()
             while self.step < cfg.steps:
+                governor.poll()
                 figs = self.train_step()
                 # SIGINT/SIGTERM: stop after this step, on every rank at the same step (decided
                 # by a collective before any rank-dependent branch, so no rank waits alone).
@@ -683,6 +839,14 @@ class Trainer:
         if self.interrupted or not self.is_main:
             return self._stopped_result(last_row)
         return self._end_of_run(last_row)
+
+    def _thread_governor(self, log) -> ThreadGovernor:
+        """On the CPU with ``threads`` 0, not ``deterministic`` and no OMP_NUM_THREADS: fewer torch
+        threads while other processes hold cores (train/cores.py); otherwise one that does nothing."""
+        cfg = self.config
+        auto = (self.device.type == "cpu" and not cfg.threads and not cfg.deterministic
+                and not os.environ.get("OMP_NUM_THREADS"))
+        return ThreadGovernor(enabled=auto, log=log)
 
     def _stopped_result(self, last_row: Dict[str, Any], **extra) -> Dict[str, Any]:
         if self._tb is not None:

@@ -1,0 +1,36 @@
+"""The tiny training run the training, CLI and reliability tests share (one definition, imported
+by the test files; the tests directory is on sys.path as for faulty_ganx.py).
+
+* :data:`MODEL`: the CLI options of the tiny model (16 px, latent 8, widths 8);
+* :data:`TINY`: MODEL plus a quick, quiet, single-threaded CPU run (reference ops, no metrics,
+  no sample grids, a log line per step);
+* :data:`SMALL`: 256 digits at 16 px (16 batches of 16, 8 of 32 per epoch);
+* :func:`tiny`: the TrainConfig of the same run; :func:`run_cli`: ``ganx`` in this process.
+"""
+import torch
+
+from ganx.cli import main
+from ganx.data import load_digits_dataset
+from ganx.train import TrainConfig
+
+MODEL = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8"]
+TINY = MODEL + ["--batch-size", "32", "--log-every", "1", "--device", "cpu", "--no-progress", "--impl", "reference",
+                "--threads", "1", "--no-metrics", "--sample-every", "0"]
+SMALL = load_digits_dataset(16)._subset(torch.arange(256))
+
+
+def tiny(out, **kw) -> TrainConfig:
+    base = dict(image_size=16, latent_dim=8, g_width=8, d_width=8, batch_size=32, steps=4, checkpoint_every=2,
+                progress=False, metrics=False, sample_every=0, device="cpu", impl="reference", out=str(out),
+                log_every=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def run_cli(capsys, *argv):
+    """``ganx ARGV`` in this process: (exit code, stdout, stderr)."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
