@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""BCE adversarial losses: ganx one-pass kernels vs eager BCEWithLogits vs torch.compile.
+"""Adversarial losses (BCE, hinge, WGAN): ganx one-pass kernels vs their eager twins vs torch.compile.
 
     python benchmarks/bench_losses.py                      # CPU (or CUDA if present), 64 .. 16M logits
     python benchmarks/bench_losses.py --device cuda --out DIR

@@ -146,6 +146,7 @@ def test_train_step_tiny(tmp_path):
     rows = payload["results"]
     check_rows(rows, ("images_per_s", "speedup_vs", "max_rel_err_vs_fp32_reference"))
     assert {r["contender"] for r in rows} == {"fused", "reference"}
+    assert {(r["arch"], r["loss"]) for r in rows} == {("dcgan", "bce"), ("resnet", "hinge")}  # both model families
     assert pngs
 
 

@@ -1,4 +1,4 @@
-"""Benchmark of the BCE adversarial losses, forward + backward, from 64 to 16M logits.
+"""Benchmark of the adversarial losses (BCE, hinge, Wasserstein), forward + backward, from 64 to 16M logits.
 
 Contenders (same logits, dtype and flags):
 
@@ -6,6 +6,10 @@ Contenders (same logits, dtype and flags):
   ``bce_generator_loss(fake)`` (one pass; the gradient is made in the forward).
 - ``eager``: ``F.binary_cross_entropy_with_logits(real, ones_like(real)) +
   F.binary_cross_entropy_with_logits(fake, zeros_like(fake))`` (generator: one call with ones).
+- hinge and WGAN rows (losses ``hinge-*``, ``wgan-*``): ``ganx`` is
+  ``ganx.functional.hinge_*`` / ``wasserstein_*`` (the same one-pass kernels), ``eager`` the
+  textbook twin: ``relu(1 - real).mean() + relu(1 + fake).mean()`` (hinge D),
+  ``fake.mean() - real.mean()`` (WGAN D), ``-fake.mean()`` (G, both).
 - ``compile``: ``torch.compile`` of the eager function (default mode).
 - ``compile-reduce-overhead`` (CUDA only): ``mode="reduce-overhead"`` (CUDA graphs), called
   after ``torch.compiler.cudagraph_mark_step_begin()`` as a training loop would.
@@ -35,7 +39,10 @@ import torch.nn.functional as F
 from ganx_bench import harness as H
 
 BENCH = "losses"
-LOSSES = ("discriminator", "generator")
+LOSSES = ("discriminator", "generator", "hinge-discriminator", "hinge-generator", "wgan-discriminator",
+          "wgan-generator")
+LABELS = {"discriminator": "D", "generator": "G", "hinge-discriminator": "hinge D", "hinge-generator": "hinge G",
+          "wgan-discriminator": "WGAN D", "wgan-generator": "WGAN G"}
 PHASES = ("fwd", "fwd+bwd")
 CONTENDERS = ("ganx", "eager", "compile", "compile-reduce-overhead", "autograd-floor")
 UNCHECKED = ("autograd-floor",)  # contenders that compute something else on purpose
@@ -67,6 +74,29 @@ def eager_g(fake: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
 
+def eager_hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def eager_wgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return fake.mean() - real.mean()
+
+
+def eager_critic_g(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+EAGER = {"discriminator": eager_d, "generator": eager_g, "hinge-discriminator": eager_hinge_d,
+         "hinge-generator": eager_critic_g, "wgan-discriminator": eager_wgan_d, "wgan-generator": eager_critic_g}
+GANX = {"discriminator": "bce_discriminator_loss", "generator": "bce_generator_loss",
+        "hinge-discriminator": "hinge_discriminator_loss", "hinge-generator": "hinge_generator_loss",
+        "wgan-discriminator": "wasserstein_discriminator_loss", "wgan-generator": "wasserstein_generator_loss"}
+
+
+def is_disc(loss: str) -> bool:
+    return loss.endswith("discriminator")
+
+
 def floor_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return real.sum() + fake.sum()
 
@@ -77,13 +107,13 @@ def floor_g(fake: torch.Tensor) -> torch.Tensor:
 
 def _forward(loss: str, name: str) -> Callable[..., torch.Tensor]:
     import ganx.functional as GF
-    eager = eager_d if loss == "discriminator" else eager_g
+    eager = EAGER[loss]
     if name == "ganx":
-        return GF.bce_discriminator_loss if loss == "discriminator" else GF.bce_generator_loss
+        return getattr(GF, GANX[loss])
     if name == "eager":
         return eager
     if name == "autograd-floor":
-        return floor_d if loss == "discriminator" else floor_g
+        return floor_d if is_disc(loss) else floor_g
     if name == "compile":
         return torch.compile(eager, dynamic=False)
     if name == "compile-reduce-overhead":
@@ -101,7 +131,7 @@ def make_inputs(loss: str, n: int, ctx: H.Context) -> Tuple[torch.Tensor, ...]:
     g = torch.Generator(device="cpu").manual_seed(n)
     real = (torch.randn(n, generator=g) * 4 + 1).to(ctx.device, ctx.dtype)
     fake = (torch.randn(n, generator=g) * 4 - 1).to(ctx.device, ctx.dtype)
-    return (real, fake) if loss == "discriminator" else (fake,)
+    return (real, fake) if is_disc(loss) else (fake,)
 
 
 def step_fn(fwd: Callable[..., torch.Tensor], inputs: Tuple[torch.Tensor, ...], phase: str) -> Callable[[], Any]:
@@ -119,7 +149,7 @@ def step_fn(fwd: Callable[..., torch.Tensor], inputs: Tuple[torch.Tensor, ...], 
 
 
 def compulsory_bytes(loss: str, n: int, phase: str, elem: int) -> int:
-    tensors = 2 if loss == "discriminator" else 1
+    tensors = 2 if is_disc(loss) else 1
     return elem * n * tensors * (2 if phase == "fwd+bwd" else 1)
 
 
@@ -147,7 +177,7 @@ def run(ctx: H.Context, sizes: Sequence[int], losses: Sequence[str], contenders:
                 fwds = {c: _forward(loss, c) for c in names}
                 for phase in phases:
                     what = ("loss",) if phase == "fwd" else ("loss",) + tuple(
-                        f"grad_{a}" for a in (("real", "fake") if loss == "discriminator" else ("fake",)))
+                        f"grad_{a}" for a in (("real", "fake") if is_disc(loss) else ("fake",)))
                     ref = _outs(step_fn(fwds["eager"], inputs, phase)())
                     timed: Dict[str, Tuple[H.Timing, Any]] = {}
                     for c in names:
@@ -273,13 +303,13 @@ def plots(ctx: H.Context, rows: List[Dict[str, Any]], contenders: Sequence[str])
                 pts = {r["n"]: r["gb_per_s"] for r in rows if r["loss"] == loss and r["contender"] == c
                        and r["phase"] == "fwd+bwd"}
                 if pts:
-                    series[f"{loss[0].upper()} {c}"] = pts
+                    series[f"{LABELS[loss]} {c}"] = pts
         if not series:
             return None
         xs = sorted({n for s in series.values() for n in s})
         return H.plot_lines(base.with_name(base.name + "-bandwidth.png"), xs,
                             {k: [v.get(n) for n in xs] for k, v in series.items()},
-                            f"BCE losses fwd+bwd ({ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]})",
+                            f"GAN losses fwd+bwd ({ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]})",
                             "logits", "GB/s (compulsory traffic, wall time)",
                             {"measured copy bandwidth": ctx.peaks["copy_bytes_per_s"] / 1e9})
 
@@ -289,26 +319,26 @@ def plots(ctx: H.Context, rows: List[Dict[str, Any]], contenders: Sequence[str])
             g = {r["n"]: r for r in rows if r["loss"] == loss and r["contender"] == "ganx" and r["phase"] == "fwd+bwd"}
             for c in present:
                 if c != "ganx" and g:
-                    series[f"{loss[0].upper()}: ganx vs {c}"] = {n: r["speedup_vs"].get(c) for n, r in g.items()}
+                    series[f"{LABELS[loss]}: ganx vs {c}"] = {n: r["speedup_vs"].get(c) for n, r in g.items()}
         if not series:
             return None
         xs = sorted({n for s in series.values() for n in s})
         return H.plot_lines(base.with_name(base.name + "-speedup.png"), xs,
                             {k: [v.get(n) for n in xs] for k, v in series.items()},
-                            f"ganx BCE losses speed-up, fwd+bwd ({ctx.env['device']})", "logits",
+                            f"ganx GAN losses speed-up, fwd+bwd ({ctx.env['device']})", "logits",
                             "speed-up (x)", {"1x": 1.0})
     return [bandwidth, speedup]
 
 
 def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Benchmark ganx's BCE adversarial losses (discriminator and generator) against eager "
-                    "binary_cross_entropy_with_logits and its torch.compile, forward+backward, 64 to 16M logits.")
+        description="Benchmark ganx's adversarial losses (BCE, hinge, WGAN; discriminator and generator) against "
+                    "their eager twins and torch.compile, forward+backward, 64 to 16M logits.")
     H.add_common_args(p, default_out=default_out, default_cache="warm")
     p.add_argument("--contenders", default=None,
                    help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all; reduce-overhead on CUDA only)")
     p.add_argument("--sizes", default=None, help="comma-separated logit counts (default 64 .. 16M in powers of 4)")
-    p.add_argument("--losses", default=",".join(LOSSES), help="comma-separated subset of discriminator,generator")
+    p.add_argument("--losses", default=",".join(LOSSES), help=f"comma-separated subset of {','.join(LOSSES)}")
     p.add_argument("--phases", default="fwd+bwd", help="comma-separated subset of fwd,fwd+bwd (default fwd+bwd)")
     return p
 
@@ -336,7 +366,7 @@ def run_main(argv: Optional[Sequence[str]] = None, default_out: Optional[Path] =
     body += "\n\n" + H.clocks_md(rows, ("loss", "n", "phase"), ctx.is_cuda, "device_median_s", "ganx",
                                  "Device time and wall time per call")
     body += H.dropped_md(notes)
-    return H.finish(ctx, f"BCE adversarial losses benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
+    return H.finish(ctx, f"Adversarial losses benchmark: {ctx.env['device']}, {H.SHORT_DTYPE[ctx.dtype]}", body, rows,
              {"targets": tres, "dropped": notes}, plots(ctx, rows, contenders),
              compare_keys=H.COMPARE_KEYS[BENCH], echo=echo)
 

@@ -4,12 +4,15 @@ The step is the one of :class:`ganx.train.Trainer` (``d_step`` then ``g_step``) 
 data loader, the EMA and the logging: D sees the real and the (no-grad) generated batch in one
 pass and steps Adam; then G generates a fresh batch, goes through the frozen D and steps Adam.
 Models: DCGAN-sized :class:`ganx.models.Generator` / :class:`ganx.models.Discriminator`
-(latent 100, width 64, RGB) at 32x32 and 64x64 pixels.
+(latent 100, width 64, RGB) at 32x32 and 64x64 pixels, with the BCE loss; and the ResNet pair
+(:class:`ganx.models.ResNetGenerator` / :class:`ganx.models.ResNetDiscriminator`, SNGAN-style,
+spectral norm; latent 128, width 32, RGB; rows labelled "resnet") at 32x32 with the hinge loss,
+the loss ``ganx train`` picks for it.
 
 Contenders (same initial weights, same real batch and latents, same flags):
 
-- ``fused``: models with ``impl="fused"`` and ``BCELoss("fused")`` (ganx kernels).
-- ``reference``: ``impl="reference"`` models and losses (plain PyTorch).
+- ``fused``: models with ``impl="fused"`` and the loss with ``impl="fused"`` (ganx kernels).
+- ``reference``: ``impl="reference"`` models and losses (plain PyTorch, eager).
 - ``compile``: the reference models wrapped in ``torch.compile`` (default mode); the loss
   and the optimisers stay eager.
 
@@ -46,26 +49,56 @@ class StepConfig:
     width: int = 64
     latent_dim: int = 100
     channels: int = 3
+    arch: str = "dcgan"  # both models' name in ganx.models.registry
 
     @property
     def id(self) -> str:
-        return f"{self.image_size}px-n{self.batch}-{self.precision}" + ("" if self.width == 64 else f"-w{self.width}")
+        return (("" if self.arch == "dcgan" else f"{self.arch}-") + f"{self.image_size}px-n{self.batch}-{self.precision}"
+                + ("" if self.width == 64 else f"-w{self.width}"))
 
     @property
     def label(self) -> str:
-        return f"{self.image_size}px N{self.batch} {self.precision}" + ("" if self.width == 64 else f" width {self.width}")
+        return (("" if self.arch == "dcgan" else f"{self.arch} ") + f"{self.image_size}px N{self.batch} {self.precision}"
+                + ("" if self.width == 64 else f" width {self.width}"))
+
+    @property
+    def loss(self) -> str:
+        """The loss ``ganx train`` uses with these models by default (ganx.train.TrainConfig)."""
+        return "hinge" if self.arch == "resnet" else "bce"
+
+
+def resnet(image_size: int, batch: int, precision: str) -> StepConfig:
+    return StepConfig(image_size, batch, precision, width=32, latent_dim=128, arch="resnet")
 
 
 def configs_for(device: str, tiny: bool, precisions: Sequence[str]) -> List[StepConfig]:
     if tiny:
-        return [StepConfig(16, 4, p, width=4, latent_dim=8) for p in precisions]
+        return [StepConfig(16, 4, p, width=4, latent_dim=8, arch=a) for p in precisions for a in ("dcgan", "resnet")]
     if device == "cuda":
         sizes = [(32, 64), (32, 256), (64, 64), (64, 256)]
         out = [StepConfig(px, n, "fp32") for px, n in sizes] if "fp32" in precisions else []
+        out += [resnet(32, n, "fp32") for n in (64, 256)] if "fp32" in precisions else []
         # bf16 at the large batches, where mixed precision is used in practice.
         out += [StepConfig(px, n, p) for p in precisions if p != "fp32" for px, n in sizes if n == 256]
+        out += [resnet(32, 256, p) for p in precisions if p != "fp32"]
         return out
-    return [StepConfig(px, 64, p) for p in precisions for px in (32, 64)]
+    return [StepConfig(px, 64, p) for p in precisions for px in (32, 64)] + [resnet(32, 64, p) for p in precisions]
+
+
+def build_models(cfg: StepConfig, impl: str):
+    """The generator and discriminator of ``cfg`` (random weights), unconditional."""
+    from ganx.models import DISCRIMINATORS, GENERATORS
+    G = GENERATORS[cfg.arch](cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl=impl)
+    D = DISCRIMINATORS[cfg.arch](cfg.image_size, cfg.channels, cfg.width)
+    return G, D
+
+
+def build_loss(cfg: StepConfig, impl: str):
+    """The training loss of ``cfg`` as the Trainer builds it (``impl`` for the losses that have one)."""
+    from types import SimpleNamespace
+
+    from ganx.train.losses import LOSSES
+    return LOSSES[cfg.loss].from_config(SimpleNamespace(impl=impl, g_loss="non_saturating", real_target=1.0))
 
 
 # --------------------------------------------------------------------------- the step
@@ -75,11 +108,9 @@ class Step:
 
     def __init__(self, cfg: StepConfig, contender: str, state: Tuple[dict, dict], inputs: Dict[str, torch.Tensor],
                  device: torch.device, dtype: torch.dtype = torch.float32):
-        from ganx.models import Discriminator, Generator
-        from ganx.train.losses import BCELoss
         impl = "fused" if contender == "fused" else "reference"
-        self.G = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl=impl).to(device, dtype)
-        self.D = Discriminator(cfg.image_size, cfg.channels, cfg.width).to(device, dtype)
+        G, D = build_models(cfg, impl)
+        self.G, self.D = G.to(device, dtype), D.to(device, dtype)
         inputs = {k: v.to(dtype) for k, v in inputs.items()}
         self.G.load_state_dict(state[0])
         self.D.load_state_dict(state[1])
@@ -87,7 +118,7 @@ class Step:
         self.D.train()
         self.g_fwd = torch.compile(self.G, dynamic=False) if contender == "compile" else self.G
         self.d_fwd = torch.compile(self.D, dynamic=False) if contender == "compile" else self.D
-        self.loss = BCELoss(impl)
+        self.loss = build_loss(cfg, impl)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.real, self.z, self.z2 = inputs["real"], inputs["z"], inputs["z2"]
@@ -170,7 +201,6 @@ def check(cfg: StepConfig, steps: Dict[str, Step], oracle: Dict[str, torch.Tenso
 # --------------------------------------------------------------------------- running
 
 def run(ctx: H.Context, configs: Sequence[StepConfig], contenders: Sequence[str], log=print):
-    from ganx.models import Discriminator, Generator
     rows: List[Dict[str, Any]] = []
     notes: Dict[str, str] = {}
     with H.run_rows(ctx):
@@ -179,8 +209,7 @@ def run(ctx: H.Context, configs: Sequence[StepConfig], contenders: Sequence[str]
             if "compile" in names:
                 H.reset_compile_caches()
             torch.manual_seed(ctx.args.get("seed", 0) + i)
-            G0 = Generator(cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl="reference")
-            D0 = Discriminator(cfg.image_size, cfg.channels, cfg.width)
+            G0, D0 = build_models(cfg, "reference")
             state = (G0.state_dict(), D0.state_dict())
             inputs = {"real": torch.rand(cfg.batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1,
                       "z": torch.randn(cfg.batch, cfg.latent_dim), "z2": torch.randn(cfg.batch, cfg.latent_dim)}
@@ -220,7 +249,8 @@ def run(ctx: H.Context, configs: Sequence[StepConfig], contenders: Sequence[str]
                 mem = H.peak_memory(ctx, step)
                 timed[name] = t
                 rows.append({
-                    "config": cfg.id, "label": cfg.label, "image_size": cfg.image_size, "batch": cfg.batch,
+                    "config": cfg.id, "label": cfg.label, "arch": cfg.arch, "loss": cfg.loss,
+                    "image_size": cfg.image_size, "batch": cfg.batch,
                     "precision": cfg.precision, "width": cfg.width, "latent_dim": cfg.latent_dim,
                     "contender": name, "median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "runs": t.n,
                     "method": t.method, **host, "images_per_s": cfg.batch / t.median, "peak_mem_bytes": mem,
@@ -266,8 +296,9 @@ def plots(ctx: H.Context, rows: List[Dict[str, Any]], contenders: Sequence[str])
 
 def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Benchmark a full DCGAN training step (D update + G update, images/s): ganx fused models and "
-                    "losses vs the reference PyTorch ones vs torch.compile of the reference models.")
+        description="Benchmark a full GAN training step (D update + G update, images/s) of the DCGAN pair and the "
+                    "ResNet pair (configs 'resnet-...'): ganx fused models and losses vs the reference PyTorch ones "
+                    "vs torch.compile of the reference models.")
     H.add_common_args(p, default_out=default_out, default_cache="warm")
     p.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated subset of {','.join(CONTENDERS)}")
     p.add_argument("--precisions", default=None,
