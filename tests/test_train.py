@@ -184,8 +184,8 @@ def test_missing_tensorboard_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     import sys
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     t = Trainer(tiny(tmp_path), dataset=SMALL)
-    t._open_tensorboard()
-    assert t._tb is None
+    t.runlog.open_tensorboard(t.config, t.step)
+    assert t.runlog.tb is None
     assert 'pip install "ganx[tensorboard]"' in capsys.readouterr().out
 
 
@@ -260,7 +260,7 @@ def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
 def test_progress_bar_fits_80_columns():
     from tqdm import tqdm
 
-    from ganx.train.trainer import BAR_FORMAT, progress_postfix
+    from ganx.train.runlog import BAR_FORMAT, progress_postfix
 
     row = {"d_loss": 1.23456, "g_loss": 10.5678, "acc_real": 0.8123, "acc_fake": 0.7712, "d_real": 0.6, "d_fake": 0.4}
     post = progress_postfix(row)
