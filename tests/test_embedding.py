@@ -448,7 +448,7 @@ def test_sample_from_vectors(tmp_path, capsys, emb_run, npz):
     want = G(latents(1, G.latent_dim, torch.Generator().manual_seed(0)), torch.from_numpy(emb[5][None]))
     rc, _, err = run_cli(capsys, "sample", "--checkpoint", emb_run, "--out", out, "--embedding", tmp_path / "one.npy")
     assert rc == 0, err
-    from ganx.train.images import make_grid
+    from ganx.train.plots import make_grid
     np.testing.assert_array_equal(np.asarray(Image.open(out)), make_grid(want, 1)[:, :, 0])
 
 

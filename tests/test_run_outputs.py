@@ -347,12 +347,12 @@ def test_log_rows_without_an_integer_step_are_skipped(tmp_path, capsys, trained,
 def test_disk_full_while_writing_a_grid_or_the_lock(tmp_path, capsys, monkeypatch):
     import errno
 
-    from ganx.train import images
+    from ganx.train import plots
 
     def full(path, data, root=None):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(images, "atomic_write", full)
+    monkeypatch.setattr(plots, "atomic_write", full)
     rc, out, err = run_cli(capsys, "train", "--out", tmp_path / "r", *TINY, "--steps", 2)
     one_line_error(rc, err, "No space left on device")
     monkeypatch.undo()

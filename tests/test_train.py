@@ -217,7 +217,8 @@ def test_resume_of_a_checkpoint_that_counted_sample_every_in_epochs(tmp_path):
 
 
 def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
-    from ganx.train.images import loss_figure, plotted_rows, read_log
+    from ganx.train.plots import loss_figure, plotted_rows
+    from ganx.train.runlog import read_log
 
     cfg = tiny(tmp_path, steps=4, log_every=3, checkpoint_every=100)
     Trainer(cfg, dataset=SMALL).fit(tensorboard=False)
@@ -238,7 +239,7 @@ def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
 def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
     import signal
 
-    from ganx.train.images import read_log
+    from ganx.train.runlog import read_log
 
     t = Trainer(tiny(tmp_path, steps=50, log_every=3), dataset=SMALL)
     train_step = Trainer.train_step

@@ -9,7 +9,7 @@ from typing import Any, Dict
 
 from ganx.metrics import evaluate_generator
 from ganx.train import faults
-from ganx.train.images import plot_log
+from ganx.train.plots import plot_log
 
 __all__ = ["end_of_run", "stopped_result"]
 

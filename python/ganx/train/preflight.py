@@ -13,7 +13,7 @@ from ganx.models import DISCRIMINATORS, GENERATORS
 from ganx.ops import cpu_buffer_cache_stats
 from ganx.train import distributed
 from ganx.train.config import ConfigError, TrainConfig
-from ganx.train.sampling import model_bytes
+from ganx.train.rebuild import model_bytes
 
 __all__ = ["resolve_device", "run_device", "check_data", "check_model_memory", "check_metric_options", "check_buffer_cache_env"]
 

@@ -10,7 +10,7 @@ from ganx.data import ImageDataset
 from ganx.train.checkpoint import MODEL_KEYS, CheckpointError, find_resumable, run_dir_of
 from ganx.train.conditioning import describe_conditioning, run_conditioning
 from ganx.train.config import ConfigError, TrainConfig
-from ganx.train.sampling import check_model_size
+from ganx.train.rebuild import check_model_size
 
 __all__ = ["auto_resume_path", "resume_config", "check_resume_conditioning"]
 

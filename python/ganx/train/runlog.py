@@ -1,21 +1,21 @@
 """What a training run writes into its run folder besides checkpoints and sample grids: the folder's
 preparation (lock, leftovers of interrupted saves, config.yaml, log lines past the checkpoint
-dropped), log.jsonl and its averaging window, the progress bar's text, TensorBoard, and
-metrics.json (written, read back, completed)."""
+dropped), log.jsonl (written, with its averaging window, and read back), the progress bar's text,
+TensorBoard, and metrics.json (written, read back, completed)."""
 from __future__ import annotations
 
 import json
 import math
 import os
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from ganx.train import rundir
 from ganx.train.config import TrainConfig
-from ganx.train.images import read_log_lines
 
-__all__ = ["RunLog", "LogWindow", "TB_METRICS", "BAR_FORMAT", "progress_postfix"]
+__all__ = ["RunLog", "LogWindow", "TB_METRICS", "BAR_FORMAT", "progress_postfix", "read_log", "read_log_lines"]
 
 # End-of-run metrics written to TensorBoard (and the metric columns of its HPARAMS tab).
 TB_METRICS = ("fid", "kid", "classifier_accuracy", "class_entropy", "diversity_ratio",
@@ -24,6 +24,44 @@ TB_METRICS = ("fid", "kid", "classifier_accuracy", "class_entropy", "diversity_r
 # The progress bar's layout: fixed-width fields (a 10-character bar, no rate), so at 80 columns it
 # keeps its bar and its end however long the run (h:mm:ss past an hour, 6-digit step counts).
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:10}| {n_fmt}/{total_fmt} {elapsed}<{remaining}{postfix}"
+
+
+def read_log_lines(path):
+    """(line, row) for each non-empty line of a JSONL log; row is None for a line that is not a
+    JSON object with an integer ``step``. A torn last line (a process killed mid-write) and any other unreadable line
+    are reported once on stderr and skipped by the callers."""
+    out = []
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines(keepends=True)
+    bad, not_rows = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+            bad.append(i + 1)
+        step = row.get("step") if isinstance(row, dict) else None
+        if row is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+            row = None  # JSON, but not an object with an integer step (e.g. "5" or null): not a log row
+            not_rows.append(i + 1)
+        out.append((line, row))
+    if bad:
+        last = len(lines)
+        what = (f"its last line ({last}) is torn" if bad == [last] else f"line(s) {', '.join(map(str, bad[:10]))}"
+                f"{' ...' if len(bad) > 10 else ''} are not valid JSON")
+        print(f"ganx: warning: {os.fspath(path)}: {what}; skipped", file=sys.stderr)
+    if not_rows:
+        print(f"ganx: warning: {os.fspath(path)}: line(s) {', '.join(map(str, not_rows[:10]))}"
+              f"{' ...' if len(not_rows) > 10 else ''} are not log rows (a JSON object with an integer step); "
+              f"skipped", file=sys.stderr)
+    return out
+
+
+def read_log(path) -> List[dict]:
+    """The rows of a JSONL log (unreadable lines skipped with a warning, see read_log_lines)."""
+    return [row for _, row in read_log_lines(path) if row is not None]
 
 
 def progress_postfix(row: Dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from ganx.train.config import ConfigError, TrainConfig, resolve_run_config
 from ganx.train.cores import ThreadGovernor
 from ganx.train.ema import EMA
 from ganx.train.finish import end_of_run, stopped_result
-from ganx.train.images import save_grid
+from ganx.train.plots import save_grid
 from ganx.train.losses import build_loss
 from ganx.train.preflight import (check_buffer_cache_env, check_data, check_metric_options, check_model_memory,
                                   resolve_device, run_device)
