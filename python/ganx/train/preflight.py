@@ -15,7 +15,8 @@ from ganx.train import distributed
 from ganx.train.config import ConfigError, TrainConfig
 from ganx.train.rebuild import model_bytes
 
-__all__ = ["resolve_device", "run_device", "check_data", "check_model_memory", "check_metric_options", "check_buffer_cache_env"]
+__all__ = ["resolve_device", "run_device", "check_data", "check_model_memory", "check_metric_options",
+           "check_buffer_cache_env"]
 
 
 def resolve_device(name: str) -> torch.device:

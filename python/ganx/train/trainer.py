@@ -353,15 +353,16 @@ class Trainer:
                 self.runlog.open_tensorboard(cfg, self.step)
             window = LogWindow(self.figures, self.step)  # the figures since the last log line
             last_row: Dict[str, Any] = {}
+            sample_every = cfg.sample_interval  # steps between sample grids (0: the final one only)
             bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main),
                        desc="train", unit="step", bar_format=BAR_FORMAT)
             t0 = time.perf_counter()
             stop = faults.GracefulStop(announce=self.is_main)  # SIGINT/SIGTERM: finish the step, save, stop
             # On the CPU with threads 0, not deterministic and no OMP_NUM_THREADS: fewer threads while
             # other processes hold cores (train/cores.py); its last choice also serves the metrics.
-            governor = ThreadGovernor(enabled=(self.device.type == "cpu" and not cfg.threads and not cfg.deterministic
-                                               and not os.environ.get("OMP_NUM_THREADS")),
-                                      log=bar.write if self.is_main else None)
+            auto_threads = (self.device.type == "cpu" and not cfg.threads and not cfg.deterministic
+                            and not os.environ.get("OMP_NUM_THREADS"))
+            governor = ThreadGovernor(enabled=auto_threads, log=bar.write if self.is_main else None)
             at_exit.callback(governor.close)
             with contextlib.closing(bar), stop:
                 while self.step < cfg.steps:
@@ -378,8 +379,7 @@ class Trainer:
                             self.runlog.log(last_row, self.figures)
                         bar.set_postfix_str(progress_postfix(last_row), refresh=False)
                     bar.update(1)
-                    if self.is_main and cfg.sample_interval and self.step % cfg.sample_interval == 0 \
-                            and self.step < cfg.steps:
+                    if sample_every and self.step % sample_every == 0 and self.step < cfg.steps and self.is_main:
                         self.save_samples(os.path.join(self.run_dir, "samples", f"step_{self.step:06d}.png"))
                     if stopping:
                         self.interrupted = stop.requested or "a signal on another process"
