@@ -93,16 +93,16 @@ def _plant_slow(seconds: float) -> None:
 
 
 def _plant_slow_metrics(seconds: float) -> None:
-    from ganx.train import trainer
+    from ganx.train import finish
 
-    evaluate = trainer.evaluate_generator
+    evaluate = finish.evaluate_generator
 
     def slow_evaluate(*args, **kwargs):
         print("metrics: started", file=sys.stderr, flush=True)
         time.sleep(seconds)
         return evaluate(*args, **kwargs)
 
-    trainer.evaluate_generator = slow_evaluate
+    finish.evaluate_generator = slow_evaluate
 
 
 def _plant_full_disk(at: int) -> None:

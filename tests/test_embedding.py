@@ -284,8 +284,8 @@ def test_trainer_runs_and_records_the_conditioning(tmp_path, data, arch):
     assert t.G.embedding_dim == t.D.embedding_dim == E and t.G.num_classes is None
     # the grids: one row per class, the vector of that class's first image, the same z along each column
     first = [int(np.flatnonzero(data.labels.numpy() == c)[0]) for c in range(10)]
-    assert torch.equal(t.grid_y, data.embeddings[first].repeat_interleave(10, 0))
-    assert torch.equal(t.grid_z[:10], t.grid_z[10:20])
+    assert torch.equal(t.grid.y, data.embeddings[first].repeat_interleave(10, 0))
+    assert torch.equal(t.grid.z[:10], t.grid.z[10:20])
     g0 = [p.detach().clone() for p in t.G.parameters()]
     m = t.fit(tensorboard=False)
     assert not all(torch.equal(a, b) for a, b in zip(g0, t.G.parameters()))
@@ -315,7 +315,7 @@ def test_class_checkpoints_record_their_conditioning(tmp_path):
 def test_unlabelled_embedding_run_holds_the_first_vectors(tmp_path):
     ds = load_dataset(str(write_npz(tmp_path / "e.npz", n=64, labels=1)), 16)
     t = Trainer(tiny(tmp_path / "run", steps=2), dataset=ds)
-    assert torch.equal(t.grid_y, ds.embeddings[:8].repeat_interleave(8, 0)) and t.grid_cols == 8
+    assert torch.equal(t.grid.y, ds.embeddings[:8].repeat_interleave(8, 0)) and t.grid.cols == 8
     t.fit(tensorboard=False)
     assert load_checkpoint(tmp_path / "run")["conditioning"]["sample_names"] == [f"row {i}" for i in range(8)]
 
@@ -448,7 +448,7 @@ def test_sample_from_vectors(tmp_path, capsys, emb_run, npz):
     want = G(latents(1, G.latent_dim, torch.Generator().manual_seed(0)), torch.from_numpy(emb[5][None]))
     rc, _, err = run_cli(capsys, "sample", "--checkpoint", emb_run, "--out", out, "--embedding", tmp_path / "one.npy")
     assert rc == 0, err
-    from ganx.train.images import make_grid
+    from ganx.train.plots import make_grid
     np.testing.assert_array_equal(np.asarray(Image.open(out)), make_grid(want, 1)[:, :, 0])
 
 

@@ -142,7 +142,7 @@ def test_untrusted_checkpoint_never_runs_code(tmp_path):
 def _check_run_invariants(run):
     """What must hold after a kill -9 at any point: every checkpoint present verifies, the
     log is readable (a torn last line aside) and its steps never repeat."""
-    from ganx.train.images import read_log
+    from ganx.train.runlog import read_log
 
     ck = run / "checkpoints"
     for name in ("last.pt", "previous.pt"):

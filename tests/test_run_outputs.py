@@ -347,12 +347,12 @@ def test_log_rows_without_an_integer_step_are_skipped(tmp_path, capsys, trained,
 def test_disk_full_while_writing_a_grid_or_the_lock(tmp_path, capsys, monkeypatch):
     import errno
 
-    from ganx.train import images
+    from ganx.train import plots
 
     def full(path, data, root=None):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(images, "atomic_write", full)
+    monkeypatch.setattr(plots, "atomic_write", full)
     rc, out, err = run_cli(capsys, "train", "--out", tmp_path / "r", *TINY, "--steps", 2)
     one_line_error(rc, err, "No space left on device")
     monkeypatch.undo()
@@ -531,7 +531,7 @@ def test_resume_of_a_corrupt_last_pt_points_to_the_fallback(tmp_path, capsys, tr
 def test_progress_bar_fits_80_columns_past_an_hour():
     from tqdm import tqdm
 
-    from ganx.train.trainer import BAR_FORMAT, progress_postfix
+    from ganx.train.runlog import BAR_FORMAT, progress_postfix
 
     post = progress_postfix({"d_loss": 1.23456, "g_loss": 10.5678, "acc_real": 0.8123, "acc_fake": 1.0})
     for n, total, elapsed in ((5, 3000, 3), (2960, 3000, 3700), (99999, 100000, 99 * 3600 + 3599)):

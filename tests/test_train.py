@@ -184,8 +184,8 @@ def test_missing_tensorboard_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     import sys
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     t = Trainer(tiny(tmp_path), dataset=SMALL)
-    t._open_tensorboard()
-    assert t._tb is None
+    t.runlog.open_tensorboard(t.config, t.step)
+    assert t.runlog.tb is None
     assert 'pip install "ganx[tensorboard]"' in capsys.readouterr().out
 
 
@@ -217,7 +217,8 @@ def test_resume_of_a_checkpoint_that_counted_sample_every_in_epochs(tmp_path):
 
 
 def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
-    from ganx.train.images import loss_figure, plotted_rows, read_log
+    from ganx.train.plots import loss_figure, plotted_rows
+    from ganx.train.runlog import read_log
 
     cfg = tiny(tmp_path, steps=4, log_every=3, checkpoint_every=100)
     Trainer(cfg, dataset=SMALL).fit(tensorboard=False)
@@ -238,7 +239,7 @@ def test_partial_log_windows_are_marked_and_not_plotted(tmp_path):
 def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
     import signal
 
-    from ganx.train.images import read_log
+    from ganx.train.runlog import read_log
 
     t = Trainer(tiny(tmp_path, steps=50, log_every=3), dataset=SMALL)
     train_step = Trainer.train_step
@@ -260,7 +261,7 @@ def test_ctrl_c_log_row_is_partial(tmp_path, monkeypatch):
 def test_progress_bar_fits_80_columns():
     from tqdm import tqdm
 
-    from ganx.train.trainer import BAR_FORMAT, progress_postfix
+    from ganx.train.runlog import BAR_FORMAT, progress_postfix
 
     row = {"d_loss": 1.23456, "g_loss": 10.5678, "acc_real": 0.8123, "acc_fake": 0.7712, "d_real": 0.6, "d_fake": 0.4}
     post = progress_postfix(row)

@@ -13,7 +13,7 @@ from ganx.data import DataError, load_vectors
 from ganx.models.common import latents
 from ganx.train import load_generator, resolve_device
 from ganx.train.config import MAX_SEED, ConfigError
-from ganx.train.images import save_grid
+from ganx.train.plots import save_grid
 
 __all__ = ["add_parser", "run"]
 

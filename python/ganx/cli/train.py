@@ -131,9 +131,12 @@ def _make_trainer(args) -> Trainer:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume")}
     try:
         file_cfg = load_config_file(args.config) if args.config else {}
+        if args.resume:
+            # A resume uses only the keys written in the file (on the checkpoint's config): the file
+            # must be a valid config on its own. Checked once, here (a fresh run checks it with the flags).
+            TrainConfig.from_dict(file_cfg)
         fresh_in_auto = False
         if args.resume == "auto":
-            TrainConfig.from_dict(file_cfg)
             out = overrides.get("out", file_cfg.get("out"))
             if not out:
                 raise UserError("--resume auto needs the run folder: give --out RUN (or 'out' in the config file)")
@@ -146,9 +149,8 @@ def _make_trainer(args) -> Trainer:
             else:
                 args.resume = path
         if args.resume:
-            # Only the keys actually written in the file (validated) and the flags given override
+            # Only the keys actually written in the file (validated above) and the flags given override
             # the checkpoint's config; the defaults must not (they would reset e.g. the run folder).
-            TrainConfig.from_dict(file_cfg)
             file_keys = {str(k).replace("-", "_"): v for k, v in file_cfg.items()}
             try:
                 trainer = Trainer.from_checkpoint(args.resume, {**file_keys, **overrides})

@@ -4,4 +4,4 @@ from ganx.train.config import ConfigError, TrainConfig, load_config_file  # noqa
 from ganx.train.ema import EMA  # noqa: F401
 from ganx.train.losses import LOSSES, GANLoss, build_loss  # noqa: F401
 from ganx.train.trainer import Trainer, resolve_device  # noqa: F401
-from ganx.train.sampling import load_generator  # noqa: F401
+from ganx.train.rebuild import load_generator  # noqa: F401

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from ganx._io import atomic_save
-from ganx.train.config import ConfigError, _short, load_yaml_file
-from ganx.train.rundir import inside
+from ganx.train.config import MAX_SEED, ConfigError, _short, load_yaml_file
+from ganx.train.rundir import inside, safe_subdir
 
 __all__ = ["save_atomic", "load_checkpoint", "capture_rng", "restore_rng", "CheckpointError",
-           "CheckpointSaveError", "find_resumable", "state_digest", "run_dir_of"]
+           "CheckpointSaveError", "find_resumable", "state_digest", "run_dir_of", "restore_part",
+           "check_data_position", "RunCheckpoint"]
 
 FORMAT = "ganx-checkpoint-v1"
 # A step beyond this is not a step any run reached (and would overflow loops and logs).
@@ -315,3 +316,79 @@ def restore_rng(state: Dict[str, Any]) -> None:
                          state["numpy_gauss"][0], state["numpy_gauss"][1]))
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def restore_part(name: str, what: str, fn) -> None:
+    """Run ``fn``, which loads one part of the checkpoint ``name`` into a run (its ``what``: "generator
+    weights", "RNG state"...); what does not fit (a wrong shape, a missing key, a bad value) is a
+    CheckpointError naming the part, with the first lines of the reason."""
+    try:
+        fn()
+    except CheckpointError:
+        raise
+    except Exception as e:  # RuntimeError (shapes), KeyError, TypeError, ValueError, IndexError
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+        detail = " ".join(lines[:2])
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        raise CheckpointError(f"{name}: its {what} cannot be loaded into this run ({detail})") from None
+
+
+def check_data_position(data) -> None:
+    """A restored BatchIterator's seed and position are ones a run can have (a ValueError otherwise)."""
+    if not 0 <= data.seed <= MAX_SEED:
+        raise ValueError(f"data seed {data.seed} is out of range [0, {MAX_SEED}]")
+    if not (0 <= data.epoch <= 10 ** 12 and 0 <= data.index < data.batches_per_epoch):
+        raise ValueError(f"data position (epoch {data.epoch}, batch {data.index}) is out of range "
+                         f"for {data.batches_per_epoch} batches per epoch")
+
+
+class RunCheckpoint:
+    """A run folder's ``checkpoints/last.pt``, with the file it replaces kept as ``previous.pt``
+    (the fallback of ``--resume auto``) when that one verifies."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.path = os.path.join(run_dir, "checkpoints", "last.pt")
+        self.verified: Optional[bool] = None  # whether last.pt holds a verified checkpoint (None: not known yet)
+
+    def loaded_from(self, src: str) -> None:
+        """The run was resumed from ``src``, loaded and verified just now: when that is last.pt,
+        it is known to verify."""
+        try:
+            if os.path.samefile(src, self.path):
+                self.verified = True
+        except OSError:
+            pass
+
+    def last_is_verified(self) -> bool:
+        """Whether last.pt now holds a checkpoint that passes verification (this run wrote it, it
+        is the one resumed from, or it loads and verifies now)."""
+        if self.verified is None:
+            try:
+                load_checkpoint(self.path)
+                self.verified = True
+            except (CheckpointError, OSError):
+                self.verified = False
+        return self.verified
+
+    def save(self, state, path: Optional[str] = None) -> str:
+        """Write ``state()`` (a function returning the checkpoint dict) to ``path`` (default
+        last.pt) atomically. A failed write (e.g. a full disk) raises CheckpointSaveError and leaves
+        the previous file intact."""
+        path = path or self.path
+        if os.path.abspath(os.path.dirname(path)) == os.path.abspath(os.path.join(self.run_dir, "checkpoints")):
+            safe_subdir(self.run_dir, "checkpoints")  # never through a link out of the run folder
+        # The file being replaced becomes previous.pt (the fallback) only when it is a verified
+        # checkpoint: after a resume from previous.pt past a corrupt last.pt, the corrupt file is
+        # overwritten, never rotated over the one good fallback.
+        rotate = path == self.path and self.last_is_verified()
+        try:
+            save_atomic(state(), path, previous="previous.pt" if rotate else None)
+        except OSError as e:
+            intact = f"; the previous checkpoint {path!r} is intact" if os.path.isfile(path) else ""
+            reason = getattr(e.__cause__, "strerror", None) or e.strerror or e
+            raise CheckpointSaveError(e.errno, f"could not write checkpoint {path!r}: {reason}{intact}") from e
+        if path == self.path:
+            self.verified = True
+        return path

@@ -3,6 +3,7 @@ YAML/TOML files and command-line flags (unknown keys and wrong types are errors)
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -13,7 +14,8 @@ from ganx.ops.bce import TARGET_RANGE  # the losses' own range, the one every la
 from ganx.train.augment import parse_policy
 from ganx.train.losses import LOSSES
 
-__all__ = ["TrainConfig", "ConfigError", "load_config_file", "load_yaml_file", "max_threads", "MAX_SEED"]
+__all__ = ["TrainConfig", "ConfigError", "load_config_file", "load_yaml_file", "max_threads", "MAX_SEED",
+           "resolve_run_config"]
 
 
 class ConfigError(ValueError):
@@ -225,6 +227,40 @@ class TrainConfig:
                 if m * k >= target:
                     return m * k
             k *= 10
+
+
+def absolute_data(spec: str) -> str:
+    """A data spec with its path made absolute (a folder, an array file, a torchvision ROOT);
+    'digits' and other names are kept."""
+    if spec.startswith("torchvision:"):
+        parts = spec.split(":", 2)
+        if len(parts) == 3 and parts[2] and os.path.exists(parts[2]):
+            return f"{parts[0]}:{parts[1]}:{os.path.abspath(parts[2])}"
+        return spec
+    if spec != "digits" and os.path.exists(os.path.expanduser(spec)):
+        return os.path.abspath(os.path.expanduser(spec))
+    return spec
+
+
+def resolve_run_config(cfg: TrainConfig, data_channels: int, run_dir: Optional[str] = None) -> TrainConfig:
+    """The config a run records (config.yaml, its checkpoints), with every default that depends on
+    the data or the moment resolved, in one step: ``channels`` those of the data (``data_channels``)
+    when not given, ``data`` an absolute path (so a resume from another working directory finds
+    it; a --data given then still wins), ``out`` default runs/<data>-<date>-<time>, and ``run_dir``
+    (when given) in place of ``out``. ``cfg`` itself is not changed; it is returned as it is when
+    nothing needs resolving."""
+    changes: Dict[str, Any] = {}
+    if cfg.channels is None:
+        changes["channels"] = data_channels
+    if cfg.data != absolute_data(cfg.data):
+        changes["data"] = absolute_data(cfg.data)
+    if run_dir is not None:
+        changes["out"] = os.fspath(run_dir)
+    elif cfg.out is None:
+        data = changes.get("data", cfg.data)
+        stem = os.path.basename(os.path.normpath(data)).split(":")[-1] or "run"
+        changes["out"] = os.path.join("runs", f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    return cfg.replace(**changes) if changes else cfg
 
 
 def _coerce(name: str, value: Any, typ) -> Any:

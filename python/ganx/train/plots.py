@@ -1,10 +1,9 @@
-"""Image grids and loss plots written into a run folder (PIL for PNGs, matplotlib Agg for plots)."""
+"""The PNGs of a run: sample grids (PIL) and the loss plot (matplotlib Agg) of its log.jsonl
+(read by train/runlog.py)."""
 from __future__ import annotations
 
 import io
-import json
 import os
-import sys
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -12,8 +11,9 @@ import torch
 
 from ganx.train.losses import BCELoss
 from ganx.train.rundir import atomic_write
+from ganx.train.runlog import read_log
 
-__all__ = ["make_grid", "save_grid", "plot_log", "loss_figure", "plotted_rows", "read_log", "read_log_lines"]
+__all__ = ["make_grid", "save_grid", "plot_log", "loss_figure", "plotted_rows"]
 
 
 def make_grid(images: torch.Tensor, nrow: int, padding: int = 1, min_side: int = 256) -> np.ndarray:
@@ -51,44 +51,6 @@ def save_grid(images: torch.Tensor, path, nrow: int, root=None) -> np.ndarray:
     img.save(buf, format="PNG")
     atomic_write(path, buf.getvalue(), root=root)
     return a
-
-
-def read_log_lines(path):
-    """(line, row) for each non-empty line of a JSONL log; row is None for a line that is not a
-    JSON object with an integer ``step``. A torn last line (a process killed mid-write) and any other unreadable line
-    are reported once on stderr and skipped by the callers."""
-    out = []
-    with open(path, "rb") as f:
-        lines = f.read().decode("utf-8", "replace").splitlines(keepends=True)
-    bad, not_rows = [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-            bad.append(i + 1)
-        step = row.get("step") if isinstance(row, dict) else None
-        if row is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
-            row = None  # JSON, but not an object with an integer step (e.g. "5" or null): not a log row
-            not_rows.append(i + 1)
-        out.append((line, row))
-    if bad:
-        last = len(lines)
-        what = (f"its last line ({last}) is torn" if bad == [last] else f"line(s) {', '.join(map(str, bad[:10]))}"
-                f"{' ...' if len(bad) > 10 else ''} are not valid JSON")
-        print(f"ganx: warning: {os.fspath(path)}: {what}; skipped", file=sys.stderr)
-    if not_rows:
-        print(f"ganx: warning: {os.fspath(path)}: line(s) {', '.join(map(str, not_rows[:10]))}"
-              f"{' ...' if len(not_rows) > 10 else ''} are not log rows (a JSON object with an integer step); "
-              f"skipped", file=sys.stderr)
-    return out
-
-
-def read_log(path) -> List[dict]:
-    """The rows of a JSONL log (unreadable lines skipped with a warning, see read_log_lines)."""
-    return [row for _, row in read_log_lines(path) if row is not None]
 
 
 def _pyplot():

@@ -1,4 +1,6 @@
-"""Rebuild a generator from a checkpoint (for `ganx sample` and user code)."""
+"""Rebuild models from a checkpoint: their size, measured before anything is allocated (a
+checkpoint's or a config's models must fit this machine's memory), and the generator itself
+(for `ganx sample` and user code)."""
 from __future__ import annotations
 
 import torch
