@@ -22,8 +22,10 @@ import ganx
 import ganx.functional as GF
 from ganx.ops import reference as R
 from ganx.ops import upsample_conv as U
+from ganx.ops.activations import ACTIVATION_TABLE
 
-ACTS = [("none", 0.01), ("relu", 0.01), ("leaky_relu", 0.2), ("tanh", 0.01)]
+# every activation of the table (csrc/activation.h)
+ACTS = [(n, 0.2 if a.takes_slope else 0.01) for n, a in ACTIVATION_TABLE.items()]
 SCALES = [1, 2, 3, 4]
 
 
