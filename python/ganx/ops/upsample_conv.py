@@ -120,8 +120,8 @@ def upsample_conv2d(
         bias: (C_out,) or None.
         scale_factor: integer nearest-upsampling factor, 1 to 4.
         padding: must be k // 2 ("same"); None means that.
-        activation: None or a name of the activation table (``ganx.ops.activations.ACTIVATIONS``:
-            "relu", "leaky_relu", "tanh", "silu", "gelu" (tanh form)), applied after the bias.
+        activation: None or a name in ``ganx.ops.activations.ACTIVATIONS`` (the activation table,
+            csrc/activation.h; "gelu" is its tanh form), applied after the bias.
         negative_slope: slope of leaky_relu (>= 0).
 
     Under ``torch.autocast("cuda")`` the inputs are cast to the autocast dtype, like conv2d (the
