@@ -303,7 +303,7 @@ def test_cuda_shapes_and_formats_float32(shape, fmt, no_tf32):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("act", [None, "tanh"])
+@pytest.mark.parametrize("act", [None, "tanh"] + [n for n, a in ACTIVATION_TABLE.items() if a.ref == "x"])
 def test_cuda_low_precision_error_at_most_twice_eager(dtype, act):
     x, w, b = _inputs(4, 32, 16, 8, 8, 3, dtype=torch.float32, device="cuda")
     eager_err, ref = _eager_error((x, w, b), dtype, 2, act, 0.01, 3)
@@ -338,12 +338,15 @@ def test_cuda_autocast():
 
 
 @pytest.mark.cuda
-def test_cuda_gradcheck_and_opcheck():
+@pytest.mark.parametrize("act", ["tanh"] + [n for n, a in ACTIVATION_TABLE.items() if a.ref == "x"])
+def test_cuda_gradcheck_and_opcheck(act):
     x, w, b = _inputs(2, 3, 2, 3, 3, 3, device="cuda")
     args = [t.requires_grad_() for t in (x, w, b)]
-    fn = lambda x, w, b: ganx.functional.upsample_conv2d(x, w, b, 2, None, "tanh")  # noqa: E731
+    fn = lambda x, w, b: ganx.functional.upsample_conv2d(x, w, b, 2, None, act)  # noqa: E731
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6)
     torch.library.opcheck(torch.ops.ganx.upsample_conv2d.default, (x.float(), w.float(), b.float(), 2, 1, "relu", 0.0))
+    xf, wf = x.detach().float().requires_grad_(), w.detach().float().requires_grad_()
+    torch.library.opcheck(torch.ops.ganx.upsample_conv2d.default, (xf, wf, b.detach().float(), 2, 1, act, 0.0))
 
 
 @pytest.mark.cuda
