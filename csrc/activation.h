@@ -71,6 +71,16 @@ constexpr ActRef act_ref(Act act) {
 constexpr double kGeluBeta = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluKappa = 0.044715;
 
+// sigmoid(v) with no division (the CUDA epilogue kernels make no call, tests/test_sass.py, and an
+// IEEE division or reciprocal brings a slow-path routine): 1/(1 + e^-v) = (1 + tanh(v/2)) / 2, and
+// for v < 0 the same identity at -v times e^v (sigmoid(v) = e^v sigmoid(-v)), so neither branch
+// cancels: a few ulp everywhere, 0 at -inf, 1 at +inf, NaN for NaN.
+template <typename T>
+GANX_HD T act_sigmoid(T v) {
+  if (v >= T(0)) return T(0.5) + T(0.5) * std::tanh(T(0.5) * v);
+  return std::exp(v) * (T(0.5) + T(0.5) * std::tanh(T(-0.5) * v));
+}
+
 // act(v), in the accumulation type. ReLU lets NaN through like torch.relu.
 template <typename T>
 GANX_HD T act_forward(Act act, T v, T slope) {
@@ -79,7 +89,7 @@ GANX_HD T act_forward(Act act, T v, T slope) {
     case Act::ReLU: return v < T(0) ? T(0) : v;
     case Act::LeakyReLU: return v < T(0) ? v * slope : v;
     case Act::Tanh: return std::tanh(v);
-    case Act::SiLU: return v / (T(1) + std::exp(-v));
+    case Act::SiLU: return v * act_sigmoid(v);
     case Act::GELU: {
       const T inner = T(kGeluBeta) * (v + T(kGeluKappa) * v * v * v);
       return T(0.5) * v * (T(1) + std::tanh(inner));
@@ -101,7 +111,7 @@ GANX_HD T act_backward(Act act, T g, T r, T slope) {
     case Act::LeakyReLU: return r > T(0) ? g : g * slope;
     case Act::Tanh: return g * (T(1) - r * r);
     case Act::SiLU: {
-      const T sg = T(1) / (T(1) + std::exp(-r));
+      const T sg = act_sigmoid(r);
       return g * (sg * (T(1) + r * (T(1) - sg)));
     }
     case Act::GELU: {
