@@ -235,7 +235,7 @@ def _call(**over):
     (dict(scale_factor="2"), TypeError, r"upsample_conv2d: scale_factor must be an integer"),
     (dict(padding=0), ValueError, r"upsample_conv2d: padding must be kernel_size // 2 = 1"),
     (dict(padding=1.0), TypeError, r"upsample_conv2d: padding must be an integer"),
-    (dict(activation="softplus"), ValueError, r"upsample_conv2d: activation must be one of"),
+    (dict(activation="no_such_act"), ValueError, r"upsample_conv2d: activation must be one of"),
     (dict(activation="leaky_relu", negative_slope=-0.1), ValueError, r"upsample_conv2d: negative_slope must be finite and >= 0"),
 ])
 def test_errors(over, exc, match):
