@@ -5,15 +5,18 @@
 // every Python list, message and module mapping is built (python/ganx/ops/activations.py).
 //
 // The `ref` column is the activation's backward contract: what act_backward reads besides the
-// incoming gradient. Ref::Output: the activation's output y (the autograd saves the op's output,
-// no extra memory). Ref::Input: the pre-activation z = conv + bias (SiLU, GELU: their derivative
-// is not a function of y); the autograd then runs the op with no activation (z, bias added in the
-// fused epilogue), applies the activation to z with the table's own kernels (ganx::activation)
-// and saves z. The backward op's `out` argument is that saved tensor.
+// incoming gradient. ActRef::Output: the activation's output y (the autograd saves the op's
+// output, no extra memory). ActRef::Input: the pre-activation z = conv + bias (SiLU, GELU: their
+// derivative is not a function of y); the autograd (csrc/autograd.cpp) then runs the op with no
+// activation (z: the bias added by the fused epilogue or the vendor's conv), applies the
+// activation to z with the table's own kernels (ganx::activation) and saves z. The backward op's
+// `out` argument is that saved tensor. (No activation has a second derivative here: double
+// backward is an error for all.)
 //
 // Adding an activation: one line in GANX_ACTIVATIONS, one case in act_forward and in
 // act_backward below (the CPU and CUDA kernels and the emulator all switch through these), and its
-// entries in python/ganx/ops/reference.py. The tests are parametrised over the table.
+// entries in python/ganx/ops/reference.py. The tests are parametrised over the table; only
+// tests/test_convert.py needs an instance of its torch module (ACT_MODULES).
 //
 // Plain C++ with no torch dependency, so the CUDA kernel headers (csrc/cuda/kernels) and the
 // CPU twins share it; compiled by nvcc the functions are __host__ __device__.
@@ -62,11 +65,6 @@ constexpr ActivationInfo kActivations[] = {
 };
 constexpr int kNumActivations = sizeof(kActivations) / sizeof(kActivations[0]);
 
-// The table's ref column for `act` (what the autograd saves for the backward).
-constexpr ActRef act_ref(Act act) {
-  return kActivations[static_cast<int>(act)].ref;
-}
-
 // gelu's tanh form: 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), torch's approximate='tanh'.
 constexpr double kGeluBeta = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluKappa = 0.044715;
@@ -99,9 +97,9 @@ GANX_HD T act_forward(Act act, T v, T slope) {
 }
 
 // d act / d pre * g, written with r = what the table's ref column says the op saves.
-// Ref::Output (r = y, the activation's output): relu: [y > 0]; leaky_relu: [y > 0] + slope [y <= 0]
+// ActRef::Output (r = y, the activation's output): relu: [y > 0]; leaky_relu: [y > 0] + slope [y <= 0]
 // (exact because slope >= 0 keeps the sign); tanh: 1 - y^2.
-// Ref::Input (r = z, the pre-activation): silu: s (1 + z (1 - s)), s = sigmoid(z);
+// ActRef::Input (r = z, the pre-activation): silu: s (1 + z (1 - s)), s = sigmoid(z);
 // gelu (tanh form, t = tanh(u), u = beta (z + kappa z^3)): 0.5 (1 + t) + 0.5 z (1 - t^2) beta (1 + 3 kappa z^2).
 template <typename T>
 GANX_HD T act_backward(Act act, T g, T r, T slope) {
