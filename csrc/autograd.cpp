@@ -4,8 +4,12 @@
 // of every layer is paid on top of its kernels (benchmarks/bench_host_overhead.py).
 //
 // Phase-conv backward: the backward op (ganx::*_backward, csrc/upsample_conv2d.cpp) computes
-// every gradient from grad_out, x, weight and the output (the activation's derivative reads
-// the output, so it is saved only when an activation is fused).
+// every gradient from grad_out, x, weight and the tensor the activation's derivative reads (the
+// table's ref column, csrc/activation.h): the output for relu / leaky_relu / tanh (saved only
+// when an activation is fused), the pre-activation for silu / gelu. For the latter the forward
+// runs the op with no activation (z = conv + bias, the bias added by the fused epilogue or the
+// vendor), then y = act(z) by the table's kernels (ganx::activation), and saves z: the
+// convolution runs once, at the cost of one elementwise pass over z.
 //
 // Backward (derivation): loss = red(f(x)) and the kernel saved g = d red(f) / d x (already
 // divided by numel for "mean"), so d L / d x = grad_loss * g for a scalar loss and
@@ -25,6 +29,7 @@
 #include <string>
 #include <tuple>
 
+#include "activation.h"
 #include "bce_loss.h"
 
 namespace ganx {
@@ -295,12 +300,28 @@ void check_no_phase_conv_double_backward(const char* op, const at::Tensor& g, co
               ": double backward (create_graph=True) is not supported");
 }
 
-// The forward saves x, weight, the output (activation fused) and the op's scalar arguments;
-// the backward runs the backward op below autograd for the inputs that need a gradient.
+// True for an activation of the table whose backward reads the pre-activation (ActRef::Input);
+// false for the others and for names not in the table (the op itself rejects those).
+bool reads_pre_activation(c10::string_view activation) {
+  for (const auto& info : kActivations)
+    if (activation == info.name) return info.ref == ActRef::Input;
+  return false;
+}
+
+using ActivationSig = at::Tensor(const at::Tensor&, c10::string_view, double);
+c10::TypedOperatorHandle<ActivationSig>& activation_op_handle() {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ganx::activation", "").typed<ActivationSig>();
+  return op;
+}
+
+// The forward saves x, weight, `ref` (what the activation's derivative reads: the output, or the
+// pre-activation for ActRef::Input activations; nothing without an activation) and the op's
+// scalar arguments; the backward runs the backward op below autograd for the inputs that need a
+// gradient.
 void save_phase_conv(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
-                     const at::Tensor& out, c10::string_view activation, double slope) {
+                     const at::Tensor& ref, c10::string_view activation, double slope) {
   const bool fused_act = activation != "none";
-  ctx->save_for_backward({x, w, fused_act ? out : at::Tensor()});
+  ctx->save_for_backward({x, w, fused_act ? ref : at::Tensor()});
   ctx->saved_data["has_bias"] = b.has_value() && b->defined();
   ctx->saved_data["activation"] = std::string(activation);
   ctx->saved_data["slope"] = slope;
@@ -348,12 +369,17 @@ class UpsampleConv2dFn : public torch::autograd::Function<UpsampleConv2dFn> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                             int64_t scale, int64_t padding, c10::string_view activation, double slope) {
-    at::Tensor out;
+    at::Tensor out, pre;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      out = upsample_conv2d_op().call(x, w, b, scale, padding, activation, slope);
+      if (reads_pre_activation(activation)) {
+        pre = upsample_conv2d_op().call(x, w, b, scale, padding, "none", slope);
+        out = activation_op_handle().call(pre, activation, slope);
+      } else {
+        out = upsample_conv2d_op().call(x, w, b, scale, padding, activation, slope);
+      }
     }
-    save_phase_conv(ctx, x, w, b, out, activation, slope);
+    save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, activation, slope);
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["padding"] = padding;
     return out;
@@ -396,12 +422,17 @@ class ConvTranspose2d4s2Fn : public torch::autograd::Function<ConvTranspose2d4s2
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                             c10::string_view activation, double slope) {
-    at::Tensor out;
+    at::Tensor out, pre;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      out = conv_transpose2d_4s2_op().call(x, w, b, activation, slope);
+      if (reads_pre_activation(activation)) {
+        pre = conv_transpose2d_4s2_op().call(x, w, b, "none", slope);
+        out = activation_op_handle().call(pre, activation, slope);
+      } else {
+        out = conv_transpose2d_4s2_op().call(x, w, b, activation, slope);
+      }
     }
-    save_phase_conv(ctx, x, w, b, out, activation, slope);
+    save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, activation, slope);
     return out;
   }
 

@@ -15,8 +15,10 @@ TORCH_LIBRARY(ganx, m) {
   // computed per output phase from the original x (the upsampled tensor is never built).
   m.def("upsample_conv2d(Tensor x, Tensor weight, Tensor? bias, int scale, int padding, "
         "str activation, float negative_slope) -> Tensor");
-  // (grad_x, grad_weight, grad_bias) of upsample_conv2d given grad_out and its output `out`
-  // (used only for the activation's derivative); entries not in output_mask come back empty.
+  // (grad_x, grad_weight, grad_bias) of upsample_conv2d given grad_out and `out`, what the
+  // activation's derivative reads (the table's ref column, csrc/activation.h): the op's output,
+  // or for ActRef::Input activations (silu, gelu) the pre-activation; unread with no activation.
+  // Entries not in output_mask come back empty.
   m.def("upsample_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor out, "
         "bool has_bias, int scale, int padding, str activation, float negative_slope, "
         "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
@@ -30,6 +32,10 @@ TORCH_LIBRARY(ganx, m) {
   m.def("conv_transpose2d_4s2_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor out, "
         "bool has_bias, str activation, float negative_slope, bool[3] output_mask) "
         "-> (Tensor, Tensor, Tensor)");
+
+  // out = act(x) elementwise for a 4-D x, by the upsample-conv epilogue kernels (the table's own
+  // act_forward): the autograd's forward for activations whose backward reads the pre-activation.
+  m.def("activation(Tensor x, str activation, float negative_slope) -> Tensor");
 
   // ---- BCE adversarial losses (schemas) ----
   // reduction: 0 none, 1 mean, 2 sum (torch's codes). Each op returns d loss / d input computed
@@ -109,9 +115,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("activations", [] {
     pybind11::list l;
     for (const auto& a : ganx::kActivations)
-      l.append(pybind11::make_tuple(a.name, static_cast<int>(a.act), a.takes_slope));
+      l.append(pybind11::make_tuple(a.name, static_cast<int>(a.act), a.takes_slope,
+                                    a.ref == ganx::ActRef::Input ? "x" : "y"));
     return l;
-  }, "The activation table (csrc/activation.h): (name, enum value, takes negative_slope) per entry");
+  }, "The activation table (csrc/activation.h): (name, enum value, takes negative_slope, what the backward "
+     "reads: 'y' the output or 'x' the pre-activation) per entry");
   m.def("set_upconv_algorithm", &ganx::set_forced_algorithm,
         "Forces the upsample-conv algorithm: 'deconv', 'stacked', 'split', 'replicate', or 'auto' / '' for the automatic "
         "choice (initially GANX_UPCONV_ALGO)");

@@ -719,6 +719,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
   return {need_x ? r.gx : none(), need_w ? r.gw : none(), need_b ? r.gb : none()};
 }
 
+at::Tensor activation_op(const at::Tensor& x, c10::string_view activation, double negative_slope) {
+  const char* op = "activation";
+  const Act act = parse_activation(std::string(activation), negative_slope, op);
+  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got ", x.dim(), "-D");
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": x must be a floating-point tensor, got ", x.scalar_type());
+  auto out = at::empty(x.sizes(), x.options().memory_format(output_format(x)));
+  if (x.numel() == 0) return out;
+  // The forward epilogue at s = 1 with no bias: out = act(x), the kernels' own act_forward.
+  run_epilogue_fwd(device_glue(x, op), PhaseMaps{{x}, {}}, out, at::Tensor(), 1, act, negative_slope);
+  return out;
+}
+
 at::Tensor upsample_conv2d(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                            int64_t scale, int64_t padding, c10::string_view activation, double negative_slope) {
   check_upsample_conv2d_inputs(x, weight, bias, scale, padding);

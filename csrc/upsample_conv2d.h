@@ -184,6 +184,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
     const at::Tensor& out, bool has_bias, const UpConvGeometry& g, const std::string& activation,
     double negative_slope, std::array<bool, 3> output_mask);
 
+// out = act(x) elementwise (x 4-D, out in x's memory format) by the epilogue kernels (s = 1, no
+// bias): the autograd applies an activation whose backward reads its input (the table's
+// ActRef::Input) to the pre-activation it saves (csrc/autograd.cpp).
+at::Tensor activation_op(const at::Tensor& x, c10::string_view activation, double negative_slope);
 at::Tensor upsample_conv2d(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                            int64_t scale, int64_t padding, c10::string_view activation, double negative_slope);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward(

@@ -71,3 +71,34 @@ def test_entry_point_is_declared():
 def test_make_backend_rejects_unknown_inner():
     with pytest.raises(ValueError, match="ganx backend: inner"):
         _compile.make_backend("tvm")
+
+
+class _UpConvAct(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self.conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("fn,act", [
+    (torch.nn.functional.silu, "silu"),
+    (lambda y: torch.nn.functional.gelu(y, approximate="tanh"), "gelu"),
+    (torch.nn.functional.gelu, None),  # the erf form stays after the fused layer
+    (lambda y: torch.nn.functional.leaky_relu(y, 0.2), "leaky_relu"),
+])
+def test_backend_joins_table_activations(fn, act):
+    torch.manual_seed(0)
+    model = _UpConvAct(fn).double()
+    ref = _UpConvAct(fn).double()
+    ref.load_state_dict(model.state_dict())
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=_compile.make_backend("aot_eager"), fullgraph=True)
+    _compare(ref, model, compiled, torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    fused = [line for line in _compile.LAST if line.startswith("fused")]
+    assert len(fused) == 1, _compile.LAST
+    assert (act is not None and act in fused[0]) or (act is None and not any(
+        n in fused[0] for n in ("silu", "gelu"))), fused

@@ -5,8 +5,10 @@ from torch import nn
 
 import ganx
 from ganx.ops import reference
+from ganx.ops.activations import ACTIVATION_TABLE
 
-ACTS = [(None, 0.01), ("relu", 0.01), ("leaky_relu", 0.2), ("tanh", 0.01)]
+# every activation of the table (csrc/activation.h)
+ACTS = [(None if n == "none" else n, 0.2 if a.takes_slope else 0.01) for n, a in ACTIVATION_TABLE.items()]
 
 
 def _inputs(n, ci, co, h, w, dtype=torch.float64, device="cpu", bias=True):
@@ -50,15 +52,18 @@ def test_formats_float32(fmt):
     assert out.is_contiguous(memory_format=torch.channels_last if fmt == "channels_last" else torch.contiguous_format)
 
 
-def test_gradcheck_and_opcheck():
+@pytest.mark.parametrize("act", ["tanh"] + [n for n, a in ACTIVATION_TABLE.items() if a.ref == "x"])
+def test_gradcheck_and_opcheck(act):
     x, w, b = _inputs(2, 2, 3, 3, 2)
     args = [t.requires_grad_() for t in (x, w, b)]
-    fn = lambda x, w, b: ganx.functional.conv_transpose2d_4s2(x, w, b, "tanh")  # noqa: E731
+    fn = lambda x, w, b: ganx.functional.conv_transpose2d_4s2(x, w, b, act)  # noqa: E731
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6)
     xf, wf, bf = (t.detach().float() for t in (x, w, b))
     torch.library.opcheck(torch.ops.ganx.conv_transpose2d_4s2.default, (xf, wf, bf, "none", 0.0))
     torch.library.opcheck(torch.ops.ganx.conv_transpose2d_4s2.default,
                           (xf.requires_grad_(), wf.requires_grad_(), None, "leaky_relu", 0.2))
+    torch.library.opcheck(torch.ops.ganx.conv_transpose2d_4s2.default,
+                          (xf.detach().requires_grad_(), wf.detach().requires_grad_(), bf, act, 0.01))
 
 
 def test_module_matches_and_loads_convtranspose_state_dict():

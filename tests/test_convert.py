@@ -224,3 +224,86 @@ def test_fuse_on_cuda():
     assert next(fused.parameters()).is_cuda
     torch.backends.cudnn.allow_tf32 = False
     _check_same(g, fused, torch.randn(4, 16, device="cuda"), atol=1e-4)
+
+
+# ----------------------------------------------------------------- the activation table in fuse
+# One instance of the torch module of every activation of the table (a new activation adds its own).
+ACT_MODULES = {"relu": lambda: nn.ReLU(), "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": lambda: nn.Tanh(),
+               "silu": lambda: nn.SiLU(), "gelu": lambda: nn.GELU(approximate="tanh")}
+
+
+def test_every_table_activation_has_a_module_here():
+    from ganx.ops.activations import ACTIVATIONS
+    assert set(ACT_MODULES) == set(ACTIVATIONS) - {"none"}
+
+
+def _double_check(orig, fused, x):
+    orig, fused = orig.double(), fused.double()
+    x = x.double()
+    out_o, out_f = orig(x), fused(x)
+    torch.testing.assert_close(out_f, out_o, atol=1e-10, rtol=1e-10)
+    go = torch.randn_like(out_o)
+    out_o.backward(go)
+    out_f.backward(go)
+    po, pf = dict(orig.named_parameters()), dict(fused.named_parameters())
+    for k in po:
+        torch.testing.assert_close(pf[k].grad, po[k].grad, atol=1e-9, rtol=1e-9, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("trace", [True, False])  # the traced graph, the module walk
+@pytest.mark.parametrize("act", sorted(ACT_MODULES))
+def test_table_activation_modules_join(act, trace):
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 4, 3, padding=1), ACT_MODULES[act](),
+                        nn.ConvTranspose2d(4, 2, 4, 2, 1), ACT_MODULES[act]())
+    fused, report = ganx.fuse(seq, where_slower="fuse", trace=trace, example_input=torch.randn(2, 3, 4, 4))
+    layers = [m for m in fused.modules() if isinstance(m, (ganx.nn.UpsampleConv2d, ganx.nn.FusedConvTranspose2d))]
+    assert [m.activation for m in layers] == [act, act], str(report)
+    if act == "leaky_relu":
+        assert [m.negative_slope for m in layers] == [0.2, 0.2]
+    _double_check(seq, fused, torch.randn(2, 3, 4, 4))
+
+
+class _FunctionalActs(nn.Module):
+    """Traced: activations as F calls after the upsample + conv (the graph is rewritten)."""
+    def __init__(self, fn):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self.conv(torch.nn.functional.interpolate(x, scale_factor=2)))
+
+
+@pytest.mark.parametrize("fn,act", [(torch.nn.functional.silu, "silu"),
+                                    (lambda y: torch.nn.functional.gelu(y, approximate="tanh"), "gelu"),
+                                    (torch.nn.functional.gelu, None)])  # the erf form does not join
+def test_functional_silu_gelu_join(fn, act):
+    torch.manual_seed(0)
+    m = _FunctionalActs(fn)
+    fused, report = ganx.fuse(m, example_input=torch.randn(2, 3, 4, 4))
+    assert len(report.fused) == 1, str(report)
+    assert ("SiLU" in report.fused[0].what or "silu" in report.fused[0].what or "gelu" in report.fused[0].what) == (
+        act is not None), str(report)
+    _double_check(m, fused, torch.randn(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("trace", [True, False])
+def test_exact_gelu_is_left_with_the_reason(trace):
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 4, 3, padding=1), nn.GELU())
+    fused, report = ganx.fuse(seq, trace=trace, example_input=torch.randn(2, 3, 4, 4))
+    assert isinstance(fused[1], ganx.nn.UpsampleConv2d) and fused[1].activation is None
+    assert isinstance(fused[2], nn.GELU)
+    left = [e for e in report.left if e.path == "2"]
+    assert left and "erf form" in left[0].reason and "approximate='tanh'" in left[0].reason, str(report)
+    _double_check(seq, fused, torch.randn(2, 3, 4, 4))
+    # a module the table does not know is never taken for an activation
+    seq2 = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 4, 3, padding=1), _NotAnActivation())
+    fused2, _ = ganx.fuse(seq2, trace=trace, example_input=torch.randn(2, 3, 4, 4))
+    assert fused2[1].activation is None and isinstance(fused2[2], _NotAnActivation)
+
+
+class _NotAnActivation(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(x) + 1  # elementwise, but no activation of the table

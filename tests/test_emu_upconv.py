@@ -50,6 +50,31 @@ def _act_ref(name, y, slope):
     return ACTIVATION_TABLE[name].reference(y, slope)
 
 
+def _act_grad(name, r, grad, slope):
+    """act'(pre) * grad, with r what the backward reads (the table's ref column): the output y of
+    relu / leaky_relu / tanh, the pre-activation of silu / gelu (their reference derivative)."""
+    a = ACTIVATION_TABLE[name]
+    if a.ref == "x":
+        return grad * a.derivative(r, slope)
+    if name == "relu":
+        return torch.where(r > 0, grad, torch.zeros_like(grad))
+    if name == "leaky_relu":
+        return torch.where(r > 0, grad, grad * slope)
+    assert name == "tanh", f"no output-side derivative for {name!r} in this test"
+    return grad * (1 - r * r)
+
+
+def _saved_ref(act, n, g):
+    """What the backward reads, n values: an output of tanh (relu / leaky_relu: kept away from 0),
+    or a pre-activation (silu / gelu)."""
+    if ACTIVATION_TABLE[act].ref == "x":
+        return torch.randn(n, generator=g, dtype=torch.float64) * 3
+    out = torch.tanh(torch.randn(n, generator=g, dtype=torch.float64))
+    if act in ("relu", "leaky_relu"):
+        out = torch.where(out > 0.3, out, -out.abs())
+    return out
+
+
 def _cases():
     cs = []
     g = torch.Generator().manual_seed(0)
@@ -82,9 +107,7 @@ def _cases():
                     # a stride-0 grad for the NCHW no-bias cases
                     gst = _strides(oshape, not cl)
                     grad = torch.randn(N * C * H_ * s * W * s, generator=g, dtype=torch.float64).to(t)
-                    out = torch.tanh(torch.randn(N * C * H_ * s * W * s, generator=g, dtype=torch.float64)).to(t)
-                    if act == "relu" or act == "leaky_relu":
-                        out = torch.where(out.double() > 0.3, out.double(), -out.double().abs()).to(t)
+                    out = _saved_ref(act, N * C * H_ * s * W * s, g).to(t)
                     has_bias = not (act == "none" and not cl)
                     if not has_bias:
                         gst = (0, 0, 0, 0)
@@ -214,9 +237,7 @@ def _rep_cases():
                     cs.append(c)
                     gst = _strides(oshape, not cl)
                     grad = torch.randn(N * C * H_ * s * W * s, generator=g, dtype=torch.float64).to(t)
-                    out = torch.tanh(torch.randn(N * C * H_ * s * W * s, generator=g, dtype=torch.float64)).to(t)
-                    if act in ("relu", "leaky_relu"):
-                        out = torch.where(out.double() > 0.3, out.double(), -out.double().abs()).to(t)
+                    out = _saved_ref(act, N * C * H_ * s * W * s, g).to(t)
                     has_bias = not (act == "none" and not cl)
                     if not has_bias:
                         gst = (0, 0, 0, 0)  # an expanded grad (sum().backward())
@@ -282,13 +303,7 @@ def _bwd_reference(c):
     if m["act"] == "none":
         d = grad.clone()
     else:
-        y = _view(c.arrays["out"].double(), m["oshape"], m["ost"])
-        if m["act"] == "relu":
-            d = torch.where(y > 0, grad, torch.zeros_like(grad))
-        elif m["act"] == "leaky_relu":
-            d = torch.where(y > 0, grad, grad * m["slope"])
-        else:
-            d = grad * (1 - y * y)
+        d = _act_grad(m["act"], _view(c.arrays["out"].double(), m["oshape"], m["ost"]), grad, m["slope"])
     phases = [d[:, :, a::s, b::s] for a in range(s) for b in range(s)]
     return phases, d.sum((0, 2, 3))
 
@@ -410,12 +425,7 @@ def _dpre(c):
     grad = torch.as_strided(c.arrays["grad"].double(), m["oshape"], m["gst"])
     if m["act"] == "none":
         return grad.clone()
-    y = _view(c.arrays["out"].double(), m["oshape"], m["ost"])
-    if m["act"] == "relu":
-        return torch.where(y > 0, grad, torch.zeros_like(grad))
-    if m["act"] == "leaky_relu":
-        return torch.where(y > 0, grad, grad * m["slope"])
-    return grad * (1 - y * y)
+    return _act_grad(m["act"], _view(c.arrays["out"].double(), m["oshape"], m["ost"]), grad, m["slope"])
 
 
 def _rep_bwd_reference(c):

@@ -13,9 +13,10 @@ from torch.autograd import forward_ad as fwAD
 
 import ganx.functional as gf
 from ganx.ops import reference as ref
+from ganx.ops.activations import ACTIVATIONS
 
 D = torch.float64
-ACTS = [None, "relu", "leaky_relu", "tanh"]
+ACTS = [None if n == "none" else n for n in ACTIVATIONS]  # every activation of the table
 
 
 def _close(a, b):

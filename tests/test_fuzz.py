@@ -24,6 +24,7 @@ import ganx.functional as gf  # noqa: E402
 from ganx.nn import UpsampleConv2d  # noqa: E402
 from tiny_run import MODEL  # noqa: E402  (tests/tiny_run.py)
 from ganx.ops import reference as ref  # noqa: E402
+from ganx.ops.activations import ACTIVATIONS  # noqa: E402
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -132,7 +133,7 @@ def test_upsample_conv2d_fuzz(data):
                                                                (cout, cin, k, k + 2)])
     scale = _pick(d, broken, "scale", [1, 2, 3, 4, 2.0], [0, 5, 2.5, True, "2"])
     padding = _pick(d, broken, "padding", [None, k // 2], [k // 2 + 1, -1, 2.0])
-    act = _pick(d, broken, "act", [None, "relu", "leaky_relu", "tanh", "none"], ["gelu", "ReLU", 3])
+    act = _pick(d, broken, "act", [None] + list(ACTIVATIONS), ["no_such_act", "ReLU", 3])
     slope = d(st.sampled_from([0.01, 0.2, 0.0]))
     has_bias = _pick(d, broken, "bias", ["yes", "no"], ["wrong"])
     x = _layout(d(tensors((n, cin, h, w), dtype)), d(st.sampled_from(["contiguous", "channels_last", "strided",
@@ -197,7 +198,7 @@ def test_conv_transpose2d_4s2_fuzz(data):
     n, cin, cout = d(st.integers(0, 3)), d(st.integers(1, 4)), d(st.integers(1, 4))
     h, w = d(st.integers(1, 6)), d(st.integers(1, 6))
     wshape = _pick(d, broken, "wshape", [(cin, cout, 4, 4)], [(cin, cout, 3, 3), (cin + 1, cout, 4, 4), (cin, cout, 4)])
-    act = _pick(d, broken, "act", [None, "relu", "leaky_relu", "tanh"], ["swish"])
+    act = _pick(d, broken, "act", [None] + [n for n in ACTIVATIONS if n != "none"], ["swish"])
     has_bias = _pick(d, broken, "bias", ["yes", "no"], ["wrong"])
     x = _layout(d(tensors((n, cin, h, w), dtype)), d(st.sampled_from(["contiguous", "channels_last", "strided"])))
     weight = d(tensors(wshape, dtype, extreme=False)) * 0.3
@@ -374,7 +375,7 @@ def test_upsample_conv2d_module_fuzz(data):
                 kernel_size=_pick(d, broken, "k", [1, 3, 5], [2]),
                 scale_factor=_pick(d, broken, "scale", [1, 2, 3, 4], [0, 7]),
                 bias=d(st.booleans()),
-                activation=_pick(d, broken, "act", [None, "relu", "tanh", "leaky_relu"], ["elu"]))
+                activation=_pick(d, broken, "act", [None] + [n for n in ACTIVATIONS if n != "none"], ["elu"]))
     dtype = _pick(d, broken, "dtype", [torch.float32, torch.float64], [torch.float16])
     try:
         m = UpsampleConv2d(**args, dtype=dtype)

@@ -22,8 +22,10 @@ import ganx
 import ganx.functional as GF
 from ganx.ops import reference as R
 from ganx.ops import upsample_conv as U
+from ganx.ops.activations import ACTIVATION_TABLE
 
-ACTS = [("none", 0.01), ("relu", 0.01), ("leaky_relu", 0.2), ("tanh", 0.01)]
+# every activation of the table (csrc/activation.h)
+ACTS = [(n, 0.2 if a.takes_slope else 0.01) for n, a in ACTIVATION_TABLE.items()]
 SCALES = [1, 2, 3, 4]
 
 
@@ -160,15 +162,17 @@ def test_the_gemm_runs_at_the_input_resolution(scale):
 @pytest.mark.parametrize("mask", [(True, True, True), (True, False, False), (False, True, False),
                                   (False, False, True), (False, True, True)])
 @pytest.mark.parametrize("scale", [1, 3])
-@pytest.mark.parametrize("act", ["none", "tanh"])
+@pytest.mark.parametrize("act", ["none", "tanh"] + [n for n, a in ACTIVATION_TABLE.items() if a.ref == "x"])
 def test_only_the_requested_gradients(mask, scale, act):
     x = _layout("channels_last")
     w = torch.randn(4, 5, 1, 1, dtype=torch.float64)
     b = torch.randn(4, dtype=torch.float64)
     out = torch.ops.ganx.upsample_conv2d(x, w, b, scale, 0, act, 0.0)
     go = torch.randn_like(out)
-    gx, gw, gb = torch.ops.ganx.upsample_conv2d_backward(go, x, w, out if act != "none" else out.new_empty(0),
-                                                         True, scale, 0, act, 0.0, list(mask))
+    # what the backward reads (the table's ref column): the output, or the pre-activation
+    saved = (out.new_empty(0) if act == "none" else out if ACTIVATION_TABLE[act].ref == "y"
+             else torch.ops.ganx.upsample_conv2d(x, w, b, scale, 0, "none", 0.0))
+    gx, gw, gb = torch.ops.ganx.upsample_conv2d_backward(go, x, w, saved, True, scale, 0, act, 0.0, list(mask))
     leaves = [t.clone().requires_grad_() for t in (x, w, b)]
     rg = torch.autograd.grad(R.upsample_conv2d(*leaves, scale_factor=scale, activation=act), leaves, go)
     for want, got, r, t in zip(mask, (gx, gw, gb), rg, (x, w, b)):
@@ -194,7 +198,7 @@ def test_weight_gradient_sums_every_replicated_position():
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("act", [None, "relu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("act", [None if n == "none" else n for n in ACTIVATION_TABLE])
 def test_gradcheck(scale, act):
     x = torch.randn(2, 3, 3, 4, dtype=torch.float64)
     w = torch.randn(2, 3, 1, 1, dtype=torch.float64)
@@ -350,7 +354,7 @@ def test_cuda_matches_reference_fp64(scale, act, slope, layout):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("act", [None, "tanh"])
+@pytest.mark.parametrize("act", [None, "tanh"] + [n for n, a in ACTIVATION_TABLE.items() if a.ref == "x"])
 @pytest.mark.parametrize("scale", [2, 3])
 def test_cuda_low_precision_error_at_most_twice_eager(dtype, act, scale):
     x = torch.randn(4, 32, 8, 8, device="cuda")

@@ -17,7 +17,8 @@ from ganx.ops import reference as R
 from ganx.ops import upsample_conv as U
 from ganx.ops.activations import ACTIVATION_TABLE, ACTIVATIONS
 
-ACTS = [("none", 0.01), ("relu", 0.01), ("leaky_relu", 0.2), ("tanh", 0.01)]
+# every activation of the table (csrc/activation.h)
+ACTS = [(n, 0.2 if a.takes_slope else 0.01) for n, a in ACTIVATION_TABLE.items()]
 GEOMS = [(2, 3), (1, 3), (3, 3), (2, 5), (4, 5), (2, 1)]
 
 
@@ -240,16 +241,45 @@ def test_env_var_forces_and_bad_value_is_an_error():
 # ----------------------------------------------------------------- activation table
 
 def test_activation_table_is_the_cpp_table():
-    assert ACTIVATIONS == tuple(name for name, _, _ in ganx._C.activations())
+    assert ACTIVATIONS == tuple(name for name, _, _, _ in ganx._C.activations())
+    assert ACTIVATIONS[:6] == ("none", "relu", "leaky_relu", "tanh", "silu", "gelu")
     assert [a.enum for a in ACTIVATION_TABLE.values()] == list(range(len(ACTIVATIONS)))
     assert [n for n, a in ACTIVATION_TABLE.items() if a.takes_slope] == ["leaky_relu"]
+    # what the backward reads: the output, or the pre-activation (silu, gelu)
+    known = {"none": "y", "relu": "y", "leaky_relu": "y", "tanh": "y", "silu": "x", "gelu": "x"}
+    assert {n: ACTIVATION_TABLE[n].ref for n in known} == known
+    assert all(a.ref in ("x", "y") for a in ACTIVATION_TABLE.values())
     y = torch.randn(100, dtype=torch.float64)
     for name, a in ACTIVATION_TABLE.items():
         torch.testing.assert_close(a.reference(y, 0.3), R.apply_activation(y, name, 0.3))
-    with pytest.raises(ValueError, match="activation must be one of 'none', 'relu', 'leaky_relu', 'tanh', got 'silu'"):
-        torch.ops.ganx.upsample_conv2d(torch.randn(1, 1, 2, 2), torch.randn(1, 1, 3, 3), None, 2, 1, "silu", 0.0)
-    with pytest.raises(ValueError, match="activation must be one of None, 'relu', 'leaky_relu', 'tanh', got 'silu'"):
-        GF.upsample_conv2d(torch.randn(1, 1, 2, 2), torch.randn(1, 1, 3, 3), activation="silu")
+        if a.ref == "x":  # the derivative the forward-mode rule uses is the reference's
+            yd = y.clone().requires_grad_()
+            (g,) = torch.autograd.grad(a.reference(yd, 0.3).sum(), yd)
+            torch.testing.assert_close(a.derivative(y, 0.3), g, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ACTIVATION_TABLE["gelu"].reference(y, 0.0), F.gelu(y, approximate="tanh"))
+    cpp = ", ".join(repr(n) for n in ACTIVATIONS)
+    with pytest.raises(ValueError, match=f"activation must be one of {cpp}, got 'no_such_act'"):
+        torch.ops.ganx.upsample_conv2d(torch.randn(1, 1, 2, 2), torch.randn(1, 1, 3, 3), None, 2, 1, "no_such_act", 0.0)
+    py = ", ".join(["None"] + [repr(n) for n in ACTIVATIONS if n != "none"])
+    with pytest.raises(ValueError, match=f"activation must be one of {py}, got 'no_such_act'"):
+        GF.upsample_conv2d(torch.randn(1, 1, 2, 2), torch.randn(1, 1, 3, 3), activation="no_such_act")
+    with pytest.raises(ValueError, match=f"UpsampleConv2d: activation must be one of {py}, got 'elu'"):
+        ganx.nn.UpsampleConv2d(1, 1, activation="elu")
+
+
+@pytest.mark.parametrize("act", [n for n in ACTIVATIONS if n != "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_activation_op_is_the_kernels_act_forward(act, dtype):
+    # ganx::activation (the autograd's forward for "x"-ref activations) against the reference,
+    # NCHW and channels_last, and its fake kernel's layout
+    z = torch.randn(2, 3, 5, 4, dtype=dtype) * 4
+    for t in (z, z.contiguous(memory_format=torch.channels_last)):
+        out = torch.ops.ganx.activation(t, act, 0.2)
+        tol = dict(atol=1e-6, rtol=1e-6) if dtype == torch.float32 else dict(atol=1e-14, rtol=1e-14)
+        torch.testing.assert_close(out, ACTIVATION_TABLE[act].reference(t, 0.2), **tol)
+        assert out.stride() == t.stride()
+    torch.library.opcheck(torch.ops.ganx.activation.default, (z, act, 0.2),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 # ----------------------------------------------------------------- autocast

@@ -7,8 +7,10 @@ from torch._prims_common import suggest_memory_format
 
 import ganx
 from ganx.ops import reference
+from ganx.ops.activations import ACTIVATION_TABLE
 
-ACTS = [(None, 0.01), ("relu", 0.01), ("leaky_relu", 0.2), ("tanh", 0.01)]
+# every activation of the table (csrc/activation.h): a new one gets these tests for free
+ACTS = [(None if n == "none" else n, 0.2 if a.takes_slope else 0.01) for n, a in ACTIVATION_TABLE.items()]
 
 
 def _inputs(n, ci, co, h, w, k, dtype=torch.float64, device="cpu", bias=True):
@@ -114,7 +116,8 @@ def test_empty_batch():
     assert torch.equal(w.grad, torch.zeros_like(w))
 
 
-@pytest.mark.parametrize("scale,k,act", [(2, 3, "tanh"), (2, 5, "leaky_relu"), (3, 3, None), (2, 1, "relu")])
+@pytest.mark.parametrize("scale,k,act", [(2, 3, "tanh"), (2, 5, "leaky_relu"), (3, 3, None), (2, 1, "relu")] +
+                         [(s, k, n) for n, a in ACTIVATION_TABLE.items() if a.ref == "x" for s, k in ((2, 3), (3, 1))])
 def test_gradcheck(scale, k, act):
     x, w, b = _inputs(2, 2, 3, 3, 4, k)
     # keep pre-activations away from relu's kink so finite differences are meaningful
@@ -130,6 +133,15 @@ def test_opcheck():
                  (x.contiguous(memory_format=torch.channels_last), w, b, 3, 1, "leaky_relu", 0.2)]:
         torch.library.opcheck(torch.ops.ganx.upsample_conv2d.default, args)
     go = torch.randn(2, 4, 10, 8)
+    for act, slope in ACTS:  # every activation of the table, forward and backward
+        act = act or "none"
+        x1, w1 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+        torch.library.opcheck(torch.ops.ganx.upsample_conv2d.default, (x1, w1, b, 2, 1, act, slope))
+        # what the backward reads: the output, or the pre-activation (the table's ref column)
+        ref = torch.ops.ganx.upsample_conv2d(x.detach(), w.detach(), b, 2, 1,
+                                             "none" if ACTIVATION_TABLE[act].ref == "x" else act, slope)
+        torch.library.opcheck(torch.ops.ganx.upsample_conv2d_backward.default,
+                              (go, x.detach(), w.detach(), ref, True, 2, 1, act, slope, [True, True, True]))
     out = torch.ops.ganx.upsample_conv2d(x.detach(), w.detach(), b, 2, 1, "relu", 0.01)
     torch.library.opcheck(torch.ops.ganx.upsample_conv2d_backward.default,
                           (go, x.detach(), w.detach(), out, True, 2, 1, "relu", 0.01, [True, True, True]))
@@ -223,7 +235,7 @@ def _call(**over):
     (dict(scale_factor="2"), TypeError, r"upsample_conv2d: scale_factor must be an integer"),
     (dict(padding=0), ValueError, r"upsample_conv2d: padding must be kernel_size // 2 = 1"),
     (dict(padding=1.0), TypeError, r"upsample_conv2d: padding must be an integer"),
-    (dict(activation="gelu"), ValueError, r"upsample_conv2d: activation must be one of"),
+    (dict(activation="no_such_act"), ValueError, r"upsample_conv2d: activation must be one of"),
     (dict(activation="leaky_relu", negative_slope=-0.1), ValueError, r"upsample_conv2d: negative_slope must be finite and >= 0"),
 ])
 def test_errors(over, exc, match):
@@ -291,7 +303,7 @@ def test_cuda_shapes_and_formats_float32(shape, fmt, no_tf32):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("act", [None, "tanh"])
+@pytest.mark.parametrize("act", [None, "tanh"] + [n for n, a in ACTIVATION_TABLE.items() if a.ref == "x"])
 def test_cuda_low_precision_error_at_most_twice_eager(dtype, act):
     x, w, b = _inputs(4, 32, 16, 8, 8, 3, dtype=torch.float32, device="cuda")
     eager_err, ref = _eager_error((x, w, b), dtype, 2, act, 0.01, 3)
@@ -326,12 +338,15 @@ def test_cuda_autocast():
 
 
 @pytest.mark.cuda
-def test_cuda_gradcheck_and_opcheck():
+@pytest.mark.parametrize("act", ["tanh"] + [n for n, a in ACTIVATION_TABLE.items() if a.ref == "x"])
+def test_cuda_gradcheck_and_opcheck(act):
     x, w, b = _inputs(2, 3, 2, 3, 3, 3, device="cuda")
     args = [t.requires_grad_() for t in (x, w, b)]
-    fn = lambda x, w, b: ganx.functional.upsample_conv2d(x, w, b, 2, None, "tanh")  # noqa: E731
+    fn = lambda x, w, b: ganx.functional.upsample_conv2d(x, w, b, 2, None, act)  # noqa: E731
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6)
     torch.library.opcheck(torch.ops.ganx.upsample_conv2d.default, (x.float(), w.float(), b.float(), 2, 1, "relu", 0.0))
+    xf, wf = x.detach().float().requires_grad_(), w.detach().float().requires_grad_()
+    torch.library.opcheck(torch.ops.ganx.upsample_conv2d.default, (xf, wf, b.detach().float(), 2, 1, act, 0.0))
 
 
 @pytest.mark.cuda

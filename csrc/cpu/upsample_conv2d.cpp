@@ -20,7 +20,9 @@ namespace {
 
 // The activation over a row of the scratch buffer with the branch hoisted out of the loop, so
 // the compiler vectorises it; tanh is left for ATen's vectorised tanh_ over each finished
-// chunk of the output while it is still in cache (see epilogue_fwd_cpu).
+// chunk of the output while it is still in cache (see epilogue_fwd_cpu). Every other
+// activation of the table runs its act_forward (csrc/activation.h) element by element: a new
+// activation needs no case here.
 struct CpuRowAct {
   template <typename acc_t>
   void operator()(acc_t* v, int64_t len, Act act, acc_t slope) const {
@@ -32,6 +34,9 @@ struct CpuRowAct {
         break;
       case Act::LeakyReLU:
         for (int64_t j = 0; j < len; ++j) v[j] = v[j] < acc_t(0) ? v[j] * slope : v[j];
+        break;
+      default:
+        for (int64_t j = 0; j < len; ++j) v[j] = act_forward(act, v[j], slope);
         break;
     }
   }
@@ -254,6 +259,7 @@ TORCH_LIBRARY_IMPL(ganx, CPU, m) {
   m.impl("upsample_conv2d_backward", &upsample_conv2d_backward);
   m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2);
   m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward);
+  m.impl("activation", &activation_op);
 }
 
 }  // namespace ganx

@@ -126,6 +126,7 @@ TORCH_LIBRARY_IMPL(ganx, CUDA, m) {
   m.impl("upsample_conv2d_backward", &upsample_conv2d_backward);
   m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2);
   m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward);
+  m.impl("activation", &activation_op);
 }
 
 }  // namespace ganx

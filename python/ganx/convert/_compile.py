@@ -11,8 +11,8 @@ Conv2d subclass computing its weight all appear as ``torch.conv2d(x, w, ...)`` w
 computed by the graph's own nodes. So one rule covers them: a nearest ``F.interpolate`` at an
 integer scale (2 on the CPU, and 1-4 there when every conv is 1x1; 1-4 elsewhere: the measured
 policy of ``ganx.fuse``) whose every user is a ``conv2d`` taking it as input becomes ganx's
-upsample_conv2d per conv, with a following ``relu`` / ``leaky_relu`` / ``tanh`` call (its only
-user) as the epilogue. The
+upsample_conv2d per conv, with a following call of an activation of ganx's table (``relu`` /
+``leaky_relu`` / ``tanh`` / ``silu`` / ``gelu(approximate="tanh")``; its only user) as the epilogue. The
 replacement checks the pattern (kernel 1/3/5, stride 1, "same" padding, dilation 1, groups 1)
 on its arguments and computes the unfused expression otherwise, so it is exact by construction.
 ``ConvTranspose2d(4, 2, 1)`` chains are rewritten on CUDA only (on the CPU ganx's kernel is
@@ -27,17 +27,14 @@ from typing import Callable, List
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 
 from ganx.convert import _fuse
+from ganx.ops.activations import activation_of_call
 
 __all__ = ["ganx_backend", "make_backend", "LAST"]
 
 LAST: List[str] = []
 
-_ACT_FNS = {F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu", torch.tanh: "tanh", F.tanh: "tanh",
-            torch.nn.functional.relu: "relu"}
-_ACT_METHODS = {"relu": "relu", "tanh": "tanh"}
 
 
 def _device_of(example_inputs) -> str:
@@ -54,16 +51,10 @@ def _act_user(node: fx.Node):
     a = users[0]
     if not a.args or a.args[0] is not node:
         return None
-    if a.op == "call_function" and a.target in _ACT_FNS:
-        act = _ACT_FNS[a.target]
-        slope = 0.01
-        if act == "leaky_relu":
-            slope = a.args[1] if len(a.args) > 1 else a.kwargs.get("negative_slope", 0.01)
-            if not isinstance(slope, (int, float)):
-                return None
-        return a, act, float(slope)
-    if a.op == "call_method" and a.target in _ACT_METHODS and len(a.args) == 1 and not a.kwargs:
-        return a, _ACT_METHODS[a.target], 0.01
+    if a.op in ("call_function", "call_method"):
+        hit = activation_of_call(a.target, a.args, a.kwargs)  # the activation table's calls
+        if hit is not None:
+            return a, hit[0], hit[1]
     return None
 
 

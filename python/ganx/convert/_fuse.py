@@ -19,9 +19,12 @@ Patterns:
   groups=1)`` -> :class:`ganx.nn.FusedConvTranspose2d` (or the layer's own forward patched, as
   above, when its weight is computed, including a SAGAN-style wrapper calling ``layer.forward``),
   on the devices where that is faster (see "Never slower" below).
-* An ``nn.ReLU`` / ``nn.LeakyReLU`` / ``nn.Tanh`` (or, where the graph is rewritten, an
-  ``F.relu`` / ``F.leaky_relu`` / ``torch.tanh`` call) that is the only consumer of such a
-  layer's output joins it as the fused epilogue.
+* An activation of ganx's table -- ``nn.ReLU`` / ``nn.LeakyReLU`` / ``nn.Tanh`` / ``nn.SiLU`` /
+  ``nn.GELU(approximate="tanh")`` (or, where the graph is rewritten, an ``F.relu`` /
+  ``F.leaky_relu`` / ``torch.tanh`` / ``F.silu`` / ``F.gelu(..., approximate="tanh")`` call;
+  ``ganx.ops.activations.ACTIVATION_TABLE`` and ganx/ops/reference.py list them) -- that is the
+  only consumer of such a layer's output joins it as the fused epilogue. ``nn.GELU()`` (the erf
+  form) does not: it stays as it is after the fused layer, with the reason in the report.
 
 How the model is read. Where the model traces with torch.fx, the patterns are found in the
 traced graph, so they are found wherever the modules sit: across ``nn.Sequential``
@@ -73,6 +76,7 @@ from torch.overrides import TorchFunctionMode
 
 from ganx.convert import _trace
 from ganx.nn.upsample_conv import FusedConvTranspose2d, UpsampleConv2d
+from ganx.ops.activations import ACTIVATION_TABLE, activation_module_types, activation_of_call, activation_of_module
 from ganx.ops.upsample_conv import conv_transpose2d_4s2, upsample_conv2d
 
 __all__ = ["fuse", "FuseReport", "FuseEntry"]
@@ -138,9 +142,9 @@ class FuseReport:
         return "\n".join(lines)
 
 
-_ACTS = (nn.ReLU, nn.LeakyReLU, nn.Tanh)
-_FN_ACTS = {F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu", torch.tanh: "tanh", F.tanh: "tanh"}
-_METHOD_ACTS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "tanh_": "tanh"}
+# The activation modules and calls that may join a fused layer come from the activation table
+# (ganx.ops.activations: activation_of_module, activation_of_call).
+_ACTS = activation_module_types()
 _INTERP = (F.interpolate, F.upsample, F.upsample_nearest)
 _CONV_FNS = (torch.conv2d, F.conv2d)
 _CONVT_FNS = (torch.conv_transpose2d, F.conv_transpose2d)
@@ -150,11 +154,26 @@ _BILINEAR_WHY = ("cannot be fused: ganx folds nearest-neighbour replication into
 
 
 def _act_of(m: nn.Module) -> Tuple[str, float]:
-    if isinstance(m, nn.ReLU):
-        return "relu", 0.01
-    if isinstance(m, nn.LeakyReLU):
-        return "leaky_relu", float(m.negative_slope)
-    return "tanh", 0.01
+    """(activation, slope) of a module the table fuses; a ValueError for any other (callers ask
+    only after _joinable_act_module)."""
+    act, slope = activation_of_module(m)
+    if act is None:
+        raise ValueError(f"ganx.fuse: {slope}")
+    return act, slope
+
+
+def _joinable_act_module(m: Optional[nn.Module]) -> bool:
+    return m is not None and activation_of_module(m)[0] is not None and not _trace.has_hooks(m)
+
+
+def _act_left_entry(path: str, m: Optional[nn.Module]) -> Optional["FuseEntry"]:
+    """A "left" entry for an activation module of a type the table knows that this instance is not
+    (nn.GELU() is the erf form), else None."""
+    if m is None or type(m) not in _ACTS:
+        return None
+    act, why = activation_of_module(m)
+    return None if act is not None else FuseEntry(path, "left", type(m).__name__,
+                                                  f"not joined to the fused layer before it: {why}")
 
 
 def _upsample_params(mode, size, sf, recompute) -> Tuple[Optional[int], str]:
@@ -242,13 +261,7 @@ def _is1(v) -> bool:
 
 
 def _apply_act(y, act, slope):
-    if act == "relu":
-        return F.relu(y)
-    if act == "leaky_relu":
-        return F.leaky_relu(y, slope)
-    if act == "tanh":
-        return torch.tanh(y)
-    return y
+    return y if act is None else ACTIVATION_TABLE[act].reference(y, slope)
 
 
 def _upconv_or_exact(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, scale=2, activation=None,
@@ -499,6 +512,8 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
     def mod(n):
         return modules.get(n.target) if n.op == "call_module" else None
 
+    acts_left = set()  # activation modules already reported as not joining
+
     def joining_act(conv_node, functional_ok):
         """(node, activation, slope, module path or None) of the activation alone consuming conv_node."""
         users = list(conv_node.users)
@@ -507,27 +522,20 @@ def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, g
         a = users[0]
         m = mod(a)
         if m is not None:
-            if type(m) not in _ACTS or calls[a.target] != 1 or _trace.has_hooks(m) or a.args != (conv_node,) \
-                    or a.kwargs:
+            if not _joinable_act_module(m) or calls[a.target] != 1 or a.args != (conv_node,) or a.kwargs:
+                left = _act_left_entry(a.target, m)
+                if left is not None and a.target not in acts_left:
+                    acts_left.add(a.target)
+                    record(left)
                 return None
             act, slope = _act_of(m)
             return a, act, slope, a.target
         if not functional_ok or not a.args or a.args[0] is not conv_node:
             return None
-        if a.op == "call_function" and a.target in _FN_ACTS:
-            act = _FN_ACTS[a.target]
-            slope = 0.01
-            if act == "leaky_relu":
-                slope = a.args[1] if len(a.args) > 1 else a.kwargs.get("negative_slope", 0.01)
-                if not isinstance(slope, (int, float)):
-                    return None
-            rest = list(a.args[2 if act == "leaky_relu" else 1:]) + [v for k, v in a.kwargs.items()
-                                                                    if k not in ("negative_slope", "inplace")]
-            if rest and rest != [False] and rest != [True]:
-                return None
-            return a, act, float(slope), None
-        if a.op == "call_method" and a.target in _METHOD_ACTS and len(a.args) == 1 and not a.kwargs:
-            return a, _METHOD_ACTS[a.target], 0.01, None
+        if a.op in ("call_function", "call_method"):
+            hit = activation_of_call(a.target, a.args, a.kwargs)
+            if hit is not None:
+                return a, hit[0], hit[1], None
         return None
 
     def site_kernels(site_nodes) -> List[Optional[int]]:
@@ -793,10 +801,17 @@ def _plan_sequential(seq: nn.Sequential, prefix: str, report: FuseReport, policy
     names = list(seq._modules.keys())
     mods = [seq._modules[n] for n in names]
     consumed = set()
+    acts_left = set()  # activation modules already reported as not joining
 
     def act_after(i):
         nxt = mods[i + 1] if i + 1 < len(mods) else None
-        return nxt if nxt is not None and type(nxt) in _ACTS and not _trace.has_hooks(nxt) else None
+        if _joinable_act_module(nxt):
+            return nxt
+        left = _act_left_entry(f"{prefix}{names[i + 1]}", nxt)
+        if left is not None and left.path not in acts_left:
+            acts_left.add(left.path)
+            report.entries.append(left)
+        return None
 
     for i, m in enumerate(mods):
         path = f"{prefix}{names[i]}"

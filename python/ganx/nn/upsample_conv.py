@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ganx.ops import reference
+from ganx.ops.activations import activation_names
 from ganx.ops.upsample_conv import ACTIVATIONS, conv_transpose2d_4s2, upsample_conv2d
 
 __all__ = ["UpsampleConv2d", "FusedConvTranspose2d"]
@@ -42,7 +43,7 @@ class UpsampleConv2d(nn.Module):
         if kernel_size not in (1, 3, 5):
             raise ValueError(f"UpsampleConv2d: kernel_size must be 1, 3 or 5, got {kernel_size}")
         if activation not in (None,) + ACTIVATIONS:
-            raise ValueError(f"UpsampleConv2d: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+            raise ValueError(f"UpsampleConv2d: activation must be one of {activation_names()}, got {activation!r}")
         if impl not in IMPLS:
             raise ValueError(f"UpsampleConv2d: impl must be 'fused' or 'reference', got {impl!r}")
         if in_channels <= 0 or out_channels <= 0:
@@ -97,7 +98,7 @@ class FusedConvTranspose2d(nn.Module):
                  negative_slope: float = 0.01, impl: str = "fused", device=None, dtype=None):
         super().__init__()
         if activation not in (None,) + ACTIVATIONS:
-            raise ValueError(f"FusedConvTranspose2d: activation must be one of None, 'relu', 'leaky_relu', 'tanh', got {activation!r}")
+            raise ValueError(f"FusedConvTranspose2d: activation must be one of {activation_names()}, got {activation!r}")
         if impl not in IMPLS:
             raise ValueError(f"FusedConvTranspose2d: impl must be 'fused' or 'reference', got {impl!r}")
         factory = {"device": device, "dtype": dtype}

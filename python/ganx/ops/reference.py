@@ -11,20 +11,66 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation", "ACTIVATION_FUNCTIONS",
+           "ACTIVATION_MODULES", "ACTIVATION_CALLS", "ACTIVATION_METHODS", "ACTIVATION_DERIVATIVES",
            "bce_with_logits", "binary_cross_entropy", "bce_discriminator_loss", "bce_generator_loss",
            "discriminator_stats", "deconv_weight", "critic_stats", "hinge_discriminator_loss",
            "wasserstein_discriminator_loss", "critic_generator_loss", "hinge_generator_loss",
            "wasserstein_generator_loss"]
 
 
+# The Python side of the C++ activation table (csrc/activation.h; names, enum, slope flag and
+# what the backward reads come from there), paired with it in ganx/ops/activations.py, which
+# builds every list, message and module mapping from these.
+#
 # The reference function of each fused activation: (pre-activation, negative_slope) -> output.
-# Paired with the C++ activation table (names, enum, slope flag) in ganx/ops/activations.py.
 ACTIVATION_FUNCTIONS = {
     "none": lambda y, slope: y,
     "relu": lambda y, slope: F.relu(y),
     "leaky_relu": lambda y, slope: F.leaky_relu(y, slope),
     "tanh": lambda y, slope: torch.tanh(y),
+    "silu": lambda y, slope: F.silu(y),
+    "gelu": lambda y, slope: F.gelu(y, approximate="tanh"),
 }
+
+# The torch modules that are each activation: name -> (module class, m -> negative_slope, or a
+# str saying why this instance is not that activation). ganx.fuse joins only these.
+ACTIVATION_MODULES = {
+    "relu": (torch.nn.ReLU, lambda m: 0.01),
+    "leaky_relu": (torch.nn.LeakyReLU, lambda m: float(m.negative_slope)),
+    "tanh": (torch.nn.Tanh, lambda m: 0.01),
+    "silu": (torch.nn.SiLU, lambda m: 0.01),
+    "gelu": (torch.nn.GELU, lambda m: 0.01 if m.approximate == "tanh" else
+             f"GELU(approximate={m.approximate!r}) is the erf form; ganx fuses only the tanh form "
+             "(approximate='tanh')"),
+}
+
+# The functional calls that are each activation (where fuse rewrites a traced graph): name ->
+# (callables, their arguments after the input in positional order: name -> (default, the values
+# that keep the call that activation, None: any)). The slope of leaky_relu is its negative_slope.
+ACTIVATION_CALLS = {
+    "relu": ((F.relu, torch.relu), {"inplace": (False, None)}),
+    "leaky_relu": ((F.leaky_relu,), {"negative_slope": (0.01, None), "inplace": (False, None)}),
+    "tanh": ((torch.tanh, F.tanh), {}),
+    "silu": ((F.silu,), {"inplace": (False, None)}),
+    "gelu": ((F.gelu,), {"approximate": ("none", ("tanh",))}),
+}
+# Tensor methods (x.relu(), ...) that are each activation.
+ACTIVATION_METHODS = {"relu": ("relu", "relu_"), "tanh": ("tanh", "tanh_")}
+
+# d act / d pre of the activations whose backward reads the pre-activation z (the table's
+# ref 'x'): z -> act'(z), in differentiable torch ops (forward-mode AD multiplies tangents by it).
+def _silu_derivative(z: torch.Tensor, slope: float) -> torch.Tensor:
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+def _gelu_tanh_derivative(z: torch.Tensor, slope: float) -> torch.Tensor:
+    beta, kappa = 0.7978845608028654, 0.044715  # sqrt(2 / pi)
+    t = torch.tanh(beta * (z + kappa * z * z * z))
+    return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * beta * (1 + 3 * kappa * z * z)
+
+
+ACTIVATION_DERIVATIVES = {"silu": _silu_derivative, "gelu": _gelu_tanh_derivative}
 
 
 def apply_activation(y: torch.Tensor, activation: Optional[str], negative_slope: float = 0.01) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch._prims_common import suggest_memory_format
 from ganx import _ext  # noqa: F401  (registers torch.ops.ganx)
 from ganx.ops import _fwad
 from ganx.ops._checks import check_device
-from ganx.ops.activations import ACTIVATIONS, check_activation
+from ganx.ops.activations import ACTIVATION_TABLE, ACTIVATIONS, check_activation
 
 __all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "ACTIVATIONS", "UPCONV_ALGORITHMS", "set_upconv_algorithm",
            "get_upconv_algorithm", "upconv_algorithm", "upconv_algorithm_choices"]
@@ -120,7 +120,8 @@ def upsample_conv2d(
         bias: (C_out,) or None.
         scale_factor: integer nearest-upsampling factor, 1 to 4.
         padding: must be k // 2 ("same"); None means that.
-        activation: None, "relu", "leaky_relu" or "tanh", applied after the bias.
+        activation: None or a name in ``ganx.ops.activations.ACTIVATIONS`` (the activation table,
+            csrc/activation.h; "gelu" is its tanh form), applied after the bias.
         negative_slope: slope of leaky_relu (>= 0).
 
     Under ``torch.autocast("cuda")`` the inputs are cast to the autocast dtype, like conv2d (the
@@ -224,6 +225,12 @@ def _conv_transpose2d_4s2_backward_fake(grad_out, x, weight, out, has_bias, acti
     return gx, gw, gb
 
 
+@torch.library.register_fake("ganx::activation")
+def _activation_fake(x, activation, negative_slope):
+    torch._check(x.dim() == 4, lambda: f"activation: x must be 4-D (N, C, H, W), got {x.dim()}-D")
+    return _like(x, _out_format(x))
+
+
 # ----------------------------------------------------------------- autograd
 # In C++ (csrc/autograd.cpp, the ops' Autograd kernels): a Python autograd formula would add
 # tens of microseconds of host time to every call, more than the whole layer costs at small
@@ -234,11 +241,23 @@ def _conv_transpose2d_4s2_backward_fake(grad_out, x, weight, out, has_bias, acti
 # forward_ad.dual_level) through these autograd.Functions: the same op on the primals, the same
 # backward, and the jvp rule below. The check costs the wrappers one module-global read.
 
+def _saved_ref(activation, output, pre_activation):
+    """What the backward op reads for this activation (the table's ref column): the output, the
+    pre-activation (computed by ``pre_activation()``), or nothing."""
+    if activation == "none":
+        return None
+    return pre_activation() if ACTIVATION_TABLE[activation].ref == "x" else output
+
+
 def _setup_context(ctx, inputs, output):
     x, weight, bias, scale, padding, activation, negative_slope = inputs
-    ctx.save_for_backward(x, weight, output if activation != "none" else None)
+    # (this forward-mode path recomputes the pre-activation of "x"-ref activations; the C++
+    # autograd of the plain call computes it once, csrc/autograd.cpp)
+    ref = _saved_ref(activation, output, lambda: _UPCONV(x, weight, bias, scale, padding, "none", negative_slope))
+    ctx.save_for_backward(x, weight, ref)
     ctx.has_bias = bias is not None
     ctx.args = (scale, padding, activation, negative_slope)
+    return ref
 
 
 def _backward(ctx, grad_out):
@@ -257,10 +276,14 @@ def _backward(ctx, grad_out):
 
 # Forward mode (jvp rule, derivation): out = act(pre), pre = L(x, w) + b with L the bilinear
 # upsample-conv (activation "none", no bias), so d pre = L(dx, w) + L(x, dw) + db (each term an
-# upsample_conv2d itself) and d out = act'(pre) d pre, with act' written with the output like the
-# backward (csrc/activation.h act_backward): relu [y > 0], leaky_relu [y > 0] + slope [y <= 0],
-# tanh 1 - y^2.
+# upsample_conv2d itself) and d out = act'(pre) d pre, with act' written with what the backward
+# reads (csrc/activation.h act_backward): for the table's ref "y" the output y -- relu [y > 0],
+# leaky_relu [y > 0] + slope [y <= 0], tanh 1 - y^2 --, for ref "x" the pre-activation, through
+# the activation's derivative in ganx/ops/reference.py (ACTIVATION_DERIVATIVES).
 def _act_jvp(t: torch.Tensor, out: torch.Tensor, activation: str, negative_slope: float) -> torch.Tensor:
+    a = ACTIVATION_TABLE[activation]
+    if a.ref == "x":
+        return t * a.derivative(out, negative_slope)
     if activation == "relu":
         return torch.where(out > 0, t, torch.zeros((), dtype=t.dtype, device=t.device))
     if activation == "leaky_relu":
@@ -275,9 +298,11 @@ _fwad.register_not_forward_differentiable("ganx::upsample_conv2d_backward")
 
 def _setup_context_ct(ctx, inputs, output):
     x, weight, bias, activation, negative_slope = inputs
-    ctx.save_for_backward(x, weight, output if activation != "none" else None)
+    ref = _saved_ref(activation, output, lambda: _CONVT(x, weight, bias, "none", negative_slope))
+    ctx.save_for_backward(x, weight, ref)
     ctx.has_bias = bias is not None
     ctx.args = (activation, negative_slope)
+    return ref
 
 
 def _backward_ct(ctx, grad_out):
@@ -318,8 +343,8 @@ class _UpsampleConv2dFwAD(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _setup_context(ctx, inputs, output)
-        ctx.save_for_forward(inputs[0], inputs[1], output)
+        ref = _setup_context(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], output if ref is None else ref)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -344,8 +369,8 @@ class _ConvTranspose2d4s2FwAD(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _setup_context_ct(ctx, inputs, output)
-        ctx.save_for_forward(inputs[0], inputs[1], output)
+        ref = _setup_context_ct(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], output if ref is None else ref)
 
     @staticmethod
     def backward(ctx, grad_out):
