@@ -2,7 +2,7 @@
 """Quick CPU speed guard (CI, ~30-60 s): ganx's fused ops against eager in one process.
 
     python benchmarks/speed_guard.py            # measure, compare with the last committed results
-    python benchmarks/speed_guard.py --write    # also write benchmarks/results/speed_guard-cpu-<date>.json
+    python benchmarks/speed_guard.py --write    # also write benchmarks/results/speed_guard-cpu-<threads>thr-<isa>-<date>.json
 
 Measures forward+backward, float32, 2 threads: the discriminator and generator BCE losses at
 64 / 64K / 1M logits a side, and upsample_conv2d (scale 2, 3x3, ReLU) on two DCGAN-64 generator
@@ -10,7 +10,7 @@ layers at batch 16; each ganx call and its eager twin alternate in the same proc
 several rounds each), and the ratio eager time / ganx time is printed (> 1: ganx faster).
 
 It then compares every ratio with the newest committed speed_guard-*.json in benchmarks/results
-and prints a loud WARNING for a ratio more than 30% below it. It never fails (exit status 0
+measured with the same CPU-kernel copy (avx2 / avx512 / default: `ganx info`) and prints a loud WARNING for a ratio more than 30% below it. It never fails (exit status 0
 whatever the numbers): the CI machine is shared and noisy, so a warning is a reason to measure
 with the full benchmarks (bench_losses.py, bench_upsample_conv.py) on a quiet machine, not a
 verdict. Issue 28 is why it exists: the CPU loss kernels ran 25-45x slower for weeks and every
@@ -42,21 +42,28 @@ LOSS_SIZES = (64, 65536, 1 << 20)
 CONV_SHAPES = ((16, 256, 128, 8), (16, 128, 64, 16))
 
 
-def _best(fns, reps: int, rounds: int):
-    """Best mean time per call of each function, rounds interleaved (the contenders share the noise)."""
+def _best(fns, rounds: int, round_s: float = 0.05):
+    """Best mean time per call of each function, rounds interleaved (the contenders share the noise).
+
+    Each round runs a function enough times to last about `round_s` (at least twice), so that the
+    64-logit calls (~20 us) are not timed over a few hundred microseconds of a noisy machine."""
     best = [float("inf")] * len(fns)
+    reps = []
     for f in fns:
         f()  # warm up (allocations, caches, first-call costs)
+        s = time.perf_counter()
+        f()
+        reps.append(max(2, int(round_s / max(time.perf_counter() - s, 1e-7))))
     for _ in range(rounds):
         for i, f in enumerate(fns):
             s = time.perf_counter()
-            for _ in range(reps):
+            for _ in range(reps[i]):
                 f()
-            best[i] = min(best[i], (time.perf_counter() - s) / reps)
+            best[i] = min(best[i], (time.perf_counter() - s) / reps[i])
     return best
 
 
-def measure(rounds: int = 5) -> dict:
+def measure(rounds: int = 9) -> dict:
     rows = {}
     for n in LOSS_SIZES:
         r = torch.randn(n, requires_grad=True)
@@ -75,8 +82,7 @@ def measure(rounds: int = 5) -> dict:
         def g_ganx():
             GF.bce_generator_loss(f).backward()
 
-        reps = max(2, int(1e5 // n))
-        te, tg, tge, tgg = _best([d_eager, d_ganx, g_eager, g_ganx], reps, rounds)
+        te, tg, tge, tgg = _best([d_eager, d_ganx, g_eager, g_ganx], rounds)
         rows[f"D loss fwd+bwd, {n} logits a side"] = {"ratio": te / tg, "ganx_s": tg, "eager_s": te}
         rows[f"G loss fwd+bwd, {n} logits"] = {"ratio": tge / tgg, "ganx_s": tgg, "eager_s": tge}
         r.grad = f.grad = None
@@ -91,14 +97,32 @@ def measure(rounds: int = 5) -> dict:
         def c_ganx():
             GF.upsample_conv2d(x, w, scale_factor=2, activation="relu").sum().backward()
 
-        te, tg = _best([c_eager, c_ganx], 2, max(3, rounds - 2))
+        te, tg = _best([c_eager, c_ganx], max(3, rounds // 2), round_s=0.0)
         rows[f"upsample-conv fwd+bwd N{nb} {cin}->{cout}ch {hw}->{2 * hw}px"] = {
             "ratio": te / tg, "ganx_s": tg, "eager_s": te}
     return rows
 
 
-def committed_baseline() -> tuple[Path | None, dict]:
-    """The newest speed_guard-*.json that git tracks (any such file when git cannot tell)."""
+def pick_baseline(files, isa: str):
+    """The newest of the given speed_guard-*.json files measured with the CPU loss kernels' `isa` copy.
+
+    Returns (path, data), or (None, {}) when no file matches: a baseline from another instruction-set
+    copy (avx2 vs avx512) measures other code, and comparing with it reads as a regression or a gain
+    that is neither (stop 30 compared an avx512 run with an avx2 baseline and printed +218-401%).
+    """
+    best = None
+    for path in files:
+        data = json.loads(Path(path).read_text())
+        if data.get("cpu_isa") != isa:
+            continue
+        key = (data.get("date", ""), Path(path).name)
+        if best is None or key > best[0]:
+            best = (key, Path(path), data)
+    return (None, {}) if best is None else (best[1], best[2])
+
+
+def committed_files() -> list:
+    """The speed_guard-*.json files that git tracks (every such file when git cannot tell)."""
     files = sorted(RESULTS.glob("speed_guard-*.json"))
     try:
         tracked = subprocess.run(["git", "ls-files", "--", str(RESULTS)], capture_output=True, text=True,
@@ -108,17 +132,14 @@ def committed_baseline() -> tuple[Path | None, dict]:
             files = [p for p in files if p.name in names]
     except (OSError, subprocess.SubprocessError):
         pass
-    if not files:
-        return None, {}
-    newest = max(files, key=lambda p: (json.loads(p.read_text()).get("date", ""), p.name))
-    return newest, json.loads(newest.read_text())
+    return files
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=5, help="timing rounds per contender (best is kept)")
-    p.add_argument("--write", action="store_true", help="write benchmarks/results/speed_guard-cpu-<date>.json")
+    p.add_argument("--rounds", type=int, default=9, help="timing rounds per contender (best is kept)")
+    p.add_argument("--write", action="store_true", help="write benchmarks/results/speed_guard-cpu-<threads>thr-<isa>-<date>.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
@@ -128,13 +149,18 @@ def main(argv=None) -> int:
     print(f"speed guard: ganx {ganx.__version__}, torch {torch.__version__}, CPU loss kernels "
           f"{_ext._C.cpu_isa()}, {args.threads} threads, load average {load[0]:.2f} -> {load_after[0]:.2f}, "
           f"{time.time() - t0:.0f} s (ratio = eager time / ganx time, > 1: ganx faster)")
-    base_path, base = committed_baseline()
+    isa = _ext._C.cpu_isa()
+    files = committed_files()
+    base_path, base = pick_baseline(files, isa)
     base_rows = base.get("rows", {})
     if base_path is not None:
         print(f"compared with {base_path.relative_to(RESULTS.parent.parent)} "
               f"({base.get('date', '?')}, load {base.get('load_average', '?')}, kernels {base.get('cpu_isa', '?')})")
     else:
-        print("no committed speed_guard-*.json to compare with")
+        others = sorted({json.loads(p.read_text()).get("cpu_isa", "?") for p in files})
+        print(f"no committed speed_guard-*.json measured with the {isa} kernels to compare with"
+              + (f" (committed: {', '.join(others)} only; another copy is other code, so no comparison)"
+                 if others else ""))
     drops = []
     for name, row in rows.items():
         old = base_rows.get(name, {}).get("ratio")
@@ -153,7 +179,7 @@ def main(argv=None) -> int:
         print("WARNING: the machine may just be busy (load above); measure with benchmarks/bench_losses.py or\n"
               f"WARNING: bench_upsample_conv.py on a quiet machine before believing it.\n{bar}")
     if args.write:
-        out = RESULTS / f"speed_guard-cpu-{args.threads}thr-{datetime.date.today().isoformat()}.json"
+        out = RESULTS / f"speed_guard-cpu-{args.threads}thr-{isa}-{datetime.date.today().isoformat()}.json"
         out.write_text(json.dumps({
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host_cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),

@@ -323,3 +323,23 @@ def test_clocks_table_and_geomeans():
     assert "| a | fwd | eager | 2 s | 2 s | 4 s | 500 ms | 2.00x | 4.00x | 2.00x | 0.50x |" in md
     g = H.clock_geomeans(rows, ("shape", "phase"), "ganx", "eager", ["median_s", "graph_median_s", "host_per_call_s"])
     assert g == {"median_s": 2.0, "graph_median_s": 4.0, "host_per_call_s": 0.5}
+
+
+def test_the_speed_guard_compares_only_with_a_baseline_of_the_same_kernel_copy(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("speed_guard", BENCH / "speed_guard.py")
+    guard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guard)
+
+    def write(name, isa, date):
+        p = tmp_path / name
+        p.write_text(json.dumps({"date": date, "cpu_isa": isa, "rows": {"x": {"ratio": 1.0}}}))
+        return p
+
+    old512 = write("speed_guard-cpu-2thr-avx512-2026-12-01.json", "avx512", "2026-12-01T10:00:00+00:00")
+    new2 = write("speed_guard-cpu-2thr-avx2-2026-12-07.json", "avx2", "2026-12-07T10:00:00+00:00")
+    new512 = write("speed_guard-cpu-2thr-avx512-2026-12-05.json", "avx512", "2026-12-05T10:00:00+00:00")
+    files = [old512, new2, new512]
+    assert guard.pick_baseline(files, "avx512")[0] == new512
+    assert guard.pick_baseline(files, "avx2")[0] == new2
+    assert guard.pick_baseline(files, "default") == (None, {})
