@@ -183,8 +183,12 @@ def test_constructor_errors(kwargs, match, g_arch, d_arch):
         D(**kwargs)
     with pytest.raises(ValueError, match="impl must be"):
         G(impl="cuda")
-    with pytest.raises(TypeError, match="impl"):
-        D(impl="fused")  # D has no fused layer, so no impl to choose
+    if d_arch == "resnet":  # its blocks' conv3x3 -> avgpool2 is fused (ganx.ops.conv2d_avg_pool2d)
+        with pytest.raises(ValueError, match="impl must be"):
+            D(impl="cuda")
+    else:
+        with pytest.raises(TypeError, match="impl"):
+            D(impl="fused")  # the DCGAN D has no fused layer, so no impl to choose
 
 
 @pytest.mark.parametrize("g_arch", G_ARCHS)
@@ -239,6 +243,22 @@ def test_minibatch_std_sees_collapse():
     assert MinibatchStd(4)(same)[:, -1].max() < 1e-3
     assert MinibatchStd(4)(torch.randn(8, 2, 4, 4))[:, -1].min() > 0.3
     assert MinibatchStd(4)(torch.randn(6, 2, 4, 4)).shape == (6, 3, 4, 4)  # group size falls back to 3
+
+
+@pytest.mark.parametrize("n,group", [(8, 4), (6, 4), (5, 2)])
+def test_minibatch_std_matches_its_definition_float64(n, group):
+    """Karras et al.'s statistic with torch's own biased variance, forward and gradient."""
+    from ganx.models.discriminator import MinibatchStd
+
+    x = torch.randn(n, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    g = next(d for d in range(min(group, n), 0, -1) if n % d == 0)
+    std = (x.view(n // g, g, 3, 4, 4).var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))
+    want = torch.cat([x, std.repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, 4, 4)], dim=1)
+    got = MinibatchStd(group)(x)
+    w = torch.randn_like(want)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad((got * w).sum(), x)[0], torch.autograd.grad((want * w).sum(), x)[0],
+                               rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------- the ResNet pair against oracles
@@ -310,13 +330,14 @@ def test_resnet_generator_matches_its_oracle_float64(impl, conditional, size):
     assert G.blocks[0].conv1.in_channels == 4 * 2 ** (n - 1)
 
 
+@pytest.mark.parametrize("impl", ["fused", "reference"])
 @pytest.mark.parametrize("conditional", [True, False])
 @pytest.mark.parametrize("mbstd", [0, 4])
 @pytest.mark.parametrize("size", [16, 32])
-def test_resnet_discriminator_matches_its_oracle_float64(conditional, mbstd, size):
+def test_resnet_discriminator_matches_its_oracle_float64(impl, conditional, mbstd, size):
     torch.manual_seed(0)
     D = ResNetDiscriminator(image_size=size, width=4, num_classes=3 if conditional else None,
-                            minibatch_std=mbstd).double()
+                            minibatch_std=mbstd, impl=impl).double()
     for _ in range(3):
         D(torch.randn(8, 1, size, size, dtype=torch.float64), torch.zeros(8, dtype=torch.long) if conditional else None)
     D.eval()  # no power iteration: both sides see the same normalised weights

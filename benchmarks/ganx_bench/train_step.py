@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,10 @@ def build_models(cfg: StepConfig, impl: str):
     """The generator and discriminator of ``cfg`` (random weights), unconditional."""
     from ganx.models import DISCRIMINATORS, GENERATORS
     G = GENERATORS[cfg.arch](cfg.latent_dim, cfg.image_size, cfg.channels, cfg.width, impl=impl)
-    D = DISCRIMINATORS[cfg.arch](cfg.image_size, cfg.channels, cfg.width)
+    D_cls = DISCRIMINATORS[cfg.arch]
+    # a discriminator with fused layers (resnet: conv3x3 -> avgpool2 as one conv) takes the impl too
+    extra = {"impl": impl} if "impl" in inspect.signature(D_cls).parameters else {}
+    D = D_cls(cfg.image_size, cfg.channels, cfg.width, **extra)
     return G, D
 
 

@@ -30,8 +30,12 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         g = next(d for d in range(min(self.group_size, n), 0, -1) if n % d == 0)
-        y = x.view(n // g, g, c, h, w).float()
-        std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
+        y = x.view(n // g, g, c, h, w)
+        y = y if y.dtype == torch.float64 else y.float()  # half/bf16 statistics in float32, float64 kept
+        # The biased variance over the group, two-pass. Not Tensor.var: its CPU kernel reduces a
+        # middle dim of a few elements ~5x slower forward+backward (19 vs 4 ms at 128x128x4x4).
+        var = (y - y.mean(dim=1, keepdim=True)).square().mean(dim=1)
+        std = (var + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
         std = std.to(x.dtype).repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w)
         return torch.cat([x, std], dim=1)
 

@@ -13,10 +13,17 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 from ganx.models.common import check_condition, projection_logit, latents, set_common
 from ganx.models.discriminator import MinibatchStd
 from ganx.nn.upsample_conv import UpsampleConv2d
+from ganx.ops.conv_pool import conv2d_avg_pool2d
 
 __all__ = ["ResNetGenerator", "ResNetDiscriminator", "ConditionalBatchNorm2d", "UpBlock", "DownBlock"]
 
 _BASE = 4  # spatial size after the generator's linear projection / of the discriminator's last blocks
+
+
+def _check_impl(owner: str, impl: str) -> str:
+    if impl not in ("fused", "reference"):
+        raise ValueError(f"{owner}: impl must be 'fused' or 'reference', got {impl!r}")
+    return impl
 
 
 def _blocks(image_size: int) -> int:
@@ -116,8 +123,7 @@ class ResNetGenerator(nn.Module):
                  embed_dim: Optional[int] = None):
         super().__init__()
         set_common(self, image_size, channels, width, num_classes, embedding_dim)
-        if impl not in ("fused", "reference"):
-            raise ValueError(f"ResNetGenerator: impl must be 'fused' or 'reference', got {impl!r}")
+        _check_impl("ResNetGenerator", impl)
         if latent_dim < 1:
             raise ValueError(f"ResNetGenerator: latent_dim must be >= 1, got {latent_dim}")
         if embed_dim is not None and (embedding_dim is None or embed_dim < 1):
@@ -192,23 +198,33 @@ class DownBlock(nn.Module):
 
     ``optimized=True`` is SNGAN's first block, which sees the image itself: no ReLU before its
     first conv. The shortcut pools *before* its 1x1 conv (the two commute: both are linear and act
-    on different axes; pooling first is 4x fewer multiply-adds)."""
+    on different axes; pooling first is 4x fewer multiply-adds).
 
-    def __init__(self, in_channels: int, out_channels: int, optimized: bool = False, spectral_norm: bool = True):
+    ``impl="fused"`` runs ``conv3x3 -> avgpool2`` as one stride-2 4x4 convolution on the
+    box-filtered (spectrally normalised) weight (:func:`ganx.ops.conv2d_avg_pool2d`: 2.25x fewer
+    multiply-adds, no full-resolution output, no pool); ``impl="reference"`` runs the two layers.
+    The parameters and the state dict are the same either way."""
+
+    def __init__(self, in_channels: int, out_channels: int, optimized: bool = False, spectral_norm: bool = True,
+                 impl: str = "fused"):
         super().__init__()
         sn = _sn if spectral_norm else (lambda m: m)
         self.optimized = bool(optimized)
+        self.impl = _check_impl("DownBlock", impl)
         self.conv1 = sn(nn.Conv2d(in_channels, out_channels, 3, padding=1))
         self.conv2 = sn(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.shortcut = sn(nn.Conv2d(in_channels, out_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(x if self.optimized else F.relu(x))
-        h = F.avg_pool2d(self.conv2(F.relu(h)), 2)
+        h = F.relu(self.conv1(x if self.optimized else F.relu(x)))
+        if self.impl == "fused":
+            h = conv2d_avg_pool2d(h, self.conv2.weight, self.conv2.bias, padding=1)
+        else:
+            h = F.avg_pool2d(self.conv2(h), 2)
         return h + self.shortcut(F.avg_pool2d(x, 2))
 
     def extra_repr(self) -> str:
-        return "optimized=True" if self.optimized else ""
+        return ", ".join((["optimized=True"] if self.optimized else []) + ([f"impl={self.impl!r}"] if self.impl != "fused" else []))
 
 
 class ResNetDiscriminator(nn.Module):
@@ -227,21 +243,25 @@ class ResNetDiscriminator(nn.Module):
     instead, ``y`` is a vector per sample and ``embed`` a linear map without bias (spectrally
     normalised like the rest): ``logit = psi(h) + <W e, h>``.
 
-    Everything here is plain PyTorch (there is no fused op in it), hence no ``impl``.
+    ``impl="fused"`` (the default) runs each block's ``conv3x3 -> avgpool2`` as one stride-2
+    convolution (:func:`ganx.ops.conv2d_avg_pool2d`); ``impl="reference"`` as the two layers. The
+    parameters, their initialisation and the state dict do not depend on it.
     """
 
     arch = "resnet"  # its name in ganx.models.registry
 
     def __init__(self, image_size: int = 32, channels: int = 1, width: int = 32, num_classes: Optional[int] = None,
-                 spectral_norm: bool = True, minibatch_std: int = 4, embedding_dim: Optional[int] = None):
+                 spectral_norm: bool = True, minibatch_std: int = 4, embedding_dim: Optional[int] = None,
+                 impl: str = "fused"):
         super().__init__()
         set_common(self, image_size, channels, width, num_classes, embedding_dim)
+        self.impl = _check_impl("ResNetDiscriminator", impl)
         self.spectral_norm, self.minibatch_std = bool(spectral_norm), int(minibatch_std)
         sn = _sn if spectral_norm else (lambda m: m)
         n = _blocks(image_size)
         chans = [channels] + [width * 2 ** i for i in range(n)]
         self.blocks = nn.Sequential(*(DownBlock(chans[i], chans[i + 1], optimized=(i == 0),
-                                                spectral_norm=spectral_norm) for i in range(n)))
+                                                spectral_norm=spectral_norm, impl=impl) for i in range(n)))
         self.mbstd = MinibatchStd(self.minibatch_std) if self.minibatch_std > 1 else None
         self.feat_dim = chans[-1] + (1 if self.mbstd is not None else 0)
         self.head = sn(nn.Linear(self.feat_dim, 1))
@@ -284,14 +304,14 @@ class ResNetDiscriminator(nn.Module):
         """The discriminator of a training config (ganx.train.TrainConfig; its ``spectral_norm``
         resolves to True for this architecture unless the config turns it off)."""
         return cls(cfg.image_size, cfg.channels, cfg.d_width, num_classes, spectral_norm=cfg.spectral_norm is not False,
-                   minibatch_std=cfg.minibatch_std, embedding_dim=embedding_dim)
+                   minibatch_std=cfg.minibatch_std, embedding_dim=embedding_dim, impl=cfg.impl)
 
     def config(self) -> dict:
         """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint
         (``embedding_dim`` only for an embedding-conditioned model)."""
         cfg = {"image_size": self.image_size, "channels": self.channels, "width": self.width,
                "num_classes": self.num_classes, "spectral_norm": self.spectral_norm,
-               "minibatch_std": self.minibatch_std}
+               "minibatch_std": self.minibatch_std, "impl": self.impl}
         if self.embedding_dim is not None:
             cfg["embedding_dim"] = self.embedding_dim
         return cfg

@@ -15,7 +15,7 @@ __all__ = ["upsample_conv2d", "conv_transpose2d_4s2", "apply_activation", "ACTIV
            "bce_with_logits", "binary_cross_entropy", "bce_discriminator_loss", "bce_generator_loss",
            "discriminator_stats", "deconv_weight", "critic_stats", "hinge_discriminator_loss",
            "wasserstein_discriminator_loss", "critic_generator_loss", "hinge_generator_loss",
-           "wasserstein_generator_loss"]
+           "wasserstein_generator_loss", "conv2d_avg_pool2d"]
 
 
 # The Python side of the C++ activation table (csrc/activation.h; names, enum, slope flag and
@@ -89,6 +89,12 @@ def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         padding = weight.shape[-1] // 2
     up = F.interpolate(x, scale_factor=scale_factor, mode="nearest")
     return apply_activation(F.conv2d(up, weight, bias, padding=padding), activation, negative_slope)
+
+
+def conv2d_avg_pool2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                      padding: int = 0) -> torch.Tensor:
+    """avg_pool2d(conv2d(x, weight, bias, padding=padding), 2): the discriminator block's tail."""
+    return F.avg_pool2d(F.conv2d(x, weight, bias, padding=padding), 2)
 
 
 def conv_transpose2d_4s2(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
