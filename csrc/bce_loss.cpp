@@ -28,15 +28,19 @@ void check_target_value(const char* op, const char* arg, double target) {
                     " must be in [0, 1], got ", target);
 }
 
-void check_bce_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, double real_target,
-                                    double fake_target, int64_t reduction) {
-  constexpr const char* op = "bce_discriminator_loss";
+void check_logit_pair(const char* op, const at::Tensor& real, const at::Tensor& fake) {
   check_logits(op, "real", real);
   check_logits(op, "fake", fake);
   check_device(op, "fake", fake, "real", real);
   TORCH_CHECK_TYPE(real.scalar_type() == fake.scalar_type(), op,
                    ": real and fake must have the same dtype, got real ", real.scalar_type(), " and fake ",
                    fake.scalar_type());
+}
+
+void check_bce_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, double real_target,
+                                    double fake_target, int64_t reduction) {
+  constexpr const char* op = "bce_discriminator_loss";
+  check_logit_pair(op, real, fake);
   check_target_value(op, "real_target", real_target);
   check_target_value(op, "fake_target", fake_target);
   check_reduction(op, reduction);
@@ -61,12 +65,7 @@ LossKind check_critic_kind(const char* op, int64_t kind) {
 void check_critic_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, int64_t kind,
                                        int64_t reduction) {
   constexpr const char* op = "critic_discriminator_loss";
-  check_logits(op, "real", real);
-  check_logits(op, "fake", fake);
-  check_device(op, "fake", fake, "real", real);
-  TORCH_CHECK_TYPE(real.scalar_type() == fake.scalar_type(), op,
-                   ": real and fake must have the same dtype, got real ", real.scalar_type(), " and fake ",
-                   fake.scalar_type());
+  check_logit_pair(op, real, fake);
   check_critic_kind(op, kind);
   check_reduction(op, reduction);
 }
