@@ -301,12 +301,9 @@ void check_no_phase_conv_double_backward(const char* op, const at::Tensor& g, co
 }
 
 // True for an activation of the table whose backward reads the pre-activation (ActRef::Input);
-// false for the others and for names not in the table (the op itself rejects those).
-bool reads_pre_activation(c10::string_view activation) {
-  for (const auto& info : kActivations)
-    if (activation == info.name) return info.ref == ActRef::Input;
-  return false;
-}
+// false for the others and for a name not in the table (info == nullptr: the op itself rejects
+// it, naming the op). info: find_activation of the call's name, looked up once per forward.
+bool reads_pre_activation(const ActivationInfo* info) { return info != nullptr && info->ref == ActRef::Input; }
 
 using ActivationSig = at::Tensor(const at::Tensor&, c10::string_view, double);
 c10::TypedOperatorHandle<ActivationSig>& activation_op_handle() {
@@ -319,8 +316,8 @@ c10::TypedOperatorHandle<ActivationSig>& activation_op_handle() {
 // scalar arguments; the backward runs the backward op below autograd for the inputs that need a
 // gradient.
 void save_phase_conv(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
-                     const at::Tensor& ref, c10::string_view activation, double slope) {
-  const bool fused_act = activation != "none";
+                     const at::Tensor& ref, const ActivationInfo* info, c10::string_view activation, double slope) {
+  const bool fused_act = info == nullptr || info->act != Act::None;
   ctx->save_for_backward({x, w, fused_act ? ref : at::Tensor()});
   ctx->saved_data["has_bias"] = b.has_value() && b->defined();
   ctx->saved_data["activation"] = std::string(activation);
@@ -369,17 +366,18 @@ class UpsampleConv2dFn : public torch::autograd::Function<UpsampleConv2dFn> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                             int64_t scale, int64_t padding, c10::string_view activation, double slope) {
+    const ActivationInfo* info = find_activation(activation);
     at::Tensor out, pre;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      if (reads_pre_activation(activation)) {
+      if (reads_pre_activation(info)) {
         pre = upsample_conv2d_op().call(x, w, b, scale, padding, "none", slope);
         out = activation_op_handle().call(pre, activation, slope);
       } else {
         out = upsample_conv2d_op().call(x, w, b, scale, padding, activation, slope);
       }
     }
-    save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, activation, slope);
+    save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, info, activation, slope);
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["padding"] = padding;
     return out;
@@ -422,17 +420,18 @@ class ConvTranspose2d4s2Fn : public torch::autograd::Function<ConvTranspose2d4s2
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                             c10::string_view activation, double slope) {
+    const ActivationInfo* info = find_activation(activation);
     at::Tensor out, pre;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      if (reads_pre_activation(activation)) {
+      if (reads_pre_activation(info)) {
         pre = conv_transpose2d_4s2_op().call(x, w, b, "none", slope);
         out = activation_op_handle().call(pre, activation, slope);
       } else {
         out = conv_transpose2d_4s2_op().call(x, w, b, activation, slope);
       }
     }
-    save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, activation, slope);
+    save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, info, activation, slope);
     return out;
   }
 

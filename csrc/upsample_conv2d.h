@@ -28,7 +28,7 @@
 namespace ganx {
 
 // "none" | "relu" | ... (the table in activation.h); anything else is a ValueError naming the op.
-Act parse_activation(const std::string& name, double negative_slope, const char* op = "upsample_conv2d");
+Act parse_activation(c10::string_view name, double negative_slope, const char* op = "upsample_conv2d");
 
 // Fold, UpConvGeometry, upconv_geometry(), conv_transpose4s2_geometry(), kMaxScale, floor_div
 // and the fold recipes: upconv_fold.h (torch-free, shared with the CUDA emulator tests).
