@@ -13,6 +13,7 @@
 #include <c10/util/hash.h>
 #include <c10/util/strides.h>
 #include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -746,6 +747,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward(
   return phase_conv_backward_op("upsample_conv2d", grad_out, x, weight, out, has_bias,
                                 upconv_geometry(scale, weight.size(2), padding), std::string(activation),
                                 negative_slope, output_mask);
+}
+
+void register_phase_conv_kernels(torch::Library& m) {
+  m.impl("upsample_conv2d", &upsample_conv2d);
+  m.impl("upsample_conv2d_backward", &upsample_conv2d_backward);
+  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2);
+  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward);
+  m.impl("activation", &activation_op);
 }
 
 }  // namespace ganx

@@ -122,11 +122,7 @@ const bool registered = [] {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ganx, CUDA, m) {
-  m.impl("upsample_conv2d", &upsample_conv2d);
-  m.impl("upsample_conv2d_backward", &upsample_conv2d_backward);
-  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2);
-  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward);
-  m.impl("activation", &activation_op);
+  register_phase_conv_kernels(m);
 }
 
 }  // namespace ganx
