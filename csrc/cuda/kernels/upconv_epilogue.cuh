@@ -328,6 +328,17 @@ inline unsigned grid_for(int64_t total) {
 
 // ---- host launchers (raw pointers) ----
 
+// Calls launch(index_t{}) with index_t = int32_t when every offset of the launch fits (fits32) and
+// the 64-bit instantiation is not forced, else int64_t.
+template <typename Launch>
+inline void with_index_type(bool fits32, bool force_int64, const Launch& launch) {
+  if (!force_int64 && fits32) {
+    launch(int32_t{});
+  } else {
+    launch(int64_t{});
+  }
+}
+
 template <typename scalar_t>
 inline bool epilogue_fwd_fits_int32(const EpilogueFwdArgs<scalar_t>& A) {
   const int64_t Ho = A.H * A.s, Wo = A.W * A.s;
@@ -341,13 +352,10 @@ void launch_upconv_epilogue_fwd(const EpilogueFwdArgs<scalar_t>& A, bool channel
                                 bool force_int64 = false) {
   const int64_t total = A.N * A.C * A.H * A.s * A.W * A.s;
   if (total == 0) return;
-  if (!force_int64 && epilogue_fwd_fits_int32(A)) {
-    dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t, int32_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
-                stream, A, channels_last);
-  } else {
-    dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t, int64_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
-                stream, A, channels_last);
-  }
+  with_index_type(epilogue_fwd_fits_int32(A), force_int64, [&](auto index) {
+    dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t, decltype(index)>, dim3(grid_for(total)),
+                dim3(kEpiThreads), 0, stream, A, channels_last);
+  });
 }
 
 // How the backward epilogue splits its work (a function of the shapes alone): `rows` (lanes along
@@ -383,6 +391,15 @@ inline bool epilogue_bwd_fits_int32(const EpilogueBwdArgs<scalar_t, acc_t>& A, c
          max_offset(A.ps, A.N, A.C, A.H, A.W) < kIndex32Limit;
 }
 
+// The bias gradient from a backward's partials (a second, small kernel), when it wrote them.
+template <typename scalar_t, typename acc_t>
+void launch_upconv_bias_grad(const EpilogueBwdArgs<scalar_t, acc_t>& A, const EpilogueBwdPlan& p, scalar_t* bias_grad,
+                             dev::Stream stream) {
+  if (A.bias_partial == nullptr) return;
+  dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), dim3(kEpiThreads), 0, stream,
+              static_cast<const acc_t*>(A.bias_partial), p.parts, A.C, bias_grad);
+}
+
 // Runs the backward epilogue with plan p (upconv_epilogue_bwd_plan of A's sizes). With a bias,
 // A.bias_partial must hold p.parts * C accumulators (scratch) and bias_grad receives the C sums
 // (a second, small kernel); without one both are null.
@@ -391,22 +408,16 @@ void launch_upconv_epilogue_bwd(const EpilogueBwdArgs<scalar_t, acc_t>& A, const
                                 scalar_t* bias_grad, dev::Stream stream, bool force_int64 = false) {
   if (p.blocks == 0) return;
   const dim3 grid(static_cast<unsigned>(p.blocks)), block(kEpiThreads);
-  if (!force_int64 && epilogue_bwd_fits_int32(A, p)) {
-    const int32_t parts = static_cast<int32_t>(p.parts);
+  with_index_type(epilogue_bwd_fits_int32(A, p), force_int64, [&](auto index) {
+    using index_t = decltype(index);
+    const index_t parts = static_cast<index_t>(p.parts);
     if (p.rows) {
-      dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+      dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, index_t>, grid, block, 0, stream, A, parts);
     } else {
-      dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+      dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, index_t>, grid, block, 0, stream, A, parts);
     }
-  } else if (p.rows) {
-    dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
-  } else {
-    dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
-  }
-  if (A.bias_partial != nullptr) {
-    dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), block, 0, stream,
-                static_cast<const acc_t*>(A.bias_partial), p.parts, A.C, bias_grad);
-  }
+  });
+  launch_upconv_bias_grad(A, p, bias_grad, stream);
 }
 
 // The replicate form (A.phase[0]: the input-resolution map). Forward: one thread per
@@ -416,13 +427,10 @@ void launch_upconv_replicate_fwd(const EpilogueFwdArgs<scalar_t>& A, bool channe
                                  bool force_int64 = false) {
   const int64_t total = A.N * A.C * A.H * A.W;
   if (total == 0) return;
-  if (!force_int64 && epilogue_fwd_fits_int32(A)) {
-    dev::launch(upconv_replicate_fwd_kernel<scalar_t, acc_t, int32_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
-                stream, A, channels_last);
-  } else {
-    dev::launch(upconv_replicate_fwd_kernel<scalar_t, acc_t, int64_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
-                stream, A, channels_last);
-  }
+  with_index_type(epilogue_fwd_fits_int32(A), force_int64, [&](auto index) {
+    dev::launch(upconv_replicate_fwd_kernel<scalar_t, acc_t, decltype(index)>, dim3(grid_for(total)),
+                dim3(kEpiThreads), 0, stream, A, channels_last);
+  });
 }
 
 // The backward's split of the work: the phase epilogue's plan over input-resolution elements
@@ -437,22 +445,16 @@ void launch_upconv_replicate_bwd(const EpilogueBwdArgs<scalar_t, acc_t>& A, cons
                                  scalar_t* bias_grad, dev::Stream stream, bool force_int64 = false) {
   if (p.blocks == 0) return;
   const dim3 grid(static_cast<unsigned>(p.blocks)), block(kEpiThreads);
-  if (!force_int64 && epilogue_bwd_fits_int32(A, p)) {
-    const int32_t parts = static_cast<int32_t>(p.parts);
+  with_index_type(epilogue_bwd_fits_int32(A, p), force_int64, [&](auto index) {
+    using index_t = decltype(index);
+    const index_t parts = static_cast<index_t>(p.parts);
     if (p.rows) {
-      dev::launch(upconv_replicate_bwd_rows_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+      dev::launch(upconv_replicate_bwd_rows_kernel<scalar_t, acc_t, index_t>, grid, block, 0, stream, A, parts);
     } else {
-      dev::launch(upconv_replicate_bwd_planes_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+      dev::launch(upconv_replicate_bwd_planes_kernel<scalar_t, acc_t, index_t>, grid, block, 0, stream, A, parts);
     }
-  } else if (p.rows) {
-    dev::launch(upconv_replicate_bwd_rows_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
-  } else {
-    dev::launch(upconv_replicate_bwd_planes_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
-  }
-  if (A.bias_partial != nullptr) {
-    dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), block, 0, stream,
-                static_cast<const acc_t*>(A.bias_partial), p.parts, A.C, bias_grad);
-  }
+  });
+  launch_upconv_bias_grad(A, p, bias_grad, stream);
 }
 
 template <typename scalar_t>
