@@ -97,16 +97,22 @@ void check_factor(const char* op, const char* arg, const std::optional<at::Tenso
   TORCH_CHECK_VALUE(ok, op, ": ", arg, " of shape ", fs, " must broadcast to the input's shape ", is);
 }
 
+// The element-wise losses' input and target: a floating input, a floating target on its device,
+// of its shape.
+void check_input_target_pair(const char* op, const at::Tensor& input, const at::Tensor& target) {
+  check_logits(op, "input", input);
+  check_companion(op, "target", target, input);
+  TORCH_CHECK_VALUE(target.sizes() == input.sizes(), op, ": target size (", target.sizes(),
+                    ") must be the same as input size (", input.sizes(), ")");
+}
+
 }  // namespace
 
 void check_bce_with_logits_inputs(const at::Tensor& input, const at::Tensor& target,
                                   const std::optional<at::Tensor>& weight,
                                   const std::optional<at::Tensor>& pos_weight, int64_t reduction) {
   constexpr const char* op = "bce_with_logits";
-  check_logits(op, "input", input);
-  check_companion(op, "target", target, input);
-  TORCH_CHECK_VALUE(target.sizes() == input.sizes(), op, ": target size (", target.sizes(),
-                    ") must be the same as input size (", input.sizes(), ")");
+  check_input_target_pair(op, input, target);
   check_factor(op, "weight", weight, input);
   check_factor(op, "pos_weight", pos_weight, input);
   check_reduction(op, reduction);
@@ -115,10 +121,7 @@ void check_bce_with_logits_inputs(const at::Tensor& input, const at::Tensor& tar
 void check_bce_probs_inputs(const at::Tensor& input, const at::Tensor& target,
                             const std::optional<at::Tensor>& weight, int64_t reduction) {
   constexpr const char* op = "binary_cross_entropy";
-  check_logits(op, "input", input);
-  check_companion(op, "target", target, input);
-  TORCH_CHECK_VALUE(target.sizes() == input.sizes(), op, ": target size (", target.sizes(),
-                    ") must be the same as input size (", input.sizes(), ")");
+  check_input_target_pair(op, input, target);
   check_factor(op, "weight", weight, input);
   check_reduction(op, reduction);
 }
