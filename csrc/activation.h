@@ -24,6 +24,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string_view>
 
 #if defined(__CUDACC__)
 #define GANX_HD __host__ __device__ __forceinline__
@@ -64,6 +65,15 @@ constexpr ActivationInfo kActivations[] = {
 #undef GANX_ACT_INFO
 };
 constexpr int kNumActivations = sizeof(kActivations) / sizeof(kActivations[0]);
+
+// The table's entry named `name`, or nullptr for a name not in the table: the one place a name is
+// parsed (the ops' check, parse_activation in csrc/upsample_conv2d.cpp, raises on nullptr; the
+// autograd reads the entry's ref column).
+inline const ActivationInfo* find_activation(std::string_view name) {
+  for (const auto& info : kActivations)
+    if (name == info.name) return &info;
+  return nullptr;
+}
 
 // gelu's tanh form: 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), torch's approximate='tanh'.
 constexpr double kGeluBeta = 0.7978845608028654;  // sqrt(2 / pi)

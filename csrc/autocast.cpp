@@ -1,7 +1,7 @@
 // Autocast kernels of every ganx op, as the dispatcher expects them (torchvision does the same
 // in csrc/ops/autocast/): each casts its tensor arguments, turns autocast off for what runs
 // below (so that no nested ATen call is autocast a second time, e.g. a fold in bf16) and
-// redispatches.
+// redispatches through the op's typed caller (csrc/ops/).
 //
 //   upsample_conv2d, conv_transpose2d_4s2 (forward): like conv2d -- on CUDA the floating inputs
 //     go to the autocast dtype (fp16 / bf16), float64 is left alone. On the CPU ganx's kernels
@@ -12,12 +12,16 @@
 //   the BCE and critic losses: float32, like torch's binary_cross_entropy_with_logits (float64 kept).
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <array>
 #include <optional>
 #include <tuple>
+
+#include "ops/bce_loss.h"
+#include "ops/conv_transpose2d_4s2.h"
+#include "ops/upsample_conv2d.h"
 
 namespace ganx {
 namespace {
@@ -41,29 +45,20 @@ T cast(at::ScalarType to, const T& t) {
   return at::autocast::cached_cast(to, t, D);
 }
 
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
-}
-
 template <c10::DeviceType D>
 Tensor upsample_conv2d_ac(const Tensor& x, const Tensor& w, const OptTensor& b, int64_t scale, int64_t padding,
                           c10::string_view act, double slope) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Tensor(const Tensor&, const Tensor&, const OptTensor&, int64_t, int64_t, c10::string_view,
-                            double)>("ganx::upsample_conv2d");
   const auto dt = conv_dtype<D>();
-  return h.call(cast<D>(dt, x), cast<D>(dt, w), cast<D>(dt, b), scale, padding, act, slope);
+  return ops::upsample_conv2d(cast<D>(dt, x), cast<D>(dt, w), cast<D>(dt, b), scale, padding, act, slope);
 }
 
 template <c10::DeviceType D>
 Tensor conv_transpose2d_4s2_ac(const Tensor& x, const Tensor& w, const OptTensor& b, c10::string_view act,
                                double slope) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Tensor(const Tensor&, const Tensor&, const OptTensor&, c10::string_view, double)>(
-      "ganx::conv_transpose2d_4s2");
   const auto dt = conv_dtype<D>();
-  return h.call(cast<D>(dt, x), cast<D>(dt, w), cast<D>(dt, b), act, slope);
+  return ops::conv_transpose2d_4s2(cast<D>(dt, x), cast<D>(dt, w), cast<D>(dt, b), act, slope);
 }
 
 using Grads3 = std::tuple<Tensor, Tensor, Tensor>;
@@ -73,27 +68,21 @@ Grads3 upsample_conv2d_backward_ac(const Tensor& g, const Tensor& x, const Tenso
                                    bool has_bias, int64_t scale, int64_t padding, c10::string_view act, double slope,
                                    std::array<bool, 3> mask) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Grads3(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, int64_t, int64_t,
-                            c10::string_view, double, std::array<bool, 3>)>("ganx::upsample_conv2d_backward");
-  return h.call(g, x, w, out, has_bias, scale, padding, act, slope, mask);
+  return ops::upsample_conv2d_backward(g, x, w, out, has_bias, scale, padding, act, slope, mask);
 }
 
 template <c10::DeviceType D>
 Grads3 conv_transpose2d_4s2_backward_ac(const Tensor& g, const Tensor& x, const Tensor& w, const Tensor& out,
                                         bool has_bias, c10::string_view act, double slope, std::array<bool, 3> mask) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Grads3(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, c10::string_view,
-                            double, std::array<bool, 3>)>("ganx::conv_transpose2d_4s2_backward");
-  return h.call(g, x, w, out, has_bias, act, slope, mask);
+  return ops::conv_transpose2d_4s2_backward(g, x, w, out, has_bias, act, slope, mask);
 }
 
 template <c10::DeviceType D>
 Grads3 bce_discriminator_loss_ac(const Tensor& real, const Tensor& fake, double rt, double ft, int64_t red,
                                  bool need_grad) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Grads3(const Tensor&, const Tensor&, double, double, int64_t, bool)>(
-      "ganx::bce_discriminator_loss");
-  return h.call(cast<D>(at::kFloat, real), cast<D>(at::kFloat, fake), rt, ft, red, need_grad);
+  return ops::bce_discriminator_loss(cast<D>(at::kFloat, real), cast<D>(at::kFloat, fake), rt, ft, red, need_grad);
 }
 
 using Pair = std::tuple<Tensor, Tensor>;
@@ -101,42 +90,36 @@ using Pair = std::tuple<Tensor, Tensor>;
 template <c10::DeviceType D>
 Pair bce_generator_loss_ac(const Tensor& fake, int64_t mode, double target, int64_t red, bool need_grad) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Pair(const Tensor&, int64_t, double, int64_t, bool)>("ganx::bce_generator_loss");
-  return h.call(cast<D>(at::kFloat, fake), mode, target, red, need_grad);
+  return ops::bce_generator_loss(cast<D>(at::kFloat, fake), mode, target, red, need_grad);
 }
 
 template <c10::DeviceType D>
 Grads3 critic_discriminator_loss_ac(const Tensor& real, const Tensor& fake, int64_t kind, int64_t red,
                                     bool need_grad) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Grads3(const Tensor&, const Tensor&, int64_t, int64_t, bool)>("ganx::critic_discriminator_loss");
-  return h.call(cast<D>(at::kFloat, real), cast<D>(at::kFloat, fake), kind, red, need_grad);
+  return ops::critic_discriminator_loss(cast<D>(at::kFloat, real), cast<D>(at::kFloat, fake), kind, red, need_grad);
 }
 
 template <c10::DeviceType D>
 Pair critic_generator_loss_ac(const Tensor& fake, int64_t kind, int64_t red, bool need_grad) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Pair(const Tensor&, int64_t, int64_t, bool)>("ganx::critic_generator_loss");
-  return h.call(cast<D>(at::kFloat, fake), kind, red, need_grad);
+  return ops::critic_generator_loss(cast<D>(at::kFloat, fake), kind, red, need_grad);
 }
 
 template <c10::DeviceType D>
 Pair bce_with_logits_ac(const Tensor& input, const Tensor& target, const OptTensor& weight, const OptTensor& pos_weight,
                         int64_t red, bool need_grad) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Pair(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, int64_t, bool)>(
-      "ganx::bce_with_logits");
-  return h.call(cast<D>(at::kFloat, input), cast<D>(at::kFloat, target), cast<D>(at::kFloat, weight),
-                cast<D>(at::kFloat, pos_weight), red, need_grad);
+  return ops::bce_with_logits(cast<D>(at::kFloat, input), cast<D>(at::kFloat, target), cast<D>(at::kFloat, weight),
+                              cast<D>(at::kFloat, pos_weight), red, need_grad);
 }
 
 template <c10::DeviceType D>
 Pair binary_cross_entropy_ac(const Tensor& input, const Tensor& target, const OptTensor& weight, int64_t red,
                              bool need_grad) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(autocast_key<D>());
-  static auto h = op<Pair(const Tensor&, const Tensor&, const OptTensor&, int64_t, bool)>(
-      "ganx::binary_cross_entropy");
-  return h.call(cast<D>(at::kFloat, input), cast<D>(at::kFloat, target), cast<D>(at::kFloat, weight), red, need_grad);
+  return ops::binary_cross_entropy(cast<D>(at::kFloat, input), cast<D>(at::kFloat, target),
+                                   cast<D>(at::kFloat, weight), red, need_grad);
 }
 
 template <c10::DeviceType D>

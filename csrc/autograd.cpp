@@ -1,7 +1,9 @@
 // Autograd kernels in C++ of the GAN losses (BCE and critic) and of the two phase-conv ops (upsample_conv2d,
 // conv_transpose2d_4s2): the Python autograd.Function machinery would cost more than the whole
 // computation on small batches (tens of microseconds for 64 logits), and on a GPU the host time
-// of every layer is paid on top of its kernels (benchmarks/bench_host_overhead.py).
+// of every layer is paid on top of its kernels (benchmarks/bench_host_overhead.py). Every op
+// runs below autograd through its typed caller (csrc/ops/, ganx::ops::<op>); docs/design.md
+// section 3 says where each op's autograd lives and why.
 //
 // Phase-conv backward: the backward op (ganx::*_backward, csrc/upsample_conv2d.cpp) computes
 // every gradient from grad_out, x, weight and the tensor the activation's derivative reads (the
@@ -19,7 +21,6 @@
 // or of a copy when the saved buffer must outlive this backward (see owned_or_copy).
 #include <ATen/ATen.h>
 #include <ATen/TensorSubclassLikeUtils.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
@@ -31,6 +32,9 @@
 
 #include "activation.h"
 #include "bce_loss.h"
+#include "ops/bce_loss.h"
+#include "ops/conv_transpose2d_4s2.h"
+#include "ops/upsample_conv2d.h"
 
 namespace ganx {
 namespace {
@@ -179,17 +183,32 @@ void save_generator(AutogradContext* ctx, const at::Tensor& g, int64_t reduction
 using DiscOut = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using GenOut = std::tuple<at::Tensor, at::Tensor>;
 
+// The losses' Functions' forward: call() runs the op below autograd (through its typed caller,
+// csrc/ops/bce_loss.h), then the bookkeeping of save_discriminator / save_generator.
+template <typename Call>
+variable_list discriminator_forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake,
+                                    int64_t reduction, bool need_grad, const Call& call) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  auto [loss, grad, stats] = call();
+  save_discriminator(ctx, real, fake, grad, stats, reduction, need_grad);
+  return {loss, grad, stats};
+}
+
+template <typename Call>
+variable_list generator_forward(AutogradContext* ctx, int64_t reduction, bool need_grad, const Call& call) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  auto [loss, g] = call();
+  save_generator(ctx, g, reduction, need_grad);
+  return {loss, g};
+}
+
 class DiscriminatorLossFn : public torch::autograd::Function<DiscriminatorLossFn> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake,
                                double real_target, double fake_target, int64_t reduction, bool need_grad) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("ganx::bce_discriminator_loss", "")
-                         .typed<DiscOut(const at::Tensor&, const at::Tensor&, double, double, int64_t, bool)>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, grad, stats] = op.call(real, fake, real_target, fake_target, reduction, need_grad);
-    save_discriminator(ctx, real, fake, grad, stats, reduction, need_grad);
-    return {loss, grad, stats};
+    return discriminator_forward(ctx, real, fake, reduction, need_grad, [&] {
+      return ops::bce_discriminator_loss(real, fake, real_target, fake_target, reduction, need_grad);
+    });
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -201,13 +220,9 @@ class CriticDiscriminatorLossFn : public torch::autograd::Function<CriticDiscrim
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake, int64_t kind,
                                int64_t reduction, bool need_grad) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("ganx::critic_discriminator_loss", "")
-                         .typed<DiscOut(const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool)>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, grad, stats] = op.call(real, fake, kind, reduction, need_grad);
-    save_discriminator(ctx, real, fake, grad, stats, reduction, need_grad);
-    return {loss, grad, stats};
+    return discriminator_forward(ctx, real, fake, reduction, need_grad, [&] {
+      return ops::critic_discriminator_loss(real, fake, kind, reduction, need_grad);
+    });
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -219,13 +234,8 @@ class GeneratorLossFn : public torch::autograd::Function<GeneratorLossFn> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& fake, int64_t mode, double target,
                                int64_t reduction, bool need_grad) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("ganx::bce_generator_loss", "")
-                         .typed<GenOut(const at::Tensor&, int64_t, double, int64_t, bool)>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, g] = op.call(fake, mode, target, reduction, need_grad);
-    save_generator(ctx, g, reduction, need_grad);
-    return {loss, g};
+    return generator_forward(ctx, reduction, need_grad,
+                             [&] { return ops::bce_generator_loss(fake, mode, target, reduction, need_grad); });
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -237,13 +247,8 @@ class CriticGeneratorLossFn : public torch::autograd::Function<CriticGeneratorLo
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& fake, int64_t kind, int64_t reduction,
                                bool need_grad) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("ganx::critic_generator_loss", "")
-                         .typed<GenOut(const at::Tensor&, int64_t, int64_t, bool)>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, g] = op.call(fake, kind, reduction, need_grad);
-    save_generator(ctx, g, reduction, need_grad);
-    return {loss, g};
+    return generator_forward(ctx, reduction, need_grad,
+                             [&] { return ops::critic_generator_loss(fake, kind, reduction, need_grad); });
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -301,26 +306,17 @@ void check_no_phase_conv_double_backward(const char* op, const at::Tensor& g, co
 }
 
 // True for an activation of the table whose backward reads the pre-activation (ActRef::Input);
-// false for the others and for names not in the table (the op itself rejects those).
-bool reads_pre_activation(c10::string_view activation) {
-  for (const auto& info : kActivations)
-    if (activation == info.name) return info.ref == ActRef::Input;
-  return false;
-}
-
-using ActivationSig = at::Tensor(const at::Tensor&, c10::string_view, double);
-c10::TypedOperatorHandle<ActivationSig>& activation_op_handle() {
-  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ganx::activation", "").typed<ActivationSig>();
-  return op;
-}
+// false for the others and for a name not in the table (info == nullptr: the op itself rejects
+// it, naming the op). info: find_activation of the call's name, looked up once per forward.
+bool reads_pre_activation(const ActivationInfo* info) { return info != nullptr && info->ref == ActRef::Input; }
 
 // The forward saves x, weight, `ref` (what the activation's derivative reads: the output, or the
 // pre-activation for ActRef::Input activations; nothing without an activation) and the op's
 // scalar arguments; the backward runs the backward op below autograd for the inputs that need a
 // gradient.
 void save_phase_conv(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
-                     const at::Tensor& ref, c10::string_view activation, double slope) {
-  const bool fused_act = activation != "none";
+                     const at::Tensor& ref, const ActivationInfo* info, c10::string_view activation, double slope) {
+  const bool fused_act = info == nullptr || info->act != Act::None;
   ctx->save_for_backward({x, w, fused_act ? ref : at::Tensor()});
   ctx->saved_data["has_bias"] = b.has_value() && b->defined();
   ctx->saved_data["activation"] = std::string(activation);
@@ -355,45 +351,46 @@ variable_list phase_conv_grads(const Grads3& r, const std::array<bool, 3>& mask,
   return out;
 }
 
-using UpconvSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, int64_t, int64_t,
-                             c10::string_view, double);
-using UpconvBwdSig = Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, int64_t,
-                            int64_t, c10::string_view, double, std::array<bool, 3>);
-
-c10::TypedOperatorHandle<UpconvSig>& upsample_conv2d_op() {
-  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ganx::upsample_conv2d", "").typed<UpconvSig>();
-  return op;
+// The forward of both phase-conv Functions: conv(act) runs the op below autograd with activation
+// act (through its typed caller). An activation whose backward reads the pre-activation (the
+// table's ActRef::Input) runs as the op with "none" (z = conv + bias), then the table's kernels on z
+// (ganx::activation), and z is saved; any other, fused in the op, and its output is saved.
+template <typename Conv>
+at::Tensor phase_conv_forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                              c10::string_view activation, double slope, const Conv& conv) {
+  const ActivationInfo* info = find_activation(activation);
+  at::Tensor out, pre;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    if (reads_pre_activation(info)) {
+      pre = conv("none");
+      out = ops::activation(pre, activation, slope);
+    } else {
+      out = conv(activation);
+    }
+  }
+  save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, info, activation, slope);
+  return out;
 }
 
 class UpsampleConv2dFn : public torch::autograd::Function<UpsampleConv2dFn> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                             int64_t scale, int64_t padding, c10::string_view activation, double slope) {
-    at::Tensor out, pre;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      if (reads_pre_activation(activation)) {
-        pre = upsample_conv2d_op().call(x, w, b, scale, padding, "none", slope);
-        out = activation_op_handle().call(pre, activation, slope);
-      } else {
-        out = upsample_conv2d_op().call(x, w, b, scale, padding, activation, slope);
-      }
-    }
-    save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, activation, slope);
+    at::Tensor out = phase_conv_forward(ctx, x, w, b, activation, slope, [&](c10::string_view act) {
+      return ops::upsample_conv2d(x, w, b, scale, padding, act, slope);
+    });
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["padding"] = padding;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("ganx::upsample_conv2d_backward", "")
-                         .typed<UpconvBwdSig>();
     const at::Tensor& g = grads[0];
     auto s = load_phase_conv(ctx, "upsample_conv2d", g);
     at::AutoDispatchBelowADInplaceOrView guard;
-    const auto r = op.call(g, s.x, s.w, s.out, s.has_bias, ctx->saved_data["scale"].toInt(),
-                           ctx->saved_data["padding"].toInt(), s.activation, s.slope, s.mask);
+    const auto r = ops::upsample_conv2d_backward(g, s.x, s.w, s.out, s.has_bias, ctx->saved_data["scale"].toInt(),
+                                                 ctx->saved_data["padding"].toInt(), s.activation, s.slope, s.mask);
     return phase_conv_grads(r, s.mask, 7);
   }
 };
@@ -403,47 +400,26 @@ at::Tensor upsample_conv2d_autograd(const at::Tensor& x, const at::Tensor& w, co
   check_no_tangent("upsample_conv2d", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return upsample_conv2d_op().call(x, w, b, scale, padding, activation, slope);
+    return ops::upsample_conv2d(x, w, b, scale, padding, activation, slope);
   }
   return UpsampleConv2dFn::apply(x, w, b, scale, padding, activation, slope);
-}
-
-using ConvT4s2Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, c10::string_view, double);
-using ConvT4s2BwdSig = Grads3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool,
-                              c10::string_view, double, std::array<bool, 3>);
-
-c10::TypedOperatorHandle<ConvT4s2Sig>& conv_transpose2d_4s2_op() {
-  static auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("ganx::conv_transpose2d_4s2", "").typed<ConvT4s2Sig>();
-  return op;
 }
 
 class ConvTranspose2d4s2Fn : public torch::autograd::Function<ConvTranspose2d4s2Fn> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                             c10::string_view activation, double slope) {
-    at::Tensor out, pre;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      if (reads_pre_activation(activation)) {
-        pre = conv_transpose2d_4s2_op().call(x, w, b, "none", slope);
-        out = activation_op_handle().call(pre, activation, slope);
-      } else {
-        out = conv_transpose2d_4s2_op().call(x, w, b, activation, slope);
-      }
-    }
-    save_phase_conv(ctx, x, w, b, pre.defined() ? pre : out, activation, slope);
-    return out;
+    return phase_conv_forward(ctx, x, w, b, activation, slope, [&](c10::string_view act) {
+      return ops::conv_transpose2d_4s2(x, w, b, act, slope);
+    });
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("ganx::conv_transpose2d_4s2_backward", "")
-                         .typed<ConvT4s2BwdSig>();
     const at::Tensor& g = grads[0];
     auto s = load_phase_conv(ctx, "conv_transpose2d_4s2", g);
     at::AutoDispatchBelowADInplaceOrView guard;
-    const auto r = op.call(g, s.x, s.w, s.out, s.has_bias, s.activation, s.slope, s.mask);
+    const auto r =
+        ops::conv_transpose2d_4s2_backward(g, s.x, s.w, s.out, s.has_bias, s.activation, s.slope, s.mask);
     return phase_conv_grads(r, s.mask, 5);
   }
 };
@@ -453,7 +429,7 @@ at::Tensor conv_transpose2d_4s2_autograd(const at::Tensor& x, const at::Tensor& 
   check_no_tangent("conv_transpose2d_4s2", x, w, b);
   if (!any_requires_grad(x, w, b)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return conv_transpose2d_4s2_op().call(x, w, b, activation, slope);
+    return ops::conv_transpose2d_4s2(x, w, b, activation, slope);
   }
   return ConvTranspose2d4s2Fn::apply(x, w, b, activation, slope);
 }

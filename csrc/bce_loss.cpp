@@ -28,15 +28,19 @@ void check_target_value(const char* op, const char* arg, double target) {
                     " must be in [0, 1], got ", target);
 }
 
-void check_bce_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, double real_target,
-                                    double fake_target, int64_t reduction) {
-  constexpr const char* op = "bce_discriminator_loss";
+void check_logit_pair(const char* op, const at::Tensor& real, const at::Tensor& fake) {
   check_logits(op, "real", real);
   check_logits(op, "fake", fake);
   check_device(op, "fake", fake, "real", real);
   TORCH_CHECK_TYPE(real.scalar_type() == fake.scalar_type(), op,
                    ": real and fake must have the same dtype, got real ", real.scalar_type(), " and fake ",
                    fake.scalar_type());
+}
+
+void check_bce_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, double real_target,
+                                    double fake_target, int64_t reduction) {
+  constexpr const char* op = "bce_discriminator_loss";
+  check_logit_pair(op, real, fake);
   check_target_value(op, "real_target", real_target);
   check_target_value(op, "fake_target", fake_target);
   check_reduction(op, reduction);
@@ -61,12 +65,7 @@ LossKind check_critic_kind(const char* op, int64_t kind) {
 void check_critic_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, int64_t kind,
                                        int64_t reduction) {
   constexpr const char* op = "critic_discriminator_loss";
-  check_logits(op, "real", real);
-  check_logits(op, "fake", fake);
-  check_device(op, "fake", fake, "real", real);
-  TORCH_CHECK_TYPE(real.scalar_type() == fake.scalar_type(), op,
-                   ": real and fake must have the same dtype, got real ", real.scalar_type(), " and fake ",
-                   fake.scalar_type());
+  check_logit_pair(op, real, fake);
   check_critic_kind(op, kind);
   check_reduction(op, reduction);
 }
@@ -98,16 +97,22 @@ void check_factor(const char* op, const char* arg, const std::optional<at::Tenso
   TORCH_CHECK_VALUE(ok, op, ": ", arg, " of shape ", fs, " must broadcast to the input's shape ", is);
 }
 
+// The element-wise losses' input and target: a floating input, a floating target on its device,
+// of its shape.
+void check_input_target_pair(const char* op, const at::Tensor& input, const at::Tensor& target) {
+  check_logits(op, "input", input);
+  check_companion(op, "target", target, input);
+  TORCH_CHECK_VALUE(target.sizes() == input.sizes(), op, ": target size (", target.sizes(),
+                    ") must be the same as input size (", input.sizes(), ")");
+}
+
 }  // namespace
 
 void check_bce_with_logits_inputs(const at::Tensor& input, const at::Tensor& target,
                                   const std::optional<at::Tensor>& weight,
                                   const std::optional<at::Tensor>& pos_weight, int64_t reduction) {
   constexpr const char* op = "bce_with_logits";
-  check_logits(op, "input", input);
-  check_companion(op, "target", target, input);
-  TORCH_CHECK_VALUE(target.sizes() == input.sizes(), op, ": target size (", target.sizes(),
-                    ") must be the same as input size (", input.sizes(), ")");
+  check_input_target_pair(op, input, target);
   check_factor(op, "weight", weight, input);
   check_factor(op, "pos_weight", pos_weight, input);
   check_reduction(op, reduction);
@@ -116,10 +121,7 @@ void check_bce_with_logits_inputs(const at::Tensor& input, const at::Tensor& tar
 void check_bce_probs_inputs(const at::Tensor& input, const at::Tensor& target,
                             const std::optional<at::Tensor>& weight, int64_t reduction) {
   constexpr const char* op = "binary_cross_entropy";
-  check_logits(op, "input", input);
-  check_companion(op, "target", target, input);
-  TORCH_CHECK_VALUE(target.sizes() == input.sizes(), op, ": target size (", target.sizes(),
-                    ") must be the same as input size (", input.sizes(), ")");
+  check_input_target_pair(op, input, target);
   check_factor(op, "weight", weight, input);
   check_reduction(op, reduction);
 }

@@ -21,6 +21,8 @@ enum class GenMode : int64_t { NonSaturating = 0, Minimax = 1 };
 Reduction check_reduction(const char* op, int64_t reduction);
 void check_logits(const char* op, const char* arg, const at::Tensor& t);
 void check_target_value(const char* op, const char* arg, double target);
+// The discriminators' real / fake pair: both logits (check_logits), on one device, of one dtype.
+void check_logit_pair(const char* op, const at::Tensor& real, const at::Tensor& fake);
 void check_bce_discriminator_inputs(const at::Tensor& real, const at::Tensor& fake, double real_target,
                                     double fake_target, int64_t reduction);
 GenMode check_bce_generator_inputs(const at::Tensor& fake, int64_t mode, double target, int64_t reduction);

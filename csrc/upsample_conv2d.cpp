@@ -13,6 +13,7 @@
 #include <c10/util/hash.h>
 #include <c10/util/strides.h>
 #include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -25,21 +26,21 @@
 
 namespace ganx {
 
-Act parse_activation(const std::string& name, double negative_slope, const char* op) {
-  for (const auto& info : kActivations) {
-    if (name != info.name) continue;
-    if (info.takes_slope) {
-      // The backward computes the slope from the activation's *output*: out > 0 <=> pre > 0
-      // holds only for a non-negative slope.
-      TORCH_CHECK_VALUE(std::isfinite(negative_slope) && negative_slope >= 0, op,
-                        ": negative_slope must be finite and >= 0 for activation='", name, "', got ",
-                        negative_slope);
-    }
-    return info.act;
+Act parse_activation(c10::string_view name, double negative_slope, const char* op) {
+  const ActivationInfo* info = find_activation(name);
+  if (info == nullptr) {
+    std::string names;
+    for (const auto& a : kActivations) names += std::string(names.empty() ? "'" : ", '") + a.name + "'";
+    TORCH_CHECK_VALUE(false, op, ": activation must be one of ", names, ", got '", name, "'");
   }
-  std::string names;
-  for (const auto& info : kActivations) names += std::string(names.empty() ? "'" : ", '") + info.name + "'";
-  TORCH_CHECK_VALUE(false, op, ": activation must be one of ", names, ", got '", name, "'");
+  if (info->takes_slope) {
+    // The backward computes the slope from the activation's *output*: out > 0 <=> pre > 0
+    // holds only for a non-negative slope.
+    TORCH_CHECK_VALUE(std::isfinite(negative_slope) && negative_slope >= 0, op,
+                      ": negative_slope must be finite and >= 0 for activation='", name, "', got ",
+                      negative_slope);
+  }
+  return info->act;
 }
 
 void check_phase_conv_common(const char* op, const at::Tensor& x, const at::Tensor& weight,
@@ -721,7 +722,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phase_conv_backward_op(
 
 at::Tensor activation_op(const at::Tensor& x, c10::string_view activation, double negative_slope) {
   const char* op = "activation";
-  const Act act = parse_activation(std::string(activation), negative_slope, op);
+  const Act act = parse_activation(activation, negative_slope, op);
   TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got ", x.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": x must be a floating-point tensor, got ", x.scalar_type());
   auto out = at::empty(x.sizes(), x.options().memory_format(output_format(x)));
@@ -746,6 +747,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> upsample_conv2d_backward(
   return phase_conv_backward_op("upsample_conv2d", grad_out, x, weight, out, has_bias,
                                 upconv_geometry(scale, weight.size(2), padding), std::string(activation),
                                 negative_slope, output_mask);
+}
+
+void register_phase_conv_kernels(torch::Library& m) {
+  m.impl("upsample_conv2d", &upsample_conv2d);
+  m.impl("upsample_conv2d_backward", &upsample_conv2d_backward);
+  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2);
+  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward);
+  m.impl("activation", &activation_op);
 }
 
 }  // namespace ganx

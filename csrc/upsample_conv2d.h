@@ -25,10 +25,14 @@
 #include "upconv_epilogue.h"
 #include "upconv_fold.h"
 
+namespace torch {
+class Library;
+}  // namespace torch
+
 namespace ganx {
 
 // "none" | "relu" | ... (the table in activation.h); anything else is a ValueError naming the op.
-Act parse_activation(const std::string& name, double negative_slope, const char* op = "upsample_conv2d");
+Act parse_activation(c10::string_view name, double negative_slope, const char* op = "upsample_conv2d");
 
 // Fold, UpConvGeometry, upconv_geometry(), conv_transpose4s2_geometry(), kMaxScale, floor_div
 // and the fold recipes: upconv_fold.h (torch-free, shared with the CUDA emulator tests).
@@ -102,6 +106,19 @@ Strides4 phase_pointers(const PhaseMaps& ph, int64_t s, ptr_t (&phase)[kMaxPhase
   return strides_of(t0);
 }
 
+// The sizes of one phase map (t: the output or grad_out, s*H x s*W) and the activation, as both
+// argument structs hold them.
+template <typename Args>
+void set_epilogue_sizes(Args& A, const at::Tensor& t, int64_t s, Act act, double slope) {
+  A.N = t.size(0);
+  A.C = t.size(1);
+  A.H = t.size(2) / s;
+  A.W = t.size(3) / s;
+  A.s = static_cast<int32_t>(s);
+  A.act = act;
+  A.slope = slope;
+}
+
 template <typename scalar_t>
 EpilogueFwdArgs<scalar_t> epilogue_fwd_args(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias,
                                             int64_t s, Act act, double slope) {
@@ -110,13 +127,7 @@ EpilogueFwdArgs<scalar_t> epilogue_fwd_args(const PhaseMaps& ph, const at::Tenso
   A.bias = bias.defined() ? bias.template const_data_ptr<scalar_t>() : nullptr;
   A.out = out.template data_ptr<scalar_t>();
   A.os = strides_of(out);
-  A.N = out.size(0);
-  A.C = out.size(1);
-  A.H = out.size(2) / s;
-  A.W = out.size(3) / s;
-  A.s = static_cast<int32_t>(s);
-  A.act = act;
-  A.slope = slope;
+  set_epilogue_sizes(A, out, s, act, slope);
   return A;
 }
 
@@ -131,13 +142,7 @@ EpilogueBwdArgs<scalar_t, acc_t> epilogue_bwd_args(const at::Tensor& grad, const
   A.os = act != Act::None ? strides_of(out) : Strides4{0, 0, 0, 0};
   A.ps = phase_pointers(ph, s, A.phase);
   A.bias_partial = bias_partial;
-  A.N = grad.size(0);
-  A.C = grad.size(1);
-  A.H = grad.size(2) / s;
-  A.W = grad.size(3) / s;
-  A.s = static_cast<int32_t>(s);
-  A.act = act;
-  A.slope = slope;
+  set_epilogue_sizes(A, grad, s, act, slope);
   return A;
 }
 
@@ -199,5 +204,10 @@ at::Tensor conv_transpose2d_4s2(const at::Tensor& x, const at::Tensor& weight, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_4s2_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out,
     bool has_bias, c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask);
+
+// Registers the kernels above (the phase-conv ops, their backward, activation) under m's dispatch
+// key: the same functions serve every device (the composition reaches each device's glue through
+// device_glue), so the CPU and CUDA files register this one list.
+void register_phase_conv_kernels(torch::Library& m);
 
 }  // namespace ganx

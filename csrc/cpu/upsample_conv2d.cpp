@@ -255,11 +255,7 @@ const bool registered = [] {
 void set_simulated_cpu_capture(bool on) { simulated_capture.store(on); }
 
 TORCH_LIBRARY_IMPL(ganx, CPU, m) {
-  m.impl("upsample_conv2d", &upsample_conv2d);
-  m.impl("upsample_conv2d_backward", &upsample_conv2d_backward);
-  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2);
-  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward);
-  m.impl("activation", &activation_op);
+  register_phase_conv_kernels(m);
 }
 
 }  // namespace ganx

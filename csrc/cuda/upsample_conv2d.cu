@@ -21,38 +21,57 @@
 namespace ganx {
 namespace {
 
-void epilogue_fwd_cuda(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
-                       double slope) {
+// The glue kernels' host side, written once for both forms: kReplicate picks the replicate form's
+// plan and launchers (1x1 kernels: ph is the one input-resolution map, y forward, g_low backward),
+// otherwise the phase epilogue's (ph the s*s phase maps).
+template <bool kReplicate>
+void glue_fwd_cuda(const PhaseMaps& ph, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
+                   double slope) {
   if (out.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());
   const auto stream = at::cuda::getCurrentCUDAStream();
   const bool cl = epilogue_channels_last(out);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "upconv_epilogue_fwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(),
+                                  kReplicate ? "upconv_replicate_fwd" : "upconv_epilogue_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto A = epilogue_fwd_args<scalar_t>(ph, out, bias, s, act, slope);
-    cuda::launch_upconv_epilogue_fwd<scalar_t, acc_t>(A, cl, stream.stream());
+    if constexpr (kReplicate) {
+      cuda::launch_upconv_replicate_fwd<scalar_t, acc_t>(A, cl, stream.stream());
+    } else {
+      cuda::launch_upconv_epilogue_fwd<scalar_t, acc_t>(A, cl, stream.stream());
+    }
   });
 }
 
-at::Tensor epilogue_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, const PhaseMaps& ph, int64_t s, Act act,
-                             double slope, bool need_bias) {
+// Returns the bias gradient if need_bias (else undefined).
+template <bool kReplicate>
+at::Tensor glue_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, const PhaseMaps& ph, int64_t s, Act act,
+                         double slope, bool need_bias) {
+  // the sizes of the map(s) the kernels write: a phase map, or g_low (both H x W)
   const int64_t N = grad.size(0), C = grad.size(1), H = grad.size(2) / s, W = grad.size(3) / s;
   if (grad.numel() == 0) return need_bias ? at::zeros({C}, grad.options()) : at::Tensor();
   const c10::cuda::CUDAGuard guard(grad.device());
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const auto plan = cuda::upconv_epilogue_bwd_plan(N, C, H, W, s, epilogue_channels_last(grad));
+  const bool cl = epilogue_channels_last(grad);
+  const auto plan = kReplicate ? cuda::upconv_replicate_bwd_plan(N, C, H, W, cl)
+                               : cuda::upconv_epilogue_bwd_plan(N, C, H, W, s, cl);
   TORCH_CHECK(plan.blocks < (int64_t(1) << 31), "upsample_conv2d_backward: grad_out of shape ", grad.sizes(),
               " is too large for the backward epilogue's grid");
   const auto acc_dtype = at::toOpMathType(grad.scalar_type());
   // Scratch partials [parts][C] and the bias gradient, both written whole by the kernels.
   at::Tensor partial = need_bias ? at::empty({plan.parts * C}, grad.options().dtype(acc_dtype)) : at::Tensor();
   at::Tensor gb = need_bias ? at::empty({C}, grad.options()) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "upconv_epilogue_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
+                                  kReplicate ? "upconv_replicate_bwd" : "upconv_epilogue_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto A = epilogue_bwd_args<scalar_t, acc_t>(grad, out, ph, s, act, slope,
                                                       need_bias ? partial.data_ptr<acc_t>() : nullptr);
-    cuda::launch_upconv_epilogue_bwd<scalar_t, acc_t>(A, plan, need_bias ? gb.data_ptr<scalar_t>() : nullptr,
-                                                      stream.stream());
+    scalar_t* bias_grad = need_bias ? gb.data_ptr<scalar_t>() : nullptr;
+    if constexpr (kReplicate) {
+      cuda::launch_upconv_replicate_bwd<scalar_t, acc_t>(A, plan, bias_grad, stream.stream());
+    } else {
+      cuda::launch_upconv_epilogue_bwd<scalar_t, acc_t>(A, plan, bias_grad, stream.stream());
+    }
   });
   return gb;
 }
@@ -60,38 +79,13 @@ at::Tensor epilogue_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, cons
 // The replicate form of 1x1 kernels: out = act(y + bias) over each s x s block.
 void replicate_fwd_cuda(const at::Tensor& y, const at::Tensor& out, const at::Tensor& bias, int64_t s, Act act,
                         double slope) {
-  if (out.numel() == 0) return;
-  const c10::cuda::CUDAGuard guard(out.device());
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  const bool cl = epilogue_channels_last(out);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "upconv_replicate_fwd", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto A = epilogue_fwd_args<scalar_t>(PhaseMaps{{y}, {}}, out, bias, s, act, slope);
-    cuda::launch_upconv_replicate_fwd<scalar_t, acc_t>(A, cl, stream.stream());
-  });
+  glue_fwd_cuda<true>(PhaseMaps{{y}, {}}, out, bias, s, act, slope);
 }
 
 // g_low = the block sums of act'(out) * grad; returns the bias gradient if need_bias.
 at::Tensor replicate_bwd_cuda(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& g_low, int64_t s,
                               Act act, double slope, bool need_bias) {
-  const int64_t N = g_low.size(0), C = g_low.size(1), H = g_low.size(2), W = g_low.size(3);
-  if (grad.numel() == 0) return need_bias ? at::zeros({C}, grad.options()) : at::Tensor();
-  const c10::cuda::CUDAGuard guard(grad.device());
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  const auto plan = cuda::upconv_replicate_bwd_plan(N, C, H, W, epilogue_channels_last(grad));
-  TORCH_CHECK(plan.blocks < (int64_t(1) << 31), "upsample_conv2d_backward: grad_out of shape ", grad.sizes(),
-              " is too large for the backward epilogue's grid");
-  const auto acc_dtype = at::toOpMathType(grad.scalar_type());
-  at::Tensor partial = need_bias ? at::empty({plan.parts * C}, grad.options().dtype(acc_dtype)) : at::Tensor();
-  at::Tensor gb = need_bias ? at::empty({C}, grad.options()) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "upconv_replicate_bwd", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto A = epilogue_bwd_args<scalar_t, acc_t>(grad, out, PhaseMaps{{g_low}, {}}, s, act, slope,
-                                                      need_bias ? partial.data_ptr<acc_t>() : nullptr);
-    cuda::launch_upconv_replicate_bwd<scalar_t, acc_t>(A, plan, need_bias ? gb.data_ptr<scalar_t>() : nullptr,
-                                                       stream.stream());
-  });
-  return gb;
+  return glue_bwd_cuda<true>(grad, out, PhaseMaps{{g_low}, {}}, s, act, slope, need_bias);
 }
 
 void fold_cuda(const FoldArgs& f, const at::Tensor& src, const at::Tensor& dst) {
@@ -114,19 +108,15 @@ bool capturing_cuda(c10::Device device) {
 
 const bool registered = [] {
   register_device_glue(c10::DeviceType::CUDA,
-                       DeviceGlue{&epilogue_fwd_cuda, &epilogue_bwd_cuda, &replicate_fwd_cuda, &replicate_bwd_cuda,
-                                  &fold_cuda, &sync_cuda, &capturing_cuda});
+                       DeviceGlue{&glue_fwd_cuda<false>, &glue_bwd_cuda<false>, &replicate_fwd_cuda,
+                                  &replicate_bwd_cuda, &fold_cuda, &sync_cuda, &capturing_cuda});
   return true;
 }();
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ganx, CUDA, m) {
-  m.impl("upsample_conv2d", &upsample_conv2d);
-  m.impl("upsample_conv2d_backward", &upsample_conv2d_backward);
-  m.impl("conv_transpose2d_4s2", &conv_transpose2d_4s2);
-  m.impl("conv_transpose2d_4s2_backward", &conv_transpose2d_4s2_backward);
-  m.impl("activation", &activation_op);
+  register_phase_conv_kernels(m);
 }
 
 }  // namespace ganx

@@ -35,27 +35,94 @@ Strides4 strides(const Case& c, const char* p) {
   return {c.integer(s + "_n"), c.integer(s + "_c"), c.integer(s + "_h"), c.integer(s + "_w")};
 }
 
+// The forward cases' kernel arguments from the keys: strides ps_* and os_*, sizes, activation,
+// the bias if the case has one; the phase pointers and out are the caller's.
+template <typename T>
+EpilogueFwdArgs<T> fwd_args(const Case& c, const Buf<T>& bias) {
+  EpilogueFwdArgs<T> a{};
+  a.ps = strides(c, "ps");
+  a.bias = c.has_array("bias") ? bias.data : nullptr;
+  a.os = strides(c, "os");
+  a.N = c.integer("N"), a.C = c.integer("C"), a.H = c.integer("H"), a.W = c.integer("W");
+  a.s = static_cast<int32_t>(c.integer("s"));
+  a.act = static_cast<Act>(c.integer("act"));
+  a.slope = c.num("slope");
+  return a;
+}
+
+// What the backward cases (upconv_bwd, upconv_rep_bwd) share: the inputs "grad" [, "out"], the
+// plan the .cu file makes (lanes along C for a channels_last grad, epilogue_channels_last), the
+// CUDA launch's bias scratch (plan.parts * C partials, C sums), its arguments `a` and the CPU
+// twin's `b` over the same inputs (the phase pointers are the caller's), and the bias
+// gradients both report (the CPU twin's summed into gb_cpu by the caller).
+template <typename T, typename A>
+struct BwdCase {
+  int64_t N, C, H, W, s;
+  bool has_bias;
+  Buf<T> grad, out;
+  cuda::EpilogueBwdPlan plan;
+  Buf<A> partial;
+  Buf<T> gb;
+  EpilogueBwdArgs<T, A> a{};
+  EpilogueBwdArgs<T, double> b{};
+  std::vector<double> gb_cpu;
+
+  BwdCase(const Case& c, bool replicate)
+      : N(c.integer("N")), C(c.integer("C")), H(c.integer("H")), W(c.integer("W")), s(c.integer("s")),
+        has_bias(c.integer("has_bias") != 0), grad(c.arrays.at("grad"), 0),
+        out(c.has_array("out") ? Buf<T>(c.arrays.at("out"), 0) : Buf<T>(0)),
+        gb_cpu(static_cast<size_t>(C), 0.0) {
+    const Act act = static_cast<Act>(c.integer("act"));
+    const Strides4 gs = strides(c, "gs");
+    const bool cl = gs.c == 1 && C > 1;
+    plan = replicate ? cuda::upconv_replicate_bwd_plan(N, C, H, W, cl) : cuda::upconv_epilogue_bwd_plan(N, C, H, W, s, cl);
+    partial = Buf<A>(has_bias ? plan.parts * C : 0);
+    gb = Buf<T>(has_bias ? C : 0);
+    a.grad = grad.data;
+    a.gs = gs;
+    a.out = act != Act::None ? out.data : nullptr;
+    a.os = strides(c, "os");
+    a.ps = strides(c, "ps");
+    a.bias_partial = has_bias ? partial.data : nullptr;
+    a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = c.num("slope");
+    b.grad = a.grad, b.gs = a.gs, b.out = a.out, b.os = a.os, b.ps = a.ps;
+    b.N = N, b.C = C, b.H = H, b.W = W, b.s = a.s, b.act = act, b.slope = a.slope;
+  }
+
+  T* bias_grad() { return has_bias ? gb.data : nullptr; }
+
+  // The results: the map each side wrote ("<map>_cuda", "<map>_cpu"), the bias gradients (the
+  // CUDA one read back in the accumulation type) and the plan.
+  void report(Result& r, const std::string& map, const Buf<T>& map_cuda, const Buf<T>& map_cpu) const {
+    std::vector<double> gb_cuda(static_cast<size_t>(C), 0.0);
+    if (has_bias)
+      for (int64_t o = 0; o < C; ++o) gb_cuda[o] = static_cast<double>(static_cast<A>(gb.data[o]));
+    auto raw = [](const std::vector<double>& v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 8); };
+    r.arrays.push_back({map + "_cuda", map_cuda.bytes()});
+    r.arrays.push_back({map + "_cpu", map_cpu.bytes()});
+    r.arrays.push_back({"gb_cuda", raw(gb_cuda)});
+    r.arrays.push_back({"gb_cpu", raw(gb_cpu)});
+    r.set("parts", std::to_string(plan.parts));
+    r.set("rows", std::to_string(plan.rows ? 1 : 0));
+  }
+};
+
 template <typename T>
 void op_typed(const Case& c, Result& r) {
   using A = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
   const int64_t N = c.integer("N"), C = c.integer("C"), H = c.integer("H"), W = c.integer("W"), s = c.integer("s");
   const int64_t pstep = c.integer("pstep");
-  const Act act = static_cast<Act>(c.integer("act"));
-  const double slope = c.num("slope");
   const bool cl = c.integer("cl") != 0;
-  const int64_t out_n = N * C * H * s * W * s;
+  const bool i64 = c.integer("i64") != 0;
   if (c.op == "upconv_fwd") {
+    const int64_t out_n = N * C * H * s * W * s;
     Buf<T> ph(c.arrays.at("phases"), 0);
     Buf<T> bias = c.has_array("bias") ? Buf<T>(c.arrays.at("bias"), 0) : Buf<T>(0);
     Buf<T> out_cuda(out_n), out_cpu(out_n);
-    EpilogueFwdArgs<T> a{};
+    EpilogueFwdArgs<T> a = fwd_args(c, bias);
     for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = ph.data + ab * pstep;
-    a.ps = strides(c, "ps");
-    a.bias = c.has_array("bias") ? bias.data : nullptr;
-    a.os = strides(c, "os");
-    a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
     a.out = out_cuda.data;
-    cuda::launch_upconv_epilogue_fwd<T, A>(a, cl, nullptr, c.integer("i64") != 0);
+    cuda::launch_upconv_epilogue_fwd<T, A>(a, cl, nullptr, i64);
     a.out = out_cpu.data;
     std::vector<A> tmp(static_cast<size_t>(cl ? C : W));
     if (cl) {
@@ -68,48 +135,22 @@ void op_typed(const Case& c, Result& r) {
     return;
   }
   // upconv_bwd
-  Buf<T> grad(c.arrays.at("grad"), 0);
-  Buf<T> out = c.has_array("out") ? Buf<T>(c.arrays.at("out"), 0) : Buf<T>(0);
-  const bool has_bias = c.integer("has_bias") != 0;
+  BwdCase<T, A> k(c, /*replicate=*/false);
   Buf<T> ph_cuda(s * s * pstep), ph_cpu(s * s * pstep);
-  const Strides4 gs = strides(c, "gs");
-  // the plan the .cu file makes: lanes along C for a channels_last grad (epilogue_channels_last)
-  const auto plan = cuda::upconv_epilogue_bwd_plan(N, C, H, W, s, gs.c == 1 && C > 1);
-  Buf<A> partial(has_bias ? plan.parts * C : 0);
-  Buf<T> gb(has_bias ? C : 0);
-  EpilogueBwdArgs<T, A> a{};
-  a.grad = grad.data;
-  a.gs = gs;
-  a.out = act != Act::None ? out.data : nullptr;
-  a.os = strides(c, "os");
-  for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = ph_cuda.data + ab * pstep;
-  a.ps = strides(c, "ps");
-  a.bias_partial = has_bias ? partial.data : nullptr;
-  a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
-  cuda::launch_upconv_epilogue_bwd<T, A>(a, plan, has_bias ? gb.data : nullptr, nullptr, c.integer("i64") != 0);
-  std::vector<double> gb_cuda(static_cast<size_t>(C), 0.0), gb_cpu(static_cast<size_t>(C), 0.0);
-  if (has_bias)
-    for (int64_t o = 0; o < C; ++o) gb_cuda[o] = static_cast<double>(static_cast<A>(gb.data[o]));
-  EpilogueBwdArgs<T, double> b{};
-  b.grad = a.grad, b.gs = a.gs, b.out = a.out, b.os = a.os, b.ps = a.ps;
-  for (int64_t ab = 0; ab < s * s; ++ab) b.phase[ab] = ph_cpu.data + ab * pstep;
-  b.N = N, b.C = C, b.H = H, b.W = W, b.s = a.s, b.act = act, b.slope = slope;
+  for (int64_t ab = 0; ab < s * s; ++ab) k.a.phase[ab] = ph_cuda.data + ab * pstep;
+  cuda::launch_upconv_epilogue_bwd<T, A>(k.a, k.plan, k.bias_grad(), nullptr, i64);
+  for (int64_t ab = 0; ab < s * s; ++ab) k.b.phase[ab] = ph_cpu.data + ab * pstep;
   if (cl) {
     std::vector<double> row(static_cast<size_t>(C));
     for (int64_t u = 0; u < N * H; ++u) {
       std::fill(row.begin(), row.end(), 0.0);
-      cpu::epilogue_bwd_row(b, u / H, u % H, row.data());
-      for (int64_t o = 0; o < C; ++o) gb_cpu[o] += row[o];
+      cpu::epilogue_bwd_row(k.b, u / H, u % H, row.data());
+      for (int64_t o = 0; o < C; ++o) k.gb_cpu[o] += row[o];
     }
   } else {
-    for (int64_t u = 0; u < N * C; ++u) gb_cpu[u % C] += cpu::epilogue_bwd_plane(b, u / C, u % C);
+    for (int64_t u = 0; u < N * C; ++u) k.gb_cpu[u % C] += cpu::epilogue_bwd_plane(k.b, u / C, u % C);
   }
-  r.arrays.push_back({"ph_cuda", ph_cuda.bytes()});
-  r.arrays.push_back({"ph_cpu", ph_cpu.bytes()});
-  r.arrays.push_back({"gb_cuda", std::string(reinterpret_cast<const char*>(gb_cuda.data()), gb_cuda.size() * 8)});
-  r.arrays.push_back({"gb_cpu", std::string(reinterpret_cast<const char*>(gb_cpu.data()), gb_cpu.size() * 8)});
-  r.set("parts", std::to_string(plan.parts));
-  r.set("rows", std::to_string(plan.rows ? 1 : 0));
+  k.report(r, "ph", ph_cuda, ph_cpu);
 }
 
 // The replicate form of 1x1 kernels: upconv_rep_fwd (array "y", the input-resolution map with
@@ -120,8 +161,6 @@ template <typename T>
 void rep_typed(const Case& c, Result& r) {
   using A = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
   const int64_t N = c.integer("N"), C = c.integer("C"), H = c.integer("H"), W = c.integer("W"), s = c.integer("s");
-  const Act act = static_cast<Act>(c.integer("act"));
-  const double slope = c.num("slope");
   const bool cl = c.integer("cl") != 0;
   const bool i64 = c.integer("i64") != 0;
   const Strides4 ps = strides(c, "ps");
@@ -131,12 +170,8 @@ void rep_typed(const Case& c, Result& r) {
     Buf<T> y(c.arrays.at("y"), 0);
     Buf<T> bias = c.has_array("bias") ? Buf<T>(c.arrays.at("bias"), 0) : Buf<T>(0);
     Buf<T> out_cuda(out_n), out_cpu(out_n);
-    EpilogueFwdArgs<T> a{};
+    EpilogueFwdArgs<T> a = fwd_args(c, bias);
     for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = y.data;  // what the .cu file packs (PhaseMaps{{y}})
-    a.ps = ps;
-    a.bias = c.has_array("bias") ? bias.data : nullptr;
-    a.os = strides(c, "os");
-    a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
     a.out = out_cuda.data;
     cuda::launch_upconv_replicate_fwd<T, A>(a, cl, nullptr, i64);
     a.out = out_cpu.data;
@@ -150,32 +185,11 @@ void rep_typed(const Case& c, Result& r) {
     r.arrays.push_back({"out_cpu", out_cpu.bytes()});
     return;
   }
-  Buf<T> grad(c.arrays.at("grad"), 0);
-  Buf<T> out = c.has_array("out") ? Buf<T>(c.arrays.at("out"), 0) : Buf<T>(0);
-  const bool has_bias = c.integer("has_bias") != 0;
+  BwdCase<T, A> k(c, /*replicate=*/true);
   Buf<T> gl_cuda(low_n), gl_cpu(low_n);
-  const Strides4 gs = strides(c, "gs");
-  // the .cu file's plan: lanes along C for a channels_last grad (epilogue_channels_last)
-  const auto plan = cuda::upconv_replicate_bwd_plan(N, C, H, W, gs.c == 1 && C > 1);
-  Buf<A> partial(has_bias ? plan.parts * C : 0);
-  Buf<T> gb(has_bias ? C : 0);
-  EpilogueBwdArgs<T, A> a{};
-  a.grad = grad.data;
-  a.gs = gs;
-  a.out = act != Act::None ? out.data : nullptr;
-  a.os = strides(c, "os");
-  for (int64_t ab = 0; ab < s * s; ++ab) a.phase[ab] = gl_cuda.data;
-  a.ps = ps;
-  a.bias_partial = has_bias ? partial.data : nullptr;
-  a.N = N, a.C = C, a.H = H, a.W = W, a.s = static_cast<int32_t>(s), a.act = act, a.slope = slope;
-  cuda::launch_upconv_replicate_bwd<T, A>(a, plan, has_bias ? gb.data : nullptr, nullptr, i64);
-  std::vector<double> gb_cuda(static_cast<size_t>(C), 0.0), gb_cpu(static_cast<size_t>(C), 0.0);
-  if (has_bias)
-    for (int64_t o = 0; o < C; ++o) gb_cuda[o] = static_cast<double>(static_cast<A>(gb.data[o]));
-  EpilogueBwdArgs<T, double> b{};
-  b.grad = a.grad, b.gs = a.gs, b.out = a.out, b.os = a.os, b.ps = a.ps;
-  for (int64_t ab = 0; ab < s * s; ++ab) b.phase[ab] = gl_cpu.data;
-  b.N = N, b.C = C, b.H = H, b.W = W, b.s = a.s, b.act = act, b.slope = slope;
+  for (int64_t ab = 0; ab < s * s; ++ab) k.a.phase[ab] = gl_cuda.data;
+  cuda::launch_upconv_replicate_bwd<T, A>(k.a, k.plan, k.bias_grad(), nullptr, i64);
+  for (int64_t ab = 0; ab < s * s; ++ab) k.b.phase[ab] = gl_cpu.data;
   // the CPU glue walks by the map's layout (epilogue_channels_last of g_low)
   const bool cpu_rows = ps.c == 1 && C > 1;
   std::vector<A> acc(static_cast<size_t>(cpu_rows ? W * C : W));
@@ -183,18 +197,13 @@ void rep_typed(const Case& c, Result& r) {
     std::vector<double> row(static_cast<size_t>(C));
     for (int64_t u = 0; u < N * H; ++u) {
       std::fill(row.begin(), row.end(), 0.0);
-      cpu::replicate_bwd_row(b, u / H, u % H, acc.data(), row.data());
-      for (int64_t o = 0; o < C; ++o) gb_cpu[o] += row[o];
+      cpu::replicate_bwd_row(k.b, u / H, u % H, acc.data(), row.data());
+      for (int64_t o = 0; o < C; ++o) k.gb_cpu[o] += row[o];
     }
   } else {
-    for (int64_t u = 0; u < N * C; ++u) gb_cpu[u % C] += cpu::replicate_bwd_plane(b, u / C, u % C, acc.data());
+    for (int64_t u = 0; u < N * C; ++u) k.gb_cpu[u % C] += cpu::replicate_bwd_plane(k.b, u / C, u % C, acc.data());
   }
-  r.arrays.push_back({"gl_cuda", gl_cuda.bytes()});
-  r.arrays.push_back({"gl_cpu", gl_cpu.bytes()});
-  r.arrays.push_back({"gb_cuda", std::string(reinterpret_cast<const char*>(gb_cuda.data()), gb_cuda.size() * 8)});
-  r.arrays.push_back({"gb_cpu", std::string(reinterpret_cast<const char*>(gb_cpu.data()), gb_cpu.size() * 8)});
-  r.set("parts", std::to_string(plan.parts));
-  r.set("rows", std::to_string(plan.rows ? 1 : 0));
+  k.report(r, "gl", gl_cuda, gl_cpu);
 }
 
 template <typename T>

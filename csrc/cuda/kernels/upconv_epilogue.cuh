@@ -88,6 +88,65 @@ __device__ __forceinline__ acc_t epilogue_bwd_elem(const EpilogueBwdArgs<scalar_
   return static_cast<acc_t>(d_s);
 }
 
+// What every backward kernel (the phase epilogue's and the replicate form's, planes and rows)
+// reads of its arguments, in index_t: the map it walks, W wide, P = H * W elements per plane and
+// M = N * P per channel (the output, scale s, for the phase epilogue; the input-resolution map,
+// scale 1, for the replicate form), the strides and the slope.
+template <typename index_t, typename acc_t>
+struct BwdWalk {
+  index_t s, C, W, P, M;
+  Dims4<index_t> gs, os, ps;
+  acc_t slope;
+  // element q of a channel's N planes -> (n, row y, column x) of the walked map
+  GANX_HD void locate(index_t q, index_t& n, index_t& y, index_t& x) const {
+    n = q / P;
+    const index_t p = q - n * P;
+    y = p / W;
+    x = p - y * W;
+  }
+};
+
+template <typename index_t, typename scalar_t, typename acc_t>
+__device__ __forceinline__ BwdWalk<index_t, acc_t> bwd_walk(const EpilogueBwdArgs<scalar_t, acc_t>& A, index_t scale) {
+  BwdWalk<index_t, acc_t> v;
+  v.s = A.s;
+  v.C = static_cast<index_t>(A.C);
+  v.W = static_cast<index_t>(A.W) * scale;
+  v.P = static_cast<index_t>(A.H) * scale * v.W;
+  v.M = static_cast<index_t>(A.N) * v.P;
+  v.gs = dims_of<index_t>(A.gs);
+  v.os = dims_of<index_t>(A.os);
+  v.ps = dims_of<index_t>(A.ps);
+  v.slope = static_cast<acc_t>(A.slope);
+  return v;
+}
+
+// A planes kernel's block: chunk `chunk` of channel o, elements [q_begin, q_end) of its N planes.
+template <typename index_t>
+struct PlanesBlock {
+  index_t chunk, o, q_begin, q_end;
+};
+
+template <typename index_t>
+__device__ __forceinline__ PlanesBlock<index_t> planes_block(index_t parts, index_t M) {
+  const index_t blk = blockIdx.x;
+  const index_t chunk = blk % parts, o = blk / parts;
+  const index_t q_end = (chunk + 1) * index_t(kBwdChunk) < M ? (chunk + 1) * index_t(kBwdChunk) : M;
+  return {chunk, o, chunk * index_t(kBwdChunk), q_end};
+}
+
+// The sum of every thread's v over the block in a fixed order (a tree in red, kEpiThreads
+// entries of shared memory), left in red[0]; every thread of the block calls it.
+template <typename acc_t>
+__device__ __forceinline__ void block_sum(acc_t* red, acc_t v) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int w = kEpiThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+}
+
 // Backward, NCHW-like grad (lanes along x): block = a chunk of kBwdChunk consecutive elements of
 // one channel o's N planes (q = n * P + p), so small maps (8x8: P = 64) still fill every thread;
 // the block reduces its share of the bias gradient in shared memory, in a fixed order, into
@@ -97,27 +156,17 @@ GANX_KERNEL_BOUND(upconv_epilogue_bwd_planes_kernel, kEpiThreads);
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void GANX_BOUNDED(upconv_epilogue_bwd_planes_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, index_t parts) {
   GANX_SHARED(acc_t, red, [kEpiThreads]);
-  const index_t s = A.s, C = static_cast<index_t>(A.C), Wo = static_cast<index_t>(A.W) * s,
-                P = static_cast<index_t>(A.H) * s * Wo, M = static_cast<index_t>(A.N) * P;
-  const Dims4<index_t> gs = dims_of<index_t>(A.gs), os = dims_of<index_t>(A.os), ps = dims_of<index_t>(A.ps);
-  const acc_t slope = static_cast<acc_t>(A.slope);
-  const index_t blk = blockIdx.x;
-  const index_t chunk = blk % parts, o = blk / parts;
-  const index_t q_end = (chunk + 1) * index_t(kBwdChunk) < M ? (chunk + 1) * index_t(kBwdChunk) : M;
+  const auto v = bwd_walk<index_t>(A, static_cast<index_t>(A.s));
+  const auto b = planes_block(parts, v.M);
   acc_t sum = 0;
-  for (index_t q = chunk * index_t(kBwdChunk) + threadIdx.x; q < q_end; q += kEpiThreads) {
-    const index_t n = q / P, p = q - n * P;
-    const index_t y = p / Wo, x = p - y * Wo;
-    sum += epilogue_bwd_elem(A, gs, os, ps, s, slope, n, o, y, x);
+  for (index_t q = b.q_begin + threadIdx.x; q < b.q_end; q += kEpiThreads) {
+    index_t n, y, x;
+    v.locate(q, n, y, x);
+    sum += epilogue_bwd_elem(A, v.gs, v.os, v.ps, v.s, v.slope, n, b.o, y, x);
   }
   if (A.bias_partial == nullptr) return;  // uniform over the block: no thread waits at a barrier alone
-  red[threadIdx.x] = sum;
-  __syncthreads();
-  for (int w = kEpiThreads / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) A.bias_partial[static_cast<int64_t>(chunk) * C + o] = red[0];
+  block_sum(red, sum);
+  if (threadIdx.x == 0) A.bias_partial[static_cast<int64_t>(b.chunk) * v.C + b.o] = red[0];
 }
 
 // Backward, channels_last grad (lanes along C, so a warp reads and writes contiguous memory):
@@ -127,18 +176,15 @@ __global__ void GANX_BOUNDED(upconv_epilogue_bwd_planes_kernel)(EpilogueBwdArgs<
 GANX_KERNEL_BOUND(upconv_epilogue_bwd_rows_kernel, kEpiThreads);
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void GANX_BOUNDED(upconv_epilogue_bwd_rows_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, index_t parts) {
-  const index_t s = A.s, C = static_cast<index_t>(A.C), Wo = static_cast<index_t>(A.W) * s,
-                P = static_cast<index_t>(A.H) * s * Wo, M = static_cast<index_t>(A.N) * P;
-  const Dims4<index_t> gs = dims_of<index_t>(A.gs), os = dims_of<index_t>(A.os), ps = dims_of<index_t>(A.ps);
-  const acc_t slope = static_cast<acc_t>(A.slope);
+  const auto v = bwd_walk<index_t>(A, static_cast<index_t>(A.s));
   const index_t t = static_cast<index_t>(blockIdx.x) * kEpiThreads + threadIdx.x;
-  if (t >= C * parts) return;
-  const index_t o = t % C;
+  if (t >= v.C * parts) return;
+  const index_t o = t % v.C;
   acc_t sum = 0;
-  for (index_t m = t / C; m < M; m += parts) {
-    const index_t n = m / P, p = m - n * P;
-    const index_t y = p / Wo, x = p - y * Wo;
-    sum += epilogue_bwd_elem(A, gs, os, ps, s, slope, n, o, y, x);
+  for (index_t m = t / v.C; m < v.M; m += parts) {
+    index_t n, y, x;
+    v.locate(m, n, y, x);
+    sum += epilogue_bwd_elem(A, v.gs, v.os, v.ps, v.s, v.slope, n, o, y, x);
   }
   if (A.bias_partial != nullptr) A.bias_partial[t] = sum;
 }
@@ -153,12 +199,7 @@ __global__ void GANX_BOUNDED(upconv_bias_grad_kernel)(const acc_t* __restrict__ 
   const int64_t o = blockIdx.x;
   acc_t sum = 0;
   for (int64_t k = threadIdx.x; k < parts; k += kEpiThreads) sum += partial[k * C + o];
-  red[threadIdx.x] = sum;
-  __syncthreads();
-  for (int w = kEpiThreads / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
-    __syncthreads();
-  }
+  block_sum(red, sum);
   if (threadIdx.x == 0) gb[o] = static_cast<scalar_t>(red[0]);
 }
 
@@ -230,27 +271,17 @@ GANX_KERNEL_BOUND(upconv_replicate_bwd_planes_kernel, kEpiThreads);
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void GANX_BOUNDED(upconv_replicate_bwd_planes_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, index_t parts) {
   GANX_SHARED(acc_t, red, [kEpiThreads]);
-  const index_t s = A.s, C = static_cast<index_t>(A.C), W = static_cast<index_t>(A.W),
-                P = static_cast<index_t>(A.H) * W, M = static_cast<index_t>(A.N) * P;
-  const Dims4<index_t> gs = dims_of<index_t>(A.gs), os = dims_of<index_t>(A.os), ps = dims_of<index_t>(A.ps);
-  const acc_t slope = static_cast<acc_t>(A.slope);
-  const index_t blk = blockIdx.x;
-  const index_t chunk = blk % parts, o = blk / parts;
-  const index_t q_end = (chunk + 1) * index_t(kBwdChunk) < M ? (chunk + 1) * index_t(kBwdChunk) : M;
+  const auto v = bwd_walk<index_t>(A, index_t(1));
+  const auto b = planes_block(parts, v.M);
   acc_t sum = 0;
-  for (index_t q = chunk * index_t(kBwdChunk) + threadIdx.x; q < q_end; q += kEpiThreads) {
-    const index_t n = q / P, p = q - n * P;
-    const index_t i = p / W, j = p - i * W;
-    sum += replicate_bwd_elem(A, gs, os, ps, s, slope, n, o, i, j);
+  for (index_t q = b.q_begin + threadIdx.x; q < b.q_end; q += kEpiThreads) {
+    index_t n, i, j;
+    v.locate(q, n, i, j);
+    sum += replicate_bwd_elem(A, v.gs, v.os, v.ps, v.s, v.slope, n, b.o, i, j);
   }
   if (A.bias_partial == nullptr) return;  // uniform over the block: no thread waits at a barrier alone
-  red[threadIdx.x] = sum;
-  __syncthreads();
-  for (int w = kEpiThreads / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) A.bias_partial[static_cast<int64_t>(chunk) * C + o] = red[0];
+  block_sum(red, sum);
+  if (threadIdx.x == 0) A.bias_partial[static_cast<int64_t>(b.chunk) * v.C + b.o] = red[0];
 }
 
 // Backward, channels_last grad (lanes along C): the rows kernel's geometry over
@@ -258,18 +289,15 @@ __global__ void GANX_BOUNDED(upconv_replicate_bwd_planes_kernel)(EpilogueBwdArgs
 GANX_KERNEL_BOUND(upconv_replicate_bwd_rows_kernel, kEpiThreads);
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void GANX_BOUNDED(upconv_replicate_bwd_rows_kernel)(EpilogueBwdArgs<scalar_t, acc_t> A, index_t parts) {
-  const index_t s = A.s, C = static_cast<index_t>(A.C), W = static_cast<index_t>(A.W),
-                P = static_cast<index_t>(A.H) * W, M = static_cast<index_t>(A.N) * P;
-  const Dims4<index_t> gs = dims_of<index_t>(A.gs), os = dims_of<index_t>(A.os), ps = dims_of<index_t>(A.ps);
-  const acc_t slope = static_cast<acc_t>(A.slope);
+  const auto v = bwd_walk<index_t>(A, index_t(1));
   const index_t t = static_cast<index_t>(blockIdx.x) * kEpiThreads + threadIdx.x;
-  if (t >= C * parts) return;
-  const index_t o = t % C;
+  if (t >= v.C * parts) return;
+  const index_t o = t % v.C;
   acc_t sum = 0;
-  for (index_t m = t / C; m < M; m += parts) {
-    const index_t n = m / P, p = m - n * P;
-    const index_t i = p / W, j = p - i * W;
-    sum += replicate_bwd_elem(A, gs, os, ps, s, slope, n, o, i, j);
+  for (index_t m = t / v.C; m < v.M; m += parts) {
+    index_t n, i, j;
+    v.locate(m, n, i, j);
+    sum += replicate_bwd_elem(A, v.gs, v.os, v.ps, v.s, v.slope, n, o, i, j);
   }
   if (A.bias_partial != nullptr) A.bias_partial[t] = sum;
 }
@@ -300,6 +328,17 @@ inline unsigned grid_for(int64_t total) {
 
 // ---- host launchers (raw pointers) ----
 
+// Calls launch(index_t{}) with index_t = int32_t when every offset of the launch fits (fits32) and
+// the 64-bit instantiation is not forced, else int64_t.
+template <typename Launch>
+inline void with_index_type(bool fits32, bool force_int64, const Launch& launch) {
+  if (!force_int64 && fits32) {
+    launch(int32_t{});
+  } else {
+    launch(int64_t{});
+  }
+}
+
 template <typename scalar_t>
 inline bool epilogue_fwd_fits_int32(const EpilogueFwdArgs<scalar_t>& A) {
   const int64_t Ho = A.H * A.s, Wo = A.W * A.s;
@@ -313,13 +352,10 @@ void launch_upconv_epilogue_fwd(const EpilogueFwdArgs<scalar_t>& A, bool channel
                                 bool force_int64 = false) {
   const int64_t total = A.N * A.C * A.H * A.s * A.W * A.s;
   if (total == 0) return;
-  if (!force_int64 && epilogue_fwd_fits_int32(A)) {
-    dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t, int32_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
-                stream, A, channels_last);
-  } else {
-    dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t, int64_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
-                stream, A, channels_last);
-  }
+  with_index_type(epilogue_fwd_fits_int32(A), force_int64, [&](auto index) {
+    dev::launch(upconv_epilogue_fwd_kernel<scalar_t, acc_t, decltype(index)>, dim3(grid_for(total)),
+                dim3(kEpiThreads), 0, stream, A, channels_last);
+  });
 }
 
 // How the backward epilogue splits its work (a function of the shapes alone): `rows` (lanes along
@@ -355,6 +391,15 @@ inline bool epilogue_bwd_fits_int32(const EpilogueBwdArgs<scalar_t, acc_t>& A, c
          max_offset(A.ps, A.N, A.C, A.H, A.W) < kIndex32Limit;
 }
 
+// The bias gradient from a backward's partials (a second, small kernel), when it wrote them.
+template <typename scalar_t, typename acc_t>
+void launch_upconv_bias_grad(const EpilogueBwdArgs<scalar_t, acc_t>& A, const EpilogueBwdPlan& p, scalar_t* bias_grad,
+                             dev::Stream stream) {
+  if (A.bias_partial == nullptr) return;
+  dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), dim3(kEpiThreads), 0, stream,
+              static_cast<const acc_t*>(A.bias_partial), p.parts, A.C, bias_grad);
+}
+
 // Runs the backward epilogue with plan p (upconv_epilogue_bwd_plan of A's sizes). With a bias,
 // A.bias_partial must hold p.parts * C accumulators (scratch) and bias_grad receives the C sums
 // (a second, small kernel); without one both are null.
@@ -363,22 +408,16 @@ void launch_upconv_epilogue_bwd(const EpilogueBwdArgs<scalar_t, acc_t>& A, const
                                 scalar_t* bias_grad, dev::Stream stream, bool force_int64 = false) {
   if (p.blocks == 0) return;
   const dim3 grid(static_cast<unsigned>(p.blocks)), block(kEpiThreads);
-  if (!force_int64 && epilogue_bwd_fits_int32(A, p)) {
-    const int32_t parts = static_cast<int32_t>(p.parts);
+  with_index_type(epilogue_bwd_fits_int32(A, p), force_int64, [&](auto index) {
+    using index_t = decltype(index);
+    const index_t parts = static_cast<index_t>(p.parts);
     if (p.rows) {
-      dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+      dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, index_t>, grid, block, 0, stream, A, parts);
     } else {
-      dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+      dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, index_t>, grid, block, 0, stream, A, parts);
     }
-  } else if (p.rows) {
-    dev::launch(upconv_epilogue_bwd_rows_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
-  } else {
-    dev::launch(upconv_epilogue_bwd_planes_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
-  }
-  if (A.bias_partial != nullptr) {
-    dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), block, 0, stream,
-                static_cast<const acc_t*>(A.bias_partial), p.parts, A.C, bias_grad);
-  }
+  });
+  launch_upconv_bias_grad(A, p, bias_grad, stream);
 }
 
 // The replicate form (A.phase[0]: the input-resolution map). Forward: one thread per
@@ -388,13 +427,10 @@ void launch_upconv_replicate_fwd(const EpilogueFwdArgs<scalar_t>& A, bool channe
                                  bool force_int64 = false) {
   const int64_t total = A.N * A.C * A.H * A.W;
   if (total == 0) return;
-  if (!force_int64 && epilogue_fwd_fits_int32(A)) {
-    dev::launch(upconv_replicate_fwd_kernel<scalar_t, acc_t, int32_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
-                stream, A, channels_last);
-  } else {
-    dev::launch(upconv_replicate_fwd_kernel<scalar_t, acc_t, int64_t>, dim3(grid_for(total)), dim3(kEpiThreads), 0,
-                stream, A, channels_last);
-  }
+  with_index_type(epilogue_fwd_fits_int32(A), force_int64, [&](auto index) {
+    dev::launch(upconv_replicate_fwd_kernel<scalar_t, acc_t, decltype(index)>, dim3(grid_for(total)),
+                dim3(kEpiThreads), 0, stream, A, channels_last);
+  });
 }
 
 // The backward's split of the work: the phase epilogue's plan over input-resolution elements
@@ -409,22 +445,16 @@ void launch_upconv_replicate_bwd(const EpilogueBwdArgs<scalar_t, acc_t>& A, cons
                                  scalar_t* bias_grad, dev::Stream stream, bool force_int64 = false) {
   if (p.blocks == 0) return;
   const dim3 grid(static_cast<unsigned>(p.blocks)), block(kEpiThreads);
-  if (!force_int64 && epilogue_bwd_fits_int32(A, p)) {
-    const int32_t parts = static_cast<int32_t>(p.parts);
+  with_index_type(epilogue_bwd_fits_int32(A, p), force_int64, [&](auto index) {
+    using index_t = decltype(index);
+    const index_t parts = static_cast<index_t>(p.parts);
     if (p.rows) {
-      dev::launch(upconv_replicate_bwd_rows_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+      dev::launch(upconv_replicate_bwd_rows_kernel<scalar_t, acc_t, index_t>, grid, block, 0, stream, A, parts);
     } else {
-      dev::launch(upconv_replicate_bwd_planes_kernel<scalar_t, acc_t, int32_t>, grid, block, 0, stream, A, parts);
+      dev::launch(upconv_replicate_bwd_planes_kernel<scalar_t, acc_t, index_t>, grid, block, 0, stream, A, parts);
     }
-  } else if (p.rows) {
-    dev::launch(upconv_replicate_bwd_rows_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
-  } else {
-    dev::launch(upconv_replicate_bwd_planes_kernel<scalar_t, acc_t, int64_t>, grid, block, 0, stream, A, p.parts);
-  }
-  if (A.bias_partial != nullptr) {
-    dev::launch(upconv_bias_grad_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(A.C)), block, 0, stream,
-                static_cast<const acc_t*>(A.bias_partial), p.parts, A.C, bias_grad);
-  }
+  });
+  launch_upconv_bias_grad(A, p, bias_grad, stream);
 }
 
 template <typename scalar_t>
