@@ -58,3 +58,16 @@ def no_tf32():
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny run (tests/tiny_run.py: 4 steps, no metrics) with checkpoints at steps 2
+    (previous.pt) and 4 (last.pt), one per test module; a test that changes it works on a copy
+    (tiny_run.copy_run)."""
+    from ganx.train import Trainer
+    from tiny_run import SMALL, tiny
+
+    root = tmp_path_factory.mktemp("trained")
+    Trainer(tiny(root / "run"), dataset=SMALL).fit(tensorboard=False)
+    return root / "run"

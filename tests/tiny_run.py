@@ -10,8 +10,11 @@ by the test files; the tests directory is on sys.path as for faulty_ganx.py).
   ops, synchronised BatchNorm); test_fuzz.py takes MODEL and QUIET only, so that a config file's
   keys are not overridden;
 * :data:`SMALL`: 256 digits at 16 px (16 batches of 16, 8 of 32 per epoch);
-* :func:`tiny`: the TrainConfig of the same run; :func:`run_cli`: ``ganx`` in this process.
+* :func:`tiny`: the TrainConfig of the same run; :func:`run_cli`: ``ganx`` in this process;
+  :func:`copy_run`: a copy of a run folder (of the ``trained`` fixture's, tests/conftest.py).
 """
+import shutil
+
 import torch
 
 from ganx.cli import main
@@ -39,3 +42,9 @@ def run_cli(capsys, *argv):
         rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def copy_run(src, dst):
+    """A copy of the run folder ``src`` at ``dst`` (links copied as links); returns ``dst``."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
