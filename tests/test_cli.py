@@ -7,14 +7,14 @@ import sys
 import pytest
 
 from ganx.models import DISCRIMINATORS, GENERATORS
+from tiny_run import TINY  # tests/tiny_run.py
 
 # Every architecture at least once (the same-name pairs; cross pairs: tests/test_train.py).
 ARCH_COVER = [(g, g) for g in sorted(GENERATORS) if g in DISCRIMINATORS]
 
 
-TINY = ["--image-size", "16", "--latent-dim", "8", "--g-width", "8", "--d-width", "8", "--batch-size", "32",
-        "--steps", "6", "--log-every", "2", "--checkpoint-every", "3", "--metric-samples", "100",
-        "--device", "cpu", "--no-progress", "--impl", "reference", "--threads", "1"]
+# The tiny run (tests/tiny_run.py) with metrics, for six steps, logged every two and saved every three.
+RUN = [*TINY, "--metrics", "--metric-samples", "100", "--steps", "6", "--log-every", "2", "--checkpoint-every", "3"]
 
 
 def ganx(*args, cwd=None):
@@ -32,7 +32,7 @@ def test_train_resume_sample(tmp_path, archs):
     # dcgan: bce (its default loss) with label smoothing; resnet: hinge (its default) and DiffAugment
     cfg.write_text("sample_every: 0\n" + ("real_target: 0.9\n" if archs[1] == "dcgan" else
                                           "augment: cutout,translation\n"))
-    r = ganx("train", "--config", cfg, "--out", run, "--resume", "auto", *TINY,
+    r = ganx("train", "--config", cfg, "--out", run, "--resume", "auto", *RUN,
              "--generator", archs[0], "--discriminator", archs[1])
     assert r.returncode == 0, r.stderr
     assert "no checkpoint" in r.stdout and "starting a fresh run" in r.stdout
@@ -83,7 +83,7 @@ def snapshot(folder):
 
 
 def test_architecture_defaults_and_errors(tmp_path):
-    r = ganx("train", "--discriminator", "resnet", "--real-target", "0.9", "--out", tmp_path / "r", *TINY)
+    r = ganx("train", "--discriminator", "resnet", "--real-target", "0.9", "--out", tmp_path / "r", *RUN)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "'hinge' is the default loss of --discriminator resnet, --loss bce selects bce" in r.stderr
     r = ganx("train", "--generator", "stylegan", "--out", tmp_path / "r")

@@ -20,7 +20,7 @@ from ganx.train import Trainer, TrainConfig, load_checkpoint
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
 
-from tiny_run import MODEL, SMALL  # noqa: E402  (tests/tiny_run.py)
+from tiny_run import SMALL, TINY  # noqa: E402  (tests/tiny_run.py)
 
 # Equivalence config. Two things make "same global batch" subtle, and both are settled here:
 # * The generator has BatchNorm: each rank would normalise with the statistics of its own half
@@ -87,8 +87,9 @@ def test_ddp_matches_single_process(tmp_path, loss):
         torch.testing.assert_close(r0[k].float(), s[k].float(), rtol=1e-4, atol=1e-5, msg=k)
 
 
-TINY = MODEL + ["--batch-size", "16", "--log-every", "1", "--checkpoint-every", "100", "--device", "cpu", "--no-progress",
-                "--impl", "fused", "--threads", "1", "--no-metrics", "--sample-every", "0", "--sync-batchnorm"]
+# The tiny run (tests/tiny_run.py) on the fused ops, in batches of 16 per process, with synchronised
+# BatchNorm and no checkpoint but the last.
+DDP = [*TINY, "--impl", "fused", "--batch-size", "16", "--checkpoint-every", "100", "--sync-batchnorm"]
 
 
 def _torchrun(*args, timeout=240):
@@ -103,7 +104,7 @@ def _torchrun(*args, timeout=240):
 def test_torchrun_cli_train_and_resume(tmp_path):
     """The fused ops inside DDP, rank-0-only outputs, and a resume where all ranks load the checkpoint."""
     run = tmp_path / "run"
-    r = _torchrun("--out", run, "--steps", "3", *TINY)
+    r = _torchrun("--out", run, "--steps", "3", *DDP)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("ganx: training on cpu") == 1 and "2 processes (gloo)" in r.stdout
     assert load_checkpoint(run)["step"] == 3
@@ -128,7 +129,7 @@ def test_torchrun_sigterm_stops_all_ranks_with_a_checkpoint(tmp_path):
     cmd = ([exe] if exe else [sys.executable, "-m", "torch.distributed.run"])
     cmd += ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
             os.path.join(os.path.dirname(__file__), "faulty_ganx.py"),  # python -m ganx + slow steps
-            "train", "--out", str(run), "--steps", "1000", *TINY]
+            "train", "--out", str(run), "--steps", "1000", *DDP]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "GANX_TEST_SLOW_STEP": "0.1"}
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -340,6 +340,25 @@ def test_emulated_weight_fold_matches_cpu_twin_and_reference(variant, cid):
 _CXX = {"float32": "float", "float64": "double", "float16": "c10::Half", "bfloat16": "c10::BFloat16"}
 
 
+def _checked_launches(c, r, kernels):
+    """The names of the kernels in case ``c``'s launch log ``r.log``, each launch checked against
+    what the emulator knows: within the kernel's __launch_bounds__(256), its static shared memory
+    (``kernels``: the kernel names the case may launch, True for those with the bias reductions'
+    [256] accumulators of the accumulate type; none in the forward and the channels_last backward,
+    whose threads keep their own partial sums), and the index type of its instantiation: 32-bit
+    unless the case forces the 64-bit one (the bias-gradient kernel has none)."""
+    red = 1024 * (2 if c.dtype == "float64" else 1)
+    want = {name: red if reduces else 0 for name, reduces in kernels.items()}
+    lines = r.log.splitlines()
+    names = [ln.split("<")[0].split("::")[-1] for ln in lines]
+    assert lines and all(ln.endswith(" 256,1,1 0 static=%d bound=256" % want[nm])
+                         for nm, ln in zip(names, lines)), r.log
+    index_t = "long" if c.kv.get("i64") else "int"
+    assert all(ln.rsplit(" ", 5)[0].endswith(f", {index_t}>") for nm, ln in zip(names, lines)
+               if nm != "upconv_bias_grad_kernel"), r.log
+    return names
+
+
 @pytest.mark.parametrize("variant,cid", [vc for vc in variant_cases() if BY_ID[vc[1]].op in ("upconv_fwd", "upconv_bwd")])
 def test_emulated_upconv_epilogue_matches_cpu_twin_and_reference(variant, cid):
     c = BY_ID[cid]
@@ -347,19 +366,8 @@ def test_emulated_upconv_epilogue_matches_cpu_twin_and_reference(variant, cid):
     t = H.DTYPES[c.dtype]
     tol = TOL[c.dtype]
     m = c.meta
-    # every launch within the kernel's __launch_bounds__(kEpiThreads), which the emulator knows
-    # (static shared memory: the bias reductions' [256] accumulators; none in the forward and the
-    # channels_last backward, whose threads keep their own partial sums)
-    red = 1024 * (2 if c.dtype == "float64" else 1)
-    want = {"upconv_epilogue_fwd_kernel": 0, "upconv_epilogue_bwd_rows_kernel": 0,
-            "upconv_epilogue_bwd_planes_kernel": red, "upconv_bias_grad_kernel": red}
-    names = [ln.split("<")[0].split("::")[-1] for ln in r.log.splitlines()]
-    assert r.log and all(ln.endswith(" 256,1,1 0 static=%d bound=256" % want[nm])
-                         for nm, ln in zip(names, r.log.splitlines())), r.log
-    # the index type: 32-bit unless the case forces the 64-bit instantiation
-    index_t = "long" if c.kv.get("i64") else "int"
-    assert all(ln.rsplit(" ", 5)[0].endswith(f", {index_t}>") for nm, ln in zip(names, r.log.splitlines())
-               if nm != "upconv_bias_grad_kernel"), r.log
+    names = _checked_launches(c, r, {"upconv_epilogue_fwd_kernel": False, "upconv_epilogue_bwd_rows_kernel": False,
+                                     "upconv_epilogue_bwd_planes_kernel": True, "upconv_bias_grad_kernel": True})
     if c.op == "upconv_fwd":
         n = torch.Size(m["oshape"]).numel()
         cu = _view(r.tensor("out_cuda", t), m["oshape"], m["ost"]).double()
@@ -442,15 +450,8 @@ def test_emulated_replicate_form_matches_cpu_twin_and_reference(variant, cid):
     t = H.DTYPES[c.dtype]
     tol = TOL[c.dtype]
     m = c.meta
-    red = 1024 * (2 if c.dtype == "float64" else 1)
-    want = {"upconv_replicate_fwd_kernel": 0, "upconv_replicate_bwd_rows_kernel": 0,
-            "upconv_replicate_bwd_planes_kernel": red, "upconv_bias_grad_kernel": red}
-    lines = r.log.splitlines()
-    names = [ln.split("<")[0].split("::")[-1] for ln in lines]
-    assert lines and all(ln.endswith(" 256,1,1 0 static=%d bound=256" % want[nm]) for nm, ln in zip(names, lines)), r.log
-    index_t = "long" if c.kv.get("i64") else "int"
-    assert all(ln.rsplit(" ", 5)[0].endswith(f", {index_t}>") for nm, ln in zip(names, lines)
-               if nm != "upconv_bias_grad_kernel"), r.log
+    names = _checked_launches(c, r, {"upconv_replicate_fwd_kernel": False, "upconv_replicate_bwd_rows_kernel": False,
+                                     "upconv_replicate_bwd_planes_kernel": True, "upconv_bias_grad_kernel": True})
     if c.op == "upconv_rep_fwd":
         assert names == ["upconv_replicate_fwd_kernel"], r.log
         cu = _view(r.tensor("out_cuda", t), m["oshape"], m["ost"])

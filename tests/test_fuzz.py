@@ -22,7 +22,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import ganx.functional as gf  # noqa: E402
 from ganx.nn import UpsampleConv2d  # noqa: E402
-from tiny_run import MODEL  # noqa: E402  (tests/tiny_run.py)
+from tiny_run import MODEL, QUIET  # noqa: E402  (tests/tiny_run.py)
 from ganx.ops import reference as ref  # noqa: E402
 from ganx.ops.activations import ACTIVATIONS  # noqa: E402
 
@@ -396,7 +396,8 @@ def test_upsample_conv2d_module_fuzz(data):
 
 
 # ---------------------------------------------------------------------------- CLI and config files
-TINY = MODEL + ["--steps", "1", "--device", "cpu", "--no-progress", "--no-metrics", "--sample-every", "0"]
+# One step of the tiny model (tests/tiny_run.py); no batch size, so a config file's stays in force.
+ONE_STEP = [*MODEL, *QUIET, "--steps", "1"]
 
 BAD_CONFIGS = [
     ("yaml", "stepz: 3\n", "unknown config key"),
@@ -448,7 +449,7 @@ BAD_FLAGS = [
 def test_bad_cli_flags_in_process(tmp_path, capsys, flags, expect):
     from ganx.cli import main
 
-    argv = ["train", *TINY, *flags] + ([] if "--resume" in flags else ["--out", str(tmp_path / "r")])
+    argv = ["train", *ONE_STEP, *flags] + ([] if "--resume" in flags else ["--out", str(tmp_path / "r")])
     try:
         rc = main(argv)
     except SystemExit as e:  # argparse's own errors (usage + message)
@@ -463,7 +464,7 @@ def test_bad_input_real_process(tmp_path):
     (tmp_path / "c.yaml").write_text("batch_size: 100000\n")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     for args, expect in ((["train", "--image-size", "20"], "invalid choice"),
-                         (["train", "--config", tmp_path / "c.yaml", *TINY, "--out", tmp_path / "r"],
+                         (["train", "--config", tmp_path / "c.yaml", *ONE_STEP, "--out", tmp_path / "r"],
                           "larger than the dataset"),
                          (["train", "--resume", tmp_path / "junk.pt"], "junk.pt")):
         r = subprocess.run([sys.executable, "-m", "ganx", *map(str, args)], capture_output=True, text=True,

@@ -1,11 +1,16 @@
 """Generator / Discriminator: shapes, conditioning, fused vs reference layers, errors. The
 contract tests run over every architecture of the registry (GENERATORS / DISCRIMINATORS);
 the ResNet pair is also checked against functional oracles written here."""
+import inspect
+import typing
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ganx.models import DISCRIMINATORS, GENERATORS, Discriminator, Generator, ResNetDiscriminator, ResNetGenerator
+from ganx.models.contract import DiscriminatorArch, DiscriminatorModel, GeneratorArch, GeneratorModel
 
 G_ARCHS = sorted(GENERATORS)
 D_ARCHS = sorted(DISCRIMINATORS)
@@ -25,6 +30,160 @@ def test_registry_holds_both_families():
     for table in (GENERATORS, DISCRIMINATORS):
         for name, cls in table.items():
             assert cls.arch == name and callable(cls.from_config) and callable(cls.config)
+
+
+# ---------------------------------------------------------------------------- the contract
+# (ganx.models.contract): every registry entry is checked against its Protocols, and the check
+# itself must catch a planted break (test_contract_check_catches_a_broken_model).
+KINDS = {"generator": (GENERATORS, GeneratorArch, GeneratorModel),
+         "discriminator": (DISCRIMINATORS, DiscriminatorArch, DiscriminatorModel)}
+ENTRIES = [pytest.param(kind, name, id=f"{kind}-{name}")
+           for kind, (table, _, _) in KINDS.items() for name in sorted(table)]
+CONDITIONINGS = ((None, None), (10, None), (None, 7))  # (num_classes, embedding_dim)
+
+
+def _fits(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.ClassVar:
+        return _fits(value, args[0])
+    if origin is typing.Union:
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def _params(fn, drop_first: bool):
+    """(name, kind, default) of ``fn``'s parameters (annotations left out: strings here and there)."""
+    ps = list(inspect.signature(fn).parameters.values())[1 if drop_first else 0:]
+    return [(p.name, p.kind, p.default) for p in ps]
+
+
+def _plain(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _module_problems(problems, where, kind, cls, cfg, num_classes, embedding_dim, model_proto) -> None:
+    """Adds to ``problems`` what the module ``cls.from_config`` builds for one conditioning does
+    not meet of the contract."""
+    m = cls.from_config(cfg, num_classes, embedding_dim=embedding_dim)
+    if not isinstance(m, model_proto):
+        problems.append(f"{where}: the module does not meet {model_proto.__name__}")
+        return
+    for attr, hint in typing.get_type_hints(model_proto).items():
+        if not _fits(getattr(m, attr), hint):
+            problems.append(f"{where}: {attr} = {getattr(m, attr)!r} is not {hint}")
+    want = {"image_size": 16, "channels": 1, "width": 4, "num_classes": num_classes,
+            "embedding_dim": embedding_dim, "conditional": num_classes is not None or embedding_dim is not None}
+    if kind == "generator":
+        want["latent_dim"] = 8
+    got = {k: getattr(m, k) for k in want}
+    if got != want:
+        problems.append(f"{where}: the module has {got}, the config asked for {want}")
+    c = m.config()
+    if not (isinstance(c, dict) and all(isinstance(k, str) and _plain(v) for k, v in c.items())):
+        problems.append(f"{where}: config() = {c!r} is not a dict of plain values")
+        return
+    rebuilt = cls(**c)
+    if rebuilt.config() != c or rebuilt.state_dict().keys() != m.state_dict().keys():
+        problems.append(f"{where}: cls(**m.config()) does not rebuild the module")
+    m.eval()
+    labels = (torch.arange(2) if num_classes else torch.randn(2, embedding_dim) if embedding_dim else None)
+    with torch.no_grad():
+        if kind == "generator":
+            out, shape = m(torch.randn(2, 8), labels), (2, 1, 16, 16)
+            if out.shape == shape and not bool(out.abs().max() <= 1):
+                problems.append(f"{where}: the images are not in [-1, 1]")
+        else:
+            out, shape = m(torch.rand(2, 1, 16, 16) * 2 - 1, labels), (2,)
+    if tuple(out.shape) != shape:
+        problems.append(f"{where}: the output is {tuple(out.shape)}, not {shape}")
+
+
+def contract_problems(kind: str, name: str, cls) -> list:
+    """What ``cls``, registered as ``name`` among the ``kind``s, does not meet of the contract."""
+    _, arch_proto, model_proto = KINDS[kind]
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return [f"{cls!r} is not an nn.Module class"]
+    if not isinstance(cls, arch_proto):
+        return [f"the class does not meet {arch_proto.__name__}"]
+    problems = []
+    if cls.arch != name:
+        problems.append(f"arch {cls.arch!r} is not its registry name {name!r}")
+    # Signatures: the trainer calls from_config(cfg, num_classes, embedding_dim=...), everything
+    # calls the module as m(x, labels).
+    if _params(cls.from_config, False) != _params(arch_proto.from_config, True):
+        problems.append(f"from_config{inspect.signature(cls.from_config)} is not "
+                        f"from_config{inspect.signature(arch_proto.from_config)}")
+    if _params(cls.forward, True) != _params(model_proto.forward, True):
+        problems.append(f"forward{inspect.signature(cls.forward)} is not "
+                        f"forward{inspect.signature(model_proto.forward)}")
+    if problems:
+        return problems
+    from ganx.train import TrainConfig
+
+    cfg = TrainConfig(image_size=16, channels=1, latent_dim=8, g_width=4, d_width=4, impl="reference",
+                      generator=name if kind == "generator" else "dcgan",
+                      discriminator=name if kind == "discriminator" else "dcgan")
+    for num_classes, embedding_dim in CONDITIONINGS:
+        where = f"num_classes={num_classes}, embedding_dim={embedding_dim}"
+        try:
+            _module_problems(problems, where, kind, cls, cfg, num_classes, embedding_dim, model_proto)
+        except Exception as e:  # noqa: BLE001  (a module that cannot be built or called)
+            problems.append(f"{where}: {type(e).__name__}: {e}")
+    return problems
+
+
+@pytest.mark.parametrize("kind,name", ENTRIES)
+def test_registry_entries_meet_the_contract(kind, name):
+    assert contract_problems(kind, name, KINDS[kind][0][name]) == []
+
+
+class _NoEmbeddingArg(Generator):  # from_config without embedding_dim
+    @classmethod
+    def from_config(cls, cfg, num_classes):
+        return super().from_config(cfg, num_classes)
+
+
+class _TextWidth(Discriminator):  # an attribute of the wrong type
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.width = str(self.width)
+
+
+class _NotConditional(ResNetGenerator):  # says unconditional when it is not
+    conditional = False
+
+
+class _LogitsPerPixel(ResNetDiscriminator):  # (N, 1) instead of (N,)
+    def forward(self, x, labels=None):
+        return super().forward(x, labels)[:, None]
+
+
+class _TensorConfig(Discriminator):  # config() not of plain values
+    def config(self):
+        return {**super().config(), "width": torch.tensor(self.width)}
+
+
+class _ExtraForwardArg(Generator):  # forward(z, labels, truncation): not the contract's call
+    def forward(self, z, labels=None, truncation=1.0):
+        return super().forward(z, labels)
+
+
+@pytest.mark.parametrize("kind,cls,why", [
+    ("generator", _NoEmbeddingArg, "from_config"),
+    ("discriminator", _TextWidth, "width = '4'"),
+    ("generator", _NotConditional, "'conditional': False"),
+    ("discriminator", _LogitsPerPixel, "the output is (2, 1)"),
+    ("discriminator", _TensorConfig, "not a dict of plain values"),
+    ("generator", _ExtraForwardArg, "forward"),
+    ("generator", Discriminator, "forward"),  # a discriminator registered as a generator
+    ("discriminator", nn.Linear, "does not meet DiscriminatorArch"),
+], ids=lambda v: v.__name__.strip("_") if isinstance(v, type) else None)
+def test_contract_check_catches_a_broken_model(kind, cls, why):
+    name = getattr(cls, "arch", "linear")
+    problems = contract_problems(kind, name, cls)
+    assert any(why in p for p in problems), problems
 
 
 @pytest.mark.parametrize("arch", G_ARCHS)

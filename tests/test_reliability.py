@@ -23,7 +23,7 @@ from ganx.train.checkpoint import CheckpointError, find_resumable, state_digest
 from ganx.train.config import ConfigError, load_config_file
 from ganx.train.rundir import LOCK_NAME, RunFolderError, RunLock
 
-from tiny_run import SMALL, TINY, run_cli, tiny  # noqa: E402  (tests/tiny_run.py)
+from tiny_run import SMALL, TINY, copy_run, run_cli, tiny  # noqa: E402  (tests/tiny_run.py)
 
 
 def ganx_proc(*args):
@@ -31,24 +31,9 @@ def ganx_proc(*args):
                           env=faulty_ganx.hook_env(), timeout=240)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 4-step run with checkpoints at steps 2 (previous.pt) and 4 (last.pt)."""
-    root = tmp_path_factory.mktemp("trained")
-    Trainer(tiny(root / "run"), dataset=SMALL).fit(tensorboard=False)
-    return root / "run"
-
-
-def _copy_run(src, dst):
-    import shutil
-
-    shutil.copytree(src, dst, symlinks=True)
-    return dst
-
-
 # ------------------------------------------------------------------ 1. where a resumed run writes
 def test_resume_never_writes_where_the_checkpoint_says(tmp_path, capsys, trained):
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "config.yaml").write_text("precious: 1\n")
@@ -96,7 +81,7 @@ def _flip_exponents(path, key="G"):
 
 
 def test_checkpoint_digest_detects_flipped_bits(tmp_path, trained):
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     last = run / "checkpoints" / "last.pt"
     ck = torch.load(last, weights_only=True)
     assert ck["integrity"]["digest"] == state_digest(ck)
@@ -116,7 +101,7 @@ def test_checkpoint_digest_detects_flipped_bits(tmp_path, trained):
 
 
 def test_sample_refuses_a_corrupted_checkpoint(tmp_path, capsys, trained):
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     _flip_exponents(run / "checkpoints" / "last.pt", "ema")
     rc, out, err = run_cli(capsys, "sample", "--checkpoint", run, "--out", tmp_path / "g.png", "--n", 4)
     assert rc == 2 and "last.pt" in err and "corrupted" in err and "Traceback" not in err, err
@@ -132,7 +117,7 @@ def test_checkpoints_of_older_ganx_still_load(tmp_path, trained):
 
 
 def test_resume_auto_prefers_verified_plausible_step(tmp_path, capsys, trained):
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     from ganx.train.checkpoint import save_atomic
 
     ck = load_checkpoint(run)
@@ -158,7 +143,7 @@ def test_resume_auto_prefers_verified_plausible_step(tmp_path, capsys, trained):
 
 # ------------------------------------------------------------------ 3. no rewrite in place
 def test_torn_log_line_is_skipped_with_a_warning(tmp_path, capsys, trained):
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     log = run / "log.jsonl"
     text = log.read_text()
     log.write_text(text + '{"step": 5, "d_lo')  # a kill -9 in the middle of a line
@@ -172,7 +157,7 @@ def test_torn_log_line_is_skipped_with_a_warning(tmp_path, capsys, trained):
 def test_stale_temporaries_are_cleaned_at_start(tmp_path, capsys, trained):
     from ganx._io import temp_prefix
 
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a process that no longer runs: its temporaries are stale
     for name in ("last.pt", "previous.pt"):
@@ -255,7 +240,7 @@ def test_no_checkpoints_through_a_folder_link(tmp_path, capsys):
 
 
 def test_resume_auto_skips_dangling_links_and_loops(tmp_path, capsys, trained):
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     ck = run / "checkpoints"
     os.symlink(tmp_path / "missing.pt", ck / "dangling.pt")
     os.symlink(ck / "loop2.pt", ck / "loop1.pt")
@@ -311,7 +296,7 @@ def test_read_only_run_folder_is_one_line_error(tmp_path, monkeypatch):
     (["--discriminator", "resnet"], "discriminator ('dcgan' -> 'resnet')"),
 ])
 def test_resume_with_model_changing_options(tmp_path, capsys, trained, flags, expect):
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     rc, out, err = run_cli(capsys, "train", "--resume", run, "--steps", 6, *flags)
     assert rc == 2 and expect in err and "Traceback" not in err, err
 
@@ -319,7 +304,7 @@ def test_resume_with_model_changing_options(tmp_path, capsys, trained, flags, ex
 def test_checkpoint_whose_tensors_or_rng_do_not_fit(tmp_path, capsys, trained):
     from ganx.train.checkpoint import save_atomic
 
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     ck = load_checkpoint(run)
     ck["G"] = {k: torch.zeros(3) for k in ck["G"]}
     save_atomic(ck, run / "checkpoints" / "last.pt")
@@ -421,7 +406,7 @@ def test_array_headers_checked_before_allocation(tmp_path, capsys, monkeypatch):
 def test_checkpoint_model_size_checked(tmp_path, capsys, trained):
     from ganx.train.checkpoint import save_atomic
 
-    run = _copy_run(trained, tmp_path / "run")
+    run = copy_run(trained, tmp_path / "run")
     ck = load_checkpoint(run)
     ck["generator_config"]["width"] = 2 ** 15
     ck["config"]["g_width"] = 2 ** 15

@@ -23,7 +23,7 @@ from ganx.data import load_digits_dataset
 from ganx.train import Trainer, load_checkpoint
 from ganx.train.checkpoint import find_resumable
 
-from tiny_run import SMALL, TINY, run_cli, tiny  # noqa: E402  (tests/tiny_run.py)
+from tiny_run import SMALL, TINY, copy_run, run_cli, tiny  # noqa: E402  (tests/tiny_run.py)
 
 
 def one_line_error(rc, err, *needles):
@@ -34,19 +34,6 @@ def one_line_error(rc, err, *needles):
     for n in needles:
         assert n in lines[0], lines[0]
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished 4-step run (no metrics) with checkpoints at steps 2 (previous.pt) and 4 (last.pt)."""
-    root = tmp_path_factory.mktemp("trained")
-    Trainer(tiny(root / "run"), dataset=SMALL).fit(tensorboard=False)
-    return root / "run"
-
-
-def copy_run(src, dst):
-    shutil.copytree(src, dst, symlinks=True)
-    return dst
 
 
 def snapshot(folder):

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch._prims_common import suggest_memory_format
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 import ganx
 import ganx.functional as GF
@@ -29,12 +28,8 @@ ACTS = [(n, 0.2 if a.takes_slope else 0.01) for n, a in ACTIVATION_TABLE.items()
 SCALES = [1, 2, 3, 4]
 
 
-@pytest.fixture(autouse=True)
-def _auto_algorithm():
-    old = U.get_upconv_algorithm()
-    U.set_upconv_algorithm(None)
-    yield
-    U.set_upconv_algorithm(old)
+# every test with the algorithm choice left to ganx's rule (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("auto_upconv_algorithm")
 
 
 def _layout(name, n=2, c=5, h=6, w=7, dtype=torch.float64, device="cpu"):
@@ -225,23 +220,14 @@ def test_opcheck(layout):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "transposed", "cl_nc11"])
 @pytest.mark.parametrize("scale", [1, 2])
-def test_fake_strides_match_real(layout, scale):
+def test_fake_strides_match_real(fake_strides_match, layout, scale):
     x = (torch.randn(2, 5, 1, 1).contiguous(memory_format=torch.channels_last) if layout == "cl_nc11"
          else _layout(layout, dtype=torch.float32))
     w = torch.randn(4, 5, 1, 1).contiguous(memory_format=torch.channels_last)
     fwd = lambda x_, w_: torch.ops.ganx.upsample_conv2d(x_, w_, None, scale, 0, "relu", 0.0)  # noqa: E731
     bwd = lambda g_, x_, w_, o_: torch.ops.ganx.upsample_conv2d_backward(  # noqa: E731
         g_, x_, w_, o_, False, scale, 0, "relu", 0.0, [True, True, False])
-    out = fwd(x, w)
-    g = torch.randn_like(out)
-    gx, gw, _ = bwd(g, x, w, out)
-    with FakeTensorMode() as mode:
-        fx_, fw, fg, fo = (mode.from_tensor(t) for t in (x, w, g, out))
-        f_out = fwd(fx_, fw)
-        f_gx, f_gw, _ = bwd(fg, fx_, fw, fo)
-    assert f_out.shape == out.shape and f_out.stride() == out.stride(), (layout, f_out.stride(), out.stride())
-    assert f_gx.stride() == gx.stride(), (layout, f_gx.stride(), gx.stride())
-    assert f_gw.stride() == gw.stride(), (layout, f_gw.stride(), gw.stride())
+    fake_strides_match(fwd, bwd, x, w, layout)
 
 
 def test_forced_replicate_needs_a_1x1_kernel():

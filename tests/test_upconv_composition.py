@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 import ganx
 import ganx.functional as GF
@@ -29,12 +28,8 @@ def _run(fn, x, w, b, go, **kw):
     return out.detach(), grads
 
 
-@pytest.fixture(autouse=True)
-def _auto_algorithm():
-    old = U.get_upconv_algorithm()
-    U.set_upconv_algorithm(None)
-    yield
-    U.set_upconv_algorithm(old)
+# every test with the algorithm choice left to ganx's rule (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("auto_upconv_algorithm")
 
 
 # ----------------------------------------------------------------- algorithms
@@ -409,7 +404,7 @@ def _layouts():
 
 @pytest.mark.parametrize("layout", list(_layouts()))
 @pytest.mark.parametrize("op", ["upsample_conv2d", "conv_transpose2d_4s2"])
-def test_fake_strides_match_real(layout, op):
+def test_fake_strides_match_real(fake_strides_match, layout, op):
     x = _layouts()[layout]
     c = x.shape[1]
     if op == "upsample_conv2d":
@@ -422,16 +417,7 @@ def test_fake_strides_match_real(layout, op):
         fwd = lambda x_, w_: torch.ops.ganx.conv_transpose2d_4s2(x_, w_, None, "relu", 0.0)  # noqa: E731
         bwd = lambda g_, x_, w_, o_: torch.ops.ganx.conv_transpose2d_4s2_backward(  # noqa: E731
             g_, x_, w_, o_, False, "relu", 0.0, [True, True, False])
-    out = fwd(x, w)
-    g = torch.randn_like(out)
-    gx, gw, _ = bwd(g, x, w, out)
-    with FakeTensorMode() as mode:
-        fx, fw, fg, fo = (mode.from_tensor(t) for t in (x, w, g, out))
-        f_out = fwd(fx, fw)
-        f_gx, f_gw, _ = bwd(fg, fx, fw, fo)
-    assert f_out.shape == out.shape and f_out.stride() == out.stride(), (layout, f_out.stride(), out.stride())
-    assert f_gx.stride() == gx.stride(), (layout, f_gx.stride(), gx.stride())
-    assert f_gw.stride() == gw.stride(), (layout, f_gw.stride(), gw.stride())
+    fake_strides_match(fwd, bwd, x, w, layout)
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "cl_sliced", "cl_1111", "permuted"])

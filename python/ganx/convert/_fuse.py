@@ -486,22 +486,6 @@ def _interp_args(n: fx.Node):
     return b.arguments
 
 
-def _graph_route_problem(model: nn.Module, graph) -> str:
-    """Why the traced graph cannot become the model's forward ("" if it can)."""
-    try:
-        other = _trace.deepcopy(model).train(not model.training)
-        g2, why = _trace.trace(other)
-        if g2 is None:
-            return f"the model traces in {'train' if model.training else 'eval'} mode only ({why})"
-        if g2.python_code("self").src != graph.python_code("self").src:
-            return ("the traced forward differs between train and eval mode (it branches on self.training), so the "
-                    "rewritten graph cannot be the model's forward in both modes")
-        _trace.install_forward(_trace.deepcopy(model), _trace.copy_graph(graph)[0])
-    except Exception as e:  # noqa: BLE001
-        return f"the traced forward cannot run on the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-    return ""
-
-
 def _plan_graph(work: nn.Module, graph, policy: "_Policy", report: FuseReport, graph_why: str,
                 covered: set) -> List[_Rewrite]:
     modules: Dict[str, nn.Module] = dict(work.named_modules())
@@ -1118,7 +1102,9 @@ def fuse(model: nn.Module, inplace: bool = False, *, where_slower: str = "leave"
     covered: set = set()
     if graph is not None:
         report.method = "torch.fx graph"
-        rewrites = _plan_graph(work, graph, policy, report, _graph_route_problem(model, graph), covered)
+        graph_why = _trace.forward_problem(
+            model, graph, ", so the rewritten graph cannot be the model's forward in both modes")
+        rewrites = _plan_graph(work, graph, policy, report, graph_why, covered)
     else:
         report.method = f"module walk; the model does not trace ({why})"
         rewrites = []

@@ -238,21 +238,6 @@ def _prove(old: nn.Module, new: nn.Module, graph, example_input) -> str:
             "inputs). Nothing was changed.")
 
 
-def _forward_problem(model: nn.Module, graph) -> str:
-    """Why the traced graph cannot stand in for the model's forward ("" if it can)."""
-    try:
-        other = _trace.deepcopy(model).train(not model.training)
-        g2, why = _trace.trace(other)
-        if g2 is None:
-            return f"the model traces in {'train' if model.training else 'eval'} mode only ({why})"
-        if g2.python_code("self").src != graph.python_code("self").src:
-            return "the traced forward differs between train and eval mode (it branches on self.training)"
-        _trace.install_forward(_trace.deepcopy(model), _trace.copy_graph(graph)[0])
-    except Exception as e:  # noqa: BLE001
-        return f"the traced forward cannot run on the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-    return ""
-
-
 def _convert_criterion(criterion):
     if criterion is None:
         return None
@@ -299,7 +284,7 @@ def logits_and_bce(discriminator: nn.Module, criterion: Optional[nn.Module] = No
             where, kind = node.target, "module"
         else:
             where, kind = node.name, "call"
-            problem = _forward_problem(discriminator, graph)
+            problem = _trace.forward_problem(discriminator, graph)
             if problem:
                 _refuse(f"the sigmoid is a call ({_trace.describe(node, dict(work.named_modules()))}) inside forward: "
                         f"removing it means running the traced forward instead of the model's own, but {problem}. "

@@ -20,7 +20,7 @@ import torch.fx as fx
 from torch import nn
 
 __all__ = ["trace", "call_counts", "set_module", "swap_all", "has_hooks", "describe", "is_metadata_use",
-           "graph_module_like", "install_forward", "copy_graph", "CREATED_IN_FORWARD"]
+           "graph_module_like", "install_forward", "copy_graph", "forward_problem", "CREATED_IN_FORWARD"]
 
 CREATED_IN_FORWARD = "<created in forward>"
 
@@ -116,6 +116,24 @@ def install_forward(root: nn.Module, graph: fx.Graph) -> None:
     submodules and parameters by their names from ``root``. Raises if a name is missing."""
     gm = fx.GraphModule(root, graph, class_name=type(root).__name__)
     root.forward = functools.partial(type(gm).forward, root)
+
+
+def forward_problem(model: nn.Module, graph: fx.Graph, branch_note: str = "") -> str:
+    """Why ``graph``, the traced forward of ``model``, cannot stand in for the model's forward (""
+    if it can): the model traces in its current mode only, the trace differs between train and
+    eval mode (the reason then ends with ``branch_note``), or the graph does not run on the model."""
+    try:
+        other = deepcopy(model).train(not model.training)
+        g2, why = trace(other)
+        if g2 is None:
+            return f"the model traces in {'train' if model.training else 'eval'} mode only ({why})"
+        if g2.python_code("self").src != graph.python_code("self").src:
+            return ("the traced forward differs between train and eval mode (it branches on self.training)"
+                    + branch_note)
+        install_forward(deepcopy(model), copy_graph(graph)[0])
+    except Exception as e:  # noqa: BLE001
+        return f"the traced forward cannot run on the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    return ""
 
 
 def has_hooks(m: nn.Module) -> bool:

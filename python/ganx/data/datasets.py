@@ -404,20 +404,32 @@ def _check_array_file(path: Path, image_size: Optional[int] = None, channels: Op
         _check_array_size(shape, dtype, what, stored, image_size, channels)
 
 
+def _real(a: np.ndarray) -> bool:
+    """Whether a conditioning vector array holds real numbers (not bool, not complex)."""
+    return not (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number)
+                or np.issubdtype(a.dtype, np.complexfloating))
+
+
+def _finite_float32(a: np.ndarray, error: str) -> torch.Tensor:
+    """Conditioning vectors ``a`` (real numbers) as a float32 tensor; DataError(``error``) if one is
+    NaN, infinite, or beyond float32's range (which the conversion makes infinite)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if not torch.isfinite(t).all():
+        raise DataError(error)
+    return t
+
+
 def _embeddings(e: np.ndarray, n: int, what: str) -> torch.Tensor:
     """A .npz's ``embeddings`` array checked: (N, E) real numbers, finite in float32, one row per image."""
     if e.ndim != 2 or e.shape[1] < 1:
         raise DataError(f"{what}: 'embeddings' must be an (N, E) array, one vector of E >= 1 values per image; got "
                         f"shape {e.shape}")
-    if e.dtype == np.bool_ or not np.issubdtype(e.dtype, np.number) or np.issubdtype(e.dtype, np.complexfloating):
+    if not _real(e):
         raise DataError(f"{what}: 'embeddings' must hold real numbers, got dtype {e.dtype}")
     if len(e) != n:
         raise DataError(f"{what}: {n} images but {len(e)} rows of 'embeddings' (one vector per image)")
-    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
-        t = torch.from_numpy(np.ascontiguousarray(e, dtype=np.float32))
-    if not torch.isfinite(t).all():
-        raise DataError(f"{what}: 'embeddings' contains NaN or infinity (or values beyond float32's range)")
-    return t
+    return _finite_float32(e, f"{what}: 'embeddings' contains NaN or infinity (or values beyond float32's range)")
 
 
 def load_array(path, image_size: int, channels: Optional[int] = None) -> ImageDataset:
@@ -497,13 +509,9 @@ def load_vectors(path) -> torch.Tensor:
         a = a[None]
     if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
         raise DataError(f"{what}: expected vectors of shape (N, E) or (E,), got shape {a.shape}")
-    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+    if not _real(a):
         raise DataError(f"{what}: the vectors must be real numbers, got dtype {a.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    if not torch.isfinite(t).all():
-        raise DataError(f"{what}: the vectors contain NaN or infinity (or values beyond float32's range)")
-    return t
+    return _finite_float32(a, f"{what}: the vectors contain NaN or infinity (or values beyond float32's range)")
 
 
 def load_torchvision(name: str, root, image_size: int, channels: Optional[int] = None) -> ImageDataset:

@@ -10,7 +10,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["IMAGE_SIZES", "check_common", "set_common", "check_condition", "latents"]
+__all__ = ["IMAGE_SIZES", "check_common", "set_common", "Conditioned", "check_condition", "check_generator_input",
+           "check_discriminator_input", "latents", "projection_logit", "discriminator_config"]
 
 IMAGE_SIZES = (16, 32, 64, 128)
 
@@ -42,6 +43,18 @@ def set_common(model, image_size: int, channels: int, width: int, num_classes: O
     model.embedding_dim = int(embedding_dim) if embedding_dim is not None else None
 
 
+class Conditioned:
+    """Mixin of every model (listed before ``nn.Module`` in its bases; it adds no parameter, buffer
+    or ``__init__``): whether the model is conditional, from the attributes :func:`set_common` keeps."""
+
+    num_classes: Optional[int]
+    embedding_dim: Optional[int]
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None or self.embedding_dim is not None
+
+
 def check_condition(who: str, kind: str, model, labels: Optional[torch.Tensor], n: int) -> None:
     """The conditioning input of ``model``'s forward (``kind`` "generator" or "discriminator",
     ``who`` its class name for the message) checked against the model: (N,) class indices for a
@@ -65,6 +78,22 @@ def check_condition(who: str, kind: str, model, labels: Optional[torch.Tensor], 
         raise ValueError(f"{who}: this {kind} is unconditional; labels must be None")
 
 
+def check_generator_input(who: str, model, z: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+    """A generator's forward input: ``z`` (N, latent_dim) and the conditioning (:func:`check_condition`)."""
+    if z.dim() != 2 or z.shape[1] != model.latent_dim:
+        raise ValueError(f"{who}: z must be (N, {model.latent_dim}), got {tuple(z.shape)}")
+    check_condition(who, "generator", model, labels, z.shape[0])
+
+
+def check_discriminator_input(who: str, model, x: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+    """A discriminator's forward input: images ``x`` (N, channels, image_size, image_size) and the
+    conditioning (:func:`check_condition`)."""
+    if x.dim() != 4 or x.shape[1:] != (model.channels, model.image_size, model.image_size):
+        raise ValueError(f"{who}: x must be (N, {model.channels}, {model.image_size}, "
+                         f"{model.image_size}), got {tuple(x.shape)}")
+    check_condition(who, "discriminator", model, labels, x.shape[0])
+
+
 def latents(n: int, latent_dim: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
     """``n`` standard-normal latents of size ``latent_dim``, drawn on the CPU (so a seeded
     ``generator`` gives the same z on any device), then moved to ``device``. Every latent ganx
@@ -83,3 +112,15 @@ def projection_logit(model, h: torch.Tensor, labels: Optional[torch.Tensor]) -> 
     elif model.conditional:
         logit = logit + (model.embed(labels).to(h.dtype) * h).sum(dim=1)
     return logit
+
+
+def discriminator_config(model) -> dict:
+    """A discriminator's constructor arguments (plain types) to rebuild it, e.g. from a checkpoint:
+    the common ones, ``spectral_norm``, ``minibatch_std``, and ``embedding_dim`` only for an
+    embedding-conditioned model (so the configs of the others are those of earlier ganx versions)."""
+    cfg = {"image_size": model.image_size, "channels": model.channels, "width": model.width,
+           "num_classes": model.num_classes, "spectral_norm": model.spectral_norm,
+           "minibatch_std": model.minibatch_std}
+    if model.embedding_dim is not None:
+        cfg["embedding_dim"] = model.embedding_dim
+    return cfg

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from ganx.models.common import check_condition, projection_logit, set_common
+from ganx.models.common import (Conditioned, check_discriminator_input, discriminator_config, projection_logit,
+                                 set_common)
 
 __all__ = ["Discriminator", "MinibatchStd"]
 
@@ -43,7 +44,7 @@ class MinibatchStd(nn.Module):
         return f"group_size={self.group_size}"
 
 
-class Discriminator(nn.Module):
+class Discriminator(Conditioned, nn.Module):
     """Maps an image in [-1, 1] to one logit per sample (``sigmoid(logit)`` = P(real)).
 
     ``log2(size/4)`` blocks of ``Conv2d(k=4, s=2, p=1) -> LeakyReLU(0.2)`` halve the image down
@@ -104,17 +105,10 @@ class Discriminator(nn.Module):
                 w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
                 nn.init.normal_(w, 0.0, 0.02)
 
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None or self.embedding_dim is not None
-
     def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x``: (N, C, H, W); ``labels``: (N,) int64 for class-conditional models, (N, embedding_dim)
         float for embedding-conditioned ones. Returns (N,) logits."""
-        if x.dim() != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
-            raise ValueError(f"Discriminator: x must be (N, {self.channels}, {self.image_size}, "
-                             f"{self.image_size}), got {tuple(x.shape)}")
-        check_condition("Discriminator", "discriminator", self, labels, x.shape[0])
+        check_discriminator_input("Discriminator", self, x, labels)
         return projection_logit(self, self.features(x), labels)
 
     @classmethod
@@ -126,9 +120,4 @@ class Discriminator(nn.Module):
     def config(self) -> dict:
         """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint
         (``embedding_dim`` only for an embedding-conditioned model)."""
-        cfg = {"image_size": self.image_size, "channels": self.channels, "width": self.width,
-               "num_classes": self.num_classes, "spectral_norm": self.spectral_norm,
-               "minibatch_std": self.minibatch_std}
-        if self.embedding_dim is not None:
-            cfg["embedding_dim"] = self.embedding_dim
-        return cfg
+        return discriminator_config(self)

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ganx.models.common import IMAGE_SIZES, check_condition, set_common
+from ganx.models.common import IMAGE_SIZES, Conditioned, check_generator_input, set_common
 from ganx.nn.upsample_conv import UpsampleConv2d
 
 __all__ = ["Generator", "IMAGE_SIZES"]
@@ -14,7 +14,7 @@ __all__ = ["Generator", "IMAGE_SIZES"]
 _BASE = 4  # spatial size after the linear projection; every block doubles it
 
 
-class Generator(nn.Module):
+class Generator(Conditioned, nn.Module):
     """Maps a Gaussian latent ``z`` (and optionally a class label or an embedding) to an image in [-1, 1].
 
     Architecture (DCGAN): ``z -> Linear -> (C0, 4, 4) -> BN -> ReLU``, then ``log2(size/4)``
@@ -99,16 +99,10 @@ class Generator(nn.Module):
         if self.embedding_dim is not None:
             nn.init.normal_(self.embed.weight, 0.0, self.embedding_dim ** -0.5)
 
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None or self.embedding_dim is not None
-
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``z``: (N, latent_dim); ``labels``: (N,) int64 class indices (class-conditional models) or
         (N, embedding_dim) float vectors (embedding-conditioned models)."""
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"Generator: z must be (N, {self.latent_dim}), got {tuple(z.shape)}")
-        check_condition("Generator", "generator", self, labels, z.shape[0])
+        check_generator_input("Generator", self, z, labels)
         if self.embedding_dim is not None:
             z = torch.cat([z, self.embed(labels.to(z.dtype))], dim=1)
         elif self.conditional:

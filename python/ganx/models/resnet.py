@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from ganx.models.common import check_condition, projection_logit, latents, set_common
+from ganx.models.common import (Conditioned, check_discriminator_input, check_generator_input, discriminator_config,
+                                 latents, projection_logit, set_common)
 from ganx.models.discriminator import MinibatchStd
 from ganx.nn.upsample_conv import UpsampleConv2d
 from ganx.ops.conv_pool import conv2d_avg_pool2d
@@ -98,7 +99,7 @@ class UpBlock(nn.Module):
         return h + self.shortcut(x)
 
 
-class ResNetGenerator(nn.Module):
+class ResNetGenerator(Conditioned, nn.Module):
     """Maps a Gaussian latent ``z`` (and optionally a class label) to an image in [-1, 1].
 
     Architecture (SNGAN's ResNet generator): ``z -> Linear -> (C0, 4, 4)``, then ``log2(size/4)``
@@ -155,16 +156,10 @@ class ResNetGenerator(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None or self.embedding_dim is not None
-
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``z``: (N, latent_dim); ``labels``: (N,) int64 class indices (class-conditional models) or
         (N, embedding_dim) float vectors (embedding-conditioned models)."""
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"ResNetGenerator: z must be (N, {self.latent_dim}), got {tuple(z.shape)}")
-        check_condition("ResNetGenerator", "generator", self, labels, z.shape[0])
+        check_generator_input("ResNetGenerator", self, z, labels)
         if self.embedding_dim is not None:
             labels = self.embed(labels.to(z.dtype))  # the shared embedding every block's BatchNorms read
         h = self.project(z).view(z.shape[0], self.c0, _BASE, _BASE)
@@ -227,7 +222,7 @@ class DownBlock(nn.Module):
         return ", ".join((["optimized=True"] if self.optimized else []) + ([f"impl={self.impl!r}"] if self.impl != "fused" else []))
 
 
-class ResNetDiscriminator(nn.Module):
+class ResNetDiscriminator(Conditioned, nn.Module):
     """Maps an image in [-1, 1] to one logit per sample (SNGAN's ResNet discriminator).
 
     ``log2(size/4)`` :class:`DownBlock` s halve the image down to 4x4 while the channels double
@@ -279,10 +274,6 @@ class ResNetDiscriminator(nn.Module):
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
 
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None or self.embedding_dim is not None
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled features ``h`` (N, feat_dim): blocks, [minibatch std], ReLU, sum over pixels."""
         h = self.blocks(x)
@@ -293,10 +284,7 @@ class ResNetDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x``: (N, C, H, W); ``labels``: (N,) int64 for class-conditional models, (N, embedding_dim)
         float for embedding-conditioned ones. Returns (N,) logits."""
-        if x.dim() != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
-            raise ValueError(f"ResNetDiscriminator: x must be (N, {self.channels}, {self.image_size}, "
-                             f"{self.image_size}), got {tuple(x.shape)}")
-        check_condition("ResNetDiscriminator", "discriminator", self, labels, x.shape[0])
+        check_discriminator_input("ResNetDiscriminator", self, x, labels)
         return projection_logit(self, self.features(x), labels)
 
     @classmethod
@@ -309,9 +297,4 @@ class ResNetDiscriminator(nn.Module):
     def config(self) -> dict:
         """Constructor arguments (plain types) to rebuild this module, e.g. from a checkpoint
         (``embedding_dim`` only for an embedding-conditioned model)."""
-        cfg = {"image_size": self.image_size, "channels": self.channels, "width": self.width,
-               "num_classes": self.num_classes, "spectral_norm": self.spectral_norm,
-               "minibatch_std": self.minibatch_std, "impl": self.impl}
-        if self.embedding_dim is not None:
-            cfg["embedding_dim"] = self.embedding_dim
-        return cfg
+        return {**discriminator_config(self), "impl": self.impl}
