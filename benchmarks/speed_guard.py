@@ -103,17 +103,20 @@ def measure(rounds: int = 9) -> dict:
     return rows
 
 
-def pick_baseline(files, isa: str):
-    """The newest of the given speed_guard-*.json files measured with the CPU loss kernels' `isa` copy.
+def pick_baseline(files, isa: str, torch_version: str):
+    """The newest of the given speed_guard-*.json files measured with the CPU loss kernels' `isa` copy
+    and the same torch build (`torch_version`, e.g. "2.14.1+cu130").
 
-    Returns (path, data), or (None, {}) when no file matches: a baseline from another instruction-set
-    copy (avx2 vs avx512) measures other code, and comparing with it reads as a regression or a gain
-    that is neither (stop 30 compared an avx512 run with an avx2 baseline and printed +218-401%).
+    Returns (path, data), or (None, {}) when no file matches. A baseline from another instruction-set
+    copy (avx2 vs avx512) measures other ganx code, and one from another torch build other eager
+    code: on this AVX-512 host eager BCE fwd+bwd at 1M logits takes 3.9 ms under torch 2.13.0+cpu and
+    18-20 ms under 2.14.1+cu130 while ganx takes 1.3-1.8 ms under both, so the ratio moves 4x with
+    no change in ganx. Comparing across either reads as a regression or a gain that is neither.
     """
     best = None
     for path in files:
         data = json.loads(Path(path).read_text())
-        if data.get("cpu_isa") != isa:
+        if data.get("cpu_isa") != isa or data.get("torch") != torch_version:
             continue
         key = (data.get("date", ""), Path(path).name)
         if best is None or key > best[0]:
@@ -151,16 +154,17 @@ def main(argv=None) -> int:
           f"{time.time() - t0:.0f} s (ratio = eager time / ganx time, > 1: ganx faster)")
     isa = _ext._C.cpu_isa()
     files = committed_files()
-    base_path, base = pick_baseline(files, isa)
+    base_path, base = pick_baseline(files, isa, torch.__version__)
     base_rows = base.get("rows", {})
     if base_path is not None:
         print(f"compared with {base_path.relative_to(RESULTS.parent.parent)} "
               f"({base.get('date', '?')}, load {base.get('load_average', '?')}, kernels {base.get('cpu_isa', '?')})")
     else:
-        others = sorted({json.loads(p.read_text()).get("cpu_isa", "?") for p in files})
-        print(f"no committed speed_guard-*.json measured with the {isa} kernels to compare with"
-              + (f" (committed: {', '.join(others)} only; another copy is other code, so no comparison)"
-                 if others else ""))
+        others = sorted({f"{d.get('cpu_isa', '?')} kernels + torch {d.get('torch', '?')}"
+                         for d in (json.loads(p.read_text()) for p in files)})
+        print(f"no committed speed_guard-*.json measured with the {isa} kernels and torch {torch.__version__} "
+              f"to compare with" + (f" (committed: {'; '.join(others)}; another kernel copy or torch build "
+                                    "times other code, so no comparison)" if others else ""))
     drops = []
     for name, row in rows.items():
         old = base_rows.get(name, {}).get("ratio")

@@ -325,21 +325,25 @@ def test_clocks_table_and_geomeans():
     assert g == {"median_s": 2.0, "graph_median_s": 4.0, "host_per_call_s": 0.5}
 
 
-def test_the_speed_guard_compares_only_with_a_baseline_of_the_same_kernel_copy(tmp_path):
+def test_the_speed_guard_compares_only_with_a_baseline_of_the_same_kernel_copy_and_torch(tmp_path):
     import importlib.util
     spec = importlib.util.spec_from_file_location("speed_guard", BENCH / "speed_guard.py")
     guard = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(guard)
 
-    def write(name, isa, date):
+    def write(name, isa, date, torch_version="2.14.1+cu130"):
         p = tmp_path / name
-        p.write_text(json.dumps({"date": date, "cpu_isa": isa, "rows": {"x": {"ratio": 1.0}}}))
+        p.write_text(json.dumps({"date": date, "cpu_isa": isa, "torch": torch_version, "rows": {"x": {"ratio": 1.0}}}))
         return p
 
     old512 = write("speed_guard-cpu-2thr-avx512-2026-12-01.json", "avx512", "2026-12-01T10:00:00+00:00")
     new2 = write("speed_guard-cpu-2thr-avx2-2026-12-07.json", "avx2", "2026-12-07T10:00:00+00:00")
     new512 = write("speed_guard-cpu-2thr-avx512-2026-12-05.json", "avx512", "2026-12-05T10:00:00+00:00")
-    files = [old512, new2, new512]
-    assert guard.pick_baseline(files, "avx512")[0] == new512
-    assert guard.pick_baseline(files, "avx2")[0] == new2
-    assert guard.pick_baseline(files, "default") == (None, {})
+    other_torch = write("speed_guard-cpu-2thr-avx512-2026-12-06.json", "avx512", "2026-12-06T10:00:00+00:00",
+                        "2.13.0+cpu")
+    files = [old512, new2, new512, other_torch]
+    assert guard.pick_baseline(files, "avx512", "2.14.1+cu130")[0] == new512
+    assert guard.pick_baseline(files, "avx512", "2.13.0+cpu")[0] == other_torch
+    assert guard.pick_baseline(files, "avx2", "2.14.1+cu130")[0] == new2
+    assert guard.pick_baseline(files, "default", "2.14.1+cu130") == (None, {})
+    assert guard.pick_baseline(files, "avx2", "2.15.0") == (None, {})
