@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string_view>
+#include <utility>
 
 #if defined(__CUDACC__)
 #define GANX_HD __host__ __device__ __forceinline__
@@ -73,6 +74,14 @@ inline const ActivationInfo* find_activation(std::string_view name) {
   for (const auto& info : kActivations)
     if (name == info.name) return &info;
   return nullptr;
+}
+
+// Any other string view with data() and size(): torch before 2.6 has its own c10::string_view
+// class (not std::string_view), and the op schemas hand the name over as one; the declared torch
+// floor is 2.4.1 (.ci/torch_matrix.sh builds against it).
+template <class S, class = decltype(std::declval<const S&>().data() + std::declval<const S&>().size())>
+inline const ActivationInfo* find_activation(const S& name) {
+  return find_activation(std::string_view(name.data(), name.size()));
 }
 
 // gelu's tanh form: 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), torch's approximate='tanh'.
