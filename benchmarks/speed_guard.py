@@ -104,8 +104,8 @@ def measure(rounds: int = 9) -> dict:
 
 
 def pick_baseline(files, isa: str, torch_version: str):
-    """The newest of the given speed_guard-*.json files measured with the CPU loss kernels' `isa` copy
-    and the same torch build (`torch_version`, e.g. "2.14.1+cu130").
+    """The newest of the given speed_guard-*.json files (paths, or (path, parsed JSON) pairs) measured
+    with the CPU loss kernels' `isa` copy and the same torch build (`torch_version`, e.g. "2.14.1+cu130").
 
     Returns (path, data), or (None, {}) when no file matches. A baseline from another instruction-set
     copy (avx2 vs avx512) measures other ganx code, and one from another torch build other eager
@@ -114,8 +114,8 @@ def pick_baseline(files, isa: str, torch_version: str):
     no change in ganx. Comparing across either reads as a regression or a gain that is neither.
     """
     best = None
-    for path in files:
-        data = json.loads(Path(path).read_text())
+    for item in files:
+        path, data = item if isinstance(item, tuple) else (item, json.loads(Path(item).read_text()))
         if data.get("cpu_isa") != isa or data.get("torch") != torch_version:
             continue
         key = (data.get("date", ""), Path(path).name)
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
           f"{_ext._C.cpu_isa()}, {args.threads} threads, load average {load[0]:.2f} -> {load_after[0]:.2f}, "
           f"{time.time() - t0:.0f} s (ratio = eager time / ganx time, > 1: ganx faster)")
     isa = _ext._C.cpu_isa()
-    files = committed_files()
+    files = [(p, json.loads(p.read_text())) for p in committed_files()]  # each file read once
     base_path, base = pick_baseline(files, isa, torch.__version__)
     base_rows = base.get("rows", {})
     if base_path is not None:
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
               f"({base.get('date', '?')}, load {base.get('load_average', '?')}, kernels {base.get('cpu_isa', '?')})")
     else:
         others = sorted({f"{d.get('cpu_isa', '?')} kernels + torch {d.get('torch', '?')}"
-                         for d in (json.loads(p.read_text()) for p in files)})
+                         for _, d in files})
         print(f"no committed speed_guard-*.json measured with the {isa} kernels and torch {torch.__version__} "
               f"to compare with" + (f" (committed: {'; '.join(others)}; another kernel copy or torch build "
                                     "times other code, so no comparison)" if others else ""))

@@ -59,7 +59,6 @@ upsampling, so ganx runs it at the input resolution (s*s fewer multiply-adds) an
 """
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import itertools

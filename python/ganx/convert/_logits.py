@@ -26,7 +26,6 @@ changes nothing.
 """
 from __future__ import annotations
 
-import copy
 import operator
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union

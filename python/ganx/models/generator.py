@@ -8,6 +8,7 @@ from torch import nn
 
 from ganx.models.common import IMAGE_SIZES, Conditioned, check_generator_input, set_common
 from ganx.nn.upsample_conv import UpsampleConv2d
+from ganx.ops._checks import check_impl
 
 __all__ = ["Generator", "IMAGE_SIZES"]
 
@@ -42,8 +43,7 @@ class Generator(Conditioned, nn.Module):
                  embedding_dim: Optional[int] = None):
         super().__init__()
         set_common(self, image_size, channels, width, num_classes, embedding_dim)
-        if impl not in ("fused", "reference"):
-            raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
+        check_impl("Generator", impl)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         self.latent_dim = int(latent_dim)

@@ -14,17 +14,12 @@ from ganx.models.common import (Conditioned, check_discriminator_input, check_ge
                                  latents, projection_logit, set_common)
 from ganx.models.discriminator import MinibatchStd
 from ganx.nn.upsample_conv import UpsampleConv2d
+from ganx.ops._checks import check_impl
 from ganx.ops.conv_pool import conv2d_avg_pool2d
 
 __all__ = ["ResNetGenerator", "ResNetDiscriminator", "ConditionalBatchNorm2d", "UpBlock", "DownBlock"]
 
 _BASE = 4  # spatial size after the generator's linear projection / of the discriminator's last blocks
-
-
-def _check_impl(owner: str, impl: str) -> str:
-    if impl not in ("fused", "reference"):
-        raise ValueError(f"{owner}: impl must be 'fused' or 'reference', got {impl!r}")
-    return impl
 
 
 def _blocks(image_size: int) -> int:
@@ -124,7 +119,7 @@ class ResNetGenerator(Conditioned, nn.Module):
                  embed_dim: Optional[int] = None):
         super().__init__()
         set_common(self, image_size, channels, width, num_classes, embedding_dim)
-        _check_impl("ResNetGenerator", impl)
+        check_impl("ResNetGenerator", impl)
         if latent_dim < 1:
             raise ValueError(f"ResNetGenerator: latent_dim must be >= 1, got {latent_dim}")
         if embed_dim is not None and (embedding_dim is None or embed_dim < 1):
@@ -205,7 +200,7 @@ class DownBlock(nn.Module):
         super().__init__()
         sn = _sn if spectral_norm else (lambda m: m)
         self.optimized = bool(optimized)
-        self.impl = _check_impl("DownBlock", impl)
+        self.impl = check_impl("DownBlock", impl)
         self.conv1 = sn(nn.Conv2d(in_channels, out_channels, 3, padding=1))
         self.conv2 = sn(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.shortcut = sn(nn.Conv2d(in_channels, out_channels, 1))
@@ -250,7 +245,7 @@ class ResNetDiscriminator(Conditioned, nn.Module):
                  impl: str = "fused"):
         super().__init__()
         set_common(self, image_size, channels, width, num_classes, embedding_dim)
-        self.impl = _check_impl("ResNetDiscriminator", impl)
+        self.impl = check_impl("ResNetDiscriminator", impl)
         self.spectral_norm, self.minibatch_std = bool(spectral_norm), int(minibatch_std)
         sn = _sn if spectral_norm else (lambda m: m)
         n = _blocks(image_size)

@@ -17,15 +17,10 @@ from torch.nn import functional as F
 from ganx.ops import bce as _fused
 from ganx.ops import critic as _critic
 from ganx.ops import reference as _ref
+from ganx.ops._checks import check_impl
 
 __all__ = ["DiscriminatorBCELoss", "GeneratorBCELoss", "BCEWithLogitsLoss", "BCELoss", "HingeDiscriminatorLoss",
            "HingeGeneratorLoss", "WassersteinDiscriminatorLoss", "WassersteinGeneratorLoss"]
-
-
-def _impl(name: str, impl: str) -> str:
-    if impl not in ("fused", "reference"):
-        raise ValueError(f"{name}: impl must be 'fused' or 'reference', got {impl!r}")
-    return impl
 
 
 def _legacy_reduction(size_average, reduce, reduction: str) -> str:
@@ -48,7 +43,7 @@ class DiscriminatorBCELoss(nn.Module):
                  return_stats: bool = False, *, impl: str = "fused"):
         super().__init__()
         name = type(self).__name__
-        self.impl = _impl(name, impl)
+        self.impl = check_impl(name, impl)
         self.real_target = _fused.check_target(name, "real_target", real_target)
         self.fake_target = _fused.check_target(name, "fake_target", fake_target)
         _fused.check_reduction(name, reduction)
@@ -76,7 +71,7 @@ class GeneratorBCELoss(nn.Module):
                  impl: str = "fused"):
         super().__init__()
         name = type(self).__name__
-        self.impl = _impl(name, impl)
+        self.impl = check_impl(name, impl)
         if mode not in _fused.GENERATOR_MODES:
             raise ValueError(f"{name}: mode must be 'non_saturating' or 'minimax', got {mode!r}")
         self.mode = mode
@@ -98,7 +93,7 @@ class _CriticDiscriminator(nn.Module):
     def __init__(self, reduction: str = "mean", return_stats: bool = False, *, impl: str = "fused"):
         super().__init__()
         name = type(self).__name__
-        self.impl = _impl(name, impl)
+        self.impl = check_impl(name, impl)
         _fused.check_reduction(name, reduction)
         self.reduction = reduction
         self.return_stats = bool(return_stats)
@@ -117,7 +112,7 @@ class _CriticGenerator(nn.Module):
     def __init__(self, reduction: str = "mean", *, impl: str = "fused"):
         super().__init__()
         name = type(self).__name__
-        self.impl = _impl(name, impl)
+        self.impl = check_impl(name, impl)
         _fused.check_reduction(name, reduction)
         self.reduction = reduction
 
@@ -166,7 +161,7 @@ class _ElementwiseBCE(nn.Module):
     def __init__(self, weight: Optional[Tensor], size_average, reduce, reduction: str, impl: str):
         super().__init__()
         name = type(self).__name__
-        self.impl = _impl(name, impl)
+        self.impl = check_impl(name, impl)
         self.reduction = _legacy_reduction(size_average, reduce, reduction)
         _fused.check_reduction(name, self.reduction)
         self.register_buffer("weight", weight)

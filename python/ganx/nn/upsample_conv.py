@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from ganx.ops import reference
+from ganx.ops._checks import check_impl
 from ganx.ops.activations import activation_names
 from ganx.ops.upsample_conv import ACTIVATIONS, conv_transpose2d_4s2, upsample_conv2d
 
 __all__ = ["UpsampleConv2d", "FusedConvTranspose2d"]
-
-IMPLS = ("fused", "reference")
 
 
 class UpsampleConv2d(nn.Module):
@@ -44,8 +43,7 @@ class UpsampleConv2d(nn.Module):
             raise ValueError(f"UpsampleConv2d: kernel_size must be 1, 3 or 5, got {kernel_size}")
         if activation not in (None,) + ACTIVATIONS:
             raise ValueError(f"UpsampleConv2d: activation must be one of {activation_names()}, got {activation!r}")
-        if impl not in IMPLS:
-            raise ValueError(f"UpsampleConv2d: impl must be 'fused' or 'reference', got {impl!r}")
+        check_impl("UpsampleConv2d", impl)
         if in_channels <= 0 or out_channels <= 0:
             raise ValueError(f"UpsampleConv2d: channels must be positive, got in={in_channels}, out={out_channels}")
         factory = {"device": device, "dtype": dtype}
@@ -99,8 +97,7 @@ class FusedConvTranspose2d(nn.Module):
         super().__init__()
         if activation not in (None,) + ACTIVATIONS:
             raise ValueError(f"FusedConvTranspose2d: activation must be one of {activation_names()}, got {activation!r}")
-        if impl not in IMPLS:
-            raise ValueError(f"FusedConvTranspose2d: impl must be 'fused' or 'reference', got {impl!r}")
+        check_impl("FusedConvTranspose2d", impl)
         factory = {"device": device, "dtype": dtype}
         self.in_channels = in_channels
         self.out_channels = out_channels

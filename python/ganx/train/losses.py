@@ -38,6 +38,7 @@ from torch import Tensor
 from ganx.ops import bce as _fused_bce
 from ganx.ops import critic as _fused_critic
 from ganx.ops import reference as _reference
+from ganx.ops._checks import check_impl
 
 __all__ = ["GANLoss", "LogitLoss", "BCELoss", "HingeLoss", "WGANLoss", "R1Penalty", "LOSSES", "build_loss",
            "discriminate", "call_d"]
@@ -109,7 +110,7 @@ class BCELoss(LogitLoss):
              "d_fake": "mean D(G(z))"}
 
     def __init__(self, impl: str = "fused", g_mode: str = "non_saturating", real_target: float = 1.0):
-        _check_impl("BCELoss", impl)
+        check_impl("BCELoss", impl)
         if g_mode not in _fused_bce.GENERATOR_MODES:
             raise ValueError(f"BCELoss: g_mode must be 'non_saturating' or 'minimax', got {g_mode!r}")
         self.impl, self.g_mode, self.real_target = impl, g_mode, float(real_target)
@@ -130,12 +131,6 @@ class BCELoss(LogitLoss):
         return self._ops.bce_generator_loss(fake_logits, mode=self.g_mode)
 
 
-def _check_impl(name: str, impl: str) -> str:
-    if impl not in ("fused", "reference"):
-        raise ValueError(f"{name}: impl must be 'fused' or 'reference', got {impl!r}")
-    return impl
-
-
 class _CriticLoss(LogitLoss):
     """The critic losses on raw scores (the math is in ganx.ops.critic). Stats: D's accuracy on
     real and on fake (a score > 0 reads "real") and its mean raw scores (not probabilities: these
@@ -147,7 +142,7 @@ class _CriticLoss(LogitLoss):
              "logit_fake": "mean logit, fake"}
 
     def __init__(self, impl: str = "fused"):
-        self.impl = _check_impl(type(self).__name__, impl)
+        self.impl = check_impl(type(self).__name__, impl)
         ops = _fused_critic if impl == "fused" else _reference
         self._d = getattr(ops, f"{self.kind}_discriminator_loss")
         self._g = getattr(ops, f"{self.kind}_generator_loss")

@@ -19,7 +19,7 @@ from ganx.train import distributed, faults, rundir
 from ganx.train.augment import Augmented, DiffAugment
 from ganx.train.checkpoint import RunCheckpoint, load_checkpoint
 from ganx.train.conditioning import SampleGrid, conditioned_batches, model_args, run_conditioning
-from ganx.train.config import ConfigError, TrainConfig, resolve_run_config
+from ganx.train.config import TrainConfig, resolve_run_config
 from ganx.train.cores import ThreadGovernor
 from ganx.train.ema import EMA
 from ganx.train.finish import end_of_run, stopped_result
