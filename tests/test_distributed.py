@@ -31,7 +31,11 @@ from tiny_run import SMALL, TINY  # noqa: E402  (tests/tiny_run.py)
 #   off (the stddev layer itself never mixes ranks' samples: its groups lie within one share).
 EQUIV = dict(image_size=16, latent_dim=8, g_width=8, d_width=8, batch_size=16, steps=4, d_steps=2,
              log_every=2, checkpoint_every=100, progress=False, metrics=False, sample_every=0, device="cpu",
-             impl="reference", minibatch_std=0, spectral_norm=True, sync_batchnorm=True, threads=1)
+             impl="reference", minibatch_std=0, spectral_norm=True, sync_batchnorm=True, threads=1,
+             # the EMA G's BatchNorm statistics are recomputed only where its BatchNorms are local (here
+             # the single process's; rank 0's synchronised ones would wait for the other ranks): off, so
+             # that both runs keep G's and compare
+             bn_recalibration=0)
 
 
 def _free_port() -> int:

@@ -285,7 +285,20 @@ def test_resume_equals_uninterrupted(tmp_path, impl, archs, augment):
     """Bit-identical on CPU: 6 steps straight == 3 steps, checkpoint, new process state, 3 more.
     The split (3 of 16 batches) falls mid-epoch, so the data position is exercised too (and the
     augmentations' random draws, with --augment)."""
-    kw = dict(impl=impl, spectral_norm=True, d_steps=2, generator=archs[0], discriminator=archs[1], augment=augment)
+    _check_resume(tmp_path, impl=impl, spectral_norm=True, d_steps=2, generator=archs[0], discriminator=archs[1],
+                  augment=augment)
+
+
+@pytest.mark.parametrize("archs", ARCH_COVER, ids="-".join)
+def test_resume_equals_uninterrupted_in_channels_last(tmp_path, archs):
+    """The same with the models and images in NHWC (--memory-format channels_last; 'auto' picks it
+    from 32 px), sample grids at every step (each one recomputes the EMA G's BatchNorm statistics)
+    and a conditional D with minibatch-stddev groups."""
+    _check_resume(tmp_path, impl="fused", d_steps=1, generator=archs[0], discriminator=archs[1],
+                  memory_format="channels_last", sample_every=1)
+
+
+def _check_resume(tmp_path, **kw):
     a = Trainer(tiny(tmp_path / "a", steps=6, **kw), dataset=SMALL)
     a.fit(tensorboard=False)
     b = Trainer(tiny(tmp_path / "b", steps=3, **kw), dataset=SMALL)
@@ -303,6 +316,99 @@ def test_resume_equals_uninterrupted(tmp_path, impl, archs, augment):
     # The resumed run's log continues the first one: steps 1..6, once each.
     rows = [json.loads(x) for x in (tmp_path / "b" / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 7))
+
+
+def test_memory_format(tmp_path):
+    """'auto': NCHW below 32 px on the CPU, NHWC from 32 px; the models' 4-D weights, the real
+    batches and the generated ones are in that layout, and one step computes the same as in NCHW
+    (up to rounding: other convolution algorithms)."""
+    from ganx.train.trainer import memory_format
+    cpu = torch.device("cpu")
+    assert memory_format(tiny(tmp_path), cpu) == torch.contiguous_format
+    assert memory_format(tiny(tmp_path, image_size=32), cpu) == torch.channels_last
+    assert memory_format(tiny(tmp_path, memory_format="channels_last"), cpu) == torch.channels_last
+    assert memory_format(tiny(tmp_path, image_size=32, memory_format="contiguous"), cpu) == torch.contiguous_format
+    assert memory_format(tiny(tmp_path), torch.device("cuda")) == torch.channels_last
+    with pytest.raises(ConfigError, match="memory_format"):
+        tiny(tmp_path, memory_format="nhwc")
+    figs = {}
+    for fmt in ("contiguous", "channels_last"):
+        t = Trainer(tiny(tmp_path / fmt, memory_format=fmt, generator="resnet", discriminator="resnet",
+                         impl="fused"), dataset=SMALL)
+        cl = fmt == "channels_last"
+        for m in (t.G, t.D):
+            # (a weight with one input channel or a 1x1 kernel is laid out the same either way)
+            w4 = [p for p in m.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2:] != (1, 1)]
+            assert w4 and all(p.is_contiguous(memory_format=torch.channels_last) == cl for p in w4)
+        fake = t.G(torch.randn(4, 8), torch.arange(4))
+        assert fake.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        figs[fmt] = t.train_step()
+        t.close()
+    for k, v in figs["contiguous"].items():
+        torch.testing.assert_close(figs["channels_last"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_recalibrate_batchnorm_is_the_plain_average_of_the_batches():
+    """Every BatchNorm's running statistics = the mean and the unbiased variance over all the given
+    batches' activations (equal-sized batches: the per-batch averages of a cumulative BN); the
+    parameters, the momentum and the modes are left as they were."""
+    from ganx.train.ema import recalibrate_batchnorm
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+                              torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.3)).double().eval()
+    before = {k: v.clone() for k, v in net.named_parameters()}
+    xs = [torch.randn(8, 2, 6, 6, dtype=torch.float64) * (i + 1) for i in range(3)]
+    assert recalibrate_batchnorm(net, ((x,) for x in xs))
+    assert not net.training and net[4].momentum == 0.3 and net[1].momentum == 0.1
+    assert all(torch.equal(v, before[k]) for k, v in net.named_parameters())
+
+    def stats(h):  # per batch: mean, unbiased variance per channel
+        return h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=True)
+
+    h1 = [net[0](x) for x in xs]
+    m1, v1 = zip(*(stats(h) for h in h1))
+    torch.testing.assert_close(net[1].running_mean, torch.stack(m1).mean(0))
+    torch.testing.assert_close(net[1].running_var, torch.stack(v1).mean(0))
+    # the second BN saw the first one normalising with each batch's own statistics (train mode)
+    h2 = [net[3](torch.relu((h - h.mean((0, 2, 3), keepdim=True)) / torch.sqrt(h.var((0, 2, 3), unbiased=False,
+                                                                                     keepdim=True) + 1e-5)
+                            * net[1].weight.view(1, -1, 1, 1) + net[1].bias.view(1, -1, 1, 1))) for h in h1]
+    m2, v2 = zip(*(stats(h) for h in h2))
+    torch.testing.assert_close(net[4].running_mean, torch.stack(m2).mean(0))
+    torch.testing.assert_close(net[4].running_var, torch.stack(v2).mean(0))
+    assert not recalibrate_batchnorm(torch.nn.Linear(2, 2), [(torch.randn(1, 2),)])
+    # a synchronised BatchNorm would wait for the other processes (which do not sample): left alone
+    from ganx.train.distributed import AllReduceBatchNorm2d
+    for bn in (torch.nn.SyncBatchNorm(3), AllReduceBatchNorm2d(3)):
+        mean = bn.running_mean.clone()
+        assert not recalibrate_batchnorm(torch.nn.Sequential(bn), [(torch.randn(2, 3, 4, 4),)])
+        assert torch.equal(bn.running_mean, mean)
+
+
+@pytest.mark.parametrize("conditional", [True, False, "embedding"])
+def test_recalibration_leaves_the_training_alone(tmp_path, conditional):
+    """The EMA G's BatchNorm statistics are recomputed whenever it samples (here a grid at every
+    step) from their own random draws: G, D, the EMA weights and every random stream are exactly
+    those of a run without it; only the EMA's BatchNorm buffers differ, and they fit its weights
+    (recomputed from scratch for the same weights, they come out the same)."""
+    data = SMALL_EMB if conditional == "embedding" else SMALL
+    kw = dict(steps=3, sample_every=1, conditional=bool(conditional), generator="resnet", discriminator="resnet")
+    runs = {n: Trainer(tiny(tmp_path / str(n), bn_recalibration=n, **kw), dataset=data) for n in (0, 3)}
+    for t in runs.values():
+        t.fit(tensorboard=False)
+    a, b = runs[0], runs[3]
+    assert same(params(a.G), params(b.G)) and same(params(a.D), params(b.D))
+    assert same(params(a.ema.module), params(b.ema.module))
+    assert torch.equal(a.noise_gen.get_state(), b.noise_gen.get_state())
+    assert torch.equal(a.G.blocks[0].bn1.bn.running_mean, b.G.blocks[0].bn1.bn.running_mean)
+    ea, eb = a.ema.module.bn.running_mean, b.ema.module.bn.running_mean
+    assert torch.equal(ea, a.G.bn.running_mean) and not torch.equal(eb, ea)
+    saved = eb.clone()
+    b._recalibrated = None  # recompute for the same weights
+    assert torch.equal(b.sampler.bn.running_mean, saved)
+    # the checkpoint holds the recalibrated statistics: `ganx sample` draws what the run drew
+    E, _ = load_generator(tmp_path / "3" / "run")
+    assert torch.equal(E.bn.running_mean, saved)
 
 
 def test_checkpoint_is_weights_only_and_complete(tmp_path):
@@ -355,7 +461,7 @@ def test_checkpoint_of_ganx_0_1_0_still_loads(tmp_path):
     # and the run resumes from it (a new run folder; its data: the digits it was trained on)
     t = Trainer.from_checkpoint(OLD_CHECKPOINT, {"steps": 3, "out": str(tmp_path / "resumed")},
                                 dataset=_DIGITS._subset(torch.arange(64)))
-    assert t.step == 2
+    assert t.step == 2 and t.config.memory_format == "contiguous"  # as it ran (no such option then)
     t.fit(tensorboard=False)
     assert load_checkpoint(tmp_path / "resumed")["step"] == 3
 

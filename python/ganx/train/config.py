@@ -100,10 +100,19 @@ class TrainConfig:
     beta2: float = _opt(0.999, "Adam beta2 (both optimisers)")
     ema_decay: float = _opt(0.999, "decay of the exponential moving average of G's weights used for "
                             "sampling (0 disables it: samples come from G itself)")
+    bn_recalibration: int = _opt(10, "batches (of --batch-size generated images) over which the EMA generator's "
+                                 "BatchNorm statistics are recomputed before it draws samples or metrics or is "
+                                 "saved (its weights are an average, so the statistics G gathered do not fit them); "
+                                 "0 = use G's")
     # runtime
     device: str = _opt("auto", "'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'")
     amp: str = _opt("off", "mixed precision on CUDA: 'off', 'bf16' or 'fp16' (fp16 uses a gradient scaler)",
                     choices=("off", "bf16", "fp16"))
+    memory_format: str = _opt("auto", "layout of the models' weights and images: 'channels_last' (NHWC, what "
+                              "oneDNN's and cuDNN's fastest convolutions read), 'contiguous' (NCHW) or 'auto' "
+                              "(channels_last on CUDA and for images of 32 px and more; contiguous for smaller "
+                              "images on the CPU, where NHWC measured slower); the same numbers up to rounding",
+                              choices=("auto", "channels_last", "contiguous"))
     seed: int = _opt(0, "seed of everything random: weights, noise, data order")
     deterministic: bool = _opt(False, "deterministic algorithms only (slower on CUDA; CPU runs are "
                                "reproducible anyway)")
@@ -176,8 +185,9 @@ class TrainConfig:
             raise ConfigError(f"{_key('r1_gamma')}: must be >= 0, got {self.r1_gamma}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"{_key('seed')}: must be in [0, 2**63 - 8], got {_short(self.seed, 40)}")
-        if (self.sample_every is not None and self.sample_every < 0) or self.threads < 0:
-            raise ConfigError("--sample-every and --threads (config keys 'sample_every', 'threads') must be >= 0")
+        if (self.sample_every is not None and self.sample_every < 0) or self.threads < 0 or self.bn_recalibration < 0:
+            raise ConfigError("--sample-every, --threads and --bn-recalibration (config keys 'sample_every', 'threads', "
+                              "'bn_recalibration') must be >= 0")
         if self.threads > max_threads():
             raise ConfigError(f"{_key('threads')}: {self.threads} is more than the {max_threads()} CPUs of this "
                               f"machine (use 0 for torch's default, or at most {max_threads()})")

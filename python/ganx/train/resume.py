@@ -49,6 +49,8 @@ def resume_config(ckpt: Dict[str, Any], path, overrides: Optional[Dict[str, Any]
     if os.path.isdir(src):
         src = os.path.join(src, "checkpoints", "last.pt")
     saved = dict(ckpt["config"])
+    # A checkpoint from before the memory_format option ran NCHW; keep it so (bit-identical resume).
+    saved.setdefault("memory_format", "contiguous")
     if ckpt.get("sample_every_unit") != "steps" and saved.get("sample_every"):
         # A checkpoint from before sample_every counted steps: its value was in epochs (1
         # by default), which read as steps would write a grid at every step.

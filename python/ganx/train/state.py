@@ -36,7 +36,8 @@ def trainer_state(t) -> Dict[str, Any]:
         "D": t.D.state_dict(),
         "opt_g": t.opt_g.state_dict(),
         "opt_d": t.opt_d.state_dict(),
-        "ema": t.ema.state_dict() if t.ema is not None else None,
+        # t.sampler first: the EMA G's BatchNorm statistics recomputed, so the checkpoint samples as the run does
+        "ema": t.ema.state_dict() if t.ema is not None and t.sampler is not None else None,
         "scaler_g": t.scaler_g.state_dict(),
         "scaler_d": t.scaler_d.state_dict(),
         "rng": {"global": capture_rng(), "noise": t.noise_gen.get_state(),
