@@ -56,7 +56,8 @@ BAR_ENTROPY = 0.95 * math.log(10)
 # lr_d 4e-4 (TTUR-style, Adam betas kept at 0.5/0.999): at 1000 steps on the digits it gave FID 31.4
 # against 46.5 at 2e-4, 35.3 with --d-steps 2 (1.6x the step time), 56.6 with --loss bce, 51.4 with
 # --augment translation and 100 with betas (0, 0.9) and lr_g 1e-4 (2026-12-07, one seed each).
-# 2200 steps: about 0.24 s a step on the 2-core CPU, leaving the metrics inside the 10 minutes.
+# 2200 steps: about 0.24 s a step on the 2-core CPU, leaving the metrics inside the 10 minutes (NHWC, the
+# Trainer's 'auto' layout at 32 px since 2026-12-08: 0.23-0.25 s a step on a slower-drifting host, 561 s wall).
 RESNET_FLAGS = ["--generator", "resnet", "--discriminator", "resnet", "--image-size", "32", "--lr-d", "4e-4",
                 "--steps", "2200"]
 RESNET_BAR_SECONDS = 600

@@ -38,6 +38,7 @@ import torch
 from ganx_bench import harness as H
 
 BENCH = "train_step"
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 CONTENDERS = ("fused", "reference", "compile")
 PRECISIONS = ("fp32", "bf16")
 
@@ -111,11 +112,15 @@ class Step:
     """Models, optimisers and fixed inputs of one contender; ``__call__`` runs one D+G step."""
 
     def __init__(self, cfg: StepConfig, contender: str, state: Tuple[dict, dict], inputs: Dict[str, torch.Tensor],
-                 device: torch.device, dtype: torch.dtype = torch.float32):
+                 device: torch.device, dtype: torch.dtype = torch.float32,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         impl = "fused" if contender == "fused" else "reference"
         G, D = build_models(cfg, impl)
-        self.G, self.D = G.to(device, dtype), D.to(device, dtype)
+        # the layout of weights and images (the Trainer's --memory-format), the same for every contender
+        self.G = G.to(device, dtype, memory_format=memory_format)
+        self.D = D.to(device, dtype, memory_format=memory_format)
         inputs = {k: v.to(dtype) for k, v in inputs.items()}
+        inputs["real"] = inputs["real"].contiguous(memory_format=memory_format)
         self.G.load_state_dict(state[0])
         self.D.load_state_dict(state[1])
         self.G.train()
@@ -220,7 +225,8 @@ def run(ctx: H.Context, configs: Sequence[StepConfig], contenders: Sequence[str]
             inputs = {k: v.to(ctx.device) for k, v in inputs.items()}
 
             def fresh(name: str, precision: str, dtype: torch.dtype = torch.float32) -> Step:
-                return Step(dataclasses.replace(cfg, precision=precision), name, state, inputs, ctx.device, dtype)
+                return Step(dataclasses.replace(cfg, precision=precision), name, state, inputs, ctx.device, dtype,
+                            MEMORY_FORMATS[ctx.args.get("memory_format", "contiguous")])
 
             # fp32 configurations: numerics checked in float64 (see check()); bf16 against fp32.
             check_dtype = torch.float64 if cfg.precision == "fp32" else torch.float32
@@ -309,6 +315,9 @@ def parser(default_out: Optional[Path] = None) -> argparse.ArgumentParser:
                    help="comma-separated subset of fp32,bf16 (bf16 = autocast; default: fp32 on CPU, fp32,bf16 on "
                         "CUDA; --dtype bfloat16 means bf16 only)")
     p.add_argument("--configs", default=None, help="comma-separated substrings of config ids, e.g. 32px-n64")
+    p.add_argument("--memory-format", choices=tuple(MEMORY_FORMATS), default="contiguous",
+                   help="layout of every contender's weights and images (the Trainer's --memory-format; 'auto' "
+                        "there is channels_last from 32 px)")
     return p
 
 
